@@ -1,0 +1,117 @@
+"""Configuration dataclasses: ``MOGRPOConfig(trl.GRPOConfig)`` and ``MOScriptArguments(trl.ScriptArguments)``.
+
+Recipes are flat YAML files read by ``trl.TrlParser`` with unknown keys failing. One source of truth per knob:
+the weighting owns the objective weights, so TRL's ``reward_weights`` and ``multi_objective_aggregation`` may not
+be set beside a weighting that owns them (use ``weighting_kwargs`` and ``advantage_estimator`` instead).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from trl import GRPOConfig, ScriptArguments
+
+from mo_align.advantages import ADVANTAGE_ESTIMATORS
+
+
+def _as_dict(value: Any, name: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{name} must be a mapping or a JSON object string, got {value!r}") from exc
+    if not isinstance(value, dict):
+        raise ValueError(f"{name} must be a mapping, got {type(value).__name__}")
+    return dict(value)
+
+
+@dataclass
+class MOGRPOConfig(GRPOConfig):
+    """[`trl.GRPOConfig`] plus the multi-objective knobs.
+
+    Args:
+        weighting (`str`, *optional*, defaults to `"linear"`):
+            Registry key of the weighting strategy (see `mo_align.weightings.WEIGHTINGS`).
+        weighting_kwargs (`dict` or `str`, *optional*):
+            Hyperparameters of the weighting, splatted into its constructor; a JSON object on the CLI.
+        advantage_estimator (`str`, *optional*, defaults to `"grpo"`):
+            ``"grpo"`` (group baseline, TRL's ``scale_rewards``), ``"reinforce_pp"`` (REINFORCE++ token-weighted
+            batch whitening, the paper's estimator) or ``"gdpo"`` (per-objective group z-scores then sum).
+    """
+
+    weighting: str = field(default="linear", metadata={"help": "Weighting strategy (registry key)."})
+    weighting_kwargs: dict[str, Any] | str | None = field(
+        default=None, metadata={"help": "Weighting hyperparameters (mapping, or JSON string on the CLI)."}
+    )
+    advantage_estimator: str = field(
+        default="grpo", metadata={"help": "grpo | reinforce_pp | gdpo", "choices": list(ADVANTAGE_ESTIMATORS)}
+    )
+
+    _VALID_DICT_FIELDS = [*GRPOConfig._VALID_DICT_FIELDS, "weighting_kwargs"]  # noqa: RUF012
+
+    def __post_init__(self) -> None:
+        from mo_align.weightings import WEIGHTINGS, validate_kwargs
+
+        self.weighting_kwargs = _as_dict(self.weighting_kwargs, "weighting_kwargs")
+        if self.weighting not in WEIGHTINGS:
+            raise ValueError(f"unknown weighting {self.weighting!r}; choose from {sorted(WEIGHTINGS)}")
+        validate_kwargs(WEIGHTINGS[self.weighting], self.weighting_kwargs)
+        if self.advantage_estimator not in ADVANTAGE_ESTIMATORS:
+            raise ValueError(
+                f"unknown advantage_estimator {self.advantage_estimator!r}; choose from {list(ADVANTAGE_ESTIMATORS)}"
+            )
+        if self.num_generations is not None and self.num_generations < 2:
+            raise ValueError(f"num_generations must be >= 2 for group baselines, got {self.num_generations}")
+        if WEIGHTINGS[self.weighting].owns_weights and self.reward_weights is not None:
+            raise ValueError(
+                f"reward_weights is set but weighting {self.weighting!r} owns the objective weights; "
+                "pass them as weighting_kwargs (e.g. {weights: [...]}) instead"
+            )
+        if self.multi_objective_aggregation != "sum_then_normalize":
+            raise ValueError(
+                "multi_objective_aggregation is owned by mo_align; use advantage_estimator: gdpo for "
+                "normalize_then_sum"
+            )
+        super().__post_init__()
+
+
+@dataclass
+class MOScriptArguments(ScriptArguments):
+    """Script arguments: data and objectives.
+
+    Args:
+        reward_funcs (`list[str]`):
+            Objectives, in order: keys of `mo_align.rewards.REWARDS` or dotted paths ``pkg.module.function``.
+        reward_kwargs (`dict` or `str`, *optional*):
+            Per-reward keyword arguments keyed by reward name, e.g. ``{conciseness: {reference_length: 20}}``.
+        dataset_path (`str`, *optional*):
+            Local dataset: a directory of ``{train,val,test}.parquet`` / ``.jsonl`` files, or ``synthetic`` for the
+            built-in arithmetic task. Takes precedence over ``dataset_name``.
+        dataset_kwargs (`dict`, *optional*):
+            Keyword arguments of the synthetic generator (``n_train``, ``n_eval``, ``seed``).
+        eval_split (`str`, *optional*):
+            Split used for evaluation (``val`` or ``test``); ``None`` disables evaluation.
+    """
+
+    reward_funcs: list[str] = field(default_factory=list, metadata={"help": "Objectives, in order."})
+    reward_kwargs: dict[str, Any] | str | None = field(default=None, metadata={"help": "Per-reward kwargs."})
+    dataset_path: str | None = field(default=None, metadata={"help": "Local data dir, or 'synthetic'."})
+    dataset_kwargs: dict[str, Any] | str | None = field(default=None, metadata={"help": "Synthetic data kwargs."})
+    eval_split: str | None = field(default=None, metadata={"help": "Evaluation split (val/test) or None."})
+
+    def __post_init__(self) -> None:
+        if hasattr(super(), "__post_init__"):
+            super().__post_init__()
+        self.reward_kwargs = _as_dict(self.reward_kwargs, "reward_kwargs")
+        self.dataset_kwargs = _as_dict(self.dataset_kwargs, "dataset_kwargs")
+        if isinstance(self.reward_funcs, str):
+            self.reward_funcs = [self.reward_funcs]
+        if not self.reward_funcs:
+            raise ValueError("reward_funcs is empty: name at least one objective")
+        unknown = set(self.reward_kwargs) - set(self.reward_funcs)
+        if unknown:
+            raise ValueError(f"reward_kwargs names rewards that are not in reward_funcs: {sorted(unknown)}")

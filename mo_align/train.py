@@ -1,0 +1,202 @@
+"""Entry point: ``python -m mo_align.train --config recipes/<model>/<algo>.yaml`` (or ``mo-align train ...``).
+
+Launch on several processes with ``accelerate launch --config_file configs/accelerate/<hw>.yaml -m mo_align.train
+--config ...``. Order follows open-r1's ``grpo.py``: parse and validate everything (weighting, rewards, data) before
+the model is loaded, then build the trainer, train (resuming from the last checkpoint), save.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from trl import ModelConfig, TrlParser, get_peft_config
+
+from mo_align.configs import MOGRPOConfig, MOScriptArguments
+
+
+logger = logging.getLogger("mo_align")
+
+
+def make_parser() -> TrlParser:
+    return TrlParser((MOScriptArguments, MOGRPOConfig, ModelConfig))
+
+
+def parse_args(argv: Sequence[str] | None = None) -> tuple[MOScriptArguments, MOGRPOConfig, ModelConfig]:
+    """Parse a recipe plus CLI overrides; an unknown recipe key is an error naming it."""
+    return make_parser().parse_args_and_config(args=list(argv) if argv is not None else None)
+
+
+# ---- data -----------------------------------------------------------------------------------------------------
+def load_datasets(script_args: MOScriptArguments) -> tuple[Any, Any]:
+    """Return (train, eval or None) from ``dataset_path`` (dir or ``synthetic``) or ``dataset_name``."""
+    import datasets
+
+    path = script_args.dataset_path
+    eval_split = script_args.eval_split
+    if path == "synthetic":
+        from mo_align.data.synthetic import make_synthetic
+
+        splits = make_synthetic(**script_args.dataset_kwargs)
+        return splits["train"], (splits["test"] if eval_split else None)
+    if path is not None:
+        from mo_align.data.math500 import load_split
+
+        train = load_split(path, script_args.dataset_train_split)
+        return train, (load_split(path, eval_split) if eval_split else None)
+    if script_args.dataset_name is None:
+        raise ValueError("no data: set dataset_path (a directory or 'synthetic') or dataset_name")
+    ds = datasets.load_dataset(script_args.dataset_name, script_args.dataset_config)
+    return ds[script_args.dataset_train_split], (ds[eval_split] if eval_split else None)
+
+
+# ---- reward preflight -----------------------------------------------------------------------------------------
+def preflight_rewards(funcs: list, names: list[str], dataset: Any) -> None:
+    """Call every reward on two dummy completions of the first dataset rows; fail early with a one-line error.
+
+    Stateful rewards are called in evaluation mode (``training = False``) so their state does not move.
+    """
+    rows = [dataset[i] for i in range(min(2, len(dataset)))]
+    if not rows:
+        raise ValueError("the training dataset is empty")
+    if "prompt" not in rows[0]:
+        raise ValueError(f"the training dataset has no 'prompt' column (columns: {sorted(rows[0])})")
+    conversational = isinstance(rows[0]["prompt"], list)
+    texts = ["\\boxed{1}", "First, 1+1=2.\nThen, 2+1=3.\nSo the answer is \\boxed{3}."][: len(rows)]
+    completions = [[{"role": "assistant", "content": t}] if conversational else t for t in texts]
+    kwargs = {key: [row[key] for row in rows] for key in rows[0] if key != "prompt"}
+    for fn, name in zip(funcs, names, strict=True):
+        was_training = getattr(fn, "training", None)
+        if was_training is not None:
+            fn.training = False
+        try:
+            out = fn(
+                prompts=[row["prompt"] for row in rows],
+                completions=completions,
+                completion_ids=[[1] * (3 + 5 * i) for i in range(len(rows))],
+                trainer_state=None,
+                log_extra=lambda *a, **k: None,
+                log_metric=lambda *a, **k: None,
+                **kwargs,
+            )
+        finally:
+            if was_training is not None:
+                fn.training = was_training
+        if not isinstance(out, list | tuple) or len(out) != len(rows):
+            got = len(out) if isinstance(out, list | tuple) else type(out).__name__
+            raise ValueError(f"reward {name!r} returned {got} values for {len(rows)} completions (must be 1 each)")
+        for v in out:
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int | float) or math.isnan(float(v))):
+                raise ValueError(f"reward {name!r} returned {v!r}: each value must be a number or None")
+
+
+# ---- main -----------------------------------------------------------------------------------------------------
+def main(script_args: MOScriptArguments, training_args: MOGRPOConfig, model_args: ModelConfig) -> Any:
+    from transformers import AutoTokenizer, set_seed
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from mo_align.rewards import get_reward_funcs
+    from mo_align.trainer import MOGRPOTrainer
+    from mo_align.weightings import get_weighting
+
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    set_seed(training_args.seed)
+
+    # ---- validate objectives, weighting and data before any model is loaded -------------------------------------
+    try:
+        names = list(script_args.reward_funcs)
+        reward_funcs = get_reward_funcs(names, script_args.reward_kwargs)
+        weighting = get_weighting(training_args.weighting, len(names), **training_args.weighting_kwargs)
+        train_dataset, eval_dataset = load_datasets(script_args)
+        preflight_rewards(reward_funcs, names, train_dataset)
+        if eval_dataset is None and training_args.eval_strategy != "no":
+            raise ValueError("eval_strategy is set but no eval_split was given")
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        raise ConfigError(str(exc)) from exc
+
+    # ---- tokenizer and model ------------------------------------------------------------------------------------
+    if model_args.model_name_or_path is None:
+        raise ValueError("model_name_or_path is required")
+    tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    init_kwargs = dict(training_args.model_init_kwargs or {})
+    if model_args.dtype is not None:
+        init_kwargs.setdefault("dtype", model_args.dtype)
+    training_args.model_init_kwargs = init_kwargs or None
+
+    trainer = MOGRPOTrainer(
+        model=model_args.model_name_or_path,
+        reward_funcs=reward_funcs,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+        weighting=weighting,
+    )
+
+    # ---- train (resume from the last checkpoint if there is one) ------------------------------------------------
+    checkpoint = training_args.resume_from_checkpoint
+    if checkpoint is None and os.path.isdir(training_args.output_dir):
+        checkpoint = get_last_checkpoint(training_args.output_dir)
+        if checkpoint is not None:
+            logger.info("resuming from %s", checkpoint)
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.log_metrics("train", result.metrics)
+    trainer.save_state()
+
+    # ---- save ---------------------------------------------------------------------------------------------------
+    trainer.save_model(training_args.output_dir)
+    if trainer.accelerator.is_main_process:
+        sys.stdout.write(objective_table(trainer.state.log_history, trainer.objective_names) + "\n")
+    return trainer
+
+
+def objective_table(log_history: list[dict], objectives: Sequence[str]) -> str:
+    """Per-objective training reward: first logged step, last logged step, delta; plus final weights."""
+    rows = [h for h in log_history if any(k.startswith("mo/reward/") for k in h)]
+    if not rows:
+        return "(no multi-objective metrics were logged)"
+    first, last = rows[0], rows[-1]
+    header = (
+        f"{'objective':<16}{'weight':>8}{'step ' + str(first.get('step')):>12}{'step ' + str(last.get('step')):>12}"
+    )
+    lines = ["per-objective training reward (mean over the generation batch)", header + f"{'delta':>9}"]
+    for name in objectives:
+        a, b = first.get(f"mo/reward/{name}/mean"), last.get(f"mo/reward/{name}/mean")
+        w = last.get(f"mo/weight/{name}", float("nan"))
+        if a is None or b is None:
+            lines.append(f"{name:<16}{w:>8.3f}{'n/a':>12}{'n/a':>12}")
+            continue
+        lines.append(f"{name:<16}{w:>8.3f}{a:>12.3f}{b:>12.3f}{b - a:>+9.3f}")
+    return "\n".join(lines)
+
+
+class ConfigError(Exception):
+    """A recipe or CLI mistake found before any model is loaded (reported on one line)."""
+
+
+def _fail(exc: BaseException) -> None:
+    sys.stderr.write(f"mo-align: error: {exc}\n")
+    raise SystemExit(2) from exc
+
+
+def cli(argv: Sequence[str] | None = None) -> None:
+    """Parse, validate and train; configuration mistakes exit with status 2 and a one-line message."""
+    try:
+        script_args, training_args, model_args = parse_args(argv)
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        _fail(exc)
+    try:
+        main(script_args, training_args, model_args)
+    except ConfigError as exc:
+        _fail(exc)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,34 @@
+"""Weighting strategies: one module per algorithm, one literal registry.
+
+``WEIGHTINGS`` maps the registry key (= module name = recipe name = make target) to the class;
+``get_weighting(name, num_objectives, **kwargs)`` validates the name and the kwargs before building it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mo_align.weightings.base import ObjectiveStats, Weighting, validate_kwargs
+from mo_align.weightings.linear import LinearWeighting
+
+
+WEIGHTINGS: dict[str, type[Weighting]] = {
+    "linear": LinearWeighting,
+}
+
+
+def get_weighting(name: str, num_objectives: int, **kwargs: Any) -> Weighting:
+    """Build the weighting ``name`` for K = ``num_objectives`` objectives.
+
+    Raises:
+        ValueError: unknown name (the message lists the valid ones) or an invalid hyperparameter value.
+        TypeError: an unknown or ill-typed kwarg (the message names it).
+    """
+    if name not in WEIGHTINGS:
+        raise ValueError(f"unknown weighting {name!r}; choose from {sorted(WEIGHTINGS)}")
+    cls = WEIGHTINGS[name]
+    validate_kwargs(cls, kwargs)
+    return cls(num_objectives, **kwargs)
+
+
+__all__ = ["WEIGHTINGS", "LinearWeighting", "ObjectiveStats", "Weighting", "get_weighting"]

@@ -1,0 +1,188 @@
+"""The `Weighting` interface: a small, stateful, checkpointed strategy that turns K rewards into one signal.
+
+A weighting sees only :class:`ObjectiveStats` (built by the trainer from *gathered* tensors, so identical on every
+rank) and returns tensors; the trainer owns autograd, the optimizer and TRL. Three places a weighting can act:
+
+* ``"reward"``: scalarize the rewards s_i = f_w(r_i) (N,), then the configured estimator turns s into advantages
+  (GRPO group normalisation, REINFORCE++ batch whitening, or GDPO's normalise-then-sum);
+* ``"advantage"``: normalise each objective separately, A (N, K), then combine A_i = Σ_k w_k A_ik;
+* ``"gradient"``: choose w from per-objective policy gradients g_k (the trainer supplies what ``requires`` names).
+
+A subclass's typed ``__init__(self, num_objectives, *, ...)`` *is* its hyperparameter schema: recipes splat
+``weighting_kwargs`` into it through :func:`mo_align.weightings.get_weighting`, which rejects unknown or ill-typed
+keys before any model is loaded.
+"""
+
+from __future__ import annotations
+
+import inspect
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import torch
+
+from mo_align.advantages import batch_whiten, compute_advantages, group_normalize, normalize_then_sum
+
+
+Space = Literal["reward", "advantage", "gradient"]
+
+
+@dataclass(frozen=True)
+class ObjectiveStats:
+    """Everything a weighting may look at for one generation batch (all tensors gathered over ranks).
+
+    Attributes:
+        rewards: (N, K) raw rewards, NaN = not applicable.
+        group_size: G, consecutive rows share a prompt.
+        lengths: (N,) completion token counts L_i.
+        estimator: ``"grpo"``, ``"reinforce_pp"`` or ``"gdpo"``.
+        scale_rewards: TRL's ``scale_rewards`` for the GRPO estimator (``"group"``, ``"batch"``, ``"none"``).
+        step: optimizer steps taken so far (``trainer.state.global_step``).
+        objective_names: K names, in column order.
+        extras: optional statistics a weighting declared in ``requires`` (e.g. ``"gramian"`` (K, K)).
+    """
+
+    rewards: torch.Tensor
+    group_size: int
+    lengths: torch.Tensor
+    estimator: str = "grpo"
+    scale_rewards: str = "group"
+    step: int = 0
+    objective_names: tuple[str, ...] = ()
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_objectives(self) -> int:
+        return self.rewards.shape[1]
+
+    def normalize(self, scores: torch.Tensor) -> torch.Tensor:
+        """(N,) scalar scores -> (N,) advantages with the configured estimator (GDPO falls back to GRPO here)."""
+        estimator = "grpo" if self.estimator == "gdpo" else self.estimator
+        return compute_advantages(
+            scores, estimator=estimator, group_size=self.group_size, lengths=self.lengths, scale=self.scale_rewards
+        )
+
+    def objective_advantages(self) -> torch.Tensor:
+        """(N, K) per-objective advantages: each column normalised on its own by the estimator."""
+        if self.estimator == "reinforce_pp":
+            return batch_whiten(self.rewards, self.lengths)
+        scale = "group" if self.estimator == "gdpo" else self.scale_rewards
+        return group_normalize(self.rewards, self.group_size, scale)
+
+
+def nan_weighted_sum(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """s_i = Σ_k w_k v_ik over the non-NaN entries; rows with every entry NaN stay NaN (unscorable)."""
+    s = (values * weights.to(values).unsqueeze(0)).nansum(dim=1)
+    s[torch.isnan(values).all(dim=1)] = torch.nan
+    return s
+
+
+class Weighting:
+    """Base class of every multi-objective weighting.
+
+    Subclasses set ``space`` and override what differs: ``weights`` (the current (K,) weights), ``scalarize``
+    (reward space, non-linear scalarizations), ``combine`` (the final (N,) advantages), ``update`` (the state
+    transition, called once per training generation batch, after ``combine``) and the state methods.
+
+    Class attributes:
+        space: where the weights act, ``"reward"``, ``"advantage"`` or ``"gradient"``.
+        requires: statistics beyond rewards the trainer must compute (empty for cheap strategies).
+        owns_weights: True when the strategy decides the weights, so TRL's ``reward_weights`` must stay unset.
+        needs_objective_advantages: carry per-objective advantages (B, K) into ``compute_loss``.
+    """
+
+    name: ClassVar[str] = "base"
+    space: ClassVar[Space] = "reward"
+    requires: ClassVar[frozenset[str]] = frozenset()
+    owns_weights: ClassVar[bool] = True
+    needs_objective_advantages: ClassVar[bool] = False
+
+    def __init__(self, num_objectives: int) -> None:
+        if not isinstance(num_objectives, int) or num_objectives < 1:
+            raise ValueError(f"num_objectives must be a positive int, got {num_objectives!r}")
+        self.num_objectives = num_objectives
+
+    # ---- the pure core ---------------------------------------------------------------------------------------
+    def weights(self) -> torch.Tensor:
+        """Current weights w, shape (K,). Pure: no state change."""
+        return torch.full((self.num_objectives,), 1.0 / self.num_objectives)
+
+    def scalarize(self, rewards: torch.Tensor) -> torch.Tensor:
+        """The scalar signal this strategy optimises, s = f_w(r), (N, K) -> (N,). Default: linear Σ_k w_k r_ik."""
+        return nan_weighted_sum(rewards, self.weights())
+
+    def combine(self, stats: ObjectiveStats) -> torch.Tensor:
+        """Final per-completion advantages (N,) for this batch. Pure: no state change."""
+        if self.space == "reward":
+            if stats.estimator == "gdpo":
+                return normalize_then_sum(stats.rewards, self.weights(), stats.group_size)
+            return stats.normalize(self.scalarize(stats.rewards))
+        return nan_weighted_sum(stats.objective_advantages(), self.weights()).nan_to_num(0.0)
+
+    # ---- state -------------------------------------------------------------------------------------------------
+    def update(self, stats: ObjectiveStats) -> dict[str, float]:
+        """Advance the state with this batch's statistics; deterministic so every rank agrees. Returns metrics."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume exactly (tensors and plain Python values)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        unknown = set(state) - set(self.state_dict())
+        if unknown:
+            raise KeyError(f"{type(self).__name__}.load_state_dict: unexpected keys {sorted(unknown)}")
+
+    # ---- presentation ------------------------------------------------------------------------------------------
+    def hyperparameters(self) -> dict[str, Any]:
+        """The constructor arguments of this instance (for logs, run summaries and model cards)."""
+        params = list(inspect.signature(type(self).__init__).parameters)[1:]
+        return {p: getattr(self, p) for p in params if hasattr(self, p)}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters().items())
+        return f"{type(self).__name__}({args})"
+
+
+# ---- hyperparameter validation ----------------------------------------------------------------------------------
+def _matches(value: Any, annotation: Any) -> bool:
+    """Loose runtime check of a YAML/JSON value against a constructor annotation."""
+    if annotation is Any or annotation is inspect.Parameter.empty:
+        return True
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, a) for a in typing.get_args(annotation))
+    if origin is Literal:
+        return value in typing.get_args(annotation)
+    if origin in (list, tuple, typing.Sequence):
+        if not isinstance(value, list | tuple):
+            return False
+        inner = typing.get_args(annotation)
+        return not inner or all(_matches(v, inner[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    if annotation is type(None):
+        return value is None
+    if annotation is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(annotation, type):
+        return isinstance(value, annotation)
+    return True
+
+
+def validate_kwargs(cls: type[Weighting], kwargs: dict[str, Any]) -> None:
+    """Raise ``TypeError`` naming the field for an unknown or ill-typed weighting kwarg."""
+    sig = inspect.signature(cls.__init__)
+    hints = typing.get_type_hints(cls.__init__)
+    allowed = [p for p in sig.parameters if p not in ("self", "num_objectives")]
+    for key, value in kwargs.items():
+        if key not in allowed:
+            raise TypeError(f"weighting '{cls.name}' got an unknown kwarg {key!r}; valid kwargs: {allowed}")
+        if not _matches(value, hints.get(key, Any)):
+            raise TypeError(
+                f"weighting '{cls.name}' kwarg {key!r} must be {hints.get(key)}, got {value!r} ({type(value).__name__})"
+            )

@@ -1,0 +1,62 @@
+"""Linear scalarization with fixed preference weights — the baseline every other strategy is compared with.
+
+s_i = Σ_k w_k r_ik (reward space; NaN entries skipped, all-NaN rows unscorable), then the configured estimator:
+GRPO group normalisation (equals TRL's ``sum_then_normalize`` bit for bit), REINFORCE++ batch whitening, or GDPO
+per-objective normalisation (equals TRL's ``normalize_then_sum``). No state.
+
+Paper: arXiv 2602.06869 (baseline "Linear"); reference ``ray_trainer_multiobjective.py`` (REFERENCE_SPEC §2.6).
+
+Deviations from the reference:
+    1. The weights need not sum to exactly 1 (the reference asserts ``sum(weights) == 1`` with float equality);
+       any finite, non-negative, not-all-zero vector is accepted, as TRL's ``reward_weights`` are.
+    2. The estimator is a recipe choice (``advantage_estimator``); the reference hard-codes GRPO for Linear only.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from mo_align.weightings.base import Weighting
+
+
+class LinearWeighting(Weighting):
+    """Fixed weights w (default uniform 1/K).
+
+    Args:
+        num_objectives (`int`): K.
+        weights (`list[float]`, *optional*, defaults to `None`): one non-negative weight per objective, in the
+            order of ``reward_funcs``; ``None`` means uniform 1/K.
+    """
+
+    name = "linear"
+    space = "reward"
+
+    def __init__(self, num_objectives: int, *, weights: list[float] | None = None) -> None:
+        super().__init__(num_objectives)
+        if weights is None:
+            weights = [1.0 / num_objectives] * num_objectives
+        weights = [float(w) for w in weights]
+        if len(weights) != num_objectives:
+            raise ValueError(
+                f"linear: weights has {len(weights)} entries but there are {num_objectives} objectives "
+                "(one weight per reward function)"
+            )
+        if any(not math.isfinite(w) or w < 0 for w in weights) or sum(weights) == 0:
+            raise ValueError(f"linear: weights must be finite, non-negative and not all zero, got {weights}")
+        self._w = torch.tensor(weights, dtype=torch.float32)
+
+    def weights(self) -> torch.Tensor:
+        return self._w.clone()
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {"weights": self._w.tolist()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"weights": self._w.clone()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self._w = state["weights"].detach().clone().float()

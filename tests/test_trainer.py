@@ -1,0 +1,163 @@
+"""End-to-end MOGRPOTrainer runs on the offline tiny model (1 process, CPU)."""
+
+import os
+
+import pytest
+import torch
+from transformers import TrainerCallback
+
+from mo_align.trainer import MO_STATE_FILE, MOGRPOTrainer
+from mo_align.weightings import LinearWeighting, ObjectiveStats
+from tests.helpers import DriftWeighting, reward_has_digit, reward_short, reward_vowels, tiny_config, tiny_dataset
+
+
+REWARDS = [reward_has_digit, reward_short, reward_vowels]
+NAMES = ("reward_has_digit", "reward_short", "reward_vowels")
+
+
+def build(tiny_model_dir, out, weighting=None, **overrides):
+    return MOGRPOTrainer(
+        model=tiny_model_dir,
+        reward_funcs=list(REWARDS),
+        args=tiny_config(str(out), **overrides),
+        train_dataset=tiny_dataset(32),
+        weighting=weighting,
+    )
+
+
+def test_train_linear_changes_params_and_logs_mo_metrics(tiny_model_dir, tmp_path):
+    trainer = build(
+        tiny_model_dir, tmp_path, advantage_estimator="reinforce_pp", weighting_kwargs={"weights": [0.2, 0.5, 0.3]}
+    )
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.train()
+    changed = [n for n, p in trainer.model.named_parameters() if not torch.equal(before[n], p)]
+    assert len(changed) == len(before), f"unchanged: {set(before) - set(changed)}"
+    logs = [h for h in trainer.state.log_history if "mo/weight/reward_short" in h]
+    assert len(logs) == 2
+    for h in logs:
+        assert h["mo/weight/reward_short"] == pytest.approx(0.5)
+        for name in NAMES:
+            for key in (f"mo/reward/{name}/mean", f"mo/adv/{name}/mean", f"mo/adv/{name}/std"):
+                assert key in h and h[key] == h[key], key  # present and not NaN
+        # the logged aggregate reward is the optimised signal: sum_k w_k mean(r_k) (no NaN rows here)
+        expected = sum(w * h[f"mo/reward/{n}/mean"] for w, n in zip([0.2, 0.5, 0.3], NAMES))
+        assert h["reward"] == pytest.approx(expected, abs=1e-5)
+    assert "train_loss" in trainer.state.log_history[-1]
+
+
+def test_advantages_replaced_and_per_objective_advantages_reach_the_loss(tiny_model_dir, tmp_path):
+    class NeedsObjAdv(LinearWeighting):
+        needs_objective_advantages = True
+
+    seen = {}
+    trainer = build(tiny_model_dir, tmp_path, weighting=NeedsObjAdv(3, weights=[1.0, 0.0, 0.0]), max_steps=1)
+    original_gen = trainer._generate_and_score_completions
+
+    def spy_gen(inputs):
+        out = original_gen(inputs)
+        seen["out"] = {k: v.clone() for k, v in out.items() if isinstance(v, torch.Tensor)}
+        seen["r"] = trainer._mo_rewards.clone()
+        return out
+
+    original_loss = MOGRPOTrainer.compute_loss
+
+    def spy_loss(self, model, inputs, *a, **k):
+        seen["inputs_keys"] = set(inputs)
+        result = original_loss(self, model, inputs, *a, **k)
+        seen["objective_advantages"] = self.objective_advantages
+        return result
+
+    trainer._generate_and_score_completions = spy_gen
+    trainer.compute_loss = spy_loss.__get__(trainer)
+    trainer.train()
+    r = seen["r"]
+    lengths = seen["out"]["completion_mask"].sum(1).float()
+    stats = ObjectiveStats(rewards=r, group_size=4, lengths=lengths)
+    # weights [1, 0, 0]: the advantages are those of objective 0 alone
+    assert torch.equal(seen["out"]["advantages"], stats.normalize(r[:, 0].contiguous()))
+    assert seen["out"]["mo_objective_advantages"].shape == (8, 3)
+    assert "mo_objective_advantages" in seen["inputs_keys"]
+    assert seen["objective_advantages"].shape[1] == 3
+
+
+def test_none_rewards_never_give_nan_advantages(tiny_model_dir, tmp_path):
+    def always_none(prompts, completions, completion_ids=None, **kw):
+        return [None] * len(completions)
+
+    trainer = MOGRPOTrainer(
+        model=tiny_model_dir,
+        reward_funcs=[reward_short, always_none],
+        args=tiny_config(str(tmp_path), max_steps=1),
+        train_dataset=tiny_dataset(16),
+    )
+    captured = {}
+    gen = trainer._generate_and_score_completions
+
+    def spy(inputs):
+        out = gen(inputs)
+        captured["adv"] = out["advantages"].clone()
+        return out
+
+    trainer._generate_and_score_completions = spy
+    trainer.train()
+    assert torch.isfinite(captured["adv"]).all()
+    assert torch.isnan(trainer._mo_rewards[:, 1]).all()
+
+
+def test_reward_weights_with_owning_weighting_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="reward_weights is set but weighting 'linear' owns"):
+        tiny_config(str(tmp_path), reward_weights=[1.0, 1.0, 1.0])
+
+
+def test_weighting_size_mismatch(tiny_model_dir, tmp_path):
+    with pytest.raises(ValueError, match="2 objectives but 3 reward_funcs"):
+        build(tiny_model_dir, tmp_path, weighting=LinearWeighting(2))
+
+
+class StopAt(TrainerCallback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= self.step:
+            control.should_training_stop = True
+
+
+def _params(model):
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def test_exact_resume(tiny_model_dir, tmp_path):
+    """4 steps straight == 2 steps + checkpoint + resume for 2 (weighting state and parameters, bitwise)."""
+    common = {"max_steps": 4, "save_strategy": "steps", "save_steps": 2, "learning_rate": 5e-2}
+    straight = build(tiny_model_dir, tmp_path / "a", weighting=DriftWeighting(3), **common)
+    straight.train()
+
+    first = build(tiny_model_dir, tmp_path / "b", weighting=DriftWeighting(3), **common)
+    first.add_callback(StopAt(2))  # an interruption right after the first checkpoint, same 4-step schedule
+    first.train()
+    ckpt = tmp_path / "b" / "checkpoint-2"
+    assert (ckpt / MO_STATE_FILE).exists()
+    assert first.weighting.updates == 2
+
+    resumed = build(tiny_model_dir, tmp_path / "b", weighting=DriftWeighting(3), **common)
+    assert resumed.weighting.updates == 0
+    resumed.train(resume_from_checkpoint=str(ckpt))
+
+    assert resumed.weighting.updates == straight.weighting.updates == 4
+    assert torch.equal(resumed.weighting.logits, straight.weighting.logits)
+    a, b = _params(straight.model), _params(resumed.model)
+    assert all(torch.equal(a[n], b[n]) for n in a), "parameters differ after resume"
+    # and resuming really mattered: the state after 2 updates differs from after 4
+    assert not torch.equal(first.weighting.logits, straight.weighting.logits)
+
+
+def test_resume_without_mo_state_fails_loudly(tiny_model_dir, tmp_path):
+    trainer = build(tiny_model_dir, tmp_path, max_steps=2, save_strategy="steps", save_steps=2)
+    trainer.train()
+    ckpt = tmp_path / "checkpoint-2"
+    os.remove(ckpt / MO_STATE_FILE)
+    again = build(tiny_model_dir, tmp_path, max_steps=4, save_strategy="no")
+    with pytest.raises(FileNotFoundError, match=MO_STATE_FILE):
+        again.train(resume_from_checkpoint=str(ckpt))

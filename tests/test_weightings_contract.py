@@ -1,0 +1,130 @@
+"""Contract every weighting in ``WEIGHTINGS`` (and the test-only stateful one) must satisfy."""
+
+import copy
+
+import pytest
+import torch
+
+from mo_align.weightings import WEIGHTINGS, LinearWeighting, ObjectiveStats, get_weighting
+from tests.helpers import DriftWeighting
+
+
+K, G, N = 3, 4, 16
+CLASSES = [*WEIGHTINGS.values(), DriftWeighting]
+
+
+def make_stats(seed: int = 0, estimator: str = "grpo", nan: bool = False) -> ObjectiveStats:
+    g = torch.Generator().manual_seed(seed)
+    r = torch.randint(0, 2, (N, K), generator=g).float()
+    r[:, 1] = torch.rand(N, generator=g)
+    if nan:
+        r[3, 2] = float("nan")
+        r[7] = float("nan")  # an unscorable row
+    lengths = torch.randint(1, 20, (N,), generator=g).float()
+    return ObjectiveStats(
+        rewards=r, group_size=G, lengths=lengths, estimator=estimator, objective_names=("a", "b", "c")
+    )
+
+
+def test_registry_keys_match_modules():
+    import pathlib
+
+    import mo_align.weightings as pkg
+
+    modules = {p.stem for p in pathlib.Path(pkg.__file__).parent.glob("*.py")} - {"__init__", "base"}
+    assert set(WEIGHTINGS) == modules
+    for key, cls in WEIGHTINGS.items():
+        assert cls.name == key
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.name)
+@pytest.mark.parametrize("estimator", ["grpo", "reinforce_pp", "gdpo"])
+def test_shapes_finite_and_pure(cls, estimator):
+    w = cls(K)
+    stats = make_stats(estimator=estimator)
+    weights = w.weights()
+    assert weights.shape == (K,) and torch.isfinite(weights).all() and (weights >= 0).all()
+    before = copy.deepcopy(w.state_dict())
+    adv1, adv2 = w.combine(stats), w.combine(stats)
+    assert adv1.shape == (N,) and torch.isfinite(adv1).all()
+    assert torch.equal(adv1, adv2)
+    assert w.scalarize(stats.rewards).shape == (N,)
+    after = w.state_dict()
+    assert before.keys() == after.keys()
+    for key in before:
+        if isinstance(before[key], torch.Tensor):
+            assert torch.equal(before[key], after[key])
+        else:
+            assert before[key] == after[key]
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.name)
+def test_update_deterministic_and_state_round_trip(cls):
+    a, b = cls(K), cls(K)
+    for step in range(3):
+        stats = make_stats(seed=step)
+        assert a.update(stats) == b.update(stats)
+        assert torch.equal(a.weights(), b.weights())
+    c = cls(K)
+    c.load_state_dict(copy.deepcopy(a.state_dict()))
+    assert torch.equal(c.weights(), a.weights())
+    stats = make_stats(seed=9)
+    assert torch.equal(c.combine(stats), a.combine(stats))
+    a.update(stats), c.update(stats)
+    assert torch.equal(c.weights(), a.weights())
+    with pytest.raises(KeyError):
+        c.load_state_dict({**a.state_dict(), "bogus": 1})
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.name)
+@pytest.mark.parametrize("estimator", ["grpo", "reinforce_pp", "gdpo"])
+def test_nan_rewards_never_give_nan_advantages(cls, estimator):
+    w = cls(K)
+    stats = make_stats(nan=True, estimator=estimator)
+    adv = w.combine(stats)
+    assert torch.isfinite(adv).all()
+    assert adv[7] == 0.0  # unscorable row
+    w.update(stats)
+    assert torch.isfinite(w.weights()).all()
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.name)
+def test_objective_permutation_equivariance(cls):
+    perm = [2, 0, 1]
+    stats = make_stats()
+    permuted = ObjectiveStats(
+        rewards=stats.rewards[:, perm], group_size=G, lengths=stats.lengths, objective_names=("c", "a", "b")
+    )
+    a, b = cls(K), cls(K)
+    a.update(stats), b.update(permuted)
+    torch.testing.assert_close(b.weights(), a.weights()[perm])
+    torch.testing.assert_close(b.combine(permuted), a.combine(stats))
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.name)
+def test_repr_shows_hyperparameters(cls):
+    text = repr(cls(K))
+    assert text.startswith(cls.__name__ + "(")
+
+
+def test_get_weighting_errors():
+    with pytest.raises(ValueError, match=r"unknown weighting 'nope'; choose from \['linear'"):
+        get_weighting("nope", 3)
+    with pytest.raises(TypeError, match="unknown kwarg 'alpha'"):
+        get_weighting("linear", 3, alpha=1.0)
+    with pytest.raises(TypeError, match="kwarg 'weights' must be"):
+        get_weighting("linear", 3, weights="uniform")
+    with pytest.raises(ValueError, match="2 entries but there are 3 objectives"):
+        get_weighting("linear", 3, weights=[0.5, 0.5])
+    with pytest.raises(ValueError, match="non-negative"):
+        get_weighting("linear", 2, weights=[1.0, -1.0])
+
+
+def test_linear_defaults_and_scalarize():
+    w = get_weighting("linear", 4)
+    assert torch.equal(w.weights(), torch.full((4,), 0.25))
+    lin = LinearWeighting(2, weights=[1.0, 3.0])
+    r = torch.tensor([[1.0, 0.0], [float("nan"), 1.0], [float("nan"), float("nan")]])
+    s = lin.scalarize(r)
+    assert s[0] == 1.0 and s[1] == 3.0 and torch.isnan(s[2])
+    assert repr(lin) == "LinearWeighting(weights=[1.0, 3.0])"
