@@ -7,7 +7,7 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.mo_align-installed
 
 # One name in four places: weightings/<algo>.py = WEIGHTINGS key = recipes/<model>/<algo>.yaml = make train-<algo>.
-ALGORITHMS := linear
+ALGORITHMS := linear tchebycheff smooth_tchebycheff lagrangian mgda gradnorm dynamic pama ctwa
 MODEL ?= qwen2.5-1.5b
 ACCELERATE ?= ddp
 ARGS ?=

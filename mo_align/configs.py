@@ -41,6 +41,18 @@ class MOGRPOConfig(GRPOConfig):
         advantage_estimator (`str`, *optional*, defaults to `"grpo"`):
             ``"grpo"`` (group baseline, TRL's ``scale_rewards``), ``"reinforce_pp"`` (REINFORCE++ token-weighted
             batch whitening, the paper's estimator) or ``"gdpo"`` (per-objective group z-scores then sum).
+        gramian_space (`str`, *optional*, defaults to `"parameters"`):
+            For gradient-based weightings (mgda, gradnorm, dynamic): differentiate the per-objective losses w.r.t.
+            the parameters (``gramian_params``; one extra backward per objective) or w.r.t. the per-token
+            log-probabilities (``logprobs``: the cheap output-space mode, no extra pass through the model).
+        gramian_params (`str`, *optional*):
+            Regex selecting parameter names for the parameter-space Gram matrix; default every trainable parameter
+            (with LoRA that is the adapters only).
+        mo_eval_temperature (`float`, *optional*, defaults to `0.0`):
+            Temperature of the per-objective evaluation (``eval_strategy`` / ``eval_steps`` / ``eval_on_start``
+            schedule it); 0 decodes greedily, as the paper does.
+        mo_eval_num_samples (`int`, *optional*, defaults to `1`):
+            Completions per eval prompt (use > 1 with a temperature for sampled evaluation).
     """
 
     weighting: str = field(default="linear", metadata={"help": "Weighting strategy (registry key)."})
@@ -49,6 +61,20 @@ class MOGRPOConfig(GRPOConfig):
     )
     advantage_estimator: str = field(
         default="grpo", metadata={"help": "grpo | reinforce_pp | gdpo", "choices": list(ADVANTAGE_ESTIMATORS)}
+    )
+
+    gramian_space: str = field(
+        default="parameters",
+        metadata={"help": "Gram matrix of per-objective gradients: 'parameters' or 'logprobs' (cheap, output space)."},
+    )
+    gramian_params: str | None = field(
+        default=None, metadata={"help": "Regex of parameter names for the parameter-space Gram (default: trainable)."}
+    )
+    mo_eval_temperature: float = field(
+        default=0.0, metadata={"help": "Sampling temperature of the per-objective evaluation (0 = greedy)."}
+    )
+    mo_eval_num_samples: int = field(
+        default=1, metadata={"help": "Completions per eval prompt in the per-objective evaluation."}
     )
 
     _VALID_DICT_FIELDS = [*GRPOConfig._VALID_DICT_FIELDS, "weighting_kwargs"]  # noqa: RUF012
@@ -64,6 +90,10 @@ class MOGRPOConfig(GRPOConfig):
             raise ValueError(
                 f"unknown advantage_estimator {self.advantage_estimator!r}; choose from {list(ADVANTAGE_ESTIMATORS)}"
             )
+        if self.gramian_space not in ("parameters", "logprobs"):
+            raise ValueError(f"gramian_space must be 'parameters' or 'logprobs', got {self.gramian_space!r}")
+        if self.mo_eval_temperature < 0 or self.mo_eval_num_samples < 1:
+            raise ValueError("mo_eval_temperature must be >= 0 and mo_eval_num_samples >= 1")
         if self.num_generations is not None and self.num_generations < 2:
             raise ValueError(f"num_generations must be >= 2 for group baselines, got {self.num_generations}")
         if WEIGHTINGS[self.weighting].owns_weights and self.reward_weights is not None:

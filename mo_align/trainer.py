@@ -12,15 +12,23 @@ This is the only module that touches TRL private methods (guarded by ``tests/tes
    strategies as ``self.objective_advantages``), then ``super()``.
 4. ``_save_checkpoint`` / ``_load_optimizer_and_scheduler`` — persist the weighting state and the state of
    stateful reward functions (``mo_state.pt``), as TRL does for its entropy controller.
+5. ``evaluate`` — per-objective evaluation instead of TRL's eval loss: decode the eval split (greedy by
+   default, one sample per prompt, as the paper evaluates), score every objective, log
+   ``eval/<objective>/mean`` and ``eval/<objective>/delta`` (vs the first evaluation, e.g. ``eval_on_start``)
+   and ``eval/completion_length/mean``. Evaluation never moves any state (weights, running means).
 """
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from typing import Any
 
 import torch
+from transformers import TrainerCallback
 from trl import GRPOTrainer
+from trl.models.utils import unwrap_model_for_generation
 
 from mo_align.configs import MOGRPOConfig
 from mo_align.weightings import ObjectiveStats, Weighting, get_weighting
@@ -55,7 +63,27 @@ class MOGRPOTrainer(GRPOTrainer):
         self.weighting = weighting
         self.objective_advantages: torch.Tensor | None = None  # (B, K) of the current micro-batch
         self._mo_rewards: torch.Tensor | None = None
+        self._mo_eval_start: dict[str, float] | None = None  # first evaluation's means (for deltas)
+        self._mo_pending: ObjectiveStats | None = None  # a batch awaiting its post-update statistic
+        self._mo_gram_acc: torch.Tensor | None = None  # Gram matrix accumulated over a generation batch
         super().__init__(model, reward_funcs, args, *a, **kw)
+        self.add_callback(_PostUpdateHook(self))
+        launched = int(os.environ.get("WORLD_SIZE", "1"))
+        if launched != self.accelerator.num_processes:
+            # e.g. `accelerate launch` with a multi-GPU config on a machine without GPUs: every process would
+            # silently train alone (no gradient sync, no data split).
+            raise RuntimeError(
+                f"launched {launched} processes but the trainer sees {self.accelerator.num_processes}; on a machine "
+                "without GPUs set use_cpu: true (or ddp_backend: gloo) in the recipe"
+            )
+        zero3 = self.is_deepspeed_enabled and self.accelerator.state.deepspeed_plugin.zero_stage == 3
+        if "gramian" in weighting.requires and args.gramian_space == "parameters" and zero3:
+            # autograd.grad on ZeRO-3-partitioned parameters returns empty shards and breaks the engine's
+            # backward (STACK.md §2): the output-space Gram matrix is exact on what it measures and works.
+            raise ValueError(
+                f"weighting {weighting.name!r} with gramian_space 'parameters' is not supported under ZeRO-3; "
+                "set gramian_space: logprobs"
+            )
         self.objective_names: tuple[str, ...] = tuple(self.reward_func_names)
 
     # ---- 1. capture the gathered reward matrix ----------------------------------------------------------------
@@ -85,6 +113,9 @@ class MOGRPOTrainer(GRPOTrainer):
             step=self.state.global_step,
             objective_names=self.objective_names,
         )
+        train = mode == "train"
+        if train and self.weighting.update_first:
+            self._mo_log_update(self.weighting.update(stats))
         advantages = self.weighting.combine(stats)  # (N,)
         if not torch.isfinite(advantages).all():
             raise FloatingPointError(f"{self.weighting!r} produced non-finite advantages")
@@ -93,12 +124,66 @@ class MOGRPOTrainer(GRPOTrainer):
         objective_adv = stats.objective_advantages()  # (N, K)
         if self.weighting.needs_objective_advantages:
             out["mo_objective_advantages"] = objective_adv[lo : lo + n_local].to(out["advantages"].device)
-        scalar = self.weighting.scalarize(r)  # (N,) the signal actually optimised
-        self._log_mo_metrics(mode, r, objective_adv, scalar, advantages)
-        if mode == "train":
-            for key, value in self.weighting.update(stats).items():
-                self._metrics[mode][f"mo/{self.weighting.name}/{key}"].append(float(value))
+        self._log_mo_metrics(mode, r, objective_adv, self.weighting.scalarize(r), advantages)
+        stats.extras["signal"] = advantages  # the on-policy induced weight w_i = A_i (ratio 1)
+        if train and "post_update_logps" in self.weighting.requires:
+            # The statistic needs log π after this batch's updates: keep what the post-update pass needs and run
+            # it once the generation batch is consumed (see _mo_post_update), before any checkpoint is written.
+            out["mo_row_index"] = torch.arange(n_local, device=out["advantages"].device)
+            old = out.get("old_per_token_logps")
+            out["mo_old_logps"] = old if old is not None else self._mo_logps(out)
+            self._mo_pending = stats
+        elif train and "gramian" in self.weighting.requires and self.weighting.space != "gradient":
+            self._mo_pending = stats  # updated from the Gram matrix accumulated while training on this batch
+        elif train and not self.weighting.update_first:
+            self._mo_log_update(self.weighting.update(stats))
         return out
+
+    def _mo_log_update(self, metrics: dict[str, float]) -> None:
+        for key, value in metrics.items():
+            self._metrics["train"][f"mo/{self.weighting.name}/{key}"].append(float(value))
+
+    @torch.no_grad()
+    def _mo_logps(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Per-token log π of the current model on a (local) batch of completions, (B, T)."""
+        input_ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
+        attention_mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
+        logits_to_keep = batch["completion_ids"].size(1)
+        logps, _, _ = self._get_per_token_logps_and_entropies(
+            self.model, input_ids, attention_mask, logits_to_keep, batch_size=self.args.per_device_train_batch_size
+        )
+        return logps
+
+    def _mo_post_update(self) -> None:
+        """After the last optimizer step on a generation batch: post-update statistic, then ``weighting.update``."""
+        stats, self._mo_pending = self._mo_pending, None
+        if stats is None or self._buffered_inputs is None:
+            return
+        if "gramian" in self.weighting.requires:
+            gram, self._mo_gram_acc = self._mo_gram_acc, None
+            stats.extras["gramian"] = gram
+            stats.extras["lr"] = self._get_learning_rate()
+        if "post_update_logps" in self.weighting.requires:
+            self._mo_post_update_signal(stats)
+        self._mo_log_update(self.weighting.update(stats))
+
+    def _mo_post_update_signal(self, stats: ObjectiveStats) -> None:
+        n_local = sum(mb["mo_row_index"].numel() for mb in self._buffered_inputs)
+        signal = torch.zeros(n_local, dtype=torch.float32)
+        unclipped = torch.zeros(2, dtype=torch.float64)  # (unclipped tokens, tokens) on this process
+        eps_low, eps_high = self.args.epsilon, self.args.epsilon_high or self.args.epsilon
+        for mb in self._buffered_inputs:
+            new = self._mo_logps(mb)
+            mask = mb["completion_mask"].float()
+            log_ratio = (new - mb["mo_old_logps"]).float().cpu()
+            adv = mb["advantages"].cpu()
+            w, n_unclipped = self.weighting.post_update_signal(adv, log_ratio, mask.cpu(), eps_low, eps_high)
+            signal[mb["mo_row_index"].cpu()] = w.float()
+            unclipped += torch.tensor([n_unclipped, float(mask.sum())], dtype=torch.float64)
+        device = self.accelerator.device
+        stats.extras["signal"] = self.accelerator.gather(signal.to(device)).cpu()
+        totals = self.accelerator.reduce(unclipped.to(device), reduction="sum").cpu()
+        stats.extras["unclip_frac"] = float(totals[0] / totals[1].clamp(min=1))
 
     def _log_mo_metrics(self, mode, r, objective_adv, scalar, advantages) -> None:
         metrics = self._metrics[mode]
@@ -123,8 +208,95 @@ class MOGRPOTrainer(GRPOTrainer):
 
     # ---- 3. per-objective advantages reach the loss -------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        self.objective_advantages = inputs.pop("mo_objective_advantages", None)
+        # `inputs` is TRL's buffered micro-batch, reused across iterations: read our keys, never pop them.
+        self.objective_advantages = inputs.get("mo_objective_advantages")
+        inputs = {k: v for k, v in inputs.items() if not k.startswith("mo_")}
+        if "gramian" in self.weighting.requires and self.model.training and self.objective_advantages is not None:
+            if return_outputs:
+                raise ValueError("MOGRPOTrainer does not support returning outputs")
+            return self._mo_gradient_loss(model, inputs, self.objective_advantages)
         return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+    # ---- 3b. gradient space: per-objective losses from one forward, the global Gram matrix ----------------------
+    def _mo_gradient_loss(self, model, inputs, objective_adv: torch.Tensor) -> torch.Tensor:
+        """L = Σ_k α_k L_k (gradient space) or the ordinary loss (reward space), plus the Gram matrix of ∇L_k.
+
+        One forward: ``_get_per_token_logps_and_entropies`` is memoised for this micro-batch so TRL's
+        ``_compute_loss`` can be evaluated once per objective with that objective's advantages. Since
+        ∇(Σ α_k L_k) = Σ α_k ∇L_k, back-propagating the weighted loss applies the combined gradient exactly.
+        """
+        memo: dict[str, Any] = {}
+        compute = self._get_per_token_logps_and_entropies
+
+        def memoised(*a, **k):
+            if "out" not in memo:
+                memo["out"] = compute(*a, **k)
+            return memo["out"]
+
+        self._get_per_token_logps_and_entropies = memoised
+        metrics = self._metrics["train"]
+        try:
+            start = {key: len(v) for key, v in metrics.items()}
+            first: dict[str, int] | None = None
+            losses = []
+            for k in range(objective_adv.shape[1]):
+                losses.append(GRPOTrainer._compute_loss(self, model, {**inputs, "advantages": objective_adv[:, k]}))
+                first = first or {key: len(v) for key, v in metrics.items()}
+            own_loss = None if self.weighting.space == "gradient" else GRPOTrainer._compute_loss(self, model, inputs)
+            # TRL logs entropy / clip ratios on every call: keep one call's entries only
+            for key, v in metrics.items():
+                del v[first.get(key, start.get(key, 0)) :]
+        finally:
+            del self._get_per_token_logps_and_entropies
+        gram = self._mo_gramian(model, losses, memo["out"][0])
+        loss_vec = self.accelerator.reduce(torch.stack([x.detach() for x in losses]), reduction="mean").cpu()
+        if self.weighting.space != "gradient":
+            self._mo_gram_acc = gram if self._mo_gram_acc is None else self._mo_gram_acc + gram
+            return own_loss
+        alpha, extra = self.weighting.gradient_weights(gram, loss_vec)
+        if not torch.isfinite(alpha).all():
+            alpha = torch.full_like(alpha, 1.0 / alpha.numel())
+            extra = {**extra, "nonfinite_weights": 1.0}
+        for key, value in extra.items():
+            metrics[f"mo/{self.weighting.name}/{key}"].append(float(value))
+        for k, name in enumerate(self.objective_names):
+            metrics[f"mo/grad_weight/{name}"].append(float(alpha[k]))
+            metrics[f"mo/grad_norm/{name}"].append(float(gram[k, k].clamp(min=0).sqrt()))
+        alpha = alpha.to(losses[0].device, losses[0].dtype)
+        return sum(alpha[k] * losses[k] for k in range(len(losses)))
+
+    def _mo_gramian(self, model, losses: list[torch.Tensor], logps: torch.Tensor) -> torch.Tensor:
+        """Global Gram matrix Gram_ij = <∇L_i, ∇L_j> (K, K), identical on every rank.
+
+        ``gramian_space: parameters`` differentiates w.r.t. the ``gramian_params`` subset and all-reduces the
+        gradients themselves (DDP ranks hold different local gradients of one averaged update); ``logprobs``
+        differentiates w.r.t. the per-token log-probabilities (cheap: no extra backward through the model), whose
+        coordinates differ between ranks, so the local Gram matrices are summed.
+        """
+        if self.args.gramian_space == "logprobs":
+            flat = [torch.autograd.grad(x, logps, retain_graph=True)[0].reshape(-1) for x in losses]
+            mat = torch.stack(flat).double()
+            return self.accelerator.reduce(mat @ mat.T, reduction="sum").cpu()
+        params = self._mo_gram_params(model)
+        rows = []
+        for x in losses:
+            grads = torch.autograd.grad(x, params, retain_graph=True, allow_unused=True)
+            rows.append(torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in
+                                   zip(grads, params, strict=True)]))  # fmt: skip
+        mat = self.accelerator.reduce(torch.stack(rows).double(), reduction="mean")
+        return (mat @ mat.T).cpu()
+
+    def _mo_gram_params(self, model) -> list[torch.nn.Parameter]:
+        if getattr(self, "_mo_params", None) is None:
+            pattern = self.args.gramian_params
+            named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+            if pattern:
+                regex = re.compile(pattern)
+                named = [(n, p) for n, p in named if regex.search(n)]
+            if not named:
+                raise ValueError(f"gramian_params {pattern!r} matches no trainable parameter")
+            self._mo_params = [p for _, p in named]
+        return self._mo_params
 
     # ---- 4. checkpointing ---------------------------------------------------------------------------------------
     def mo_state_dict(self) -> dict[str, Any]:
@@ -133,12 +305,18 @@ class MOGRPOTrainer(GRPOTrainer):
             for name, fn in zip(self.reward_func_names, self.reward_funcs, strict=True)
             if hasattr(fn, "state_dict") and not isinstance(fn, torch.nn.Module)
         }
-        return {"weighting": self.weighting.name, "weighting_state": self.weighting.state_dict(), "rewards": rewards}
+        return {
+            "weighting": self.weighting.name,
+            "weighting_state": self.weighting.state_dict(),
+            "rewards": rewards,
+            "eval_start": self._mo_eval_start,
+        }
 
     def load_mo_state_dict(self, state: dict[str, Any]) -> None:
         if state["weighting"] != self.weighting.name:
             raise ValueError(f"checkpoint holds weighting {state['weighting']!r}, run uses {self.weighting.name!r}")
         self.weighting.load_state_dict(state["weighting_state"])
+        self._mo_eval_start = state.get("eval_start")
         for name, fn in zip(self.reward_func_names, self.reward_funcs, strict=True):
             if name in state["rewards"]:
                 fn.load_state_dict(state["rewards"][name])
@@ -157,3 +335,139 @@ class MOGRPOTrainer(GRPOTrainer):
         if not os.path.exists(path):
             raise FileNotFoundError(f"{path} is missing: cannot restore the weighting state of this checkpoint")
         self.load_mo_state_dict(torch.load(path, weights_only=False))
+
+    # ---- 5. per-objective evaluation ----------------------------------------------------------------------------
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """Decode the eval split and score every objective; returns and logs ``eval/<objective>/mean|delta``."""
+        cache_key = (self.state.global_step, metric_key_prefix)
+        if eval_dataset is None and getattr(self, "_mo_last_eval", (None, None))[0] == cache_key:
+            # transformers may request a second evaluation at the same step (end of epoch): the parameters have
+            # not changed since, so reuse the result instead of decoding and logging it twice.
+            return dict(self._mo_last_eval[1])
+        dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
+        if dataset is None:
+            raise ValueError("evaluate() needs an eval_dataset")
+        if isinstance(dataset, dict):
+            raise ValueError("per-objective evaluation takes one eval dataset, not a dict")
+        rewards, lengths = self._mo_score_eval(dataset)  # (n, K), (n,) gathered
+        p = metric_key_prefix
+        metrics: dict[str, float] = {}
+        for k, name in enumerate(self.objective_names):
+            col = rewards[:, k]
+            finite = col[~torch.isnan(col)]
+            metrics[f"{p}/{name}/mean"] = float(finite.mean()) if finite.numel() else float("nan")
+        metrics[f"{p}/completion_length/mean"] = float(lengths.float().mean())
+        means = {name: metrics[f"{p}/{name}/mean"] for name in self.objective_names}
+        if self._mo_eval_start is None:
+            self._mo_eval_start = means
+        for name in self.objective_names:
+            metrics[f"{p}/{name}/delta"] = means[name] - self._mo_eval_start.get(name, math.nan)
+        # Trainer.log directly: GRPOTrainer.log would flush pending *training* metrics into this eval entry.
+        super(GRPOTrainer, self).log(metrics)
+        if eval_dataset is None:
+            self._mo_last_eval = (cache_key, dict(metrics))
+        return metrics
+
+    @torch.no_grad()
+    def _mo_score_eval(self, dataset) -> tuple[torch.Tensor, torch.Tensor]:
+        args = self.args
+        rows = [dataset[i] for i in range(len(dataset))]
+        world, rank = self.accelerator.num_processes, self.accelerator.process_index
+        per_rank = math.ceil(len(rows) / world)
+        mine = rows[rank * per_rank : (rank + 1) * per_rank]
+        n_real = len(mine)
+        mine = mine + [rows[0]] * (per_rank - n_real)  # equal work on every rank (collective gathers under ZeRO-3)
+        samples = max(1, args.mo_eval_num_samples)
+        mine = [row for row in mine for _ in range(samples)]
+        tok = self.processing_class
+        batch = max(1, args.per_device_eval_batch_size)
+        completions_ids: list[list[int]] = []
+        gen_kwargs = {
+            "max_new_tokens": args.max_completion_length,
+            "do_sample": args.mo_eval_temperature > 0,
+            "pad_token_id": tok.pad_token_id,
+            "eos_token_id": tok.eos_token_id,
+        }
+        if args.mo_eval_temperature > 0:
+            gen_kwargs.update(temperature=args.mo_eval_temperature, top_p=1.0, top_k=0)
+        else:
+            gen_kwargs.update(temperature=None, top_p=None, top_k=None)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with unwrap_model_for_generation(self.model_wrapped, self.accelerator) as model:
+                for start in range(0, len(mine), batch):
+                    chunk = mine[start : start + batch]
+                    texts = [self._mo_prompt_text(row["prompt"]) for row in chunk]
+                    enc = tok(
+                        text=texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False
+                    )
+                    enc = {k: v.to(self.accelerator.device) for k, v in enc.items()}
+                    out = model.generate(**enc, **gen_kwargs)[:, enc["input_ids"].shape[1] :]
+                    for ids in out.tolist():
+                        cut = [t for t in ids if t != tok.pad_token_id]
+                        if tok.eos_token_id in cut:
+                            cut = cut[: cut.index(tok.eos_token_id) + 1]
+                        completions_ids.append(cut)
+        finally:
+            self.model.train(was_training)
+        texts = tok.batch_decode(completions_ids, skip_special_tokens=True)
+        conversational = isinstance(mine[0]["prompt"], list)
+        completions = [[{"role": "assistant", "content": t}] if conversational else t for t in texts]
+        local = self._mo_eval_rewards(mine, completions, completions_ids)  # (n_local, K)
+        lengths = torch.tensor([len(c) for c in completions_ids], dtype=torch.float32)
+        keep = torch.zeros(len(mine), dtype=torch.bool)
+        keep[: n_real * samples] = True  # drop the padding rows after gathering
+        packed = torch.cat([local, lengths[:, None], keep[:, None].float()], dim=1).to(self.accelerator.device)
+        gathered = self.accelerator.gather(packed).cpu()
+        gathered = gathered[gathered[:, -1] > 0]
+        return gathered[:, :-2], gathered[:, -2]
+
+    def _mo_prompt_text(self, prompt: Any) -> str:
+        if isinstance(prompt, list):
+            return self.processing_class.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+        return prompt
+
+    def _mo_eval_rewards(self, rows: list[dict], completions: list, completion_ids: list[list[int]]) -> torch.Tensor:
+        keys = [k for k in rows[0] if k not in ("prompt", "completion", "completion_ids")]
+        kwargs = {k: [row[k] for row in rows] for k in keys}
+        prompts = [row["prompt"] for row in rows]
+        cols = []
+        for fn in self.reward_funcs:
+            if isinstance(fn, torch.nn.Module):
+                raise NotImplementedError("per-objective evaluation does not score nn.Module reward models yet")
+            saved = getattr(fn, "training", None)
+            if saved is not None:
+                fn.training = False
+            try:
+                out = fn(
+                    prompts=prompts,
+                    completions=completions,
+                    completion_ids=completion_ids,
+                    trainer_state=self.state,
+                    log_extra=lambda *a, **k: None,
+                    log_metric=lambda *a, **k: None,
+                    **kwargs,
+                )
+            finally:
+                if saved is not None:
+                    fn.training = saved
+            cols.append([math.nan if v is None else float(v) for v in out])
+        return torch.tensor(cols, dtype=torch.float32).T.reshape(len(rows), len(cols))
+
+
+class _PostUpdateHook(TrainerCallback):
+    """Runs the deferred post-update statistic once a generation batch has been fully consumed.
+
+    ``on_step_end`` fires after the optimizer step and before logging and checkpointing, so a checkpoint always holds
+    a weighting state that includes every finished batch (exact resume).
+    """
+
+    def __init__(self, trainer: MOGRPOTrainer) -> None:
+        self.trainer = trainer
+
+    def on_step_end(self, args, state, control, **kwargs):
+        t = self.trainer
+        generate_every = t.args.steps_per_generation * t.num_iterations
+        if t._mo_pending is not None and t._step % generate_every == 0:
+            t._mo_post_update()

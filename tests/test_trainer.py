@@ -161,3 +161,30 @@ def test_resume_without_mo_state_fails_loudly(tiny_model_dir, tmp_path):
     again = build(tiny_model_dir, tmp_path, max_steps=4, save_strategy="no")
     with pytest.raises(FileNotFoundError, match=MO_STATE_FILE):
         again.train(resume_from_checkpoint=str(ckpt))
+
+
+def test_per_objective_evaluation_at_start_and_every_eval_steps(tiny_model_dir, tmp_path):
+    trainer = MOGRPOTrainer(
+        model=tiny_model_dir,
+        reward_funcs=list(REWARDS),
+        args=tiny_config(str(tmp_path), max_steps=4, eval_strategy="steps", eval_steps=2, eval_on_start=True),
+        train_dataset=tiny_dataset(32),
+        eval_dataset=tiny_dataset(6),
+    )
+    trainer.train()
+    evals = [h for h in trainer.state.log_history if "eval/reward_short/mean" in h]
+    assert [h["step"] for h in evals] == [0, 2, 4]
+    for h in evals:
+        for name in NAMES:
+            assert 0.0 <= h[f"eval/{name}/mean"] <= 1.0
+        assert h["eval/completion_length/mean"] > 0
+    start = evals[0]
+    assert all(start[f"eval/{n}/delta"] == 0.0 for n in NAMES)
+    for h in evals[1:]:
+        for n in NAMES:
+            assert h[f"eval/{n}/delta"] == pytest.approx(h[f"eval/{n}/mean"] - start[f"eval/{n}/mean"])
+    # greedy decoding is deterministic: evaluating twice without training gives the same means
+    again = trainer.evaluate()
+    assert again["eval/reward_short/mean"] == pytest.approx(evals[-1]["eval/reward_short/mean"])
+    # reward_short = 1 - L/16: the eval mean is consistent with the logged mean length (max 8 new tokens)
+    assert evals[0]["eval/reward_short/mean"] == pytest.approx(1 - evals[0]["eval/completion_length/mean"] / 16)

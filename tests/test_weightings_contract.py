@@ -14,6 +14,7 @@ CLASSES = [*WEIGHTINGS.values(), DriftWeighting]
 
 
 def make_stats(seed: int = 0, estimator: str = "grpo", nan: bool = False) -> ObjectiveStats:
+    """A batch as the trainer hands it to ``update``: rewards, lengths and the extras it always supplies."""
     g = torch.Generator().manual_seed(seed)
     r = torch.randint(0, 2, (N, K), generator=g).float()
     r[:, 1] = torch.rand(N, generator=g)
@@ -21,9 +22,22 @@ def make_stats(seed: int = 0, estimator: str = "grpo", nan: bool = False) -> Obj
         r[3, 2] = float("nan")
         r[7] = float("nan")  # an unscorable row
     lengths = torch.randint(1, 20, (N,), generator=g).float()
+    grads = torch.randn(K, 6, generator=g, dtype=torch.float64)
+    extras = {"signal": torch.randn(N, generator=g), "gramian": grads @ grads.T, "lr": 1e-3}
     return ObjectiveStats(
-        rewards=r, group_size=G, lengths=lengths, estimator=estimator, objective_names=("a", "b", "c")
+        rewards=r, group_size=G, lengths=lengths, estimator=estimator, objective_names=("a", "b", "c"), extras=extras
     )
+
+
+def same(a, b) -> bool:
+    """Recursive equality of state dicts (tensors compared exactly)."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    return a == b
 
 
 def test_registry_keys_match_modules():
@@ -49,13 +63,7 @@ def test_shapes_finite_and_pure(cls, estimator):
     assert adv1.shape == (N,) and torch.isfinite(adv1).all()
     assert torch.equal(adv1, adv2)
     assert w.scalarize(stats.rewards).shape == (N,)
-    after = w.state_dict()
-    assert before.keys() == after.keys()
-    for key in before:
-        if isinstance(before[key], torch.Tensor):
-            assert torch.equal(before[key], after[key])
-        else:
-            assert before[key] == after[key]
+    assert same(before, w.state_dict())
 
 
 @pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.name)
@@ -90,10 +98,17 @@ def test_nan_rewards_never_give_nan_advantages(cls, estimator):
 
 @pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.name)
 def test_objective_permutation_equivariance(cls):
-    perm = [2, 0, 1]
+    # Strategies with a distinguished objective (Lagrangian's primary, index 0 by default) are only equivariant
+    # under permutations that keep it in place.
+    perm = [2, 0, 1] if getattr(cls, "permutation_equivariant", True) else [0, 2, 1]
     stats = make_stats()
+    gram = stats.extras["gramian"]
     permuted = ObjectiveStats(
-        rewards=stats.rewards[:, perm], group_size=G, lengths=stats.lengths, objective_names=("c", "a", "b")
+        rewards=stats.rewards[:, perm],
+        group_size=G,
+        lengths=stats.lengths,
+        objective_names=tuple(stats.objective_names[p] for p in perm),
+        extras={**stats.extras, "gramian": gram[perm][:, perm]},
     )
     a, b = cls(K), cls(K)
     a.update(stats), b.update(permuted)
@@ -108,7 +123,7 @@ def test_repr_shows_hyperparameters(cls):
 
 
 def test_get_weighting_errors():
-    with pytest.raises(ValueError, match=r"unknown weighting 'nope'; choose from \['linear'"):
+    with pytest.raises(ValueError, match=r"unknown weighting 'nope'; choose from \[.*'linear'"):
         get_weighting("nope", 3)
     with pytest.raises(TypeError, match="unknown kwarg 'alpha'"):
         get_weighting("linear", 3, alpha=1.0)
@@ -128,3 +143,23 @@ def test_linear_defaults_and_scalarize():
     s = lin.scalarize(r)
     assert s[0] == 1.0 and s[1] == 3.0 and torch.isnan(s[2])
     assert repr(lin) == "LinearWeighting(weights=[1.0, 3.0])"
+
+
+GRADIENT = [cls for cls in WEIGHTINGS.values() if cls.space == "gradient"]
+
+
+@pytest.mark.parametrize("cls", GRADIENT, ids=lambda c: c.name)
+def test_gradient_space_weights_contract(cls):
+    stats = make_stats()
+    gram, losses = stats.extras["gramian"], torch.tensor([0.3, -0.1, 0.2])
+    a, b = cls(K), cls(K)
+    for _ in range(3):
+        wa, ma = a.gradient_weights(gram, losses)
+        wb, mb = b.gradient_weights(gram, losses)
+        assert wa.shape == (K,) and torch.isfinite(wa).all() and (wa >= 0).all()
+        assert torch.equal(wa, wb) and ma == mb  # deterministic: every rank computes the same weights
+    perm = [2, 0, 1]
+    c, d = cls(K), cls(K)
+    wc, _ = c.gradient_weights(gram, losses)
+    wd, _ = d.gradient_weights(gram[perm][:, perm], losses[perm])
+    torch.testing.assert_close(wd, wc[perm])

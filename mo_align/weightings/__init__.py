@@ -9,11 +9,27 @@ from __future__ import annotations
 from typing import Any
 
 from mo_align.weightings.base import ObjectiveStats, Weighting, validate_kwargs
+from mo_align.weightings.ctwa import CTWAWeighting
+from mo_align.weightings.dynamic import DynamicWeighting
+from mo_align.weightings.gradnorm import GradNormWeighting
+from mo_align.weightings.lagrangian import LagrangianWeighting
 from mo_align.weightings.linear import LinearWeighting
+from mo_align.weightings.mgda import MGDAWeighting
+from mo_align.weightings.pama import PAMAWeighting
+from mo_align.weightings.smooth_tchebycheff import SmoothTchebycheffWeighting
+from mo_align.weightings.tchebycheff import TchebycheffWeighting
 
 
 WEIGHTINGS: dict[str, type[Weighting]] = {
     "linear": LinearWeighting,
+    "tchebycheff": TchebycheffWeighting,
+    "smooth_tchebycheff": SmoothTchebycheffWeighting,
+    "lagrangian": LagrangianWeighting,
+    "mgda": MGDAWeighting,
+    "gradnorm": GradNormWeighting,
+    "dynamic": DynamicWeighting,
+    "pama": PAMAWeighting,
+    "ctwa": CTWAWeighting,
 }
 
 

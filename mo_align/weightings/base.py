@@ -91,6 +91,9 @@ class Weighting:
         requires: statistics beyond rewards the trainer must compute (empty for cheap strategies).
         owns_weights: True when the strategy decides the weights, so TRL's ``reward_weights`` must stay unset.
         needs_objective_advantages: carry per-objective advantages (B, K) into ``compute_loss``.
+        update_first: call ``update`` *before* ``combine`` on a training batch, so the batch is scored with the
+            state that already includes it (Lagrangian dual step, running ideal points); default False (the
+            state moves after the batch is scored and acts from the next batch, as CTWA's weights do).
     """
 
     name: ClassVar[str] = "base"
@@ -98,6 +101,7 @@ class Weighting:
     requires: ClassVar[frozenset[str]] = frozenset()
     owns_weights: ClassVar[bool] = True
     needs_objective_advantages: ClassVar[bool] = False
+    update_first: ClassVar[bool] = False
 
     def __init__(self, num_objectives: int) -> None:
         if not isinstance(num_objectives, int) or num_objectives < 1:
@@ -110,16 +114,24 @@ class Weighting:
         return torch.full((self.num_objectives,), 1.0 / self.num_objectives)
 
     def scalarize(self, rewards: torch.Tensor) -> torch.Tensor:
-        """The scalar signal this strategy optimises, s = f_w(r), (N, K) -> (N,). Default: linear Σ_k w_k r_ik."""
-        return nan_weighted_sum(rewards, self.weights())
+        """The scalar signal this strategy optimises, s = f_w(r), (N, K) -> (N,), with the current weights."""
+        return self.scalarize_with(rewards, self.weights())
+
+    def scalarize_with(self, rewards: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """f_w(r) for given weights (lets wrappers such as CTWA re-weight any scalarization). Default: Σ_k w_k r_ik."""
+        return nan_weighted_sum(rewards, weights)
 
     def combine(self, stats: ObjectiveStats) -> torch.Tensor:
         """Final per-completion advantages (N,) for this batch. Pure: no state change."""
+        return self.combine_with(stats, self.weights())
+
+    def combine_with(self, stats: ObjectiveStats, weights: torch.Tensor) -> torch.Tensor:
+        """Advantages (N,) for given weights: reward space scalarizes then normalises; advantage space sums A w."""
         if self.space == "reward":
             if stats.estimator == "gdpo":
-                return normalize_then_sum(stats.rewards, self.weights(), stats.group_size)
-            return stats.normalize(self.scalarize(stats.rewards))
-        return nan_weighted_sum(stats.objective_advantages(), self.weights()).nan_to_num(0.0)
+                return normalize_then_sum(stats.rewards, weights, stats.group_size)
+            return stats.normalize(self.scalarize_with(stats.rewards, weights))
+        return nan_weighted_sum(stats.objective_advantages(), weights).nan_to_num(0.0)
 
     # ---- state -------------------------------------------------------------------------------------------------
     def update(self, stats: ObjectiveStats) -> dict[str, float]:

@@ -1,0 +1,86 @@
+"""GradNorm: balance the per-objective gradient norms by their relative training rates (Chen et al. 2018).
+
+With g_k the per-objective gradients (‖g_k‖ = sqrt(Gram_kk)) and L_k the per-objective losses of a micro-batch:
+
+    G_k = w_k ‖g_k‖,  r_k = (|L_k| + ε) / (|L_k(0)| + ε),  r̃_k = r_k / mean(r),  target_k = mean(G) · r̃_k^α
+    w_k ← max(w_k − η sign(G_k − target_k) ‖g_k‖, w_min),  then w ← K w / Σ w
+
+The update uses Σ_k w_k ∇L_k with the weights held *before* this micro-batch's weight step (GradNorm's order);
+L(0) is the first micro-batch's losses. State (L(0), w) is checkpointed.
+
+Args:
+    num_objectives (`int`): K.
+    alpha (`float`, *optional*, defaults to `1.5`): asymmetry α.
+    lr (`float`, *optional*, defaults to `0.025`): weight step η.
+    min_weight (`float`, *optional*, defaults to `1e-3`): floor w_min that keeps every weight positive.
+
+Paper: https://huggingface.co/papers/1711.02257 (GradNorm); baseline of https://huggingface.co/papers/2602.06869.
+
+Deviations from the reference:
+    1. Loss ratios use magnitudes (|L| + ε): policy-gradient losses of whitened advantages change sign, and the
+       reference's negative ratio raised to α = 1.5 turned every weight into NaN forever. Weights are floored at
+       ``min_weight`` (the reference could make them negative) before the renormalisation to Σ w = K.
+    2. Norms and losses are global (all ranks) and the state is shared, not per rank and per FSDP shard.
+    3. The new weights act from the next micro-batch (GradNorm's order); the reference used them immediately.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from mo_align.weightings.base import Weighting
+
+
+class GradNormWeighting(Weighting):
+    __doc__ = __doc__
+    name = "gradnorm"
+    space = "gradient"
+    requires = frozenset({"gramian"})
+    needs_objective_advantages = True
+
+    def __init__(
+        self, num_objectives: int, *, alpha: float = 1.5, lr: float = 0.025, min_weight: float = 1e-3
+    ) -> None:
+        super().__init__(num_objectives)
+        if lr < 0 or min_weight <= 0:
+            raise ValueError("gradnorm: lr must be >= 0 and min_weight > 0")
+        self.alpha, self.lr, self.min_weight = alpha, lr, min_weight
+        self.w = torch.ones(num_objectives, dtype=torch.float64)
+        self.initial_losses: torch.Tensor | None = None
+
+    def weights(self) -> torch.Tensor:
+        return self.w.float()
+
+    def gradient_weights(self, gram: torch.Tensor, losses: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """Weights for this micro-batch (K,), then one GradNorm step on the state; returns (weights, metrics)."""
+        used = self.w.float().clone()
+        norms = torch.sqrt(torch.clamp(torch.diagonal(gram.double()), min=0))
+        losses = losses.double()
+        if not (torch.isfinite(norms).all() and torch.isfinite(losses).all()):
+            return used, {"skipped": 1.0}
+        if self.initial_losses is None:
+            self.initial_losses = losses.clone()
+        eps = 1e-8
+        ratio = (losses.abs() + eps) / (self.initial_losses.abs() + eps)
+        rel = ratio / ratio.mean()
+        g = self.w * norms
+        target = g.mean() * rel**self.alpha
+        w = torch.clamp(self.w - self.lr * torch.sign(g - target) * norms, min=self.min_weight)
+        w = w * self.num_objectives / w.sum()
+        low = w < self.min_weight  # the renormalisation may push a floored weight back under the floor
+        if low.any():
+            w[low] = self.min_weight
+            w[~low] *= (self.num_objectives - self.min_weight * int(low.sum())) / w[~low].sum()
+        self.w = w
+        return used, {"skipped": 0.0, "gradnorm_loss": float((g - target).abs().sum())}
+
+    def state_dict(self) -> dict[str, Any]:
+        l0 = None if self.initial_losses is None else self.initial_losses.clone()
+        return {"w": self.w.clone(), "initial_losses": l0}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.w = state["w"].clone()
+        self.initial_losses = None if state["initial_losses"] is None else state["initial_losses"].clone()

@@ -1,0 +1,57 @@
+"""CTWA inside the trainer: the exact post-update statistic, its on-policy shortcut, and exact resume."""
+
+import pytest
+import torch
+
+from mo_align.trainer import MOGRPOTrainer
+from mo_align.weightings.ctwa import CTWAWeighting
+from tests.helpers import reward_has_digit, reward_short, reward_vowels, tiny_config, tiny_dataset
+from tests.test_trainer import StopAt
+
+
+def run(tiny_model_dir, out, statistic, resume=None, callbacks=(), **overrides):
+    trainer = MOGRPOTrainer(
+        model=tiny_model_dir,
+        reward_funcs=[reward_has_digit, reward_short, reward_vowels],
+        args=tiny_config(str(out), **overrides),
+        train_dataset=tiny_dataset(32),
+        weighting=CTWAWeighting(3, statistic=statistic, cov_targets=0.5, lambda_lr=0.5),
+    )
+    for cb in callbacks:
+        trainer.add_callback(cb)
+    trainer.train(resume_from_checkpoint=resume)
+    return trainer
+
+
+def ctwa_logs(trainer, key):
+    return [h[key] for h in trainer.state.log_history if key in h]
+
+
+def test_exact_and_on_policy_agree_when_the_ratio_is_one(tiny_model_dir, tmp_path):
+    # learning rate 0: the post-update policy equals the sampling policy, so the ratio is exactly 1
+    common = {"max_steps": 3, "learning_rate": 0.0}
+    exact = run(tiny_model_dir, tmp_path / "e", "exact", **common)
+    fast = run(tiny_model_dir, tmp_path / "o", "on_policy", **common)
+    torch.testing.assert_close(exact.weighting.log_weights, fast.weighting.log_weights)
+    assert ctwa_logs(exact, "mo/ctwa/cov/reward_vowels") == pytest.approx(ctwa_logs(fast, "mo/ctwa/cov/reward_vowels"))
+    assert ctwa_logs(exact, "mo/ctwa/unclip_frac") == [1.0, 1.0, 1.0]
+
+
+def test_exact_statistic_sees_the_policy_move(tiny_model_dir, tmp_path):
+    common = {"max_steps": 2, "learning_rate": 5e-2}
+    exact = run(tiny_model_dir, tmp_path / "e", "exact", **common)
+    fast = run(tiny_model_dir, tmp_path / "o", "on_policy", **common)
+    assert ctwa_logs(exact, "mo/ctwa/signal_mean") != pytest.approx(ctwa_logs(fast, "mo/ctwa/signal_mean"))
+    assert len(ctwa_logs(exact, "mo/ctwa/cov/reward_has_digit")) == 2  # one update per generation batch
+
+
+@pytest.mark.parametrize("statistic", ["exact", "on_policy"])
+def test_exact_resume(tiny_model_dir, tmp_path, statistic):
+    common = {"max_steps": 4, "save_strategy": "steps", "save_steps": 2, "learning_rate": 5e-2}
+    straight = run(tiny_model_dir, tmp_path / "a", statistic, **common)
+    run(tiny_model_dir, tmp_path / "b", statistic, callbacks=[StopAt(2)], **common)
+    resumed = run(tiny_model_dir, tmp_path / "b", statistic, resume=str(tmp_path / "b" / "checkpoint-2"), **common)
+    assert torch.equal(resumed.weighting.log_weights, straight.weighting.log_weights)
+    assert torch.equal(resumed.weighting.ema, straight.weighting.ema)
+    for (n, a), b in zip(straight.model.named_parameters(), resumed.model.parameters()):
+        assert torch.equal(a, b), n
