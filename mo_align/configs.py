@@ -48,6 +48,11 @@ class MOGRPOConfig(GRPOConfig):
         gramian_params (`str`, *optional*):
             Regex selecting parameter names for the parameter-space Gram matrix; default every trainable parameter
             (with LoRA that is the adapters only).
+        mo_diagnostics (`bool`, *optional*, defaults to `True`):
+            Log the interference monitor (`mo_align.diagnostics`) every generation batch and write
+            ``mo_summary.json`` (eval curves, weights, covariance EMAs, events) next to the checkpoints.
+        mo_diagnostics_patience (`int`, *optional*, defaults to `10`), mo_diagnostics_tolerance (`float`, defaults
+            to `0.05`): when a negative covariance EMA or an eval drop becomes an interference event.
         mo_eval_temperature (`float`, *optional*, defaults to `0.0`):
             Temperature of the per-objective evaluation (``eval_strategy`` / ``eval_steps`` / ``eval_on_start``
             schedule it); 0 decodes greedily, as the paper does.
@@ -69,6 +74,13 @@ class MOGRPOConfig(GRPOConfig):
     )
     gramian_params: str | None = field(
         default=None, metadata={"help": "Regex of parameter names for the parameter-space Gram (default: trainable)."}
+    )
+    mo_diagnostics: bool = field(default=True, metadata={"help": "Log the interference monitor (mo/cov/... etc.)."})
+    mo_diagnostics_patience: int = field(
+        default=10, metadata={"help": "Batches of negative covariance EMA before an interference event."}
+    )
+    mo_diagnostics_tolerance: float = field(
+        default=0.05, metadata={"help": "Eval drop below the first evaluation that counts as interference."}
     )
     mo_eval_temperature: float = field(
         default=0.0, metadata={"help": "Sampling temperature of the per-objective evaluation (0 = greedy)."}

@@ -20,9 +20,11 @@ This is the only module that touches TRL private methods (guarded by ``tests/tes
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
+import sys
 from typing import Any
 
 import torch
@@ -31,6 +33,7 @@ from trl import GRPOTrainer
 from trl.models.utils import unwrap_model_for_generation
 
 from mo_align.configs import MOGRPOConfig
+from mo_align.diagnostics import InterferenceMonitor
 from mo_align.weightings import ObjectiveStats, Weighting, get_weighting
 
 
@@ -85,6 +88,12 @@ class MOGRPOTrainer(GRPOTrainer):
                 "set gramian_space: logprobs"
             )
         self.objective_names: tuple[str, ...] = tuple(self.reward_func_names)
+        self.monitor: InterferenceMonitor | None = None
+        if args.mo_diagnostics:
+            self.monitor = InterferenceMonitor(
+                self.objective_names, patience=args.mo_diagnostics_patience, tolerance=args.mo_diagnostics_tolerance
+            )
+        self._mo_history: dict[str, list] = {"eval": [], "weights": [], "cov_ema": [], "train_reward": []}
 
     # ---- 1. capture the gathered reward matrix ----------------------------------------------------------------
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
@@ -125,6 +134,8 @@ class MOGRPOTrainer(GRPOTrainer):
         if self.weighting.needs_objective_advantages:
             out["mo_objective_advantages"] = objective_adv[lo : lo + n_local].to(out["advantages"].device)
         self._log_mo_metrics(mode, r, objective_adv, self.weighting.scalarize(r), advantages)
+        if train:
+            self._mo_observe_batch(r, advantages, group_size)
         stats.extras["signal"] = advantages  # the on-policy induced weight w_i = A_i (ratio 1)
         if train and "post_update_logps" in self.weighting.requires:
             # The statistic needs log π after this batch's updates: keep what the post-update pass needs and run
@@ -205,6 +216,20 @@ class MOGRPOTrainer(GRPOTrainer):
             for _ in range(n):
                 log.pop()
             log.extend(advantages.tolist())
+
+    def _mo_observe_batch(self, r: torch.Tensor, advantages: torch.Tensor, group_size: int) -> None:
+        step = self.state.global_step + 1  # the optimizer step this batch trains
+        weights = self.weighting.weights()
+        hist = self._mo_history
+        hist["weights"].append({"step": step, "weights": dict(zip(self.objective_names, weights.tolist()))})
+        means = torch.nanmean(r, dim=0).tolist()
+        hist["train_reward"].append({"step": step, "means": dict(zip(self.objective_names, means))})
+        if self.monitor is None:
+            return
+        for key, value in self.monitor.observe_batch(r, advantages, group_size, step).items():
+            self._metrics["train"][key].append(value)
+        ema = self.monitor.ema.tolist()
+        hist["cov_ema"].append({"step": step, "values": dict(zip(self.objective_names, ema))})
 
     # ---- 3. per-objective advantages reach the loss -------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -310,6 +335,8 @@ class MOGRPOTrainer(GRPOTrainer):
             "weighting_state": self.weighting.state_dict(),
             "rewards": rewards,
             "eval_start": self._mo_eval_start,
+            "monitor": self.monitor.state_dict() if self.monitor is not None else None,
+            "history": self._mo_history,
         }
 
     def load_mo_state_dict(self, state: dict[str, Any]) -> None:
@@ -317,6 +344,10 @@ class MOGRPOTrainer(GRPOTrainer):
             raise ValueError(f"checkpoint holds weighting {state['weighting']!r}, run uses {self.weighting.name!r}")
         self.weighting.load_state_dict(state["weighting_state"])
         self._mo_eval_start = state.get("eval_start")
+        if self.monitor is not None and state.get("monitor") is not None:
+            self.monitor.load_state_dict(state["monitor"])
+        if state.get("history") is not None:
+            self._mo_history = state["history"]
         for name, fn in zip(self.reward_func_names, self.reward_funcs, strict=True):
             if name in state["rewards"]:
                 fn.load_state_dict(state["rewards"][name])
@@ -358,15 +389,65 @@ class MOGRPOTrainer(GRPOTrainer):
             metrics[f"{p}/{name}/mean"] = float(finite.mean()) if finite.numel() else float("nan")
         metrics[f"{p}/completion_length/mean"] = float(lengths.float().mean())
         means = {name: metrics[f"{p}/{name}/mean"] for name in self.objective_names}
+        scalar = self.weighting.scalarize(rewards)
+        scalar_mean = float(torch.nanmean(scalar)) if (~torch.isnan(scalar)).any() else math.nan
         if self._mo_eval_start is None:
-            self._mo_eval_start = means
+            self._mo_eval_start = {**means, "__scalar__": scalar_mean}
         for name in self.objective_names:
             metrics[f"{p}/{name}/delta"] = means[name] - self._mo_eval_start.get(name, math.nan)
+        if eval_dataset is None and p == "eval":
+            step = self.state.global_step
+            self._mo_history["eval"].append(
+                {"step": step, "means": means, "completion_length": metrics[f"{p}/completion_length/mean"]}
+            )
+            if self.monitor is not None:
+                start_scalar = self._mo_eval_start.get("__scalar__", math.nan)
+                metrics.update(self.monitor.observe_eval(means, self._mo_eval_start, scalar_mean, start_scalar, step))
         # Trainer.log directly: GRPOTrainer.log would flush pending *training* metrics into this eval entry.
         super(GRPOTrainer, self).log(metrics)
         if eval_dataset is None:
             self._mo_last_eval = (cache_key, dict(metrics))
+        self.write_summary()
         return metrics
+
+    # ---- 6. run summary -----------------------------------------------------------------------------------------
+    def summary(self) -> dict[str, Any]:
+        """The run summary (``mo_summary.json``): eval curve, weights, covariance EMAs, events, final/best/delta."""
+        hist = self._mo_history
+        evals = hist["eval"]
+        start = {k: v for k, v in (self._mo_eval_start or {}).items() if k != "__scalar__"}
+        final = dict(evals[-1]["means"]) if evals else {}
+        best = {n: max(e["means"][n] for e in evals) for n in self.objective_names} if evals else {}
+        return {
+            "version": 1,
+            "run_name": self.args.run_name or os.path.basename(os.path.normpath(self.args.output_dir)),
+            "output_dir": os.path.abspath(self.args.output_dir),
+            "algorithm": self.weighting.name,
+            "weighting_hyperparameters": _json_safe(self.weighting.hyperparameters()),
+            "advantage_estimator": self.args.advantage_estimator,
+            "objectives": list(self.objective_names),
+            "seed": self.args.seed,
+            "launch_command": " ".join([os.path.basename(sys.executable), *sys.argv]),
+            "eval": evals,
+            "start": start,
+            "final": final,
+            "best": best,
+            "delta": {n: final[n] - start[n] for n in final if n in start},
+            "weights": hist["weights"],
+            "cov_ema": hist["cov_ema"],
+            "train_reward": hist["train_reward"],
+            "events": list(self.monitor.events) if self.monitor is not None else [],
+        }
+
+    def write_summary(self) -> None:
+        """Write ``<output_dir>/mo_summary.json`` atomically (main process); called as the run goes."""
+        if not self.args.mo_diagnostics or not self.accelerator.is_main_process:
+            return
+        os.makedirs(self.args.output_dir, exist_ok=True)
+        path = os.path.join(self.args.output_dir, "mo_summary.json")
+        with open(path + ".tmp", "w") as f:
+            json.dump(_json_safe(self.summary()), f, indent=1)
+        os.replace(path + ".tmp", path)
 
     @torch.no_grad()
     def _mo_score_eval(self, dataset) -> tuple[torch.Tensor, torch.Tensor]:
@@ -471,3 +552,19 @@ class _PostUpdateHook(TrainerCallback):
         generate_every = t.args.steps_per_generation * t.num_iterations
         if t._mo_pending is not None and t._step % generate_every == 0:
             t._mo_post_update()
+
+    def on_log(self, args, state, control, **kwargs):
+        self.trainer.write_summary()  # incremental: a killed run still has its summary
+
+
+def _json_safe(value: Any) -> Any:
+    """Tensors and tuples to lists, non-finite floats to None, recursively (JSON has no NaN)."""
+    if isinstance(value, torch.Tensor):
+        value = value.tolist()
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

@@ -1,0 +1,187 @@
+"""Interference monitor: cheap per-batch diagnostics of cross-objective interference for every weighting.
+
+The paper's local covariance law (arXiv 2602.06869, §2) says that, to first order, objective k improves under a
+policy-gradient step when its reward covaries positively with the optimised advantage inside prompt groups,
+Cov_g(r_k, A) > 0. For each training generation batch the monitor logs, from tensors the trainer already holds
+(O(N K) work plus an O(G² K) pass per group; no extra forward):
+
+* ``mo/cov/<k>``, ``mo/corr/<k>``: within-group covariance / correlation of r_k with the advantage A actually used
+  (population statistics averaged over groups, as CTWA's statistic); ``mo/cov_ema/<k>`` its EMA;
+  ``mo/cov_neg_frac/<k>``: fraction of groups where that covariance is negative;
+* ``mo/zero_var_frac/<k>``: fraction of groups in which r_k has no variance (no learning signal for k);
+* ``mo/reward_corr/<a>__<b>``: Pearson correlation of the rewards over the batch (objectives that trade off);
+* ``mo/pareto_dominated_frac``: fraction of groups whose highest-advantage completion is Pareto-dominated by another
+  completion of the same group (the reference's unused "reward hacking" probe, REFERENCE_SPEC §6);
+* ``mo/adv_collapse_rate``: among within-group pairs with different reward vectors, the fraction given equal
+  advantages (the signal cannot tell them apart — GDPO's motivation).
+
+**Interference events**, each fired once per objective, logged as ``mo/events/<kind>/<k>``, warned once and listed
+in the run summary: ``negative_covariance`` (EMA below 0 for ``patience`` consecutive batches) and ``eval_drop``
+(an objective's eval mean falls more than ``tolerance`` below its first evaluation while the optimised scalar's eval
+mean rises).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import torch
+
+from mo_align.covariance import group_moments
+
+
+logger = logging.getLogger("mo_align")
+
+
+def per_group_covariance(rewards: torch.Tensor, signal: torch.Tensor, group_size: int) -> torch.Tensor:
+    """(P, K) population covariance of each objective with the signal in each group; NaN where < 2 usable rows."""
+    n, k = rewards.shape
+    r, s = rewards.double().view(n // group_size, group_size, k), signal.double().view(n // group_size, group_size)
+    valid = torch.isfinite(s).unsqueeze(-1) & torch.isfinite(r)
+    cnt = valid.sum(1).double()
+    r0, s0 = torch.where(valid, r, 0.0), torch.where(valid, s.unsqueeze(-1), 0.0)
+    rc = torch.where(valid, r0 - r0.sum(1, keepdim=True) / cnt.clamp(min=1).unsqueeze(1), 0.0)
+    sc = torch.where(valid, s0 - s0.sum(1, keepdim=True) / cnt.clamp(min=1).unsqueeze(1), 0.0)
+    cov = (rc * sc).sum(1) / cnt.clamp(min=1)
+    return torch.where(cnt >= 2, cov, torch.full_like(cov, math.nan))
+
+
+def zero_variance_fraction(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
+    """(K,) fraction of groups (with >= 2 finite rewards) in which objective k's reward is constant."""
+    n, k = rewards.shape
+    r = rewards.double().view(n // group_size, group_size, k)
+    finite = torch.isfinite(r)
+    hi = torch.where(finite, r, -math.inf).amax(1)
+    lo = torch.where(finite, r, math.inf).amin(1)
+    usable = finite.sum(1) >= 2
+    flat = usable & (hi - lo <= 1e-12)
+    return (flat.sum(0).double() / usable.sum(0).double().clamp(min=1)).float()
+
+
+def reward_correlation(rewards: torch.Tensor) -> torch.Tensor:
+    """(K, K) Pearson correlation over rows where both objectives are finite (0 where undefined)."""
+    k = rewards.shape[1]
+    out = torch.eye(k, dtype=torch.float64)
+    r = rewards.double()
+    for a in range(k):
+        for b in range(a + 1, k):
+            m = torch.isfinite(r[:, a]) & torch.isfinite(r[:, b])
+            x, y = r[m, a] - r[m, a].mean(), r[m, b] - r[m, b].mean()
+            den = torch.sqrt((x * x).sum() * (y * y).sum())
+            out[a, b] = out[b, a] = float((x * y).sum() / den) if m.sum() >= 2 and den > 1e-12 else 0.0
+    return out
+
+
+def pareto_dominated_fraction(rewards: torch.Tensor, advantages: torch.Tensor, group_size: int) -> float:
+    """Fraction of groups whose highest-advantage completion is dominated (>= everywhere, > somewhere) in-group."""
+    n, k = rewards.shape
+    r = rewards.view(n // group_size, group_size, k)
+    a = advantages.view(n // group_size, group_size)
+    dominated = total = 0
+    for g in range(r.shape[0]):
+        rows = torch.isfinite(r[g]).all(1)
+        if rows.sum() < 2:
+            continue
+        total += 1
+        best = int(torch.argmax(torch.where(rows, a[g], -math.inf)))
+        others = r[g][rows]
+        ge = (others >= r[g, best]).all(1)
+        gt = (others > r[g, best]).any(1)
+        dominated += int((ge & gt).any())
+    return dominated / total if total else 0.0
+
+
+def advantage_collapse_rate(rewards: torch.Tensor, advantages: torch.Tensor, group_size: int) -> float:
+    """Among within-group pairs with different (finite) reward vectors, the fraction with equal advantages."""
+    n, k = rewards.shape
+    r = rewards.view(n // group_size, group_size, k)
+    a = advantages.view(n // group_size, group_size)
+    differ = torch.isfinite(r).all(-1)
+    pair_ok = differ.unsqueeze(2) & differ.unsqueeze(1)
+    distinct = (r.unsqueeze(2) != r.unsqueeze(1)).any(-1) & pair_ok
+    equal_adv = (a.unsqueeze(2) - a.unsqueeze(1)).abs() <= 1e-6
+    upper = torch.triu(torch.ones(group_size, group_size, dtype=torch.bool), diagonal=1)
+    distinct = distinct & upper
+    count = int(distinct.sum())
+    return float((distinct & equal_adv).sum()) / count if count else 0.0
+
+
+class InterferenceMonitor:
+    """Stateful monitor (EMA, streaks, fired events); ``state_dict`` makes it resumable.
+
+    Args:
+        objectives (`tuple[str, ...]`): objective names, in column order.
+        ema_tau (`float`, *optional*, defaults to `0.1`): EMA rate of the covariance.
+        patience (`int`, *optional*, defaults to `10`): batches of negative EMA before an event.
+        tolerance (`float`, *optional*, defaults to `0.05`): eval drop below the first evaluation that counts.
+    """
+
+    def __init__(self, objectives: tuple[str, ...], ema_tau: float = 0.1, patience: int = 10, tolerance: float = 0.05):
+        self.objectives, self.ema_tau, self.patience, self.tolerance = tuple(objectives), ema_tau, patience, tolerance
+        self.ema: torch.Tensor | None = None
+        self.streak = [0] * len(objectives)
+        self.fired: set[tuple[str, str]] = set()
+        self.events: list[dict[str, Any]] = []
+
+    def _fire(self, kind: str, k: int, step: int, message: str) -> dict[str, float]:
+        key = (kind, self.objectives[k])
+        if key in self.fired:
+            return {}
+        self.fired.add(key)
+        self.events.append({"step": step, "kind": kind, "objective": self.objectives[k], "message": message})
+        logger.warning("mo_align interference: %s", message)
+        return {f"mo/events/{kind}/{self.objectives[k]}": 1.0}
+
+    def observe_batch(self, rewards: torch.Tensor, advantages: torch.Tensor, group_size: int, step: int):
+        """Metrics for one training generation batch (rewards (N, K) gathered, advantages (N,) used)."""
+        cov, corr, _ = group_moments(rewards, advantages, group_size)
+        per_group = per_group_covariance(rewards, advantages, group_size)
+        valid = ~torch.isnan(per_group)
+        neg = ((per_group < 0) & valid).sum(0).double() / valid.sum(0).double().clamp(min=1)
+        cov64 = cov.double()
+        self.ema = cov64 if self.ema is None else (1 - self.ema_tau) * self.ema + self.ema_tau * cov64
+        zero_var = zero_variance_fraction(rewards, group_size)
+        out: dict[str, float] = {}
+        for k, name in enumerate(self.objectives):
+            out[f"mo/cov/{name}"], out[f"mo/corr/{name}"] = float(cov[k]), float(corr[k])
+            out[f"mo/cov_ema/{name}"], out[f"mo/cov_neg_frac/{name}"] = float(self.ema[k]), float(neg[k])
+            out[f"mo/zero_var_frac/{name}"] = float(zero_var[k])
+            self.streak[k] = self.streak[k] + 1 if self.ema[k] < 0 else 0
+            if self.streak[k] >= self.patience:
+                msg = (f"{name}: covariance with the optimised advantage has stayed negative for {self.streak[k]} "
+                       f"batches (EMA {float(self.ema[k]):+.4f}) at step {step}; the covariance law predicts it "
+                       "degrades")  # fmt: skip
+                out.update(self._fire("negative_covariance", k, step, msg))
+        corr_mat = reward_correlation(rewards)
+        for a in range(len(self.objectives)):
+            for b in range(a + 1, len(self.objectives)):
+                out[f"mo/reward_corr/{self.objectives[a]}__{self.objectives[b]}"] = float(corr_mat[a, b])
+        out["mo/pareto_dominated_frac"] = pareto_dominated_fraction(rewards, advantages, group_size)
+        out["mo/adv_collapse_rate"] = advantage_collapse_rate(rewards, advantages, group_size)
+        return out
+
+    def observe_eval(self, means: dict[str, float], start: dict[str, float], scalar: float, scalar_start: float,
+                     step: int) -> dict[str, float]:  # fmt: skip
+        """Events from an evaluation: an objective fell > tolerance below its start while the scalar rose."""
+        out: dict[str, float] = {}
+        if not scalar > scalar_start:
+            return out
+        for k, name in enumerate(self.objectives):
+            drop = start.get(name, math.nan) - means.get(name, math.nan)
+            if drop > self.tolerance:
+                msg = (f"{name}: eval mean {means[name]:.3f} is {drop:.3f} below its start {start[name]:.3f} at step "
+                       f"{step} while the optimised scalar rose ({scalar_start:.3f} -> {scalar:.3f})")  # fmt: skip
+                out.update(self._fire("eval_drop", k, step, msg))
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"ema": None if self.ema is None else self.ema.clone(), "streak": list(self.streak),
+                "fired": sorted(self.fired), "events": list(self.events)}  # fmt: skip
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.ema = None if state["ema"] is None else state["ema"].clone()
+        self.streak = list(state["streak"])
+        self.fired = {tuple(x) for x in state["fired"]}
+        self.events = list(state["events"])
