@@ -1,7 +1,12 @@
-"""The ``mo-align`` console script: ``mo-align train --config recipes/<model>/<algo>.yaml [overrides]``."""
+"""The ``mo-align`` console script.
+
+``mo-align train --config recipes/<model>/<algo>.yaml [overrides]`` trains;
+``mo-align report RUN_DIR [RUN_DIR ...] --out DIR`` compares finished runs (``mo_align.report``).
+"""
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Sequence
 
@@ -10,7 +15,68 @@ USAGE = """usage: mo-align <command> [args]
 
 commands:
   train --config FILE [--key value ...]   train with a recipe (same as python -m mo_align.train)
+  report RUN_DIR [RUN_DIR ...] --out DIR [--reference x,y,z] [--tolerance 0.02]
+                                          compare finished runs: per-objective tables, seeds aggregated by
+                                          algorithm, hypervolume, Pareto plots, interference
+                                          (writes report.md / report.html / PNGs; see mo-align report --help)
 """
+
+REPORT_DESCRIPTION = """\
+Compare finished training runs and write a report.
+
+Reads each RUN_DIR's mo_summary.json (or, when a run has none, rebuilds it from transformers'
+trainer_state.json in the run directory or its latest checkpoint-* subdirectory) and writes into --out:
+report.md, a self-contained report.html (plots embedded), report.json, and the plots eval_curves.png,
+weights.png, cov_ema.png and pareto_<a>__<b>.png for every pair of objectives.
+
+The report gives per run the final / best / delta (final - start) eval mean of every objective, aggregates
+the seeds of each algorithm (median and [min, max]), the hypervolume of the final points (every objective
+maximised), the non-dominated runs, and which runs show cross-objective interference (an event was recorded,
+or an objective fell more than --tolerance below its start while another improved). It prints a compact
+per-algorithm table and the path of report.md.
+"""
+
+
+def _report_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mo-align report", description=REPORT_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="a training output_dir (one per run/seed)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="directory to write the report into")
+    parser.add_argument(
+        "--reference",
+        metavar="x,y,z",
+        default=None,
+        help="hypervolume reference point, one value per objective in the report's objective order (default: 0 "
+        "for an objective whose finals all lie in [0, 1], else the worst start value across runs)",
+    )
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.02,
+        help="an objective more than this below its start while another improved flags interference (default 0.02)",
+    )
+    return parser
+
+
+def report(argv: Sequence[str]) -> int:
+    """``mo-align report``: 0 on success, 2 on a usage error or a run that cannot be read (one line on stderr)."""
+    try:
+        args = _report_parser().parse_args(list(argv))
+    except SystemExit as exc:  # --help (0) or an argparse usage error (2, message already on stderr)
+        return exc.code if isinstance(exc.code, int) else 2
+
+    from mo_align.report import ReportError, format_console_table, load_runs, write_report
+
+    try:
+        runs = load_runs(args.run_dirs)
+        result = write_report(runs, args.out, reference=args.reference, tolerance=args.tolerance)
+    except ReportError as exc:
+        sys.stderr.write(f"mo-align: error: {exc}\n")
+        return 2
+    sys.stdout.write(format_console_table(result) + "\n")
+    sys.stdout.write(f"report: {result['report_md']}\n")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -24,6 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         cli(rest)
         return 0
+    if command == "report":
+        return report(rest)
     sys.stderr.write(f"mo-align: unknown command {command!r}\n{USAGE}")
     return 2
 

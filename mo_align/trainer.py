@@ -146,6 +146,7 @@ class MOGRPOTrainer(GRPOTrainer):
             self._mo_pending = stats
         elif train and "gramian" in self.weighting.requires and self.weighting.space != "gradient":
             self._mo_pending = stats  # updated from the Gram matrix accumulated while training on this batch
+            stats.extras["lr"] = self._get_learning_rate()  # η_t of this batch's first step (before the scheduler)
         elif train and not self.weighting.update_first:
             self._mo_log_update(self.weighting.update(stats))
         return out
@@ -173,7 +174,7 @@ class MOGRPOTrainer(GRPOTrainer):
         if "gramian" in self.weighting.requires:
             gram, self._mo_gram_acc = self._mo_gram_acc, None
             stats.extras["gramian"] = gram
-            stats.extras["lr"] = self._get_learning_rate()
+            stats.extras.setdefault("lr", self._get_learning_rate())
         if "post_update_logps" in self.weighting.requires:
             self._mo_post_update_signal(stats)
         self._mo_log_update(self.weighting.update(stats))
@@ -301,7 +302,10 @@ class MOGRPOTrainer(GRPOTrainer):
         if self.args.gramian_space == "logprobs":
             flat = [torch.autograd.grad(x, logps, retain_graph=True)[0].reshape(-1) for x in losses]
             mat = torch.stack(flat).double()
-            return self.accelerator.reduce(mat @ mat.T, reduction="sum").cpu()
+            # the update averages the ranks' gradients ((1/W) Σ_r ∇L_r) and ranks hold disjoint coordinates:
+            # Gram = (1/W²) Σ_r G_r, independent of the number of processes
+            world = self.accelerator.num_processes
+            return (self.accelerator.reduce(mat @ mat.T, reduction="sum") / world**2).cpu()
         params = self._mo_gram_params(model)
         rows = []
         for x in losses:

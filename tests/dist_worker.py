@@ -3,7 +3,7 @@
 Run under torchrun (gloo on the CPU)::
 
     PYTHONPATH=<repo root> python -m torch.distributed.run --nproc_per_node 2 tests/dist_worker.py \\
-        MODEL_DIR OUT_PREFIX {ddp,zero3} [--deepspeed ZERO3_JSON]
+        MODEL_DIR OUT_PREFIX {ddp,zero3,equiv,zero3-mgda} [--deepspeed ZERO3_JSON]
 
 Every rank writes ``OUT_PREFIX.rank<R>.json`` with:
 
@@ -15,17 +15,28 @@ Every rank writes ``OUT_PREFIX.rank<R>.json`` with:
 * ``zero3`` (zero3 mode only): partitioning evidence (``ds_status``, local numel, shard sizes) taken outside any gather,
   and the directory ``trainer.save_model`` wrote (the test reloads it in a fresh process).
 
-Nothing here changes what the trainer computes: the recording subclasses only observe.
+Modes ``equiv`` (any number of ranks, 1 included) and ``zero3-mgda`` (2 ranks, ZeRO-3) compare layouts instead: the
+same global batch of ``--global-batch`` completions is trained on 1 process or split over 2, and the report holds, per
+scenario (:data:`EQUIV_SCENARIOS`), what the weighting computed at every micro-batch (MGDA, GradNorm: the global Gram
+matrix, the losses and α) or generation batch (CTWA: the gathered signal, the EMA and the log-weights; Dynamic: the
+Gram matrix and the weights), and the final parameters (``OUT_PREFIX.<scenario>.params.pt``, rank 0). Generation is
+replaced (:class:`FixedCompletionsTrainer`) by completions that are a fixed function of the prompt, the row's global
+index and the step, so both layouts see the same completions without sampling; TRL's data order is global already.
+
+Nothing here changes what the trainer computes: the recording subclasses only observe, and the fixed completions
+only replace the sampler.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import hashlib
 import json
 import math
 import os
+import random
 import sys
 import time
 from pathlib import Path
@@ -46,7 +57,12 @@ import torch.distributed as dist  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
+from mo_align.testing import SPECIAL_TOKENS  # noqa: E402
 from mo_align.trainer import MOGRPOTrainer  # noqa: E402
+from mo_align.weightings.ctwa import CTWAWeighting  # noqa: E402
+from mo_align.weightings.dynamic import DynamicWeighting  # noqa: E402
+from mo_align.weightings.gradnorm import GradNormWeighting  # noqa: E402
+from mo_align.weightings.mgda import MGDAWeighting  # noqa: E402
 from tests.helpers import (  # noqa: E402
     DriftWeighting,
     reward_has_digit,
@@ -225,19 +241,318 @@ def cpu_deepspeed_overrides() -> dict[str, Any]:
     return {"use_cpu": False, "accelerator_config": {"use_configured_state": True}}
 
 
+# ---- layout equivalence (modes equiv and zero3-mgda) -------------------------------------------------------------
+OBJECTIVES = (reward_has_digit, reward_short, reward_vowels)
+# Scenario -> (weighting, config overrides). Every scenario trains the same global batch with loss_type "dapo"
+# (normalised by the global token count, so the gradient of the global batch does not depend on the layout).
+EQUIV_SCENARIOS: dict[str, tuple[str, dict[str, Any]]] = {
+    "mgda-logprobs": ("mgda", {"gramian_space": "logprobs"}),
+    "mgda-parameters": ("mgda", {"gramian_space": "parameters"}),
+    "gradnorm-logprobs": ("gradnorm", {"gramian_space": "logprobs"}),
+    "ctwa-exact": ("ctwa-exact", {}),
+    "ctwa-on_policy": ("ctwa-on_policy", {}),
+    "dynamic-logprobs": ("dynamic", {"gramian_space": "logprobs"}),
+}
+
+
+class FixedCompletionsTrainer(MOGRPOTrainer):
+    """Replaces sampling by completions that depend only on (global step, global row index, prompt tokens).
+
+    TRL's ``RepeatSampler`` order is global and each rank takes a contiguous slice of the generation batch (gathered
+    back in rank order), so the global row index ``process_index * n_local + i`` names the same prompt copy whatever
+    the number of processes: 1 process × N rows and 2 processes × N/2 rows generate the same N completions. Lengths
+    vary (1 .. max_completion_length, some end with EOS, some are truncated) and 30 % of the tokens are digits, so
+    every objective has variance within most groups.
+    """
+
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        tok = self.processing_class
+        eos = tok.eos_token_id
+        digits = tok.convert_tokens_to_ids(list("0123456789"))
+        first, vocab = len(SPECIAL_TOKENS), len(tok)
+        max_len = self.args.max_completion_length
+        offset = self.accelerator.process_index * len(prompt_ids)
+        completions = []
+        for i, ids in enumerate(prompt_ids):
+            key = f"{self.state.global_step}|{offset + i}|{','.join(map(str, ids))}"
+            rng = random.Random(hashlib.sha256(key.encode()).digest())
+            body = rng.randint(1, max_len)
+            row = [rng.choice(digits) if rng.random() < 0.3 else rng.randrange(first, vocab) for _ in range(body)]
+            if body < max_len and rng.random() < 0.6:
+                row.append(eos)
+            completions.append(row)
+        return completions, None
+
+
+def _tensor_record(t: torch.Tensor) -> list[Any]:
+    return as_list(t.double())
+
+
+class RecordingMGDA(MGDAWeighting):
+    """MGDA that records, at every micro-batch, the global Gram matrix and losses it was given and the α it chose."""
+
+    def __init__(self, num_objectives: int) -> None:
+        super().__init__(num_objectives)
+        self.records: list[dict[str, Any]] = []
+
+    def gradient_weights(self, gram, losses):
+        alpha, extra = super().gradient_weights(gram, losses)
+        self.records.append(
+            {"gram": _tensor_record(gram), "losses": _tensor_record(losses), "alpha": alpha.tolist(), **extra}
+        )
+        return alpha, extra
+
+
+class RecordingGradNorm(GradNormWeighting):
+    """GradNorm that records the Gram matrix, the weights used and the state after every micro-batch."""
+
+    def __init__(self, num_objectives: int) -> None:
+        super().__init__(num_objectives)
+        self.records: list[dict[str, Any]] = []
+
+    def gradient_weights(self, gram, losses):
+        used, extra = super().gradient_weights(gram, losses)
+        self.records.append(
+            {
+                "gram": _tensor_record(gram),
+                "losses": _tensor_record(losses),
+                "alpha": used.tolist(),
+                "w_after": self.w.tolist(),
+                **extra,
+            }
+        )
+        return used, extra
+
+
+class RecordingDynamic(DynamicWeighting):
+    """Dynamic weighting that records the accumulated Gram matrix and the weights after every update."""
+
+    def __init__(self, num_objectives: int) -> None:
+        super().__init__(num_objectives, regularization=0.01)  # a visible, unsaturated mirror step at lr 0.1
+        self.records: list[dict[str, Any]] = []
+
+    def update(self, stats):
+        metrics = super().update(stats)
+        gram = stats.extras["gramian"]
+        self.records.append({"step": stats.step, "gram": _tensor_record(gram), "weights": self.w.tolist()})
+        return metrics
+
+
+class RecordingCTWA(CTWAWeighting):
+    """CTWA that records, after every update (one per generation batch), the signal it used and its new state."""
+
+    def __init__(self, num_objectives: int, **kwargs: Any) -> None:
+        super().__init__(num_objectives, **kwargs)
+        self.records: list[dict[str, Any]] = []
+
+    def update(self, stats):
+        metrics = super().update(stats)
+        self.records.append(
+            {
+                "step": stats.step,
+                "rewards_sha256": sha256(stats.rewards),
+                "signal": _tensor_record(stats.extras["signal"]),
+                "log_weights": self.log_weights.tolist(),
+                "ema": self.ema.tolist(),
+                "weights": self.weights().tolist(),
+                "unclip_frac": stats.extras.get("unclip_frac"),
+            }
+        )
+        return metrics
+
+
+def make_weighting(kind: str):
+    if kind == "mgda":
+        return RecordingMGDA(len(OBJECTIVES))
+    if kind == "gradnorm":
+        return RecordingGradNorm(len(OBJECTIVES))
+    if kind == "dynamic":
+        return RecordingDynamic(len(OBJECTIVES))
+    statistic = kind.removeprefix("ctwa-")
+    # High targets and step: the deficits stay open, so the log-weights move at every generation batch.
+    return RecordingCTWA(len(OBJECTIVES), statistic=statistic, cov_targets=0.5, lambda_lr=0.5)
+
+
+def equiv_config(out_dir: str, args: argparse.Namespace, world: int, **overrides: Any):
+    """The global batch split over ``world`` processes; loss_type "dapo" (global token count) and, by default, SGD.
+
+    SGD because Adam's first steps are ≈ lr · sign(g): the rounding differences between one reduction over N rows and
+    two over N/2 (then all-reduced) in near-zero gradient components would become O(lr) parameter differences.
+    """
+    if args.global_batch % world:
+        raise ValueError(f"global batch {args.global_batch} does not split over {world} processes")
+    return tiny_config(
+        out_dir,
+        max_steps=args.max_steps,
+        per_device_train_batch_size=args.global_batch // world,
+        num_generations=args.num_generations,
+        num_iterations=args.num_iterations,
+        loss_type="dapo",
+        optim=args.optim,
+        learning_rate=args.lr,
+        **overrides,
+    )
+
+
+def logged(trainer: MOGRPOTrainer, prefix: str) -> list[dict[str, float]]:
+    return [
+        {k: v for k, v in entry.items() if k.startswith(prefix)}
+        for entry in trainer.state.log_history
+        if any(k.startswith(prefix) for k in entry)
+    ]
+
+
+def run_scenario(
+    trainer: MOGRPOTrainer, prefix: str, name: str, initial: dict[str, torch.Tensor], zero3: bool
+) -> dict[str, Any]:
+    """Train, then the scenario's records, logged metrics and final parameters (saved to a file on rank 0)."""
+    t0 = time.perf_counter()
+    trainer.train()
+    acc = trainer.accelerator
+    module = acc.unwrap_model(trainer.model_wrapped)
+    params = final_params(module, initial, zero3=zero3)
+    path = f"{prefix}.{name}.params.pt"
+    named = dict(module.named_parameters())
+    if zero3:
+        import deepspeed
+
+        ctx = deepspeed.zero.GatheredParameters(list(named.values()), modifier_rank=None)
+    else:
+        ctx = contextlib.nullcontext()
+    with ctx:
+        if acc.is_main_process:
+            torch.save({n: p.detach().cpu().float().clone() for n, p in named.items()}, path)
+    out = {
+        "world_size": acc.num_processes,
+        "distributed_type": str(acc.distributed_type),
+        "wrapped_type": type(trainer.model_wrapped).__name__,
+        "global_step": trainer.state.global_step,
+        "per_device_train_batch_size": trainer.args.per_device_train_batch_size,
+        "generation_batch_size": trainer.args.generation_batch_size,
+        "gramian_space": trainer.args.gramian_space,
+        "records": trainer.weighting.records,
+        "logged_grad_weight": logged(trainer, "mo/grad_weight/"),
+        "logged_grad_norm": logged(trainer, "mo/grad_norm/"),
+        "logged_ctwa_ema": logged(trainer, f"mo/{trainer.weighting.name}/ema/"),
+        "params": params,
+        "params_file": path if acc.is_main_process else None,
+        "train_s": round(time.perf_counter() - t0, 2),
+    }
+    if zero3:
+        out["partition"] = partition_evidence(module)
+    return out
+
+
+def main_equiv(args: argparse.Namespace, initial: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """Every scenario in turn, in this process group (one launch for all: the imports dominate)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    report: dict[str, Any] = {"scenarios": {}}
+    for name in args.scenarios.split(","):
+        kind, overrides = EQUIV_SCENARIOS[name]
+        config = equiv_config(f"{args.out_prefix}.runs/{name}", args, world, **overrides)
+        trainer = FixedCompletionsTrainer(
+            model=args.model_dir,
+            reward_funcs=list(OBJECTIVES),
+            args=config,
+            train_dataset=tiny_dataset(16),
+            weighting=make_weighting(kind),
+        )
+        report["scenarios"][name] = run_scenario(trainer, args.out_prefix, name, initial, zero3=False)
+        trainer.accelerator.wait_for_everyone()
+        del trainer
+        gc.collect()
+    return report
+
+
+def main_zero3_mgda(args: argparse.Namespace, initial: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """MGDA under ZeRO-3: train with gramian_space logprobs, then check that 'parameters' is refused at construction."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    ds = {"deepspeed": args.deepspeed, **cpu_deepspeed_overrides()}
+    config = equiv_config(f"{args.out_prefix}.runs/zero3-mgda", args, world, gramian_space="logprobs", **ds)
+    trainer = FixedCompletionsTrainer(
+        model=args.model_dir,
+        reward_funcs=list(OBJECTIVES),
+        args=config,
+        train_dataset=tiny_dataset(16),
+        weighting=make_weighting("mgda"),
+    )
+    report: dict[str, Any] = {
+        "scenarios": {"mgda-logprobs": run_scenario(trainer, args.out_prefix, "zero3", initial, zero3=True)}
+    }
+    engine = trainer.model_wrapped
+    report["zero3"] = {
+        "zero_stage": int(engine.zero_optimization_stage()),
+        "param_persistence_threshold": engine.zero_param_persistence_threshold(),
+    }
+    trainer.accelerator.wait_for_everyone()
+    del trainer, engine
+    gc.collect()
+    # accelerate refuses a second Accelerator with a DeepSpeed plugin in one process; forget the first one's state
+    # (the process group, held by PartialState, stays) so that the refused configuration is really constructed.
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state()
+    GradientState._reset_state()
+
+    config = equiv_config(f"{args.out_prefix}.runs/zero3-params", args, world, gramian_space="parameters", **ds)
+    try:
+        FixedCompletionsTrainer(
+            model=args.model_dir,
+            reward_funcs=list(OBJECTIVES),
+            args=config,
+            train_dataset=tiny_dataset(16),
+            weighting=make_weighting("mgda"),
+        )
+    except ValueError as exc:
+        report["parameters_error"] = {"type": type(exc).__name__, "message": str(exc)}
+    else:
+        report["parameters_error"] = None
+    return report
+
+
+def main_layouts(args: argparse.Namespace) -> None:
+    t0 = time.perf_counter()
+    initial = load_file(os.path.join(args.model_dir, "model.safetensors"))
+    report = main_equiv(args, initial) if args.mode == "equiv" else main_zero3_mgda(args, initial)
+    rank = int(os.environ.get("RANK", "0"))
+    report.update(
+        {
+            "rank": rank,
+            "world_size": int(os.environ.get("WORLD_SIZE", "1")),
+            "backend": dist.get_backend() if dist.is_initialized() else None,
+            "total_s": round(time.perf_counter() - t0, 2),
+        }
+    )
+    path = f"{args.out_prefix}.rank{rank}.json"
+    with open(path + ".tmp", "w") as f:
+        json.dump(report, f, indent=1, allow_nan=False)
+    os.replace(path + ".tmp", path)
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model_dir")
     parser.add_argument("out_prefix")
-    parser.add_argument("mode", choices=["ddp", "zero3"])
-    parser.add_argument("--deepspeed", default=None, help="DeepSpeed JSON (zero3 mode)")
+    parser.add_argument("mode", choices=["ddp", "zero3", "equiv", "zero3-mgda"])
+    parser.add_argument("--deepspeed", default=None, help="DeepSpeed JSON (zero3 and zero3-mgda modes)")
     parser.add_argument("--max-steps", type=int, default=3)
     parser.add_argument("--per-device-batch", type=int, default=4)
     parser.add_argument("--num-generations", type=int, default=4)
     parser.add_argument("--steps-per-generation", type=int, default=None)
+    parser.add_argument("--global-batch", type=int, default=12, help="equiv / zero3-mgda: completions per step")
+    parser.add_argument("--num-iterations", type=int, default=2, help="equiv / zero3-mgda: TRL num_iterations")
+    parser.add_argument("--scenarios", default=",".join(EQUIV_SCENARIOS), help="equiv: comma-separated")
+    parser.add_argument("--optim", default="sgd", help="equiv / zero3-mgda: TrainingArguments.optim")
+    parser.add_argument("--lr", type=float, default=0.1, help="equiv / zero3-mgda: learning rate")
     args = parser.parse_args(argv)
-    if args.mode == "zero3" and not args.deepspeed:
-        parser.error("zero3 mode needs --deepspeed")
+    if args.mode in ("zero3", "zero3-mgda") and not args.deepspeed:
+        parser.error(f"{args.mode} mode needs --deepspeed")
+    if args.mode in ("equiv", "zero3-mgda"):
+        main_layouts(args)
+        return
 
     t0 = time.perf_counter()
     rank = int(os.environ.get("RANK", "0"))

@@ -6,6 +6,13 @@ every generation batch, and as a replay of r predicts), took disjoint slices of 
 model identically; under ZeRO-3 the parameters were really partitioned and ``save_model`` wrote a full model that
 loads in a fresh process without DeepSpeed.
 
+Layout equivalence (worker modes ``equiv`` and ``zero3-mgda``): the gradient-space weighting MGDA (gramian_space
+logprobs and parameters) and CTWA (statistic exact and on_policy) train the same global batch on 1 plain process and on
+2 DDP ranks; α at every micro-batch, CTWA's log-weights and EMA after every generation batch and the final model agree
+to 1e-6, and bitwise across ranks. MGDA under ZeRO-3 (logprobs) agrees across ranks and with the 1-process run, and
+gramian_space 'parameters' is refused there at construction. The logprobs Gram matrix must not depend on the number of
+processes (GradNorm and Dynamic weights depend on its scale; a bug found this way summed the ranks' matrices).
+
 The first DeepSpeed multi-process run on a machine JIT-compiles ``deepspeed_shm_comm_op`` (30-70 s, cached in
 ``~/.cache/torch_extensions``); the ZeRO-3 timeout allows for it.
 """
@@ -86,24 +93,16 @@ def _tail(text: str | bytes | None) -> str:
     return (text or "")[-LOG_TAIL:]
 
 
-def _run_worker(prefix: Path, model_dir: str, mode: str, *extra: str, timeout: int) -> tuple[list[dict], str]:
-    """torchrun the worker with NPROC ranks; return the per-rank reports (rank order) and the output tail."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        str(NPROC),
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(_free_port()),
-        str(WORKER),
-        model_dir,
-        str(prefix),
-        mode,
-        *extra,
-    ]
+def _run_worker(
+    prefix: Path, model_dir: str, mode: str, *extra: str, timeout: int, nproc: int = NPROC
+) -> tuple[list[dict], str]:
+    """torchrun the worker with ``nproc`` ranks (``nproc=1``: a plain, non-distributed process); return the per-rank
+    reports (rank order) and the output tail."""
+    launcher = [sys.executable]
+    if nproc > 1:
+        launcher += ["-m", "torch.distributed.run", "--nproc_per_node", str(nproc)]
+        launcher += ["--master_addr", "127.0.0.1", "--master_port", str(_free_port())]
+    cmd = [*launcher, str(WORKER), model_dir, str(prefix), mode, *extra]
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(cmd, cwd=REPO_ROOT, env=_env(), capture_output=True, text=True, timeout=timeout)
@@ -114,10 +113,10 @@ def _run_worker(prefix: Path, model_dir: str, mode: str, *extra: str, timeout: i
         )
     wall = time.perf_counter() - t0
     log = f"--- stdout ---\n{_tail(proc.stdout)}\n--- stderr ---\n{_tail(proc.stderr)}"
-    print(f"[{mode}] torchrun wall time {wall:.1f} s")
+    print(f"[{mode}, {nproc} process{'es' if nproc > 1 else ''}] wall time {wall:.1f} s")
     assert proc.returncode == 0, f"{mode} worker exited with {proc.returncode}\n{log}"
     reports = []
-    for rank in range(NPROC):
+    for rank in range(nproc):
         path = Path(f"{prefix}.rank{rank}.json")
         assert path.is_file(), f"rank {rank} wrote no report {path}\n{log}"
         reports.append(json.loads(path.read_text()))
@@ -329,3 +328,218 @@ def test_zero3_two_ranks_partitioned_and_saved(tmp_path: Path, tiny_model_dir: s
     assert saved_sha.keys() == trained_sha.keys() == initial_sha.keys()
     assert saved_sha == trained_sha, [n for n in saved_sha if saved_sha[n] != trained_sha[n]]
     assert all(saved_sha[n] != initial_sha[n] for n in saved_sha), "saved model equals the initial model"
+
+
+# ---- 1 process vs 2 processes on the same global batch: MGDA, CTWA (and the logprobs Gram scale) ------------------
+# The worker's equiv mode trains every scenario of dist_worker.EQUIV_SCENARIOS on a global batch of EQUIV_BATCH
+# completions: one plain process with EQUIV_BATCH per device, or 2 ranks with EQUIV_BATCH / 2 each. Completions are a
+# fixed function of (step, global row, prompt) and TRL's sampler order is global, so both layouts train the same rows;
+# with num_generations 4 and 6 rows per rank the middle group is split across the ranks. loss_type "dapo" divides by
+# the global token count, so the gradient of the global batch is the same in both layouts. The optimizer is SGD:
+# Adam's first steps are ≈ lr · sign(g) and turn the rounding differences of the two reduction orders (one sum over
+# 12 rows vs two sums of 6 all-reduced) in near-zero gradient components into O(lr) parameter differences (6.7e-5
+# after 4 steps at lr 1e-2, α then drifts by ~1e-6), which would test Adam rather than the trainer.
+EQUIV_STEPS, EQUIV_BATCH, EQUIV_GENERATIONS, EQUIV_ITERATIONS = 4, 12, 4, 2
+EQUIV_ARGS = (
+    "--max-steps",
+    str(EQUIV_STEPS),
+    "--global-batch",
+    str(EQUIV_BATCH),
+    "--num-generations",
+    str(EQUIV_GENERATIONS),
+    "--num-iterations",
+    str(EQUIV_ITERATIONS),
+)
+TOL = 1e-6
+OBJECTIVE_NAMES = ("reward_has_digit", "reward_short", "reward_vowels")
+
+
+@pytest.fixture(scope="module")
+def layouts(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: str) -> dict[str, Any]:
+    """Two launches for every scenario: ``one`` (the 1-process report) and ``two`` (the 2 rank reports)."""
+    root = tmp_path_factory.mktemp("layouts")
+    (one,), _ = _run_worker(root / "one", tiny_model_dir, "equiv", *EQUIV_ARGS, nproc=1, timeout=300)
+    two, log = _run_worker(root / "two", tiny_model_dir, "equiv", *EQUIV_ARGS, timeout=300)
+    assert one["world_size"] == 1 and one["backend"] is None, one["backend"]
+    assert [r["rank"] for r in two] == [0, 1] and all(r["world_size"] == 2 and r["backend"] == "gloo" for r in two)
+    return {"one": one, "two": two, "log": log}
+
+
+@pytest.fixture(scope="module")
+def zero3_mgda(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: str) -> tuple[list[dict], str]:
+    """One ZeRO-3 launch (threshold 0): MGDA trained with gramian_space logprobs, then 'parameters' constructed."""
+    root = tmp_path_factory.mktemp("zero3_mgda")
+    config = json.loads(ZERO3_JSON.read_text())
+    config["zero_optimization"]["stage3_param_persistence_threshold"] = 0
+    ds_path = root / "zero3_ci.json"
+    ds_path.write_text(json.dumps(config))
+    return _run_worker(
+        root / "z3", tiny_model_dir, "zero3-mgda", "--deepspeed", str(ds_path), *EQUIV_ARGS, timeout=540
+    )
+
+
+def _scenario(layouts: dict[str, Any], name: str) -> tuple[dict, dict, dict]:
+    one = layouts["one"]["scenarios"][name]
+    two0, two1 = (rep["scenarios"][name] for rep in layouts["two"])
+    assert one["distributed_type"].endswith("NO") and one["per_device_train_batch_size"] == EQUIV_BATCH, one
+    for rep in (two0, two1):
+        assert rep["wrapped_type"] == "DistributedDataParallel", (rep["wrapped_type"], layouts["log"])
+        assert rep["per_device_train_batch_size"] == EQUIV_BATCH // NPROC, rep
+    for rep in (one, two0, two1):
+        assert rep["global_step"] == EQUIV_STEPS and rep["generation_batch_size"] == EQUIV_BATCH, rep
+    return one, two0, two1
+
+
+def _max_diff(a: list, b: list) -> float:
+    """max |a - b| over equal-shaped nested lists of numbers."""
+    import torch
+
+    ta, tb = torch.tensor(a, dtype=torch.float64), torch.tensor(b, dtype=torch.float64)
+    assert ta.shape == tb.shape, (ta.shape, tb.shape)
+    return float((ta - tb).abs().max()) if ta.numel() else 0.0
+
+
+def _check_params(one: dict, two0: dict, two1: dict) -> None:
+    """Both ranks hold bitwise the same trained model, equal to the 1-process one to TOL, and every tensor moved."""
+    import torch
+
+    assert two0["params"].keys() == two1["params"].keys() == one["params"].keys()
+    differ = [n for n in two0["params"] if two0["params"][n]["sha256"] != two1["params"][n]["sha256"]]
+    assert not differ, f"parameters differ across ranks: {differ}"
+    unchanged = [n for n, p in one["params"].items() if not p["changed"]]
+    assert not unchanged and all(p["changed"] for p in two0["params"].values()), unchanged
+    p1, p2 = torch.load(one["params_file"]), torch.load(two0["params_file"])
+    assert p1.keys() == p2.keys()
+    worst = max(p1, key=lambda n: float((p1[n] - p2[n]).abs().max()))
+    assert float((p1[worst] - p2[worst]).abs().max()) <= TOL, (worst, float((p1[worst] - p2[worst]).abs().max()))
+
+
+def _check_alpha(one: list[dict], two0: list[dict], two1: list[dict]) -> None:
+    """MGDA's α at every micro-batch: bitwise identical on both ranks, equal to the 1-process α to TOL."""
+    assert len(one) == len(two0) == len(two1) == EQUIV_STEPS  # one micro-batch per optimizer step
+    assert two0 == two1, "the ranks solved different Gram matrices or chose different α"
+    for i, (a, b) in enumerate(zip(one, two0, strict=True)):
+        assert abs(sum(a["alpha"]) - 1) < 1e-6 and min(a["alpha"]) >= 0, a["alpha"]
+        assert _max_diff(a["alpha"], b["alpha"]) <= TOL, (i, a["alpha"], b["alpha"])
+        assert _max_diff(a["losses"], b["losses"]) <= TOL, (i, a["losses"], b["losses"])
+    # Not a trivial α: interior (no objective dropped) at the first micro-batch, and it moves as training goes on.
+    assert min(one[0]["alpha"]) > 0.05 and _max_diff(one[0]["alpha"], [1 / 3] * 3) > 0.01, one[0]["alpha"]
+    assert _max_diff(one[0]["alpha"], one[-1]["alpha"]) > 0.05, [r["alpha"] for r in one]
+
+
+def _check_logged_alpha(scenario: dict) -> None:
+    """The logged mo/grad_weight/<name> of every step is that step's (only) micro-batch's α."""
+    logged = scenario["logged_grad_weight"]
+    assert len(logged) == EQUIV_STEPS, logged
+    for entry, rec in zip(logged, scenario["records"], strict=True):
+        values = [entry[f"mo/grad_weight/{name}"] for name in OBJECTIVE_NAMES]
+        assert _max_diff(values, rec["alpha"]) <= TOL, (entry, rec["alpha"])
+
+
+@pytest.mark.parametrize("space", ["logprobs", "parameters"])
+def test_mgda_two_ranks_match_one_process(layouts: dict[str, Any], space: str) -> None:
+    """MGDA (DDP, gloo): α identical on both ranks and equal to the 1-process α at every micro-batch; so is the model."""
+    one, two0, two1 = _scenario(layouts, f"mgda-{space}")
+    assert one["gramian_space"] == two0["gramian_space"] == space
+    _check_alpha(one["records"], two0["records"], two1["records"])
+    for rep in (one, two0, two1):
+        _check_logged_alpha(rep)
+    if space == "parameters":  # the all-reduced gradient vectors are the 1-process gradients: same Gram matrix
+        for a, b in zip(one["records"], two0["records"], strict=True):
+            scale = max(abs(v) for row in a["gram"] for v in row)
+            assert _max_diff(a["gram"], b["gram"]) <= 1e-5 * scale, (a["gram"], b["gram"])
+    _check_params(one, two0, two1)
+
+
+@pytest.mark.parametrize("statistic", ["exact", "on_policy"])
+def test_ctwa_two_ranks_match_one_process(layouts: dict[str, Any], statistic: str) -> None:
+    """CTWA (DDP, gloo): after every generation batch, log-weights and EMA identical on both ranks and equal to the
+    1-process run; the gathered per-completion signal is the 1-process signal in the same (global) order."""
+    one, two0, two1 = _scenario(layouts, f"ctwa-{statistic}")
+    batches = EQUIV_STEPS // EQUIV_ITERATIONS
+    assert len(one["records"]) == len(two0["records"]) == batches, (one["records"], two0["records"])
+    assert two0["records"] == two1["records"], "the ranks' CTWA states diverged"
+    previous = None
+    for i, (a, b) in enumerate(zip(one["records"], two0["records"], strict=True)):
+        assert a["step"] == b["step"] == i * EQUIV_ITERATIONS, (a["step"], b["step"])
+        assert a["rewards_sha256"] == b["rewards_sha256"], f"batch {i}: the layouts scored different completions"
+        assert len(a["signal"]) == len(b["signal"]) == EQUIV_BATCH
+        assert _max_diff(a["signal"], b["signal"]) <= 10 * TOL, (i, a["signal"], b["signal"])
+        assert _max_diff(a["ema"], b["ema"]) <= TOL, (i, a["ema"], b["ema"])
+        assert _max_diff(a["log_weights"], b["log_weights"]) <= TOL, (i, a["log_weights"], b["log_weights"])
+        if statistic == "exact":
+            assert a["unclip_frac"] == pytest.approx(b["unclip_frac"], abs=TOL) and 0 < a["unclip_frac"] <= 1
+        else:
+            assert a["unclip_frac"] is None and b["unclip_frac"] is None
+        if previous is not None:  # open deficits: the weights move at every batch
+            assert _max_diff(a["log_weights"], previous) > 1e-3, (a["log_weights"], previous)
+        previous = a["log_weights"]
+        for rep in (one, two0):
+            entry = rep["logged_ctwa_ema"][i]
+            assert _max_diff([entry[f"mo/ctwa/ema/{n}"] for n in OBJECTIVE_NAMES], a["ema"]) <= TOL, entry
+    if statistic == "exact":  # the post-update signal really is not the on-policy one (ρ ≠ 1 after the update)
+        on_policy = layouts["one"]["scenarios"]["ctwa-on_policy"]["records"][0]["signal"]
+        assert _max_diff(one["records"][0]["signal"], on_policy) > 1e-3
+    _check_params(one, two0, two1)
+
+
+@pytest.mark.parametrize("name", ["mgda-logprobs", "gradnorm-logprobs", "dynamic-logprobs"])
+def test_logprobs_gramian_is_independent_of_the_world_size(layouts: dict[str, Any], name: str) -> None:
+    one, two0, two1 = _scenario(layouts, name)
+    assert two0["records"] == two1["records"]
+    assert len(one["records"]) == len(two0["records"]) > 0
+    for a, b in zip(one["records"], two0["records"], strict=True):
+        scale = max(abs(v) for row in a["gram"] for v in row)
+        assert _max_diff(a["gram"], b["gram"]) <= 1e-5 * scale, (name, a["gram"], b["gram"])
+        for key in ("alpha", "w_after", "weights"):
+            if key in a:
+                assert _max_diff(a[key], b[key]) <= TOL, (name, key, a[key], b[key])
+    for a, b in zip(one["logged_grad_norm"], two0["logged_grad_norm"], strict=True):
+        assert a == pytest.approx(b, rel=1e-5), (a, b)
+
+
+# ---- ZeRO-3 (2 ranks, every parameter partitioned): MGDA ----------------------------------------------------------
+def test_zero3_mgda_logprobs_ranks_agree(zero3_mgda: tuple[list[dict], str]) -> None:
+    """MGDA with gramian_space logprobs under ZeRO-3: it trains, the ranks agree on α at every micro-batch, the
+    parameters were partitioned and changed."""
+    reports, log = zero3_mgda
+    r0, r1 = (rep["scenarios"]["mgda-logprobs"] for rep in reports)
+    for rep in reports:
+        assert rep["zero3"] == {"zero_stage": 3, "param_persistence_threshold": 0}, rep["zero3"]
+    for rep in (r0, r1):
+        assert rep["wrapped_type"] == "DeepSpeedEngine", (rep["wrapped_type"], log)
+        assert rep["distributed_type"].endswith("DEEPSPEED") and rep["world_size"] == NPROC, rep["distributed_type"]
+        assert rep["global_step"] == EQUIV_STEPS and rep["gramian_space"] == "logprobs"
+        for name, p in rep["partition"].items():
+            assert p["ds_status"] == "NOT_AVAILABLE" and p["local_numel"] == 0, (name, p)
+            assert p["shard_numel"] == math.ceil(p["ds_numel"] / NPROC), (name, p)
+        _check_logged_alpha(rep)
+    assert len(r0["records"]) == EQUIV_STEPS
+    assert r0["records"] == r1["records"], "the ranks disagree on the Gram matrix or on α"
+    alphas = [rec["alpha"] for rec in r0["records"]]
+    assert all(abs(sum(a) - 1) < 1e-6 and min(a) > 0 for a in alphas), alphas
+    assert _max_diff(alphas[0], alphas[-1]) > 0.05, alphas
+    p0, p1 = r0["params"], r1["params"]
+    assert p0.keys() == p1.keys() and p0
+    assert all(p["changed"] for p in p0.values()), [n for n, p in p0.items() if not p["changed"]]
+    assert all(p0[n]["sha256"] == p1[n]["sha256"] for n in p0), "the gathered parameters differ across ranks"
+
+
+def test_zero3_mgda_matches_one_process(zero3_mgda: tuple[list[dict], str], layouts: dict[str, Any]) -> None:
+    """The same global batch under ZeRO-3 (2 ranks) and on 1 plain process: same α at every micro-batch, same model."""
+    reports, _ = zero3_mgda
+    z3 = reports[0]["scenarios"]["mgda-logprobs"]
+    one = layouts["one"]["scenarios"]["mgda-logprobs"]
+    _check_alpha(one["records"], z3["records"], reports[1]["scenarios"]["mgda-logprobs"]["records"])
+    _check_params(one, z3, reports[1]["scenarios"]["mgda-logprobs"])
+
+
+def test_zero3_refuses_the_parameter_gramian(zero3_mgda: tuple[list[dict], str]) -> None:
+    """gramian_space 'parameters' under ZeRO-3: a clear ValueError at construction, on every rank."""
+    reports, log = zero3_mgda
+    for rep in reports:
+        assert rep["parameters_error"] == {
+            "type": "ValueError",
+            "message": "weighting 'mgda' with gramian_space 'parameters' is not supported under ZeRO-3; "
+            "set gramian_space: logprobs",
+        }, (rep["parameters_error"], log)

@@ -1,0 +1,461 @@
+"""``mo_align.report``: hypervolume and dominance against hand-computed answers, seed aggregation, interference,
+the written report (markdown, self-contained html, valid PNGs), the trainer_state.json fallback and the CLI."""
+
+import base64
+import itertools
+import json
+import re
+
+import numpy as np
+import pytest
+
+from mo_align.cli import main
+from mo_align.report import (
+    PNG_SIGNATURE,
+    ReportError,
+    analyse,
+    hypervolume,
+    interference,
+    load_run,
+    load_runs,
+    non_dominated,
+    write_report,
+)
+
+
+OBJECTIVES = ["accuracy", "conciseness", "clarity"]
+PARETO_PNGS = {"pareto_accuracy__conciseness.png", "pareto_accuracy__clarity.png", "pareto_conciseness__clarity.png"}
+ALL_PNGS = {"eval_curves.png", "weights.png", "cov_ema.png"} | PARETO_PNGS
+
+
+def summary(name, algorithm, seed, start, final, events=(), curves=True, objectives=OBJECTIVES):
+    """A version-1 mo_summary.json dict: a 3-point eval curve from start to final, and the training curves."""
+    start, final = dict(zip(objectives, start)), dict(zip(objectives, final))
+    mid = {o: (start[o] + final[o]) / 2 + 0.01 for o in objectives}
+    evals = [
+        {"step": s, "means": m, "completion_length": 20.0 - s / 10} for s, m in ((0, start), (10, mid), (20, final))
+    ]
+    return {
+        "version": 1,
+        "run_name": name,
+        "output_dir": f"/runs/{name}",
+        "algorithm": algorithm,
+        "weighting_hyperparameters": {"cov_targets": [0.15, 0.08, 0.08]} if algorithm == "ctwa" else {},
+        "objectives": list(objectives),
+        "seed": seed,
+        "launch_command": f"python -m mo_align.train --config recipes/tiny/{algorithm}.yaml --seed {seed}",
+        "eval": evals,
+        "start": start,
+        "final": final,
+        "best": {o: max(e["means"][o] for e in evals) for o in objectives},
+        "delta": {o: final[o] - start[o] for o in objectives},
+        "weights": [
+            {"step": s, "weights": {o: 1 / 3 + 0.01 * s * (k - 1) for k, o in enumerate(objectives)}}
+            for s in range(1, 21)
+        ]
+        if curves
+        else [],
+        "cov_ema": [
+            {"step": s, "values": {o: 0.1 - 0.01 * s * k for k, o in enumerate(objectives)}} for s in range(1, 21)
+        ]
+        if curves
+        else [],
+        "train_reward": [{"step": s, "means": dict.fromkeys(objectives, 0.4 + 0.01 * s)} for s in range(1, 21)]
+        if curves
+        else [],
+        "events": list(events),
+    }
+
+
+def four_runs():
+    """2 algorithms x 2 seeds, 3 objectives; ctwa-seed1 carries an event, linear-seed1 trades conciseness away."""
+    event = {
+        "step": 7,
+        "kind": "negative_covariance",
+        "objective": "clarity",
+        "message": "Cov(clarity) < 0 for 5 steps",
+    }
+    return [
+        summary("ctwa-seed0", "ctwa", 0, (0.40, 0.50, 0.30), (0.60, 0.55, 0.40)),
+        summary("ctwa-seed1", "ctwa", 1, (0.40, 0.50, 0.30), (0.50, 0.65, 0.35), events=[event]),
+        summary("linear-seed0", "linear", 0, (0.40, 0.50, 0.30), (0.45, 0.52, 0.31)),
+        summary("linear-seed1", "linear", 1, (0.40, 0.50, 0.30), (0.70, 0.40, 0.30)),
+    ]
+
+
+# ---- hypervolume and dominance -------------------------------------------------------------------------------------
+def test_hypervolume_2d_hand_computed():
+    front = np.array([[0.2, 0.8], [0.5, 0.5], [0.8, 0.2]])
+    # slabs from the left: 0.2*0.8 + (0.5-0.2)*0.5 + (0.8-0.5)*0.2 = 0.16 + 0.15 + 0.06
+    assert hypervolume(front, [0.0, 0.0]) == pytest.approx(0.37, abs=1e-12)
+    # reference (0.1, 0.1): 0.1*0.7 + 0.3*0.4 + 0.3*0.1 = 0.07 + 0.12 + 0.03
+    assert hypervolume(front, [0.1, 0.1]) == pytest.approx(0.22, abs=1e-12)
+    # one point: its box
+    assert hypervolume([[0.5, 0.4]], [0.0, 0.0]) == pytest.approx(0.2, abs=1e-12)
+    assert hypervolume(np.empty((0, 2)), [0.0, 0.0]) == 0.0
+
+
+def test_hypervolume_3d_inclusion_exclusion():
+    a, b, c = (0.8, 0.4, 0.3), (0.3, 0.9, 0.5), (0.5, 0.5, 0.6)
+    # Boxes [0, p] of a mutually non-dominated 3-D front; by inclusion-exclusion
+    #   |A| = 0.8*0.4*0.3 = 0.096, |B| = 0.3*0.9*0.5 = 0.135, |C| = 0.5*0.5*0.6 = 0.150          sum 0.381
+    #   |A∩B| = 0.3*0.4*0.3 = 0.036, |A∩C| = 0.5*0.4*0.3 = 0.060, |B∩C| = 0.3*0.5*0.5 = 0.075    sum 0.171
+    #   |A∩B∩C| = 0.3*0.4*0.3 = 0.036
+    #   union = 0.381 - 0.171 + 0.036 = 0.246
+    assert hypervolume([a, b, c], [0.0, 0.0, 0.0]) == pytest.approx(0.246, abs=1e-12)
+    # independent check: every coordinate is a multiple of 0.1, so counting the dominated 0.1-cells is exact
+    cells = sum(
+        any(all((i + 1) / 10 <= p[d] + 1e-9 for d, i in enumerate(cell)) for p in (a, b, c))
+        for cell in itertools.product(range(10), repeat=3)
+    )
+    assert cells / 1000 == pytest.approx(0.246, abs=1e-12)
+
+
+def test_dominated_points_do_not_change_hypervolume():
+    front = [[0.2, 0.8], [0.5, 0.5], [0.8, 0.2]]
+    dominated = [[0.1, 0.1], [0.5, 0.4], [0.2, 0.8], [0.8, 0.0], [-0.3, 0.9]]  # inside, ties, duplicate, below ref
+    assert hypervolume(front + dominated, [0.0, 0.0]) == pytest.approx(0.37, abs=1e-12)
+    front3 = [[0.8, 0.4, 0.3], [0.3, 0.9, 0.5], [0.5, 0.5, 0.6]]
+    assert hypervolume([*front3, [0.3, 0.4, 0.3], [0.5, 0.5, 0.6]], [0, 0, 0]) == pytest.approx(0.246, abs=1e-12)
+    # a point that is not better than the reference in every objective adds nothing; NaN rows are ignored
+    assert hypervolume([[0.9, 0.05], [np.nan, 0.9]], [0.1, 0.1]) == 0.0
+    with pytest.raises(ValueError, match="do not match"):
+        hypervolume(front, [0.0, 0.0, 0.0])
+
+
+def test_non_dominated_known_answer_with_duplicates_and_ties():
+    points = np.array(
+        [
+            [1.0, 0.0],  # 0 front
+            [0.0, 1.0],  # 1 front
+            [0.5, 0.5],  # 2 front
+            [0.5, 0.5],  # 3 duplicate of 2: kept
+            [0.4, 0.5],  # 4 tie on y with 2, worse on x: dominated
+            [1.0, 0.0],  # 5 duplicate of 0: kept
+            [0.2, 0.2],  # 6 dominated
+            [1.0, -0.1],  # 7 tie on x with 0: dominated
+            [np.nan, 2.0],  # 8 incomplete: never on the front
+        ]
+    )
+    expected = [True, True, True, True, False, True, False, False, False]
+    assert non_dominated(points).tolist() == expected
+    assert non_dominated(np.empty((0, 3))).tolist() == []
+    assert non_dominated([[0.3, 0.3, 0.3]]).tolist() == [True]
+
+
+def test_non_dominated_agrees_with_moocore_on_random_sets():
+    import moocore
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        pts = rng.integers(0, 4, size=(15, 3)).astype(float)  # small integer grid: many ties and duplicates
+        ours = non_dominated(pts)
+        theirs = moocore.is_nondominated(pts, maximise=True, keep_weakly=True)
+        assert ours.tolist() == theirs.tolist()
+
+
+# ---- aggregation and interference ----------------------------------------------------------------------------------
+def test_seed_aggregation_median_and_range():
+    runs = [
+        summary("a0", "alg", 0, (0.1, 0.1, 0.1), (0.5, 0.2, 0.9)),
+        summary("a1", "alg", 1, (0.2, 0.1, 0.1), (0.3, 0.6, 0.7)),
+        summary("a2", "alg", 2, (0.3, 0.1, 0.1), (0.4, 0.4, 0.8)),
+        summary("b0", "other", 0, (0.1, 0.1, 0.1), (0.2, 0.2, 0.2)),
+    ]
+    result = analyse(runs)
+    agg = result["algorithms"]["alg"]
+    assert agg["runs"] == ["a0", "a1", "a2"]
+    assert agg["final"]["accuracy"] == {"median": pytest.approx(0.4), "min": 0.3, "max": 0.5, "n": 3}
+    assert agg["final"]["conciseness"]["median"] == pytest.approx(0.4)
+    assert agg["final"]["clarity"] == {"median": pytest.approx(0.8), "min": 0.7, "max": 0.9, "n": 3}
+    # accuracy deltas 0.4, 0.1, 0.1
+    assert agg["delta"]["accuracy"]["median"] == pytest.approx(0.1)
+    assert agg["delta"]["accuracy"]["min"] == pytest.approx(0.1)
+    assert agg["delta"]["accuracy"]["max"] == pytest.approx(0.4)
+    # all finals in [0, 1] -> reference = origin; one point's HV is its box volume
+    assert result["reference"] == [0.0, 0.0, 0.0]
+    assert result["hypervolume"]["a0"] == pytest.approx(0.5 * 0.2 * 0.9)
+    assert agg["hv_of_median_final"] == pytest.approx(0.4 * 0.4 * 0.8)
+    assert agg["median_run_hv"] == pytest.approx(np.median([0.5 * 0.2 * 0.9, 0.3 * 0.6 * 0.7, 0.4 * 0.4 * 0.8]))
+    assert agg["run_hv_range"] == [pytest.approx(0.09), pytest.approx(0.128)]  # HVs 0.09, 0.126, 0.128
+    assert result["algorithms"]["other"]["runs"] == ["b0"]
+    assert result["non_dominated"] == ["a0", "a1", "a2"]  # b0 is dominated by a2
+
+
+def test_default_reference_outside_unit_interval_uses_worst_start():
+    runs = [
+        summary("a", "x", 0, (0.2, 30.0, 0.1), (0.5, 12.0, 0.4)),
+        summary("b", "x", 1, (0.3, 25.0, 0.1), (0.6, 40.0, 0.2)),
+    ]
+    result = analyse(runs)
+    assert result["reference"] == [0.0, 25.0, 0.0]
+    assert result["hypervolume"]["a"] == 0.0  # conciseness fell below the worst start
+    assert result["hypervolume"]["b"] == pytest.approx(0.6 * 15.0 * 0.2)
+    assert analyse(runs, reference="0,10,0")["hypervolume"]["a"] == pytest.approx(0.5 * 2.0 * 0.4)
+    with pytest.raises(ReportError, match="has 2 values but the runs have 3 objectives"):
+        analyse(runs, reference="0,0")
+
+
+def test_interference_flags():
+    base = (0.5, 0.5, 0.5)
+    # conciseness falls 0.05 (> 0.02) while accuracy improves
+    flagged = interference(summary("r", "a", 0, base, (0.6, 0.45, 0.5)))
+    assert flagged["interference"] and flagged["objectives"] == ["conciseness"]
+    assert "conciseness fell by 0.050" in flagged["reasons"][0] and "accuracy" in flagged["reasons"][0]
+    # a fall within the tolerance is noise
+    assert not interference(summary("r", "a", 0, base, (0.6, 0.49, 0.5)))["interference"]
+    # a fall with nothing improving is not interference (everything got worse or stayed)
+    assert not interference(summary("r", "a", 0, base, (0.5, 0.40, 0.45)))["interference"]
+    # the tolerance is a parameter
+    assert not interference(summary("r", "a", 0, base, (0.6, 0.45, 0.5)), tolerance=0.1)["interference"]
+    # any recorded event flags the run and names its objective
+    event = {"step": 3, "kind": "eval_drop", "objective": "clarity", "message": "clarity dropped"}
+    by_event = interference(summary("r", "a", 0, base, (0.6, 0.6, 0.6), events=[event]))
+    assert by_event["interference"] and by_event["objectives"] == ["clarity"]
+    assert "eval_drop" in by_event["reasons"][0]
+    # no evaluation at all: nothing to flag
+    assert not interference({"start": {}, "final": {}, "events": []})["interference"]
+
+
+# ---- the written report --------------------------------------------------------------------------------------------
+def check_png(path):
+    from matplotlib import image
+
+    data = path.read_bytes()
+    assert data[:8] == PNG_SIGNATURE, path
+    pixels = image.imread(path)
+    assert pixels.ndim == 3 and pixels.shape[0] > 100 and pixels.shape[1] > 100, (path, pixels.shape)
+    return data
+
+
+def test_write_report_two_algorithms_two_seeds(tmp_path):
+    out = tmp_path / "report"
+    result = write_report(four_runs(), out)
+
+    pngs = {p.name for p in out.glob("*.png")}
+    assert pngs == ALL_PNGS
+    assert set(result["plots"]) == ALL_PNGS and result["skipped_plots"] == {}
+    md = (out / "report.md").read_text()
+    page = (out / "report.html").read_text()
+    for name in ALL_PNGS:
+        assert f"]({name})" in md, name
+        data = check_png(out / name)
+        assert f"data:image/png;base64,{base64.b64encode(data).decode()}" in page, name
+    assert "<img" in page and 'src="' in page and not re.search(r'<img[^>]+src="(?!data:)', page)  # self-contained
+
+    # the numbers
+    assert result["reference"] == [0.0, 0.0, 0.0]
+    assert "Reference point (accuracy, conciseness, clarity) = (0, 0, 0)" in md
+    assert result["hypervolume"]["ctwa-seed0"] == pytest.approx(0.60 * 0.55 * 0.40)
+    ctwa = result["algorithms"]["ctwa"]
+    assert ctwa["final"]["accuracy"]["median"] == pytest.approx(0.55)
+    assert ctwa["final"]["accuracy"]["min"] == pytest.approx(0.50)
+    assert ctwa["hv_of_median_final"] == pytest.approx(0.55 * 0.60 * 0.375)
+    assert ctwa["interference_runs"] == ["ctwa-seed1"]
+    assert result["algorithms"]["linear"]["interference_runs"] == ["linear-seed1"]
+    assert result["interference"] == {
+        "ctwa-seed0": False,
+        "ctwa-seed1": True,
+        "linear-seed0": False,
+        "linear-seed1": True,
+    }
+    assert result["runs"]["linear-seed1"]["interference_objectives"] == ["conciseness"]
+    # linear-seed0 (0.45, 0.52, 0.31) is dominated by ctwa-seed0 (0.60, 0.55, 0.40)
+    assert result["non_dominated"] == ["ctwa-seed0", "ctwa-seed1", "linear-seed1"]
+
+    # the tables: per run and per algorithm, with the interference column
+    assert "| ctwa-seed0 | ctwa | 0 | 0.600 | " in md
+    assert "| ctwa | 2 | 0.550 [0.500, 0.600] |" in md
+    assert "yes: conciseness" in md and "yes: clarity" in md
+    assert "<td>ctwa-seed1</td>" in page and "0.550 [0.500, 0.600]" in page
+    assert json.loads((out / "report.json").read_text())["non_dominated"] == result["non_dominated"]
+
+
+def test_empty_curves_skip_plots_with_a_note(tmp_path):
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "weights.png").write_bytes(b"stale")  # from an earlier report: must not stay linked or on disk
+    runs = [summary(f"r{i}", "linear", i, (0.4, 0.5, 0.3), (0.5, 0.5, 0.4), curves=False) for i in range(2)]
+    result = write_report(runs, out)
+    assert set(result["skipped_plots"]) == {"weights.png", "cov_ema.png"}
+    assert {p.name for p in out.glob("*.png")} == {"eval_curves.png"} | PARETO_PNGS
+    md = (out / "report.md").read_text()
+    assert "](weights.png)" not in md and "](cov_ema.png)" not in md
+    assert "Skipped: no run recorded a weight trajectory." in md
+    assert "Skipped: no run recorded a covariance-law EMA." in md
+
+    # no evaluation at all: no eval curves and no Pareto plots, HV unknown, still a report
+    bare = [
+        {
+            **summary("bare", "linear", 0, (0, 0, 0), (0, 0, 0)),
+            "eval": [],
+            "start": {},
+            "final": {},
+            "best": {},
+            "delta": {},
+        }
+    ]
+    result = write_report(bare, tmp_path / "bare")
+    assert result["plots"].keys() == {"weights.png", "cov_ema.png"}
+    assert result["hypervolume"] == {"bare": None} and result["non_dominated"] == []
+
+
+# ---- trainer_state.json fallback ----------------------------------------------------------------------------------
+def log_history(offset=0.0):
+    history = []
+    for step, acc, clar in ((0, 0.40, 0.20), (4, 0.50, 0.10), (8, 0.55 + offset, 0.15)):
+        history.append(
+            {"step": step, "eval/accuracy/mean": acc, "eval/accuracy/delta": acc - 0.4, "eval/clarity/mean": clar}
+            | {"eval/completion_length/mean": 20.0 + step, "epoch": step / 8}
+        )
+    for step in range(1, 9):
+        history.append(
+            {
+                "step": step,
+                "loss": 0.1,
+                "mo/weight/accuracy": 0.5 + step / 100,
+                "mo/weight/clarity": 0.5 - step / 100,
+                "mo/reward/accuracy/mean": 0.3,
+                "mo/reward/clarity/mean": 0.2,
+                "mo/adv/accuracy/mean": 0.0,
+                "mo/ctwa/ema/accuracy": 0.1,
+                "mo/ctwa/ema/clarity": -0.01 * step,
+                "mo/events/negative_covariance/clarity": 1.0 if step == 5 else 0.0,
+            }
+        )
+    history.append({"step": 8, "train_runtime": 1.0, "train_loss": 0.1})
+    return {"global_step": 8, "log_history": history}
+
+
+def test_trainer_state_fallback_reconstructs_the_summary(tmp_path):
+    run = tmp_path / "ctwa-old"
+    for step, offset in ((9, -0.5), (10, 0.0)):  # checkpoint-10 is the latest, although "checkpoint-9" sorts after it
+        (run / f"checkpoint-{step}").mkdir(parents=True)
+        (run / f"checkpoint-{step}" / "trainer_state.json").write_text(json.dumps(log_history(offset)))
+    loaded = load_run(run)
+    assert loaded["run_name"] == "ctwa-old" and loaded["output_dir"] == str(run.resolve())
+    assert loaded["source"].endswith("checkpoint-10/trainer_state.json")
+    assert loaded["algorithm"] == "ctwa"  # the one weighting namespace under mo/
+    assert loaded["objectives"] == ["accuracy", "clarity"]  # completion_length is not an objective
+    assert [e["step"] for e in loaded["eval"]] == [0, 4, 8]
+    assert [e["means"]["accuracy"] for e in loaded["eval"]] == [0.40, 0.50, 0.55]
+    assert loaded["eval"][1]["completion_length"] == 24.0
+    assert loaded["start"] == {"accuracy": 0.40, "clarity": 0.20}
+    assert loaded["final"] == {"accuracy": 0.55, "clarity": 0.15}
+    assert loaded["best"] == {"accuracy": 0.55, "clarity": 0.20}
+    assert loaded["delta"]["accuracy"] == pytest.approx(0.15) and loaded["delta"]["clarity"] == pytest.approx(-0.05)
+    assert len(loaded["weights"]) == 8 and loaded["weights"][0] == {
+        "step": 1,
+        "weights": {"accuracy": 0.51, "clarity": 0.49},
+    }
+    assert loaded["cov_ema"][4] == {"step": 5, "values": {"accuracy": 0.1, "clarity": -0.05}}
+    assert loaded["train_reward"][0]["means"] == {"accuracy": 0.3, "clarity": 0.2}
+    assert [(e["step"], e["kind"], e["objective"]) for e in loaded["events"]] == [
+        (5, "negative_covariance", "clarity")
+    ]
+
+    # a trainer_state.json in the run directory itself wins over the checkpoints; no weighting namespace -> unknown
+    state = log_history()
+    for entry in state["log_history"]:
+        for key in [k for k in entry if k.startswith("mo/ctwa/")]:
+            del entry[key]
+    (run / "trainer_state.json").write_text(json.dumps(state))
+    direct = load_run(run)
+    assert direct["algorithm"] == "unknown" and direct["cov_ema"] == []
+    assert direct["source"] == str((run / "trainer_state.json").resolve())
+    # and a mo_summary.json wins over both
+    (run / "mo_summary.json").write_text(json.dumps(summary("from-summary", "ctwa", 3, (0.1,) * 3, (0.2,) * 3)))
+    assert load_run(run)["run_name"] == "from-summary"
+
+
+def test_load_errors_name_the_path(tmp_path):
+    empty = tmp_path / "empty-run"
+    empty.mkdir()
+    with pytest.raises(ReportError, match=re.escape(str(empty)) + ".*neither mo_summary.json nor trainer_state.json"):
+        load_run(empty)
+    with pytest.raises(ReportError, match="no such file or directory"):
+        load_run(tmp_path / "missing")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "mo_summary.json").write_text("{not json")
+    with pytest.raises(ReportError, match=re.escape(str(bad / "mo_summary.json")) + ": not valid JSON"):
+        load_run(bad)
+    (bad / "mo_summary.json").write_text(json.dumps({"version": 2}))
+    with pytest.raises(ReportError, match="summary version 2"):
+        load_run(bad)
+
+
+def test_load_runs_disambiguates_equal_names(tmp_path):
+    paths = []
+    for parent in ("a", "b"):
+        d = tmp_path / parent / "seed0"
+        d.mkdir(parents=True)
+        s = summary("x", "linear", 0, (0.1,) * 3, (0.2,) * 3)
+        del s["run_name"]  # defaults to the output_dir basename: both are "seed0"
+        s["output_dir"] = str(d)
+        (d / "mo_summary.json").write_text(json.dumps(s))
+        paths.append(d)
+    assert [r["run_name"] for r in load_runs(paths)] == ["seed0", "seed0#2"]
+
+
+# ---- CLI ----------------------------------------------------------------------------------------------------------
+def write_run_dirs(tmp_path, runs):
+    dirs = []
+    for s in runs:
+        d = tmp_path / "runs" / s["run_name"]
+        d.mkdir(parents=True)
+        (d / "mo_summary.json").write_text(json.dumps({**s, "output_dir": str(d)}))
+        dirs.append(str(d))
+    return dirs
+
+
+def test_cli_end_to_end(tmp_path, capsys):
+    dirs = write_run_dirs(tmp_path, four_runs())
+    out = tmp_path / "out"
+    assert main(["report", *dirs, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    lines = printed.splitlines()
+    header = next(line for line in lines if line.startswith("algorithm"))
+    columns = ["algorithm", "n", "accuracy", "conciseness", "clarity", "HV(med)", "med HV", "interference"]
+    assert re.split(r"\s{2,}", header) == columns
+    ctwa = next(line for line in lines if line.startswith("ctwa "))
+    # median final (median delta): accuracy finals 0.60 / 0.50, deltas +0.20 / +0.10
+    assert re.split(r"\s{2,}", ctwa)[:3] == ["ctwa", "2", "0.550 (+0.150)"]
+    assert "1/2 ctwa-seed1" in ctwa
+    assert next(line for line in lines if line.startswith("linear ")).endswith("1/2 linear-seed1")
+    assert "HV reference (accuracy, conciseness, clarity) = (0, 0, 0) [default]" in printed
+    assert lines[-1] == f"report: {out / 'report.md'}"
+    assert {p.name for p in out.glob("*.png")} == ALL_PNGS and (out / "report.html").exists()
+
+    # --reference and --tolerance reach the report
+    assert main(["report", *dirs, "--out", str(out), "--reference", "0.1,0.1,0.1", "--tolerance", "0.5"]) == 0
+    printed = capsys.readouterr().out
+    assert "= (0.1, 0.1, 0.1) [given]" in printed
+    assert next(line for line in printed.splitlines() if line.startswith("linear ")).endswith("0/2")
+    assert "(0.1, 0.1, 0.1) — given" in (out / "report.md").read_text()
+
+
+def test_cli_errors_exit_2_with_one_line(tmp_path, capsys):
+    empty = tmp_path / "not-a-run"
+    empty.mkdir()
+    assert main(["report", str(empty), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("mo-align: error: ") and str(empty) in err[0]
+    assert not (tmp_path / "out").exists()
+
+    dirs = write_run_dirs(tmp_path, four_runs()[:1])
+    assert main(["report", *dirs, "--out", str(tmp_path / "out"), "--reference", "0,0"]) == 2
+    assert "has 2 values but the runs have 3 objectives" in capsys.readouterr().err
+    assert main(["report", *dirs, "--out", str(tmp_path / "out"), "--tolerance", "-1"]) == 2
+    assert "--tolerance" in capsys.readouterr().err
+    assert main(["report", *dirs]) == 2  # --out is required (argparse usage error)
+    assert "--out" in capsys.readouterr().err
+
+
+def test_help_lists_both_commands(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "train --config FILE" in out and "report RUN_DIR [RUN_DIR ...] --out DIR" in out
+    assert main(["report", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "Compare finished training runs" in out and "--reference" in out and "--tolerance" in out
