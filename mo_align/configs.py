@@ -53,6 +53,9 @@ class MOGRPOConfig(GRPOConfig):
             ``mo_summary.json`` (eval curves, weights, covariance EMAs, events) next to the checkpoints.
         mo_diagnostics_patience (`int`, *optional*, defaults to `10`), mo_diagnostics_tolerance (`float`, defaults
             to `0.05`): when a negative covariance EMA or an eval drop becomes an interference event.
+        mo_eval_fixed_reference (`bool`, *optional*, defaults to `False`):
+            For objectives that also score against a fixed reference (conciseness), use that score as
+            ``eval/<objective>/mean``; both are logged anyway (``/fixed_ref`` and ``/running_mean``).
         mo_eval_temperature (`float`, *optional*, defaults to `0.0`):
             Temperature of the per-objective evaluation (``eval_strategy`` / ``eval_steps`` / ``eval_on_start``
             schedule it); 0 decodes greedily, as the paper does.
@@ -81,6 +84,10 @@ class MOGRPOConfig(GRPOConfig):
     )
     mo_diagnostics_tolerance: float = field(
         default=0.05, metadata={"help": "Eval drop below the first evaluation that counts as interference."}
+    )
+    mo_eval_fixed_reference: bool = field(
+        default=False,
+        metadata={"help": "Evaluate length objectives against their fixed reference (default: the running mean)."},
     )
     mo_eval_temperature: float = field(
         default=0.0, metadata={"help": "Sampling temperature of the per-objective evaluation (0 = greedy)."}

@@ -1,9 +1,21 @@
 """Reward registry: ``REWARDS`` maps a name to a factory ``factory(**reward_kwargs) -> reward function``.
 
 A reward function has TRL's signature ``f(prompts, completions, completion_ids, **kwargs) -> list[float | None]``;
-dataset columns (e.g. the gold ``answer``) arrive as kwargs, ``None`` means "not applicable" (NaN). The registry
-key becomes the function's ``__name__``, which TRL uses as the metric and column name. Only the selected rewards
-are built; a name that is not a key is imported as a dotted path ``pkg.module.function``.
+completions are strings or conversational message lists; dataset columns (e.g. the gold ``answer``) arrive as
+kwargs; ``None`` means "not applicable" (NaN). The registry key becomes the function's ``__name__``, which TRL uses
+as the metric and column name. Only the selected rewards are built; a name that is not a key is imported as a
+dotted path ``pkg.module.function``.
+
+Objectives (REFERENCE_SPEC §4; all binary):
+
+* ``accuracy`` — :class:`~mo_align.rewards.accuracy.AccuracyReward`: last ``\\boxed{}`` equivalent to ``answer``
+  (``mode: verify`` with math-verify behind a hard time limit, or ``mode: reference``, the paper's string checker).
+* ``conciseness`` — :class:`~mo_align.rewards.length.ConcisenessReward`: shorter than the running mean length of
+  all training completions (stateful, checkpointed; a fixed-reference variant for evaluation).
+* ``clarity`` — :class:`~mo_align.rewards.clarity.ClarityReward`: non-empty box + step structure.
+
+K learned objectives from one sequence classifier with K labels: :mod:`mo_align.rewards.multi_head` (built in code,
+not through the registry, since it needs a model).
 """
 
 from __future__ import annotations
@@ -12,9 +24,10 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
+from mo_align.rewards.accuracy import AccuracyReward, make_accuracy_reward
+from mo_align.rewards.clarity import ClarityReward, make_clarity_reward
 from mo_align.rewards.common import completion_text
-from mo_align.rewards.length import make_conciseness_reward
-from mo_align.rewards.math import make_accuracy_reward, make_clarity_reward
+from mo_align.rewards.length import ConcisenessReward, make_conciseness_reward
 
 
 RewardFunc = Callable[..., list]
@@ -64,4 +77,11 @@ def get_reward_funcs(names: list[str], reward_kwargs: dict[str, dict[str, Any]] 
     return funcs
 
 
-__all__ = ["REWARDS", "completion_text", "get_reward_funcs"]
+__all__ = [
+    "REWARDS",
+    "AccuracyReward",
+    "ClarityReward",
+    "ConcisenessReward",
+    "completion_text",
+    "get_reward_funcs",
+]

@@ -1,0 +1,143 @@
+"""``make bench``: every performance claim of mo_align as a ratio measured side by side in one run.
+
+Writes ``bench/results.md`` (and ``bench/results.json``) and prints the table. Each configuration runs in its own
+process on the same CPU benchmark model and batch (16 prompts x 8 generations x 64 tokens), median of >= 20 steps after
+3 warm-up steps; the linear baseline runs first and last so the table also shows the run-to-run noise.
+Benchmarks are not tests: no threshold fails anything.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+# (name, extra args, group, target ratio vs linear)
+CONFIGS = [
+    ("linear", [], "baseline", None),
+    ("trl GRPOTrainer", ["--trainer", "trl"], "P1", 1.02),
+    ("linear, monitor off", ["--diagnostics", "0"], "P1", 1.02),
+    ("tchebycheff", ["--weighting", "tchebycheff"], "P1", 1.02),
+    ("smooth_tchebycheff", ["--weighting", "smooth_tchebycheff"], "P1", 1.02),
+    ("lagrangian", ["--weighting", "lagrangian"], "P1", 1.02),
+    ("pama", ["--weighting", "pama"], "P1", 1.02),
+    ("ctwa on_policy", ["--weighting", "ctwa", "--weighting-kwargs", '{"statistic": "on_policy"}'], "P1", 1.02),
+    ("ctwa exact", ["--weighting", "ctwa"], "P2", 1.10),
+    ("mgda (parameters)", ["--weighting", "mgda"], "P3", 1.5),
+    ("gradnorm (parameters)", ["--weighting", "gradnorm"], "P3", 1.5),
+    ("dynamic (parameters)", ["--weighting", "dynamic"], "P3", 1.5),
+    ("mgda (logprobs)", ["--weighting", "mgda", "--gramian-space", "logprobs"], "P3", 1.05),
+    ("gradnorm (logprobs)", ["--weighting", "gradnorm", "--gramian-space", "logprobs"], "P3", 1.05),
+    ("dynamic (logprobs)", ["--weighting", "dynamic", "--gramian-space", "logprobs"], "P3", 1.05),
+    ("linear (again)", [], "baseline", None),
+]
+
+
+def machine() -> str:
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    import torch
+    import transformers
+    import trl
+
+    return (f"{cpu}, {os.cpu_count()} cores; python {platform.python_version()}, torch {torch.__version__}, "
+            f"transformers {transformers.__version__}, trl {trl.__version__}; {datetime.date.today()}")  # fmt: skip
+
+
+def run_steps(model: str, steps: int, out_dir: str) -> list[dict]:
+    results = []
+    for i, (name, extra, group, target) in enumerate(CONFIGS):
+        out = os.path.join(out_dir, f"step_{i}.json")
+        cmd = [sys.executable, os.path.join(HERE, "steps.py"), "--name", name, "--model", model, "--steps", str(steps),
+               "--out", out, *extra]  # fmt: skip
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            sys.stderr.write(proc.stderr[-3000:])
+            results.append({"name": name, "group": group, "target": target, "error": f"rc {proc.returncode}"})
+            continue
+        with open(out) as f:
+            results.append({**json.load(f), "group": group, "target": target})
+        r = results[-1]
+        sys.stdout.write(f"  {name:<24} {r['median_step_s']:.3f} s/step  peak RSS {r['peak_rss_mb']:.0f} MB\n")
+        sys.stdout.flush()
+    return results
+
+
+def extra_results(out_dir: str) -> list[str]:
+    """P4 (vLLM rollout, when .venv-vllm exists) and P5 (accuracy reward) lines, from their own scripts."""
+    lines = []
+    for script, label in (("vllm_rollout.py", "P4"), ("rewards.py", "P5")):
+        path = os.path.join(HERE, script)
+        if not os.path.exists(path):
+            lines.append(f"| {label} | `bench/{script}` not present | | |")
+            continue
+        proc = subprocess.run([sys.executable, path, "--out", os.path.join(out_dir, f"{label}.json")],
+                              capture_output=True, text=True)  # fmt: skip
+        tail = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr.strip()[-300:]
+        lines.append(f"| {label} | {tail} | | |")
+    return lines
+
+
+def main() -> None:
+    sys.path.insert(0, HERE)
+    from steps import build_model
+
+    out_dir = os.path.join(HERE, "out")
+    os.makedirs(out_dir, exist_ok=True)
+    model = build_model(os.path.join(out_dir, "bench-model"))
+    steps = int(os.environ.get("BENCH_STEPS", "20"))
+    sys.stdout.write(f"mo_align bench on {machine()}\n")
+    results = run_steps(model, steps, out_dir)
+    base = [r["median_step_s"] for r in results if r["group"] == "baseline" and "median_step_s" in r]
+    ref = sum(base) / len(base)
+    base_rss = next(r["peak_rss_mb"] for r in results if r["name"] == "linear")
+    rows = ["| group | configuration | s/step (median) | ratio vs linear | target | peak RSS vs linear |",
+            "|---|---|---|---|---|---|"]  # fmt: skip
+    for r in results:
+        if "error" in r:
+            rows.append(f"| {r['group']} | {r['name']} | failed ({r['error']}) | | | |")
+            continue
+        ratio = r["median_step_s"] / ref
+        target = "" if r["target"] is None else f"<= {r['target']:.2f} {'met' if ratio <= r['target'] else 'MISSED'}"
+        rss = r["peak_rss_mb"] / base_rss
+        rows.append(f"| {r['group']} | {r['name']} | {r['median_step_s']:.3f} | {ratio:.3f} | {target} | {rss:.2f} |")
+    noise = abs(base[0] - base[-1]) / ref if len(base) == 2 else float("nan")
+    params = next(r["params"] for r in results if "params" in r)
+    text = "\n".join(
+        [
+            "# mo_align benchmark",
+            "",
+            f"Machine: {machine()}.",
+            f"Model: {params / 1e6:.2f} M-parameter Qwen2 (random), 16 prompts x 8 generations x 64 tokens per step; "
+            f"median of {steps} steps after 3 warm-up steps, each configuration in its own process. Linear baseline "
+            f"run first and last: {100 * noise:.1f} % apart (run-to-run noise).",
+            "",
+            *rows,
+            "",
+            "| group | result | | |",
+            "|---|---|---|---|",
+            *extra_results(out_dir),
+            "",
+            "Command: `make bench`.",
+        ]
+    )
+    with open(os.path.join(HERE, "results.md"), "w") as f:
+        f.write(text + "\n")
+    with open(os.path.join(HERE, "results.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    sys.stdout.write("\n" + text + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""Step-time benchmark of one configuration (run by bench/run.py in its own process).
+
+Median wall time of an optimizer step (generation + scoring + weighting + backward + update) after warm-up, on a CPU
+benchmark model (~5 M parameters; 16 prompts x 8 generations x 64 tokens), plus the process's peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+
+import torch
+
+
+def build_model(path: str) -> str:
+    from mo_align.testing import make_tiny_model
+
+    if not os.path.exists(os.path.join(path, "config.json")):
+        make_tiny_model(path, seed=0, hidden_size=256, intermediate_size=768, num_hidden_layers=6,
+                        num_attention_heads=4, num_key_value_heads=2)  # fmt: skip
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--name", required=True)
+    p.add_argument("--trainer", choices=["mo", "trl"], default="mo")
+    p.add_argument("--weighting", default="linear")
+    p.add_argument("--weighting-kwargs", default="{}")
+    p.add_argument("--gramian-space", default="parameters")
+    p.add_argument("--diagnostics", type=int, default=1)
+    p.add_argument("--model", required=True)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--out", required=True)
+    a = p.parse_args(argv)
+    torch.set_num_threads(os.cpu_count() or 1)
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from mo_align.configs import MOGRPOConfig
+    from mo_align.rewards import get_reward_funcs
+    from mo_align.trainer import MOGRPOTrainer
+
+    prompts = [[{"role": "user", "content": f"Compute {i % 9 + 1} + {i % 7 + 2} - {i % 5 + 1}."}] for i in range(512)]
+    data = Dataset.from_dict({"prompt": prompts, "answer": [str(i % 9 + i % 7 + 2 - i % 5) for i in range(512)]})
+    funcs = get_reward_funcs(["accuracy", "conciseness", "clarity"], {"accuracy": {"mode": "reference"}})
+    common = {"output_dir": tempfile.mkdtemp(), "use_cpu": True, "bf16": False, "per_device_train_batch_size": 128,
+              "num_generations": 8, "max_completion_length": 64, "learning_rate": 1e-5,
+              "max_steps": a.warmup + a.steps, "logging_steps": 1, "save_strategy": "no", "report_to": "none",
+              "disable_tqdm": True, "seed": 0, "dataloader_num_workers": 0, "activation_checkpointing": False}  # fmt: skip
+    if a.trainer == "trl":
+        trainer = GRPOTrainer(model=a.model, reward_funcs=funcs, args=GRPOConfig(**common), train_dataset=data)
+    else:
+        args = MOGRPOConfig(**common, weighting=a.weighting, weighting_kwargs=json.loads(a.weighting_kwargs),
+                            gramian_space=a.gramian_space, mo_diagnostics=bool(a.diagnostics))  # fmt: skip
+        trainer = MOGRPOTrainer(model=a.model, reward_funcs=funcs, args=args, train_dataset=data)
+    times: list[float] = []
+
+    class Clock(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kw):
+            self.t = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):
+            times.append(time.perf_counter() - self.t)
+
+    trainer.add_callback(Clock())
+    trainer.train()
+    measured = times[a.warmup :]
+    result = {
+        "name": a.name,
+        "median_step_s": statistics.median(measured),
+        "steps": len(measured),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "params": sum(p.numel() for p in trainer.model.parameters()),
+    }
+    with open(a.out, "w") as f:
+        json.dump(result, f)
+    sys.stdout.write(json.dumps(result) + "\n")
+
+
+if __name__ == "__main__":
+    main()

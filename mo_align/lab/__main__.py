@@ -1,0 +1,4 @@
+from mo_align.lab.run import main
+
+
+main()

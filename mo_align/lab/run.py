@@ -1,0 +1,182 @@
+"""Run the lab: warm start once, train every (algorithm, seed) in parallel worker processes, report.
+
+``python -m mo_align.lab [--quick] [--algorithms linear ctwa ...] [--seeds 0 1 2] [--steps N] [--jobs 2]``
+
+Every run uses the real ``MOGRPOTrainer`` on the warm-started model with the same budget: 8 prompts × 8 completions
+per step, ≤ 64 completion tokens, T = 1, lr 1e-4 constant, no KL (LAB_NOTES §5). Evaluation is *sampled* (T = 1,
+4 completions for each of the 64 held-out prompts) at step 0 and every ``eval_steps``; conciseness is evaluated
+against a fixed reference (the warm-started policy's sampled mean length) with the running-mean value logged beside
+it. Each weighting runs with the paper recipe's hyperparameters; the task, not the algorithms, is tuned for the lab.
+``accuracy_only`` is the single-objective control (linear weights [1, 0, 0]).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+
+# The paper recipe's hyperparameters (recipes/qwen2.5-1.5b/<algo>.yaml), never tuned to the lab.
+LAB_WEIGHTINGS: dict[str, tuple[str, dict[str, Any]]] = {
+    "linear": ("linear", {"weights": [0.333, 0.333, 0.334]}),
+    "accuracy_only": ("linear", {"weights": [1.0, 0.0, 0.0]}),
+    "tchebycheff": ("tchebycheff", {"weights": [0.333, 0.333, 0.334], "ideal": "running_max"}),
+    "smooth_tchebycheff": ("smooth_tchebycheff", {"preference": [0.333, 0.333, 0.334], "omd_lr": 0.3}),
+    "lagrangian": ("lagrangian", {"primary": 0, "thresholds": [0.9, 0.9], "dual_lr": 0.01}),
+    "mgda": ("mgda", {}),
+    "gradnorm": ("gradnorm", {"alpha": 1.5, "lr": 0.025}),
+    "dynamic": ("dynamic", {"weights": [0.333, 0.333, 0.334], "regularization": 1e-5}),
+    "pama": ("pama", {}),
+    "ctwa": ("ctwa", {"weights": [0.333, 0.333, 0.334], "cov_targets": [0.15, 0.08, 0.08], "lambda_lr": 0.05}),
+}
+QUICK = ["linear", "ctwa"]
+
+
+def lab_datasets() -> tuple[Any, Any]:
+    from datasets import Dataset
+
+    from mo_align.lab.task import prompt_text, split_problems
+
+    def rows(problems: list) -> Any:
+        return Dataset.from_dict(
+            {
+                "prompt": [[{"role": "user", "content": prompt_text(p)}] for p in problems],
+                "answer": [str(p[5]) for p in problems],
+            }
+        )
+
+    train, held_out = split_problems()
+    return rows(train), rows(held_out)
+
+
+def train_one(algo: str, seed: int, sft_dir: str, reference_length: float, out: str, steps: int, eval_steps: int):
+    """One lab run in this process (used by the worker subprocess)."""
+    from mo_align.configs import MOGRPOConfig
+    from mo_align.rewards import get_reward_funcs
+    from mo_align.trainer import MOGRPOTrainer
+
+    name, kwargs = LAB_WEIGHTINGS[algo]
+    args = MOGRPOConfig(
+        output_dir=out, run_name=f"{algo}-seed{seed}", seed=seed, use_cpu=True, bf16=False,
+        activation_checkpointing=False, per_device_train_batch_size=64, num_generations=8, max_completion_length=64,
+        temperature=1.0, learning_rate=1e-4, lr_scheduler_type="constant", max_steps=steps, beta=0.0,
+        logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True, dataloader_num_workers=0,
+        eval_strategy="steps", eval_steps=eval_steps, eval_on_start=True, per_device_eval_batch_size=128,
+        mo_eval_temperature=1.0, mo_eval_num_samples=4, mo_eval_fixed_reference=True,
+        weighting=name, weighting_kwargs=kwargs, advantage_estimator="grpo",
+    )  # fmt: skip
+    funcs = get_reward_funcs(
+        ["accuracy", "conciseness", "clarity"],
+        {"accuracy": {"mode": "reference"}, "conciseness": {"eval_reference_length": reference_length},
+         "clarity": {"strict": True}},
+    )  # fmt: skip
+    train, held_out = lab_datasets()
+    trainer = MOGRPOTrainer(model=sft_dir, reward_funcs=funcs, args=args, train_dataset=train, eval_dataset=held_out)
+    trainer.train()
+    trainer.write_summary()
+
+
+def _worker(argv: list[str]) -> None:
+    import torch
+
+    p = argparse.ArgumentParser()
+    for flag in ("--algo", "--sft", "--out"):
+        p.add_argument(flag, required=True)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--reference-length", type=float, required=True)
+    p.add_argument("--steps", type=int, required=True)
+    p.add_argument("--eval-steps", type=int, required=True)
+    p.add_argument("--threads", type=int, default=1)
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    train_one(a.algo, a.seed, a.sft, a.reference_length, a.out, a.steps, a.eval_steps)
+
+
+def _launch(job: dict[str, Any], log_dir: str) -> tuple[str, float, int]:
+    cmd = [sys.executable, "-m", "mo_align.lab", "worker", "--algo", job["algo"], "--seed", str(job["seed"]),
+           "--sft", job["sft"], "--reference-length", str(job["reference_length"]), "--out", job["out"],
+           "--steps", str(job["steps"]), "--eval-steps", str(job["eval_steps"]), "--threads", str(job["threads"])]  # fmt: skip
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(job["threads"]),
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    t0 = time.time()
+    with open(os.path.join(log_dir, os.path.basename(job["out"]) + ".log"), "w") as log:
+        rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
+    return job["out"], time.time() - t0, rc
+
+
+def run_lab(algorithms: list[str], seeds: list[int], steps: int, eval_steps: int, out_root: str, jobs: int,
+            sft_steps: int, cache: str = os.path.join("outputs", "lab-cache")) -> dict[str, Any]:  # fmt: skip
+    import torch
+
+    from mo_align.lab.sft import warm_start
+    from mo_align.report import format_console_table, load_runs, write_report
+
+    def say(msg: str) -> None:
+        sys.stdout.write(f"[lab {time.strftime('%H:%M:%S')}] {msg}\n")
+        sys.stdout.flush()
+
+    unknown = [a for a in algorithms if a not in LAB_WEIGHTINGS]
+    if unknown:
+        raise SystemExit(f"mo-align lab: unknown algorithm(s) {unknown}; choose from {list(LAB_WEIGHTINGS)}")
+    t0 = time.time()
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    sft_dir, meta = warm_start(cache, steps=sft_steps, log=say)
+    say(f"warm start: {sft_dir} ({meta['parameters']:,} params, reference length {meta['reference_length']:.1f})")
+    os.makedirs(out_root, exist_ok=True)
+    logs = os.path.join(out_root, "logs")
+    os.makedirs(logs, exist_ok=True)
+    threads = 1 if jobs > 1 else max(1, os.cpu_count() or 1)
+    todo = [
+        {"algo": a, "seed": s, "sft": sft_dir, "reference_length": meta["reference_length"], "steps": steps,
+         "eval_steps": eval_steps, "threads": threads, "out": os.path.join(out_root, f"{a}-seed{s}")}
+        for s in seeds for a in algorithms
+    ]  # fmt: skip
+    say(f"{len(todo)} runs, {jobs} at a time, {steps} steps each")
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        done = []
+        for out, secs, rc in pool.map(lambda job: _launch(job, logs), todo):
+            say(f"{os.path.basename(out)}: {'ok' if rc == 0 else f'FAILED (rc {rc}, see logs/)'} in {secs:.0f} s")
+            done.append((out, rc))
+    ok = [out for out, rc in done if rc == 0]
+    if not ok:
+        raise SystemExit("mo-align lab: every run failed; see " + logs)
+    result = write_report(load_runs(ok), os.path.join(out_root, "report"))
+    table = format_console_table(result)
+    sys.stdout.write("\n" + table + "\n")
+    say(f"total {time.time() - t0:.0f} s; report: {os.path.join(out_root, 'report', 'report.md')}")
+    with open(os.path.join(out_root, "lab_result.json"), "w") as f:
+        json.dump({"seconds": time.time() - t0, "failed": [o for o, rc in done if rc], "sft": meta}, f, indent=1)
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "worker":
+        _worker(argv[1:])
+        return
+    p = argparse.ArgumentParser(prog="python -m mo_align.lab", description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="linear vs ctwa, one seed (make demo / make lab-quick)")
+    p.add_argument("--algorithms", nargs="+", default=None, help=f"subset of {list(LAB_WEIGHTINGS)}")
+    p.add_argument("--seeds", nargs="+", type=int, default=None)
+    p.add_argument("--steps", type=int, default=None, help="GRPO steps per run")
+    p.add_argument("--eval-steps", type=int, default=25)
+    p.add_argument("--jobs", type=int, default=2, help="runs in parallel (1 thread each when > 1)")
+    p.add_argument("--sft-steps", type=int, default=600)
+    p.add_argument("--out", default=None)
+    p.add_argument("--cache", default=os.path.join("outputs", "lab-cache"), help="warm-start cache directory")
+    a = p.parse_args(argv)
+    algorithms = a.algorithms or (QUICK if a.quick else list(LAB_WEIGHTINGS))
+    seeds = a.seeds or ([0] if a.quick else [0, 1, 2])
+    steps = a.steps or (100 if a.quick else 75)
+    out = a.out or os.path.join("outputs", "lab-quick" if a.quick else "lab")
+    run_lab(algorithms, seeds, steps, a.eval_steps, out, a.jobs, a.sft_steps, a.cache)

@@ -1,0 +1,122 @@
+"""Supervised warm start of the lab model on the style mix, cached by its configuration and seed.
+
+Plain PyTorch loop (LAB_NOTES §1): batches of freshly sampled (problem, style) pairs, loss on the completion and its
+EOS only, AdamW with warm-up then cosine decay to 10 %. The prompt string is exactly the one GRPOTrainer builds
+(``apply_chat_template(..., add_generation_prompt=True)``). After training, the policy's sampled mean completion
+length on the held-out prompts becomes the *fixed* conciseness reference for evaluation (LAB_NOTES §4.2).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import tempfile
+import time
+from typing import Any
+
+import torch
+
+from mo_align.lab.task import MODEL_CONFIG, STYLES, prompt_text, sample_completion, split_problems
+from mo_align.testing import make_tiny_model
+
+
+SFT_VERSION = 2
+
+
+def sft_key(seed: int, steps: int, batch: int, lr: float) -> str:
+    payload = {"v": SFT_VERSION, "model": MODEL_CONFIG, "styles": {k: v[0] for k, v in STYLES.items()},
+               "seed": seed, "steps": steps, "batch": batch, "lr": lr}  # fmt: skip
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _chat(tok: Any, text: str) -> str:
+    return tok.apply_chat_template([{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True)
+
+
+def _batch(tok: Any, problems: list, rng: random.Random, size: int) -> dict[str, torch.Tensor]:
+    prompts, fulls = [], []
+    for p in rng.sample(problems, size):
+        _, completion = sample_completion(p, rng)
+        prompt = _chat(tok, prompt_text(p))
+        prompts.append(prompt)
+        fulls.append(prompt + completion + tok.eos_token)
+    enc = tok(fulls, return_tensors="pt", padding=True, padding_side="right", add_special_tokens=False)
+    labels = enc["input_ids"].clone()
+    labels[enc["attention_mask"] == 0] = -100
+    for i, prompt in enumerate(prompts):
+        labels[i, : len(tok(prompt, add_special_tokens=False)["input_ids"])] = -100
+    return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels}
+
+
+@torch.no_grad()
+def sampled_mean_length(model: Any, tok: Any, problems: list, samples: int = 8, seed: int = 0) -> float:
+    """Mean completion length (tokens, EOS included) of T=1 samples on the given prompts."""
+    torch.manual_seed(seed)
+    texts = [_chat(tok, prompt_text(p)) for p in problems for _ in range(samples)]
+    lengths = []
+    for start in range(0, len(texts), 128):
+        enc = tok(texts[start : start + 128], return_tensors="pt", padding=True, padding_side="left")
+        out = model.generate(**enc, max_new_tokens=64, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
+                             pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)  # fmt: skip
+        for ids in out[:, enc["input_ids"].shape[1] :].tolist():
+            ids = [t for t in ids if t != tok.pad_token_id]
+            lengths.append(ids.index(tok.eos_token_id) + 1 if tok.eos_token_id in ids else len(ids))
+    return sum(lengths) / len(lengths)
+
+
+def warm_start(cache_root: str, seed: int = 0, steps: int = 700, batch: int = 64, lr: float = 2e-3,
+               log=None) -> tuple[str, dict]:  # fmt: skip
+    """Return (model dir, metadata), training and caching it under ``cache_root/sft-<key>`` if needed."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = os.path.join(cache_root, f"sft-{sft_key(seed, steps, batch, lr)}")
+    meta_path = os.path.join(out, "lab_sft.json")
+    if os.path.exists(meta_path):
+        with open(meta_path) as f:
+            return out, json.load(f)
+    t0 = time.time()
+    os.makedirs(cache_root, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".sft-tmp-", dir=cache_root)
+    make_tiny_model(tmp, seed=seed, **MODEL_CONFIG)
+    tok = AutoTokenizer.from_pretrained(tmp)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    warm = min(100, steps // 8)
+
+    def schedule(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        progress = (step - warm) / max(1, steps - warm)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+    train, held_out = split_problems()
+    rng = random.Random(seed)
+    loss = torch.tensor(0.0)
+    for step in range(steps):
+        loss = model(**_batch(tok, train, rng, batch)).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        if log and (step + 1) % 100 == 0:
+            log(f"sft step {step + 1}/{steps} loss {loss.item():.3f} ({time.time() - t0:.0f} s)")
+    model.eval()
+    meta = {"seed": seed, "steps": steps, "batch": batch, "lr": lr, "final_loss": float(loss),
+            "reference_length": sampled_mean_length(model, tok, held_out), "seconds": time.time() - t0,
+            "parameters": sum(p.numel() for p in model.parameters())}  # fmt: skip
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    with open(os.path.join(tmp, "lab_sft.json"), "w") as f:
+        json.dump(meta, f, indent=1)
+    if os.path.exists(out):
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return out, meta
