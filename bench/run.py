@@ -82,6 +82,9 @@ def extra_results(out_dir: str) -> list[str]:
         if not os.path.exists(path):
             lines.append(f"| {label} | `bench/{script}` not present | | |")
             continue
+        if label == "P4" and not os.path.isdir(os.path.join(ROOT, ".venv-vllm")):
+            lines.append(f"| {label} | skipped: no .venv-vllm (run `make vllm-env`) | | |")
+            continue
         proc = subprocess.run([sys.executable, path, "--out", os.path.join(out_dir, f"{label}.json")],
                               capture_output=True, text=True)  # fmt: skip
         tail = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr.strip()[-300:]

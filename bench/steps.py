@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> None:
     common = {"output_dir": tempfile.mkdtemp(), "use_cpu": True, "bf16": False, "per_device_train_batch_size": 128,
               "num_generations": 8, "max_completion_length": 64, "learning_rate": 1e-5,
               "max_steps": a.warmup + a.steps, "logging_steps": 1, "save_strategy": "no", "report_to": "none",
-              "disable_tqdm": True, "seed": 0, "dataloader_num_workers": 0, "activation_checkpointing": False}  # fmt: skip
+              "disable_tqdm": True, "seed": 0, "dataloader_num_workers": 0, "activation_checkpointing": False,
+              "generation_kwargs": {"min_new_tokens": 64}}  # equal generation work in every configuration  # fmt: skip
     if a.trainer == "trl":
         trainer = GRPOTrainer(model=a.model, reward_funcs=funcs, args=GRPOConfig(**common), train_dataset=data)
     else:

@@ -1,7 +1,8 @@
 """The ``mo-align`` console script.
 
 ``mo-align train --config recipes/<model>/<algo>.yaml [overrides]`` trains;
-``mo-align report RUN_DIR [RUN_DIR ...] --out DIR`` compares finished runs (``mo_align.report``).
+``mo-align report RUN_DIR [RUN_DIR ...] --out DIR`` compares finished runs (``mo_align.report``);
+``mo-align push RUN_DIR --repo-id ID`` uploads a finished run with its model card (``mo_align.hub``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ commands:
                                           compare finished runs: per-objective tables, seeds aggregated by
                                           algorithm, hypervolume, Pareto plots, interference
                                           (writes report.md / report.html / PNGs; see mo-align report --help)
+  push RUN_DIR --repo-id ID [--private] [--token-env HF_TOKEN]
+                                          upload a finished run (model or LoRA adapter, tokenizer) with a model
+                                          card written by mo_align (see mo-align push --help)
 """
 
 REPORT_DESCRIPTION = """\
@@ -92,6 +96,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if command == "report":
         return report(rest)
+    if command == "push":
+        from mo_align.hub import main as push
+
+        return push(rest)
     sys.stderr.write(f"mo-align: unknown command {command!r}\n{USAGE}")
     return 2
 

@@ -127,6 +127,13 @@ class MOGRPOConfig(GRPOConfig):
             )
         super().__post_init__()
 
+    def __getstate__(self) -> dict[str, Any]:
+        # transformers pickles the args into every checkpoint's training_args.bin and uploads it with push_to_hub:
+        # never let a hub token travel with it (export HF_TOKEN instead of setting hub_token in a recipe).
+        state = dict(self.__dict__)
+        state["hub_token"] = None
+        return state
+
 
 @dataclass
 class MOScriptArguments(ScriptArguments):

@@ -140,6 +140,8 @@ def main(script_args: MOScriptArguments, training_args: MOGRPOConfig, model_args
         weighting=weighting,
     )
 
+    trainer.mo_dataset_name = script_args.dataset_name or script_args.dataset_path  # named in the model card
+
     # ---- train (resume from the last checkpoint if there is one) ------------------------------------------------
     checkpoint = training_args.resume_from_checkpoint
     if checkpoint is None and os.path.isdir(training_args.output_dir):

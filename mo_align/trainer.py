@@ -28,12 +28,14 @@ import sys
 from typing import Any
 
 import torch
+from accelerate.utils import gather_object
 from transformers import TrainerCallback
 from trl import GRPOTrainer
 from trl.models.utils import unwrap_model_for_generation
 
 from mo_align.configs import MOGRPOConfig
 from mo_align.diagnostics import InterferenceMonitor
+from mo_align.hub import redact
 from mo_align.weightings import ObjectiveStats, Weighting, get_weighting
 
 
@@ -69,7 +71,10 @@ class MOGRPOTrainer(GRPOTrainer):
         self._mo_eval_start: dict[str, float] | None = None  # first evaluation's means (for deltas)
         self._mo_pending: ObjectiveStats | None = None  # a batch awaiting its post-update statistic
         self._mo_gram_acc: torch.Tensor | None = None  # Gram matrix accumulated over a generation batch
-        super().__init__(model, reward_funcs, args, *a, **kw)
+        from mo_align.vllm_sync import server_mode  # vLLM server mode: mo_align's client, CPU weight sync (§7)
+
+        with server_mode(args):
+            super().__init__(model, reward_funcs, args, *a, **kw)
         self.add_callback(_PostUpdateHook(self))
         launched = int(os.environ.get("WORLD_SIZE", "1"))
         if launched != self.accelerator.num_processes:
@@ -88,6 +93,13 @@ class MOGRPOTrainer(GRPOTrainer):
                 "set gramian_space: logprobs"
             )
         self.objective_names: tuple[str, ...] = tuple(self.reward_func_names)
+        for fn in self.reward_funcs:
+            if self.accelerator.num_processes > 1 and hasattr(fn, "all_gather_lengths"):
+                # TRL scores each rank's completions locally: a running mean over this rank's lengths only would
+                # differ between ranks; every rank calls the reward on every training batch, so a gather is safe.
+                fn.all_gather_lengths = lambda xs: gather_object(list(xs))
+            if callable(getattr(fn, "warmup", None)):
+                fn.warmup()  # start worker processes now, not inside the first batch
         self.monitor: InterferenceMonitor | None = None
         if args.mo_diagnostics:
             self.monitor = InterferenceMonitor(
@@ -384,9 +396,20 @@ class MOGRPOTrainer(GRPOTrainer):
             raise ValueError("evaluate() needs an eval_dataset")
         if isinstance(dataset, dict):
             raise ValueError("per-objective evaluation takes one eval dataset, not a dict")
-        rewards, lengths = self._mo_score_eval(dataset)  # (n, K), (n,) gathered
+        scores, lengths = self._mo_score_eval(dataset)  # (n, K + F), (n,) gathered
         p = metric_key_prefix
         metrics: dict[str, float] = {}
+        k_obj = len(self.objective_names)
+        rewards = scores[:, :k_obj].clone()
+        for j, k in enumerate(self._mo_fixed_reference_columns()):
+            # the paper's conciseness compares with the training running mean, which ratchets toward the policy and
+            # hides a collapse (LAB_NOTES §4): log both; `mo_eval_fixed_reference` picks the one used as the mean
+            fixed, running = scores[:, k_obj + j], scores[:, k]
+            name = self.objective_names[k]
+            metrics[f"{p}/{name}/fixed_ref"] = float(torch.nanmean(fixed)) if (~torch.isnan(fixed)).any() else math.nan
+            metrics[f"{p}/{name}/running_mean"] = float(torch.nanmean(running))
+            if self.args.mo_eval_fixed_reference:
+                rewards[:, k] = fixed
         for k, name in enumerate(self.objective_names):
             col = rewards[:, k]
             finite = col[~torch.isnan(col)]
@@ -431,7 +454,7 @@ class MOGRPOTrainer(GRPOTrainer):
             "advantage_estimator": self.args.advantage_estimator,
             "objectives": list(self.objective_names),
             "seed": self.args.seed,
-            "launch_command": " ".join([os.path.basename(sys.executable), *sys.argv]),
+            "launch_command": redact(" ".join([os.path.basename(sys.executable), *sys.argv])),
             "eval": evals,
             "start": start,
             "final": final,
@@ -442,6 +465,16 @@ class MOGRPOTrainer(GRPOTrainer):
             "train_reward": hist["train_reward"],
             "events": list(self.monitor.events) if self.monitor is not None else [],
         }
+
+    def create_model_card(self, model_name=None, dataset_name=None, tags=None):
+        """mo_align's model card (``mo_align.hub``): algorithm, objectives, eval table, weight plot, events, command.
+
+        Called by transformers' ``push_to_hub`` and by TRL at every checkpoint; writes ``README.md`` and
+        ``mo_weights.png`` into ``output_dir`` (main process only).
+        """
+        from mo_align.hub import trainer_model_card
+
+        trainer_model_card(self, model_name=model_name, dataset_name=dataset_name, tags=tags)
 
     def write_summary(self) -> None:
         """Write ``<output_dir>/mo_summary.json`` atomically (main process); called as the run goes."""
@@ -538,7 +571,36 @@ class MOGRPOTrainer(GRPOTrainer):
                 if saved is not None:
                     fn.training = saved
             cols.append([math.nan if v is None else float(v) for v in out])
+        for fn in self.reward_funcs:  # objectives with a second, fixed reference (conciseness): score both ways
+            if callable(getattr(fn, "reference_scores", None)):
+                alt = fn.reference_scores(prompts=prompts, completions=completions, completion_ids=completion_ids,
+                                          **kwargs)  # fmt: skip
+                cols.append([math.nan if v is None else float(v) for v in alt])
         return torch.tensor(cols, dtype=torch.float32).T.reshape(len(rows), len(cols))
+
+    def _mo_fixed_reference_columns(self) -> list[int]:
+        """Indices of the objectives whose reward also scores against a fixed reference (in column order)."""
+        return [k for k, fn in enumerate(self.reward_funcs) if callable(getattr(fn, "reference_scores", None))]
+
+    # ---- 7. vLLM server mode ------------------------------------------------------------------------------------
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        """A vLLM server failure (mo_align.vllm_sync.VLLMServerError, raised on every process) stops the run after a
+        checkpoint of the last finished step is written, so the work done so far is kept."""
+        from mo_align.vllm_sync import VLLMServerError
+
+        try:
+            return super().training_step(model, inputs, num_items_in_batch)
+        except VLLMServerError as exc:
+            raise type(exc)(f"{exc}\n{self._mo_vllm_rescue()}") from exc
+
+    def _mo_vllm_rescue(self) -> str:
+        step, strategy = self.state.global_step, getattr(self.args.save_strategy, "value", self.args.save_strategy)
+        if strategy == "no" or step == 0:
+            return f"no checkpoint written (save_strategy={strategy!r}, global_step={step})"
+        # Optimizer step `step` is complete (checkpoints never hold partial gradients): save the state after it.
+        self._save_checkpoint(self.model_wrapped, trial=None)
+        path = os.path.join(self.args.output_dir, f"checkpoint-{step}")
+        return f"checkpoint of step {step} saved to {path}; resume with --resume_from_checkpoint {path}"
 
 
 class _PostUpdateHook(TrainerCallback):

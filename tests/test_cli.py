@@ -41,7 +41,10 @@ def bad_reward_type(prompts, completions, completion_ids=None, **kw):
 
 
 CASES = [
-    ({"weighting": "nope"}, "unknown weighting 'nope'; choose from ['ctwa', 'dynamic', 'gradnorm', 'lagrangian', 'linear'"),
+    (
+        {"weighting": "nope"},
+        "unknown weighting 'nope'; choose from ['ctwa', 'dynamic', 'gradnorm', 'lagrangian', 'linear'",
+    ),
     ({"weighting_kwargs": {"alpha": 1.0}}, "unknown kwarg 'alpha'"),
     ({"weighting_kwargs": {"weights": [0.5, 0.5]}}, "weights has 2 entries but there are 3 objectives"),
     ({"num_generations": 1}, "num_generations must be >= 2"),

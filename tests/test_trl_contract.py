@@ -27,6 +27,14 @@ def test_overridden_hook_signatures():
     assert params(GRPOTrainer._save_checkpoint) == ["self", "model", "trial"]
     assert params(GRPOTrainer._load_optimizer_and_scheduler) == ["self", "checkpoint"]
     assert params(GRPOTrainer._compute_loss) == ["self", "model", "inputs"]
+    assert params(GRPOTrainer.training_step) == ["self", "model", "inputs", "num_items_in_batch"]
+    assert params(GRPOTrainer._get_per_token_logps_and_entropies)[:5] == [
+        "self",
+        "model",
+        "input_ids",
+        "attention_mask",
+        "logits_to_keep",
+    ]
 
 
 def test_attributes_the_trainer_reads():
