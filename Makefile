@@ -69,14 +69,20 @@ lab: install ## every algorithm x 3 seeds + accuracy-only control, report in out
 bench: install ## step-time ratios of every strategy vs linear (+ rollout and reward throughput) -> bench/results.md
 	$(PY) bench/run.py
 
-train-%: install ## accelerate launch recipes/$(MODEL)/<algo>.yaml with configs/accelerate/$(ACCELERATE).yaml
-	$(call check_algo,$*)
+# Static pattern rules for the known algorithms (GNU make never applies implicit rules to .PHONY targets), and a
+# catch-all that rejects any other name with the list of valid ones.
+$(addprefix train-,$(ALGORITHMS)): train-%: install
 	$(VENV)/bin/accelerate launch --config_file configs/accelerate/$(ACCELERATE).yaml -m mo_align.train \
 		--config recipes/$(MODEL)/$*.yaml $(ARGS)
 
-smoke-%: tiny-model ## tiny recipe recipes/tiny/<algo>.yaml on CPU
-	$(call check_algo,$*)
+$(addprefix smoke-,$(ALGORITHMS)): smoke-%: tiny-model
 	$(PY) -m mo_align.train --config recipes/tiny/$*.yaml $(ARGS)
+
+train-%: ## accelerate launch recipes/$(MODEL)/<algo>.yaml with configs/accelerate/$(ACCELERATE).yaml
+	$(call check_algo,$*)
+
+smoke-%: ## tiny recipe recipes/tiny/<algo>.yaml on CPU
+	$(call check_algo,$*)
 
 smoke: $(addprefix smoke-,$(ALGORITHMS)) ## every tiny recipe
 
