@@ -449,7 +449,7 @@ class MOGRPOTrainer(GRPOTrainer):
             "version": 1,
             "run_name": self.args.run_name or os.path.basename(os.path.normpath(self.args.output_dir)),
             "output_dir": os.path.abspath(self.args.output_dir),
-            "algorithm": self.weighting.name,
+            "algorithm": getattr(self, "mo_run_label", None) or self.weighting.name,
             "weighting_hyperparameters": _json_safe(self.weighting.hyperparameters()),
             "advantage_estimator": self.args.advantage_estimator,
             "objectives": list(self.objective_names),

@@ -78,6 +78,7 @@ def train_one(algo: str, seed: int, sft_dir: str, reference_length: float, out: 
     )  # fmt: skip
     train, held_out = lab_datasets()
     trainer = MOGRPOTrainer(model=sft_dir, reward_funcs=funcs, args=args, train_dataset=train, eval_dataset=held_out)
+    trainer.mo_run_label = algo  # the report groups seeds by this (accuracy_only is a linear weighting)
     trainer.train()
     trainer.write_summary()
 
@@ -169,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--algorithms", nargs="+", default=None, help=f"subset of {list(LAB_WEIGHTINGS)}")
     p.add_argument("--seeds", nargs="+", type=int, default=None)
     p.add_argument("--steps", type=int, default=None, help="GRPO steps per run")
-    p.add_argument("--eval-steps", type=int, default=25)
+    p.add_argument("--eval-steps", type=int, default=None, help="default 25 (quick) / 20 (full)")
     p.add_argument("--jobs", type=int, default=2, help="runs in parallel (1 thread each when > 1)")
     p.add_argument("--sft-steps", type=int, default=600)
     p.add_argument("--out", default=None)
@@ -177,6 +178,7 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     algorithms = a.algorithms or (QUICK if a.quick else list(LAB_WEIGHTINGS))
     seeds = a.seeds or ([0] if a.quick else [0, 1, 2])
-    steps = a.steps or (100 if a.quick else 75)
+    steps = a.steps or (100 if a.quick else 60)
     out = a.out or os.path.join("outputs", "lab-quick" if a.quick else "lab")
-    run_lab(algorithms, seeds, steps, a.eval_steps, out, a.jobs, a.sft_steps, a.cache)
+    eval_steps = a.eval_steps or (25 if a.quick else 20)
+    run_lab(algorithms, seeds, steps, eval_steps, out, a.jobs, a.sft_steps, a.cache)
