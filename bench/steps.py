@@ -27,6 +27,20 @@ def build_model(path: str) -> str:
     return path
 
 
+def timed(obj, name: str, sink: list[float]) -> None:
+    """Wrap ``obj.name`` (a method) so each call's wall time is appended to ``sink``."""
+    inner = getattr(obj, name)
+
+    def wrapper(*args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            sink.append(time.perf_counter() - t0)
+
+    setattr(obj, name, wrapper)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--name", required=True)
@@ -73,6 +87,9 @@ def main(argv: list[str] | None = None) -> None:
             times.append(time.perf_counter() - self.t)
 
     trainer.add_callback(Clock())
+    stages: dict[str, list[float]] = {"generate_s": [], "backward_s": []}
+    timed(trainer, "_generate_and_score_completions", stages["generate_s"])
+    timed(trainer.accelerator, "backward", stages["backward_s"])
     trainer.train()
     measured = times[a.warmup :]
     result = {
@@ -82,6 +99,18 @@ def main(argv: list[str] | None = None) -> None:
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "params": sum(p.numel() for p in trainer.model.parameters()),
     }
+    # stage costs of one step (for the analysis of the lower bounds in bench/run.py): generation + scoring, the
+    # trainer's backward, and one no-grad forward of the training batch (what the exact CTWA statistic adds)
+    for key, values in stages.items():
+        result[key] = statistics.median(values[a.warmup :])
+    if a.trainer == "mo" and trainer._buffered_inputs:
+        batch = trainer._buffered_inputs[0]
+        fwd = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            trainer._mo_logps(batch)
+            fwd.append(time.perf_counter() - t0)
+        result["forward_s"] = statistics.median(fwd)
     with open(a.out, "w") as f:
         json.dump(result, f)
     sys.stdout.write(json.dumps(result) + "\n")

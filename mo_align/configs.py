@@ -43,8 +43,9 @@ class MOGRPOConfig(GRPOConfig):
             batch whitening, the paper's estimator) or ``"gdpo"`` (per-objective group z-scores then sum).
         gramian_space (`str`, *optional*, defaults to `"parameters"`):
             For gradient-based weightings (mgda, gradnorm, dynamic): differentiate the per-objective losses w.r.t.
-            the parameters (``gramian_params``; one extra backward per objective) or w.r.t. the per-token
-            log-probabilities (``logprobs``: the cheap output-space mode, no extra pass through the model).
+            the parameters (``gramian_params``; K backward passes, K + 1 for dynamic or a parameter subset) or
+            w.r.t. the per-token log-probabilities (``logprobs``: the cheap output-space mode, no extra pass
+            through the model).
         gramian_params (`str`, *optional*):
             Regex selecting parameter names for the parameter-space Gram matrix; default every trainable parameter
             (with LoRA that is the adapters only).

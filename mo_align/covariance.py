@@ -8,6 +8,27 @@ from __future__ import annotations
 import torch
 
 
+def _centred_sums(r: torch.Tensor, s: torch.Tensor, g: int):
+    """Per group and objective: usable count n_g and the centred sums Σ r̃ s̃, Σ s̃², Σ r̃² (each (P, K), float64),
+    where r̃ = r − r̄_g and s̃ = s − s̄_g are centred over the rows where both r_k and s are finite."""
+    n, k = r.shape
+    r, s = r.double().view(n // g, g, k), s.double().view(n // g, g)
+    valid = torch.isfinite(s).unsqueeze(-1) & torch.isfinite(r)  # (P, G, K)
+    cnt = valid.sum(1).double()  # (P, K)
+    s3, r3 = torch.where(valid, s.unsqueeze(-1), 0.0), torch.where(valid, r, 0.0)
+    sc = torch.where(valid, s3 - s3.sum(1, keepdim=True) / cnt.clamp(min=1).unsqueeze(1), 0.0)
+    rc = torch.where(valid, r3 - r3.sum(1, keepdim=True) / cnt.clamp(min=1).unsqueeze(1), 0.0)
+    return cnt, (sc * rc).sum(1), (sc * sc).sum(1), (rc * rc).sum(1)
+
+
+def group_covariances(r: torch.Tensor, s: torch.Tensor, g: int) -> torch.Tensor:
+    """(P, K) population covariance (1/n_g) Σ_i r̃_ik s̃_i of each objective with the signal in each group
+    (float64); NaN where a group has fewer than 2 usable rows."""
+    cnt, sum_sr, _, _ = _centred_sums(r, s, g)
+    cov = sum_sr / cnt.clamp(min=1)
+    return torch.where(cnt >= 2, cov, torch.full_like(cov, float("nan")))
+
+
 def group_moments(
     r: torch.Tensor, s: torch.Tensor, g: int, pooled: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -22,15 +43,8 @@ def group_moments(
 
     Returns (cov (K,), corr (K,), number of groups valid for at least one objective); zeros when no group is valid.
     """
-    n, k = r.shape
-    r, s = r.double().view(n // g, g, k), s.double().view(n // g, g)
-    valid = torch.isfinite(s).unsqueeze(-1) & torch.isfinite(r)  # (P, G, K)
-    cnt = valid.sum(1).double()  # (P, K)
+    cnt, sum_sr, sum_ss, sum_rr = _centred_sums(r, s, g)
     ok = cnt >= 2
-    s3, r3 = torch.where(valid, s.unsqueeze(-1), 0.0), torch.where(valid, r, 0.0)
-    sc = torch.where(valid, s3 - s3.sum(1, keepdim=True) / cnt.clamp(min=1).unsqueeze(1), 0.0)
-    rc = torch.where(valid, r3 - r3.sum(1, keepdim=True) / cnt.clamp(min=1).unsqueeze(1), 0.0)
-    sum_sr, sum_ss, sum_rr = (sc * rc).sum(1), (sc * sc).sum(1), (rc * rc).sum(1)  # (P, K)
     if pooled:
         tot = torch.where(ok, cnt, 0.0).sum(0)
         cov = torch.where(ok, sum_sr, 0.0).sum(0) / tot.clamp(min=1)
@@ -45,3 +59,35 @@ def group_moments(
     cov = torch.where(ok, cov_g, 0.0).sum(0) / n_ok.clamp(min=1)
     corr = torch.where(ok & (den > 1e-8), cov_g / den.clamp(min=1e-300), 0.0).sum(0) / n_ok.clamp(min=1)
     return cov.float(), corr.float(), int(ok.any(1).sum())
+
+
+def induced_weights(
+    advantages: torch.Tensor, log_ratio: torch.Tensor, mask: torch.Tensor, eps_low: float, eps_high: float, agg: str
+) -> tuple[torch.Tensor, float]:
+    """The completion's induced update weight w̃_i = agg_t [Â_i ρ_it 1[unclipped_it]] (arXiv 2602.06869 §3).
+
+    advantages (B,), log_ratio = log π_new − log π_old (B, T), mask (B, T). A token is unclipped when the PPO clip
+    does not bind: ρ <= 1 + ε_high for Â >= 0, ρ >= 1 − ε_low for Â < 0. ``agg``: ``mean`` (over completion
+    tokens), ``mean_unclipped`` (over unclipped tokens) or ``sum``. Returns (w̃ (B,), number of unclipped tokens).
+    """
+    rho = torch.exp(log_ratio.clamp(-20, 20))
+    adv = advantages.view(-1, 1)
+    unclipped = torch.where(adv >= 0, rho <= 1 + eps_high, rho >= 1 - eps_low) & mask.bool()
+    total = (adv * rho * unclipped).sum(1)
+    if agg == "sum":
+        return total, float(unclipped.sum())
+    denom = unclipped.sum(1) + 1e-8 if agg == "mean_unclipped" else mask.sum(1)
+    return total / denom, float(unclipped.sum())
+
+
+def robust_signal(signal: torch.Tensor, step: int, subsample: float = 1.0) -> torch.Tensor:
+    """float64 copy of the signal with outliers (|w| > 100 × median |w|) and non-finite entries set to NaN, then,
+    when ``subsample`` < 1, a random (seeded by ``step``) 1 − subsample fraction set to NaN as well."""
+    w = signal.double().clone()
+    finite = torch.isfinite(w)
+    med = w[finite].abs().median() if finite.any() else torch.tensor(0.0)
+    w[~finite | ((med > 0) & (w.abs() > 100 * med))] = float("nan")
+    if subsample < 1:
+        gen = torch.Generator().manual_seed(1_000_003 * step + 17)
+        w[torch.rand(w.shape[0], generator=gen, dtype=torch.float64) >= subsample] = float("nan")
+    return w

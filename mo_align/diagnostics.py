@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from mo_align.covariance import group_moments
+from mo_align.covariance import group_covariances, group_moments
 
 
 logger = logging.getLogger("mo_align")
@@ -37,15 +37,7 @@ logger = logging.getLogger("mo_align")
 
 def per_group_covariance(rewards: torch.Tensor, signal: torch.Tensor, group_size: int) -> torch.Tensor:
     """(P, K) population covariance of each objective with the signal in each group; NaN where < 2 usable rows."""
-    n, k = rewards.shape
-    r, s = rewards.double().view(n // group_size, group_size, k), signal.double().view(n // group_size, group_size)
-    valid = torch.isfinite(s).unsqueeze(-1) & torch.isfinite(r)
-    cnt = valid.sum(1).double()
-    r0, s0 = torch.where(valid, r, 0.0), torch.where(valid, s.unsqueeze(-1), 0.0)
-    rc = torch.where(valid, r0 - r0.sum(1, keepdim=True) / cnt.clamp(min=1).unsqueeze(1), 0.0)
-    sc = torch.where(valid, s0 - s0.sum(1, keepdim=True) / cnt.clamp(min=1).unsqueeze(1), 0.0)
-    cov = (rc * sc).sum(1) / cnt.clamp(min=1)
-    return torch.where(cnt >= 2, cov, torch.full_like(cov, math.nan))
+    return group_covariances(rewards, signal, group_size)
 
 
 def zero_variance_fraction(rewards: torch.Tensor, group_size: int) -> torch.Tensor:

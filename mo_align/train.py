@@ -17,6 +17,7 @@ from typing import Any
 from trl import ModelConfig, TrlParser, get_peft_config
 
 from mo_align.configs import MOGRPOConfig, MOScriptArguments
+from mo_align.rewards.common import call_frozen
 
 
 logger = logging.getLogger("mo_align")
@@ -70,22 +71,8 @@ def preflight_rewards(funcs: list, names: list[str], dataset: Any) -> None:
     completions = [[{"role": "assistant", "content": t}] if conversational else t for t in texts]
     kwargs = {key: [row[key] for row in rows] for key in rows[0] if key != "prompt"}
     for fn, name in zip(funcs, names, strict=True):
-        was_training = getattr(fn, "training", None)
-        if was_training is not None:
-            fn.training = False
-        try:
-            out = fn(
-                prompts=[row["prompt"] for row in rows],
-                completions=completions,
-                completion_ids=[[1] * (3 + 5 * i) for i in range(len(rows))],
-                trainer_state=None,
-                log_extra=lambda *a, **k: None,
-                log_metric=lambda *a, **k: None,
-                **kwargs,
-            )
-        finally:
-            if was_training is not None:
-                fn.training = was_training
+        ids = [[1] * (3 + 5 * i) for i in range(len(rows))]
+        out = call_frozen(fn, [row["prompt"] for row in rows], completions, ids, **kwargs)
         if not isinstance(out, list | tuple) or len(out) != len(rows):
             got = len(out) if isinstance(out, list | tuple) else type(out).__name__
             raise ValueError(f"reward {name!r} returned {got} values for {len(rows)} completions (must be 1 each)")

@@ -20,11 +20,13 @@ This is the only module that touches TRL private methods (guarded by ``tests/tes
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import re
 import sys
+import time
 from typing import Any
 
 import torch
@@ -36,6 +38,7 @@ from trl.models.utils import unwrap_model_for_generation
 from mo_align.configs import MOGRPOConfig
 from mo_align.diagnostics import InterferenceMonitor
 from mo_align.hub import redact
+from mo_align.rewards.common import call_frozen
 from mo_align.weightings import ObjectiveStats, Weighting, get_weighting
 
 
@@ -54,6 +57,7 @@ class MOGRPOTrainer(GRPOTrainer):
     """
 
     _tag_names = ["trl", "grpo", "mo_align"]  # noqa: RUF012
+    SUMMARY_EVERY_S = 30.0  # the longest mo_summary.json lags behind a running training (seconds)
 
     def __init__(self, model: Any, reward_funcs: Any = None, args: MOGRPOConfig | None = None, *a: Any, **kw: Any):
         weighting: Weighting | None = kw.pop("weighting", None)
@@ -71,6 +75,7 @@ class MOGRPOTrainer(GRPOTrainer):
         self._mo_eval_start: dict[str, float] | None = None  # first evaluation's means (for deltas)
         self._mo_pending: ObjectiveStats | None = None  # a batch awaiting its post-update statistic
         self._mo_gram_acc: torch.Tensor | None = None  # Gram matrix accumulated over a generation batch
+        self._mo_direct: tuple[torch.Tensor, list[bool]] | None = None  # (K, P) local gradients, params reached
         from mo_align.vllm_sync import server_mode  # vLLM server mode: mo_align's client, CPU weight sync (§7)
 
         with server_mode(args):
@@ -91,6 +96,14 @@ class MOGRPOTrainer(GRPOTrainer):
             raise ValueError(
                 f"weighting {weighting.name!r} with gramian_space 'parameters' is not supported under ZeRO-3; "
                 "set gramian_space: logprobs"
+            )
+        generate_every = args.steps_per_generation * self.num_iterations
+        if "post_update_logps" in weighting.requires and args.gradient_accumulation_steps > generate_every:
+            # several generation batches per optimizer step: all but the last would lose their post-update statistic
+            raise ValueError(
+                f"weighting {weighting.name!r} with the exact post-update statistic needs gradient_accumulation_steps "
+                f"({args.gradient_accumulation_steps}) <= steps_per_generation x num_iterations ({generate_every}); "
+                "raise steps_per_generation or use statistic: on_policy"
             )
         self.objective_names: tuple[str, ...] = tuple(self.reward_func_names)
         for fn in self.reward_funcs:
@@ -154,7 +167,13 @@ class MOGRPOTrainer(GRPOTrainer):
             # it once the generation batch is consumed (see _mo_post_update), before any checkpoint is written.
             out["mo_row_index"] = torch.arange(n_local, device=out["advantages"].device)
             old = out.get("old_per_token_logps")
-            out["mo_old_logps"] = old if old is not None else self._mo_logps(out)
+            if old is not None:
+                out["mo_old_logps"] = old
+            elif self.args.use_liger_kernel:
+                out["mo_old_logps"] = self._mo_logps(out)  # the fused loss never exposes per-token log-probs
+            # else: TRL computed no old log-probs because generation is aligned with the optimizer step, so every
+            # micro-batch's first training forward runs on the pre-update policy; compute_loss keeps those
+            # log-probs (π_old exactly as TRL's own ratio uses it), saving a forward pass per batch.
             self._mo_pending = stats
         elif train and "gramian" in self.weighting.requires and self.weighting.space != "gradient":
             self._mo_pending = stats  # updated from the Gram matrix accumulated while training on this batch
@@ -197,6 +216,8 @@ class MOGRPOTrainer(GRPOTrainer):
         unclipped = torch.zeros(2, dtype=torch.float64)  # (unclipped tokens, tokens) on this process
         eps_low, eps_high = self.args.epsilon, self.args.epsilon_high or self.args.epsilon
         for mb in self._buffered_inputs:
+            if "mo_old_logps" not in mb:
+                raise RuntimeError("CTWA exact statistic: a micro-batch was never trained on, its π_old is unknown")
             new = self._mo_logps(mb)
             mask = mb["completion_mask"].float()
             log_ratio = (new - mb["mo_old_logps"]).float().cpu()
@@ -248,21 +269,23 @@ class MOGRPOTrainer(GRPOTrainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         # `inputs` is TRL's buffered micro-batch, reused across iterations: read our keys, never pop them.
         self.objective_advantages = inputs.get("mo_objective_advantages")
+        batch = inputs
         inputs = {k: v for k, v in inputs.items() if not k.startswith("mo_")}
         if "gramian" in self.weighting.requires and self.model.training and self.objective_advantages is not None:
             if return_outputs:
                 raise ValueError("MOGRPOTrainer does not support returning outputs")
             return self._mo_gradient_loss(model, inputs, self.objective_advantages)
-        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        if "mo_row_index" not in batch or "mo_old_logps" in batch:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        with self._mo_tap_logps() as tap:  # first forward of a batch awaiting the post-update statistic
+            result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        batch["mo_old_logps"] = tap["out"][0].detach()  # the buffered micro-batch: kept for _mo_post_update
+        return result
 
-    # ---- 3b. gradient space: per-objective losses from one forward, the global Gram matrix ----------------------
-    def _mo_gradient_loss(self, model, inputs, objective_adv: torch.Tensor) -> torch.Tensor:
-        """L = Σ_k α_k L_k (gradient space) or the ordinary loss (reward space), plus the Gram matrix of ∇L_k.
-
-        One forward: ``_get_per_token_logps_and_entropies`` is memoised for this micro-batch so TRL's
-        ``_compute_loss`` can be evaluated once per objective with that objective's advantages. Since
-        ∇(Σ α_k L_k) = Σ α_k ∇L_k, back-propagating the weighted loss applies the combined gradient exactly.
-        """
+    @contextlib.contextmanager
+    def _mo_tap_logps(self):
+        """Memoise ``_get_per_token_logps_and_entropies`` for one micro-batch: the first call's output is kept in
+        the yielded dict (``"out"``) and returned to every later call (one forward serves several losses)."""
         memo: dict[str, Any] = {}
         compute = self._get_per_token_logps_and_entropies
 
@@ -272,8 +295,23 @@ class MOGRPOTrainer(GRPOTrainer):
             return memo["out"]
 
         self._get_per_token_logps_and_entropies = memoised
-        metrics = self._metrics["train"]
         try:
+            yield memo
+        finally:
+            del self._get_per_token_logps_and_entropies
+
+    # ---- 3b. gradient space: per-objective losses from one forward, the global Gram matrix ----------------------
+    def _mo_gradient_loss(self, model, inputs, objective_adv: torch.Tensor) -> torch.Tensor:
+        """L = Σ_k α_k L_k (gradient space) or the ordinary loss (reward space), plus the Gram matrix of ∇L_k.
+
+        One forward: ``_get_per_token_logps_and_entropies`` is memoised for this micro-batch so TRL's
+        ``_compute_loss`` can be evaluated once per objective with that objective's advantages. Since
+        ∇(Σ α_k L_k) = Σ α_k ∇L_k, back-propagating the weighted loss applies the combined gradient exactly; when
+        the Gram matrix already covers every trainable parameter, the K gradients are combined directly (K backward
+        passes in all instead of K + 1).
+        """
+        metrics = self._metrics["train"]
+        with self._mo_tap_logps() as memo:
             start = {key: len(v) for key, v in metrics.items()}
             first: dict[str, int] | None = None
             losses = []
@@ -284,8 +322,6 @@ class MOGRPOTrainer(GRPOTrainer):
             # TRL logs entropy / clip ratios on every call: keep one call's entries only
             for key, v in metrics.items():
                 del v[first.get(key, start.get(key, 0)) :]
-        finally:
-            del self._get_per_token_logps_and_entropies
         gram = self._mo_gramian(model, losses, memo["out"][0])
         loss_vec = self.accelerator.reduce(torch.stack([x.detach() for x in losses]), reduction="mean").cpu()
         if self.weighting.space != "gradient":
@@ -301,7 +337,21 @@ class MOGRPOTrainer(GRPOTrainer):
             metrics[f"mo/grad_weight/{name}"].append(float(alpha[k]))
             metrics[f"mo/grad_norm/{name}"].append(float(gram[k, k].clamp(min=0).sqrt()))
         alpha = alpha.to(losses[0].device, losses[0].dtype)
-        return sum(alpha[k] * losses[k] for k in range(len(losses)))
+        direct, self._mo_direct = self._mo_direct, None
+        if direct is None:
+            return sum(alpha[k] * losses[k] for k in range(len(losses)))
+        # The Gram pass already holds every ∇L_k (this rank's): apply Σ_k α_k ∇L_k through a surrogate that is
+        # linear in the parameters instead of one more backward through the model. Its value is Σ_k α_k L_k, its
+        # gradient Σ_k α_k ∇L_k (loss scaling, accumulation and DDP's all-reduce act on it as on any loss).
+        local, used = direct
+        combined = alpha.to(local) @ local  # (P,)
+        surrogate, offset = torch.zeros((), device=local.device), 0
+        for p, is_used in zip(self._mo_params, used, strict=True):
+            if is_used:  # a parameter no loss reached keeps grad None, as after a plain backward
+                surrogate = surrogate + (p.float() * combined[offset : offset + p.numel()].view_as(p).float()).sum()
+            offset += p.numel()
+        value = sum(alpha[k] * losses[k].detach() for k in range(len(losses)))
+        return value + (surrogate - surrogate.detach()).to(value)
 
     def _mo_gramian(self, model, losses: list[torch.Tensor], logps: torch.Tensor) -> torch.Tensor:
         """Global Gram matrix Gram_ij = <∇L_i, ∇L_j> (K, K), identical on every rank.
@@ -311,6 +361,7 @@ class MOGRPOTrainer(GRPOTrainer):
         differentiates w.r.t. the per-token log-probabilities (cheap: no extra backward through the model), whose
         coordinates differ between ranks, so the local Gram matrices are summed.
         """
+        self._mo_direct = None
         if self.args.gramian_space == "logprobs":
             flat = [torch.autograd.grad(x, logps, retain_graph=True)[0].reshape(-1) for x in losses]
             mat = torch.stack(flat).double()
@@ -319,12 +370,18 @@ class MOGRPOTrainer(GRPOTrainer):
             world = self.accelerator.num_processes
             return (self.accelerator.reduce(mat @ mat.T, reduction="sum") / world**2).cpu()
         params = self._mo_gram_params(model)
-        rows = []
-        for x in losses:
-            grads = torch.autograd.grad(x, params, retain_graph=True, allow_unused=True)
+        # gradient-space weightings over every trainable parameter reuse these gradients for the update itself
+        direct = self.weighting.space == "gradient" and self._mo_params_all
+        rows, used = [], [False] * len(params)
+        for k, x in enumerate(losses):
+            last = direct and k == len(losses) - 1  # nothing back-propagates through the graph after this one
+            grads = torch.autograd.grad(x, params, retain_graph=not last, allow_unused=True)
+            used = [u or g is not None for u, g in zip(used, grads, strict=True)]
             rows.append(torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in
                                    zip(grads, params, strict=True)]))  # fmt: skip
-        mat = self.accelerator.reduce(torch.stack(rows).double(), reduction="mean")
+        local = torch.stack(rows)  # (K, P), this rank's gradients
+        self._mo_direct = (local, used) if direct else None
+        mat = self.accelerator.reduce(local.double(), reduction="mean")
         return (mat @ mat.T).cpu()
 
     def _mo_gram_params(self, model) -> list[torch.nn.Parameter]:
@@ -337,6 +394,7 @@ class MOGRPOTrainer(GRPOTrainer):
             if not named:
                 raise ValueError(f"gramian_params {pattern!r} matches no trainable parameter")
             self._mo_params = [p for _, p in named]
+            self._mo_params_all = len(named) == sum(1 for p in model.parameters() if p.requires_grad)
         return self._mo_params
 
     # ---- 4. checkpointing ---------------------------------------------------------------------------------------
@@ -476,10 +534,16 @@ class MOGRPOTrainer(GRPOTrainer):
 
         trainer_model_card(self, model_name=model_name, dataset_name=dataset_name, tags=tags)
 
-    def write_summary(self) -> None:
-        """Write ``<output_dir>/mo_summary.json`` atomically (main process); called as the run goes."""
+    def write_summary(self, force: bool = True) -> None:
+        """Write ``<output_dir>/mo_summary.json`` atomically (main process). During training it is rewritten at
+        most every ``SUMMARY_EVERY_S`` seconds (``force=False``, on log) and always after an evaluation, at a
+        checkpoint and at the end of training, so the whole history is not re-serialised at every log step."""
         if not self.args.mo_diagnostics or not self.accelerator.is_main_process:
             return
+        now = time.monotonic()
+        if not force and now - getattr(self, "_mo_summary_time", -math.inf) < self.SUMMARY_EVERY_S:
+            return
+        self._mo_summary_time = now
         os.makedirs(self.args.output_dir, exist_ok=True)
         path = os.path.join(self.args.output_dir, "mo_summary.json")
         with open(path + ".tmp", "w") as f:
@@ -554,22 +618,7 @@ class MOGRPOTrainer(GRPOTrainer):
         for fn in self.reward_funcs:
             if isinstance(fn, torch.nn.Module):
                 raise NotImplementedError("per-objective evaluation does not score nn.Module reward models yet")
-            saved = getattr(fn, "training", None)
-            if saved is not None:
-                fn.training = False
-            try:
-                out = fn(
-                    prompts=prompts,
-                    completions=completions,
-                    completion_ids=completion_ids,
-                    trainer_state=self.state,
-                    log_extra=lambda *a, **k: None,
-                    log_metric=lambda *a, **k: None,
-                    **kwargs,
-                )
-            finally:
-                if saved is not None:
-                    fn.training = saved
+            out = call_frozen(fn, prompts, completions, completion_ids, self.state, **kwargs)
             cols.append([math.nan if v is None else float(v) for v in out])
         for fn in self.reward_funcs:  # objectives with a second, fixed reference (conciseness): score both ways
             if callable(getattr(fn, "reference_scores", None)):
@@ -620,7 +669,13 @@ class _PostUpdateHook(TrainerCallback):
             t._mo_post_update()
 
     def on_log(self, args, state, control, **kwargs):
-        self.trainer.write_summary()  # incremental: a killed run still has its summary
+        self.trainer.write_summary(force=False)  # throttled: a killed run still has a recent summary
+
+    def on_save(self, args, state, control, **kwargs):
+        self.trainer.write_summary()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.trainer.write_summary()
 
 
 def _json_safe(value: Any) -> Any:

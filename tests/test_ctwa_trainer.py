@@ -55,3 +55,31 @@ def test_exact_resume(tiny_model_dir, tmp_path, statistic):
     assert torch.equal(resumed.weighting.ema, straight.weighting.ema)
     for (n, a), b in zip(straight.model.named_parameters(), resumed.model.parameters()):
         assert torch.equal(a, b), n
+
+
+def test_pre_update_logps_come_from_the_training_forward(tiny_model_dir, tmp_path):
+    """TRL computes no old log-probs when generation is aligned with the optimizer step; the exact statistic then
+    keeps the training forward's log-probs (no extra pass), equal to a separate pre-update pass."""
+    trainer = MOGRPOTrainer(
+        model=tiny_model_dir,
+        reward_funcs=[reward_has_digit, reward_short, reward_vowels],
+        args=tiny_config(str(tmp_path)),
+        train_dataset=tiny_dataset(16),
+        weighting=CTWAWeighting(3, statistic="exact"),
+    )
+    trainer.model.train()
+    trainer.current_gradient_accumulation_steps = 1
+    torch.manual_seed(0)
+    batch = trainer._generate_and_score_completions([tiny_dataset(16)[i // 4] for i in range(8)])
+    assert batch.get("old_per_token_logps") is None and "mo_old_logps" not in batch
+    before = trainer._mo_logps(batch)
+    trainer.compute_loss(trainer.model, batch).backward()
+    torch.testing.assert_close(batch["mo_old_logps"], before, atol=1e-6, rtol=1e-6)
+    assert not batch["mo_old_logps"].requires_grad
+
+
+def test_exact_statistic_refuses_several_generation_batches_per_step(tiny_model_dir, tmp_path):
+    with pytest.raises(ValueError, match=r"gradient_accumulation_steps \(2\) <= steps_per_generation"):
+        run(tiny_model_dir, tmp_path, "exact", gradient_accumulation_steps=2, steps_per_generation=1)
+    trainer = run(tiny_model_dir, tmp_path / "o", "on_policy", gradient_accumulation_steps=2, steps_per_generation=1)
+    assert len(ctwa_logs(trainer, "mo/ctwa/cov/reward_vowels")) == 2

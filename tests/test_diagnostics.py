@@ -119,3 +119,29 @@ def test_trainer_logs_diagnostics_and_writes_summary(tiny_model_dir, tmp_path):
     assert summary["delta"]["reward_short"] == pytest.approx(
         summary["final"]["reward_short"] - summary["start"]["reward_short"]
     )
+
+
+def test_summary_is_throttled_while_training_and_complete_at_the_end(tiny_model_dir, tmp_path, monkeypatch):
+    from transformers import TrainerCallback
+
+    from mo_align.trainer import MOGRPOTrainer
+    from tests.helpers import reward_has_digit, reward_short, reward_vowels, tiny_config, tiny_dataset
+
+    monkeypatch.setattr(MOGRPOTrainer, "SUMMARY_EVERY_S", 3600.0)
+    path = tmp_path / "mo_summary.json"
+    seen = []
+
+    class Watch(TrainerCallback):  # added after the trainer's own hook: sees the file as each log step left it
+        def on_log(self, args, state, control, **kw):
+            seen.append(len(json.loads(path.read_text())["weights"]) if path.exists() else 0)
+
+    trainer = MOGRPOTrainer(
+        model=tiny_model_dir,
+        reward_funcs=[reward_has_digit, reward_short, reward_vowels],
+        args=tiny_config(str(tmp_path), max_steps=4),
+        train_dataset=tiny_dataset(32),
+    )
+    trainer.add_callback(Watch())
+    trainer.train()
+    assert seen[:4] == [1, 1, 1, 1]  # written at the first log, then not again within SUMMARY_EVERY_S
+    assert len(json.loads(path.read_text())["weights"]) == 4  # on_train_end wrote the whole run

@@ -116,3 +116,20 @@ def test_dynamic_gets_the_batch_gram_and_learning_rate(tiny_model_dir, tmp_path)
         assert (torch.linalg.eigvalsh(gram) > -1e-9).all()  # PSD
         assert lr == pytest.approx(1e-3)
     assert not torch.equal(trainer.weighting.weights(), torch.full((3,), 1 / 3))
+
+
+@pytest.mark.parametrize("gramian_params, passes", [(None, 3), (r"layers\.0\.", 4)])
+def test_backward_passes_through_the_model(tiny_model_dir, tmp_path, gramian_params, passes):
+    """Over every trainable parameter the K gradients of the Gram pass are applied directly (K passes); a
+    parameter subset needs one more backward for the rest of the model (K + 1)."""
+    trainer, batch = make(tiny_model_dir, tmp_path, MGDAWeighting(3), gramian_params=gramian_params)
+    g = per_objective_grads(trainer, batch)
+    fired = []
+    handle = trainer.model.model.norm.register_full_backward_hook(lambda *a: fired.append(1))
+    try:
+        trainer.model.zero_grad()
+        trainer.compute_loss(trainer.model, batch).backward()
+    finally:
+        handle.remove()
+    assert len(fired) == passes
+    torch.testing.assert_close(grads(trainer.model), trainer.weighting.weights() @ g, atol=1e-6, rtol=1e-5)

@@ -66,3 +66,21 @@ def as_column(values: Any, n: int) -> list:
     if len(values) != n:
         raise ValueError(f"a dataset column has {len(values)} values for {n} completions")
     return values
+
+
+def call_frozen(fn: Any, prompts: list, completions: list, completion_ids: list, trainer_state: Any = None,
+                **columns: Any) -> Any:  # fmt: skip
+    """Call a TRL-style reward outside training: stateful rewards (``training`` attribute, e.g. the conciseness
+    running mean) are switched to evaluation mode for the call so their state does not move, then restored.
+
+    ``columns`` are the dataset columns TRL passes by name; logging hooks are no-ops.
+    """
+    saved = getattr(fn, "training", None)
+    if saved is not None:
+        fn.training = False
+    try:
+        return fn(prompts=prompts, completions=completions, completion_ids=completion_ids, trainer_state=trainer_state,
+                  log_extra=lambda *a, **k: None, log_metric=lambda *a, **k: None, **columns)  # fmt: skip
+    finally:
+        if saved is not None:
+            fn.training = saved

@@ -174,7 +174,9 @@ def check_in_process(gold: str, pred: str, soft_timeout: float | None) -> tuple[
     global _IN_PROCESS
     try:
         if _IN_PROCESS is None:
-            _IN_PROCESS = _Checker()
+            checker = _Checker()
+            checker.warmup()  # lazy imports and parser set-up outside the timed check (a cold first check timed out)
+            _IN_PROCESS = checker
     except Exception as exc:
         return ERROR, f"{type(exc).__name__}: {exc}"[:200]
     return _timed(_IN_PROCESS, gold, pred, soft_timeout)

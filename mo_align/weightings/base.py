@@ -72,6 +72,18 @@ class ObjectiveStats:
         return group_normalize(self.rewards, self.group_size, scale)
 
 
+def per_objective(value: Any, k: int, name: str) -> list[float] | None:
+    """A hyperparameter given per objective: ``None`` stays ``None``, a number is repeated K times, a sequence
+    must have K entries (``name`` prefixes the error, e.g. ``"ctwa: cov_targets"``)."""
+    if value is None:
+        return None
+    if isinstance(value, int | float):
+        return [float(value)] * k
+    if len(value) != k:
+        raise ValueError(f"{name} has {len(value)} entries but there are {k} objectives")
+    return [float(v) for v in value]
+
+
 def nan_weighted_sum(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """s_i = Σ_k w_k v_ik over the non-NaN entries; rows with every entry NaN stay NaN (unscorable)."""
     s = (values * weights.to(values).unsqueeze(0)).nansum(dim=1)

@@ -45,8 +45,8 @@ from typing import Any
 
 import torch
 
-from mo_align.covariance import group_moments
-from mo_align.weightings.base import ObjectiveStats, Weighting
+from mo_align.covariance import group_moments, induced_weights, robust_signal
+from mo_align.weightings.base import ObjectiveStats, Weighting, per_objective
 
 
 logger = logging.getLogger("mo_align")
@@ -56,43 +56,29 @@ BASES = ("linear", "tchebycheff", "smooth_tchebycheff")
 def group_covariance(
     rewards: torch.Tensor, signal: torch.Tensor, group_size: int, pooled: bool = False
 ) -> torch.Tensor:
-    """Within-group population covariance of each objective with the signal, averaged over groups (or pooled).
-
-    Groups are consecutive blocks of ``group_size``; non-finite signal entries are dropped first; groups with
-    fewer than 2 members are skipped; NaN rewards contribute nothing; 0 when no group is valid. Returns (K,).
-    """
+    """Ĉ (K,): within-group population covariance of each objective with the signal, averaged over groups (or
+    pooled); non-finite signal entries dropped, groups with < 2 members skipped, 0 when no group is valid."""
     return group_moments(rewards, signal, group_size, pooled)[0]
 
 
-def ctwa_update(
-    log_weights: torch.Tensor,
-    ema: torch.Tensor | None,
-    stat: torch.Tensor,
-    objective_means: torch.Tensor,
-    *,
-    cov_targets: Any,
-    obj_targets: Any,
-    lambda_lr: float,
-    ema_tau: float,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One CTWA step: EMA of the statistic, gate by objective targets, log-weight ascent on the deficit."""
+def _step(log_weights, ema, stat, objective_means, cov_targets, obj_targets, lambda_lr, ema_tau):
+    """ctwa_update, also returning the gated deficit max(0, c − e) · gate and the gate (both (K,))."""
     k = log_weights.shape[0]
     c = torch.as_tensor(cov_targets, dtype=log_weights.dtype).expand(k)
     tau = torch.full((k,), math.inf) if obj_targets is None else torch.as_tensor(obj_targets, dtype=torch.float64)
     new_ema = stat.to(log_weights.dtype) if ema is None else (1 - ema_tau) * ema + ema_tau * stat.to(ema.dtype)
     gate = ~(objective_means.double() >= tau.expand(k))  # NaN mean: not reached -> gate open
     deficit = torch.clamp(c - new_ema, min=0.0) * gate.to(log_weights.dtype)
-    return log_weights + lambda_lr * deficit, new_ema
+    return log_weights + lambda_lr * deficit, new_ema, deficit, gate
 
 
-def _per_objective(value: Any, k: int, name: str) -> list[float] | None:
-    if value is None:
-        return None
-    if isinstance(value, int | float):
-        return [float(value)] * k
-    if len(value) != k:
-        raise ValueError(f"ctwa: {name} has {len(value)} entries but there are {k} objectives")
-    return [float(v) for v in value]
+def ctwa_update(
+    log_weights: torch.Tensor, ema: torch.Tensor | None, stat: torch.Tensor, objective_means: torch.Tensor, *,
+    cov_targets: Any, obj_targets: Any, lambda_lr: float, ema_tau: float,
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """One CTWA step: EMA of the statistic, gate by objective targets, log-weight ascent on the deficit.
+    Returns (new log-weights (K,), new EMA (K,)); ``ema=None`` is the first step (e ← Ĉ)."""
+    return _step(log_weights, ema, stat, objective_means, cov_targets, obj_targets, lambda_lr, ema_tau)[:2]
 
 
 class CTWAWeighting(Weighting):
@@ -101,42 +87,28 @@ class CTWAWeighting(Weighting):
     space = "reward"
 
     def __init__(
-        self,
-        num_objectives: int,
-        *,
-        weights: list[float] | None = None,
-        cov_targets: list[float] | float = 0.1,
-        obj_targets: list[float] | float | None = None,
-        lambda_lr: float = 0.05,
-        ema_tau: float = 0.1,
-        use_corr_target: bool = False,
-        w_agg: str = "mean",
-        pooled: bool = False,
-        statistic: str = "exact",
-        base: str = "linear",
-        base_kwargs: dict | None = None,
-        patience: int = 20,
-        max_weight_ratio: float | None = None,
-        subsample: float = 1.0,
-    ) -> None:
+        self, num_objectives: int, *, weights: list[float] | None = None, cov_targets: list[float] | float = 0.1,
+        obj_targets: list[float] | float | None = None, lambda_lr: float = 0.05, ema_tau: float = 0.1,
+        use_corr_target: bool = False, w_agg: str = "mean", pooled: bool = False, statistic: str = "exact",
+        base: str = "linear", base_kwargs: dict | None = None, patience: int = 20,
+        max_weight_ratio: float | None = None, subsample: float = 1.0,
+    ) -> None:  # fmt: skip
         super().__init__(num_objectives)
         k = num_objectives
-        w0 = _per_objective(weights, k, "weights") or [1.0 / k] * k
+        w0 = per_objective(weights, k, "ctwa: weights") or [1.0 / k] * k
         if any(not math.isfinite(w) or w < 0 for w in w0) or sum(w0) <= 0:
             raise ValueError(f"ctwa: weights must be finite, non-negative, not all zero, got {w0}")
-        if w_agg not in ("mean", "mean_unclipped", "sum"):
-            raise ValueError(f"ctwa: w_agg must be mean, mean_unclipped or sum, got {w_agg!r}")
-        if statistic not in ("exact", "on_policy"):
-            raise ValueError(f"ctwa: statistic must be 'exact' or 'on_policy', got {statistic!r}")
-        if base not in BASES:
-            raise ValueError(f"ctwa: base must be one of {list(BASES)}, got {base!r}")
+        for field, value, allowed in (("w_agg", w_agg, ("mean", "mean_unclipped", "sum")),
+                                      ("statistic", statistic, ("exact", "on_policy")), ("base", base, BASES)):  # fmt: skip
+            if value not in allowed:
+                raise ValueError(f"ctwa: {field} must be one of {list(allowed)}, got {value!r}")
         if not 0 < ema_tau <= 1 or lambda_lr < 0 or not 0 < subsample <= 1:
             raise ValueError("ctwa: need 0 < ema_tau <= 1, lambda_lr >= 0 and 0 < subsample <= 1")
         if max_weight_ratio is not None and max_weight_ratio < 1:
             raise ValueError(f"ctwa: max_weight_ratio must be >= 1, got {max_weight_ratio}")
         self.weights_init, self.lambda_lr, self.ema_tau = w0, lambda_lr, ema_tau
-        self.cov_targets = _per_objective(cov_targets, k, "cov_targets")
-        self.obj_targets = _per_objective(obj_targets, k, "obj_targets")
+        self.cov_targets = per_objective(cov_targets, k, "ctwa: cov_targets")
+        self.obj_targets = per_objective(obj_targets, k, "ctwa: obj_targets")
         self.use_corr_target, self.w_agg, self.pooled, self.statistic = use_corr_target, w_agg, pooled, statistic
         self.base, self.base_kwargs, self.patience = base, dict(base_kwargs or {}), patience
         self.max_weight_ratio, self.subsample = max_weight_ratio, subsample
@@ -148,8 +120,7 @@ class CTWAWeighting(Weighting):
         self._w0 = torch.tensor(w0, dtype=torch.float64)
         self.log_weights = torch.log(self._w0.clamp(min=1e-8))
         self.ema: torch.Tensor | None = None
-        self.streak = 0
-        self.warned = False
+        self.streak, self.warned = 0, False
 
     def weights(self) -> torch.Tensor:
         factor = torch.exp(self.log_weights) / self._w0.clamp(min=1e-8)
@@ -162,65 +133,42 @@ class CTWAWeighting(Weighting):
         return self._base.combine_with(stats, self.weights())
 
     def post_update_signal(self, advantages, log_ratio, mask, eps_low: float, eps_high: float):
-        """Induced weights w̃ (B,) and the unclipped-token count, from the sequence advantages (B,), the post-update
-        log π_new − log π_old (B, T) and the completion mask (B, T)."""
-        rho = torch.exp(log_ratio.clamp(-20, 20))
-        adv = advantages.view(-1, 1)
-        unclipped = torch.where(adv >= 0, rho <= 1 + eps_high, rho >= 1 - eps_low) & mask.bool()
-        total = (adv * rho * unclipped).sum(1)
-        if self.w_agg == "sum":
-            return total, float(unclipped.sum())
-        denom = unclipped.sum(1) + 1e-8 if self.w_agg == "mean_unclipped" else mask.sum(1)
-        return total / denom, float(unclipped.sum())
+        """Induced weights w̃ (B,) and the unclipped-token count (``mo_align.covariance.induced_weights``)."""
+        return induced_weights(advantages, log_ratio, mask, eps_low, eps_high, self.w_agg)
 
     def update(self, stats: ObjectiveStats) -> dict[str, float]:
-        if self._base.space == "reward" and hasattr(self._base, "update"):
-            base_metrics = self._base.update(stats)
-        signal = stats.extras.get("signal")
-        if signal is None:
+        base_metrics = self._base.update(stats)
+        if stats.extras.get("signal") is None:
             raise ValueError("ctwa.update needs stats.extras['signal'] (per-completion induced weights)")
-        w = signal.double().clone()
-        finite = torch.isfinite(w)
-        med = w[finite].abs().median() if finite.any() else torch.tensor(0.0)
-        w[~finite | ((med > 0) & (w.abs() > 100 * med))] = math.nan  # outlier filter
-        if self.subsample < 1:
-            gen = torch.Generator().manual_seed(1_000_003 * stats.step + 17)
-            w[torch.rand(w.shape[0], generator=gen, dtype=torch.float64) >= self.subsample] = math.nan
+        w = robust_signal(stats.extras["signal"], stats.step, self.subsample)
         cov, corr, n_groups = group_moments(stats.rewards, w, stats.group_size, self.pooled)
-        stat = corr if self.use_corr_target else cov
         means = torch.nanmean(stats.rewards.double(), dim=0)
-        self.log_weights, self.ema = ctwa_update(
-            self.log_weights, self.ema, stat, means, cov_targets=self.cov_targets, obj_targets=self.obj_targets,
-            lambda_lr=self.lambda_lr, ema_tau=self.ema_tau,
+        self.log_weights, self.ema, deficit, gated = _step(
+            self.log_weights, self.ema, corr if self.use_corr_target else cov, means, self.cov_targets,
+            self.obj_targets, self.lambda_lr, self.ema_tau,
         )  # fmt: skip
         if self.max_weight_ratio is not None:
-            cap = self.log_weights.min() + math.log(self.max_weight_ratio)
-            self.log_weights = torch.minimum(self.log_weights, cap)
-        tau = torch.full_like(means, math.inf) if self.obj_targets is None else torch.tensor(self.obj_targets)
-        gated = ~(means >= tau)
-        deficit = torch.clamp(torch.tensor(self.cov_targets, dtype=torch.float64) - self.ema, min=0) * gated
+            self.log_weights = torch.minimum(
+                self.log_weights, self.log_weights.min() + math.log(self.max_weight_ratio)
+            )
         stalled = bool(gated.any()) and bool((deficit[gated] > 0).all())
         self.streak = self.streak + 1 if stalled else 0
         if self.streak >= self.patience and not self.warned:
             self.warned = True
             logger.warning(
                 "ctwa: every gated objective has been below its covariance target for %d batches; the targets "
-                "cannot all be met and the weights grow without bound (set max_weight_ratio to stop it)",
-                self.streak,
-            )
-        names = stats.objective_names or tuple(str(i) for i in range(self.num_objectives))
+                "cannot all be met and the weights grow without bound (set max_weight_ratio to stop it)", self.streak,
+            )  # fmt: skip
         out: dict[str, float] = {"weight_sum": float(self.weights().sum()), "n_groups": float(n_groups)}
         out.update(deficit_streak=float(self.streak), stalled=float(self.streak >= self.patience))
         out["signal_mean"] = float(torch.nanmean(w)) if torch.isfinite(w).any() else 0.0
+        names = stats.objective_names or tuple(str(i) for i in range(self.num_objectives))
         for i, name in enumerate(names):
-            out.update(
-                {f"cov/{name}": float(cov[i]), f"corr/{name}": float(corr[i]), f"ema/{name}": float(self.ema[i])}
-            )
-            out[f"deficit/{name}"] = float(deficit[i])
+            out.update({f"cov/{name}": float(cov[i]), f"corr/{name}": float(corr[i]), f"ema/{name}": float(self.ema[i]),
+                        f"deficit/{name}": float(deficit[i])})  # fmt: skip
         if "unclip_frac" in stats.extras:
             out["unclip_frac"] = float(stats.extras["unclip_frac"])
-        if self._base.space == "reward" and base_metrics:
-            out.update({f"base/{key}": v for key, v in base_metrics.items()})
+        out.update({f"base/{key}": v for key, v in base_metrics.items()})
         return out
 
     def hyperparameters(self) -> dict[str, Any]:
