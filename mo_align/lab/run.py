@@ -18,7 +18,7 @@ import os
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
 
 
@@ -36,6 +36,8 @@ LAB_WEIGHTINGS: dict[str, tuple[str, dict[str, Any]]] = {
     "ctwa": ("ctwa", {"weights": [0.333, 0.333, 0.334], "cov_targets": [0.15, 0.08, 0.08], "lambda_lr": 0.05}),
 }
 QUICK = ["linear", "ctwa"]
+# measured run time relative to linear on 2 cores (K + 1 or K backward passes per step), for scheduling only
+RELATIVE_COST = {"dynamic": 2.0, "mgda": 1.6, "gradnorm": 1.6}
 
 
 def lab_datasets() -> tuple[Any, Any]:
@@ -143,11 +145,16 @@ def run_lab(algorithms: list[str], seeds: list[int], steps: int, eval_steps: int
         for s in seeds for a in algorithms
     ]  # fmt: skip
     say(f"{len(todo)} runs, {jobs} at a time, {steps} steps each")
+    order = {job["out"]: i for i, job in enumerate(todo)}
+    # longest first (a parameter-space Gram costs K or K + 1 backward passes per step): shortest total time
+    todo.sort(key=lambda job: -RELATIVE_COST.get(job["algo"], 1.0))
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         done = []
-        for out, secs, rc in pool.map(lambda job: _launch(job, logs), todo):
+        for future in as_completed([pool.submit(_launch, job, logs) for job in todo]):
+            out, secs, rc = future.result()
             say(f"{os.path.basename(out)}: {'ok' if rc == 0 else f'FAILED (rc {rc}, see logs/)'} in {secs:.0f} s")
             done.append((out, rc))
+    done.sort(key=lambda item: order[item[0]])  # report in algorithm order
     ok = [out for out, rc in done if rc == 0]
     if not ok:
         raise SystemExit("mo-align lab: every run failed; see " + logs)
@@ -170,7 +177,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--algorithms", nargs="+", default=None, help=f"subset of {list(LAB_WEIGHTINGS)}")
     p.add_argument("--seeds", nargs="+", type=int, default=None)
     p.add_argument("--steps", type=int, default=None, help="GRPO steps per run")
-    p.add_argument("--eval-steps", type=int, default=None, help="default 25 (quick) / 20 (full)")
+    p.add_argument("--eval-steps", type=int, default=None, help="evaluate every N steps (default 25)")
     p.add_argument("--jobs", type=int, default=2, help="runs in parallel (1 thread each when > 1)")
     p.add_argument("--sft-steps", type=int, default=600)
     p.add_argument("--out", default=None)
@@ -178,7 +185,7 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     algorithms = a.algorithms or (QUICK if a.quick else list(LAB_WEIGHTINGS))
     seeds = a.seeds or ([0] if a.quick else [0, 1, 2])
-    steps = a.steps or (100 if a.quick else 60)
+    steps = a.steps or (100 if a.quick else 50)
     out = a.out or os.path.join("outputs", "lab-quick" if a.quick else "lab")
-    eval_steps = a.eval_steps or (25 if a.quick else 20)
+    eval_steps = a.eval_steps or 25
     run_lab(algorithms, seeds, steps, eval_steps, out, a.jobs, a.sft_steps, a.cache)
