@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     algorithms = a.algorithms or (QUICK if a.quick else list(LAB_WEIGHTINGS))
     seeds = a.seeds or ([0] if a.quick else [0, 1, 2])
-    steps = a.steps or (100 if a.quick else 50)
+    steps = a.steps or (75 if a.quick else 50)
     out = a.out or os.path.join("outputs", "lab-quick" if a.quick else "lab")
     eval_steps = a.eval_steps or 25
     run_lab(algorithms, seeds, steps, eval_steps, out, a.jobs, a.sft_steps, a.cache)
