@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=None, help="GRPO steps per run")
     p.add_argument("--eval-steps", type=int, default=None, help="evaluate every N steps (default 25)")
     p.add_argument("--jobs", type=int, default=2, help="runs in parallel (1 thread each when > 1)")
-    p.add_argument("--sft-steps", type=int, default=600)
+    p.add_argument("--sft-steps", type=int, default=None, help="warm-start steps (default 400 quick / 600 full)")
     p.add_argument("--out", default=None)
     p.add_argument("--cache", default=os.path.join("outputs", "lab-cache"), help="warm-start cache directory")
     a = p.parse_args(argv)
@@ -188,4 +188,5 @@ def main(argv: list[str] | None = None) -> None:
     steps = a.steps or (75 if a.quick else 50)
     out = a.out or os.path.join("outputs", "lab-quick" if a.quick else "lab")
     eval_steps = a.eval_steps or 25
-    run_lab(algorithms, seeds, steps, eval_steps, out, a.jobs, a.sft_steps, a.cache)
+    sft_steps = a.sft_steps or (400 if a.quick else 600)  # the quick lab's shorter warm start keeps make demo < 5 min
+    run_lab(algorithms, seeds, steps, eval_steps, out, a.jobs, sft_steps, a.cache)
