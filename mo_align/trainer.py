@@ -75,7 +75,6 @@ class MOGRPOTrainer(GRPOTrainer):
         self._mo_eval_start: dict[str, float] | None = None  # first evaluation's means (for deltas)
         self._mo_pending: ObjectiveStats | None = None  # a batch awaiting its post-update statistic
         self._mo_gram_acc: torch.Tensor | None = None  # Gram matrix accumulated over a generation batch
-        self._mo_direct: tuple[torch.Tensor, list[bool]] | None = None  # (K, P) local gradients, params reached
         from mo_align.vllm_sync import server_mode  # vLLM server mode: mo_align's client, CPU weight sync (§7)
 
         with server_mode(args):
@@ -322,7 +321,7 @@ class MOGRPOTrainer(GRPOTrainer):
             # TRL logs entropy / clip ratios on every call: keep one call's entries only
             for key, v in metrics.items():
                 del v[first.get(key, start.get(key, 0)) :]
-        gram = self._mo_gramian(model, losses, memo["out"][0])
+        gram, direct = self._mo_gramian(model, losses, memo["out"][0])
         loss_vec = self.accelerator.reduce(torch.stack([x.detach() for x in losses]), reduction="mean").cpu()
         if self.weighting.space != "gradient":
             self._mo_gram_acc = gram if self._mo_gram_acc is None else self._mo_gram_acc + gram
@@ -337,7 +336,6 @@ class MOGRPOTrainer(GRPOTrainer):
             metrics[f"mo/grad_weight/{name}"].append(float(alpha[k]))
             metrics[f"mo/grad_norm/{name}"].append(float(gram[k, k].clamp(min=0).sqrt()))
         alpha = alpha.to(losses[0].device, losses[0].dtype)
-        direct, self._mo_direct = self._mo_direct, None
         if direct is None:
             return sum(alpha[k] * losses[k] for k in range(len(losses)))
         # The Gram pass already holds every ∇L_k (this rank's): apply Σ_k α_k ∇L_k through a surrogate that is
@@ -353,22 +351,23 @@ class MOGRPOTrainer(GRPOTrainer):
         value = sum(alpha[k] * losses[k].detach() for k in range(len(losses)))
         return value + (surrogate - surrogate.detach()).to(value)
 
-    def _mo_gramian(self, model, losses: list[torch.Tensor], logps: torch.Tensor) -> torch.Tensor:
-        """Global Gram matrix Gram_ij = <∇L_i, ∇L_j> (K, K), identical on every rank.
+    def _mo_gramian(self, model, losses: list[torch.Tensor], logps: torch.Tensor):
+        """Global Gram matrix Gram_ij = <∇L_i, ∇L_j> (K, K), identical on every rank, and, when a gradient-space
+        weighting's Gram covers every trainable parameter, this rank's gradients ((K, P), which parameters any loss
+        reached) for applying Σ_k α_k ∇L_k directly; else None.
 
         ``gramian_space: parameters`` differentiates w.r.t. the ``gramian_params`` subset and all-reduces the
         gradients themselves (DDP ranks hold different local gradients of one averaged update); ``logprobs``
         differentiates w.r.t. the per-token log-probabilities (cheap: no extra backward through the model), whose
         coordinates differ between ranks, so the local Gram matrices are summed.
         """
-        self._mo_direct = None
         if self.args.gramian_space == "logprobs":
             flat = [torch.autograd.grad(x, logps, retain_graph=True)[0].reshape(-1) for x in losses]
             mat = torch.stack(flat).double()
             # the update averages the ranks' gradients ((1/W) Σ_r ∇L_r) and ranks hold disjoint coordinates:
             # Gram = (1/W²) Σ_r G_r, independent of the number of processes
             world = self.accelerator.num_processes
-            return (self.accelerator.reduce(mat @ mat.T, reduction="sum") / world**2).cpu()
+            return (self.accelerator.reduce(mat @ mat.T, reduction="sum") / world**2).cpu(), None
         params = self._mo_gram_params(model)
         # gradient-space weightings over every trainable parameter reuse these gradients for the update itself
         direct = self.weighting.space == "gradient" and self._mo_params_all
@@ -380,9 +379,8 @@ class MOGRPOTrainer(GRPOTrainer):
             rows.append(torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in
                                    zip(grads, params, strict=True)]))  # fmt: skip
         local = torch.stack(rows)  # (K, P), this rank's gradients
-        self._mo_direct = (local, used) if direct else None
         mat = self.accelerator.reduce(local.double(), reduction="mean")
-        return (mat @ mat.T).cpu()
+        return (mat @ mat.T).cpu(), ((local, used) if direct else None)
 
     def _mo_gram_params(self, model) -> list[torch.nn.Parameter]:
         if getattr(self, "_mo_params", None) is None:
