@@ -4,7 +4,9 @@ Writes ``bench/results.md`` (and ``bench/results.json``) and prints the table. E
 process on the same CPU benchmark model and batch (16 prompts x 8 generations x 64 tokens), median of >= 20 steps after
 3 warm-up steps; the linear baseline runs first and last so the table also shows the run-to-run noise.
 Benchmarks are not tests: no threshold fails anything. ``BENCH_STEPS`` (default 20) sets the measured steps and
-``BENCH_ONLY`` (comma-separated configuration names) runs a subset; on a 2-core CPU the full set takes about 35 min.
+``BENCH_ONLY`` (comma-separated configuration names) runs a subset; on a 2-core CPU the full set takes about 45 min.
+``BENCH_RESULTS`` (a path stem, default ``bench/results``) says where the ``.md`` and ``.json`` go, so a subset never
+overwrites the full table.
 """
 
 from __future__ import annotations
@@ -37,6 +39,11 @@ CONFIGS = [
     ("mgda (logprobs)", ["--weighting", "mgda", "--gramian-space", "logprobs"], "P3", 1.05),
     ("gradnorm (logprobs)", ["--weighting", "gradnorm", "--gramian-space", "logprobs"], "P3", 1.05),
     ("dynamic (logprobs)", ["--weighting", "dynamic", "--gramian-space", "logprobs"], "P3", 1.05),
+    # the full-batch Gram matrix under gradient accumulation (mo_align.gram): the same 128 completions per step as 4
+    # micro-batches; the accumulated per-objective gradients cost K x P float32 (column "Gram state")
+    ("linear (4 micro-batches)", ["--micro-batches", "4"], "P3", 1.02),
+    ("gradnorm (parameters, 4 micro-batches)", ["--weighting", "gradnorm", "--micro-batches", "4"], "P3", 1.5),
+    ("dynamic (parameters, 4 micro-batches)", ["--weighting", "dynamic", "--micro-batches", "4"], "P3", 1.5),
     ("linear (again)", [], "baseline", None),
 ]
 
@@ -137,16 +144,19 @@ def main() -> None:
     base = [r["median_step_s"] for r in results if r["group"] == "baseline" and "median_step_s" in r]
     ref = sum(base) / len(base)
     base_rss = next(r["peak_rss_mb"] for r in results if r["name"] == "linear")
-    rows = ["| group | configuration | s/step (median) | ratio vs linear | target | peak RSS vs linear |",
-            "|---|---|---|---|---|---|"]  # fmt: skip
+    rows = ["| group | configuration | s/step (median) | ratio vs linear | target | peak RSS vs linear | Gram state |",
+            "|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in results:
         if "error" in r:
-            rows.append(f"| {r['group']} | {r['name']} | failed ({r['error']}) | | | |")
+            rows.append(f"| {r['group']} | {r['name']} | failed ({r['error']}) | | | | |")
             continue
         ratio = r["median_step_s"] / ref
         target = "" if r["target"] is None else f"<= {r['target']:.2f} {'met' if ratio <= r['target'] else 'MISSED'}"
         rss = r["peak_rss_mb"] / base_rss
-        rows.append(f"| {r['group']} | {r['name']} | {r['median_step_s']:.3f} | {ratio:.3f} | {target} | {rss:.2f} |")
+        state = f"{r['gram_state_mb']:.1f} MB" if r.get("gram_state_mb") else ""
+        rows.append(
+            f"| {r['group']} | {r['name']} | {r['median_step_s']:.3f} | {ratio:.3f} | {target} | {rss:.2f} | {state} |"
+        )
     noise = abs(base[0] - base[-1]) / ref if len(base) == 2 else float("nan")
     analysis = lower_bounds(results)
     params = next(r["params"] for r in results if "params" in r)
@@ -166,12 +176,18 @@ def main() -> None:
             *extra_results(out_dir),
             "",
             *analysis,
-            "Command: `make bench`.",
+            "Command: `"
+            + " ".join(
+                f'{k}="{os.environ[k]}"' for k in ("BENCH_STEPS", "BENCH_ONLY", "BENCH_RESULTS") if k in os.environ
+            )
+            + (" " if any(k in os.environ for k in ("BENCH_STEPS", "BENCH_ONLY", "BENCH_RESULTS")) else "")
+            + "make bench`.",
         ]
     )
-    with open(os.path.join(HERE, "results.md"), "w") as f:
+    stem = os.environ.get("BENCH_RESULTS") or os.path.join(HERE, "results")
+    with open(stem + ".md", "w") as f:
         f.write(text + "\n")
-    with open(os.path.join(HERE, "results.json"), "w") as f:
+    with open(stem + ".json", "w") as f:
         json.dump(results, f, indent=1)
     sys.stdout.write("\n" + text + "\n")
 

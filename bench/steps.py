@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--weighting-kwargs", default="{}")
     p.add_argument("--gramian-space", default="parameters")
     p.add_argument("--diagnostics", type=int, default=1)
+    p.add_argument("--micro-batches", type=int, default=1, help="split each step's 128 completions into this many")
     p.add_argument("--model", required=True)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--steps", type=int, default=20)
@@ -71,6 +72,9 @@ def main(argv: list[str] | None = None) -> None:
               "max_steps": a.warmup + a.steps, "logging_steps": 1, "save_strategy": "no", "report_to": "none",
               "disable_tqdm": True, "seed": 0, "dataloader_num_workers": 0, "activation_checkpointing": False,
               "generation_kwargs": {"min_new_tokens": 64}}  # equal generation work in every configuration  # fmt: skip
+    if a.micro_batches > 1:  # the same 128 completions per optimizer step, accumulated over micro-batches
+        common.update(per_device_train_batch_size=128 // a.micro_batches, gradient_accumulation_steps=a.micro_batches,
+                      steps_per_generation=a.micro_batches)  # fmt: skip
     if a.trainer == "trl":
         trainer = GRPOTrainer(model=a.model, reward_funcs=funcs, args=GRPOConfig(**common), train_dataset=data)
     else:
@@ -98,7 +102,14 @@ def main(argv: list[str] | None = None) -> None:
         "steps": len(measured),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "params": sum(p.numel() for p in trainer.model.parameters()),
+        "micro_batches": a.micro_batches,
     }
+    gram_params = getattr(trainer, "_mo_params", None)
+    if a.trainer == "mo" and gram_params and a.gramian_space == "parameters":
+        # the accumulated per-objective gradients of a batch (mo_align.gram): K x P float32 per process
+        accumulates = trainer.weighting.space != "gradient" or trainer.weighting.gradient_cadence == "optimizer_step"
+        k, n = len(funcs), sum(p.numel() for p in gram_params)
+        result["gram_state_mb"] = k * n * 4 / 2**20 if accumulates else 0.0
     # stage costs of one step (for the analysis of the lower bounds in bench/run.py): generation + scoring, the
     # trainer's backward, and one no-grad forward of the training batch (what the exact CTWA statistic adds)
     for key, values in stages.items():

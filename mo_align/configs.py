@@ -127,6 +127,13 @@ class MOGRPOConfig(GRPOConfig):
                 "normalize_then_sum"
             )
         super().__post_init__()
+        statistic = self.weighting_kwargs.get("statistic", "exact")
+        if self.weighting == "ctwa" and statistic == "exact":
+            from mo_align.weightings.ctwa import exact_statistic_conflict
+
+            conflict = exact_statistic_conflict(self)
+            if conflict:
+                raise ValueError(f"weighting ctwa with statistic 'exact': {conflict}; or set statistic: on_policy")
 
     def __getstate__(self) -> dict[str, Any]:
         # transformers pickles the args into every checkpoint's training_args.bin and uploads it with push_to_hub:

@@ -37,6 +37,7 @@ from trl.models.utils import unwrap_model_for_generation
 
 from mo_align.configs import MOGRPOConfig
 from mo_align.diagnostics import InterferenceMonitor
+from mo_align.gram import GramAccumulator
 from mo_align.hub import redact
 from mo_align.rewards.common import call_frozen
 from mo_align.weightings import ObjectiveStats, Weighting, get_weighting
@@ -74,7 +75,10 @@ class MOGRPOTrainer(GRPOTrainer):
         self._mo_rewards: torch.Tensor | None = None
         self._mo_eval_start: dict[str, float] | None = None  # first evaluation's means (for deltas)
         self._mo_pending: ObjectiveStats | None = None  # a batch awaiting its post-update statistic
-        self._mo_gram_acc: torch.Tensor | None = None  # Gram matrix accumulated over a generation batch
+        # per-objective gradients of the current generation batch (Dynamic) or optimizer step (GradNorm)
+        self._mo_acc = GramAccumulator(args.gramian_space)
+        self._mo_params: list[torch.nn.Parameter] | None = None
+        self._mo_params_all = False
         from mo_align.vllm_sync import server_mode  # vLLM server mode: mo_align's client, CPU weight sync (§7)
 
         with server_mode(args):
@@ -96,6 +100,12 @@ class MOGRPOTrainer(GRPOTrainer):
                 f"weighting {weighting.name!r} with gramian_space 'parameters' is not supported under ZeRO-3; "
                 "set gramian_space: logprobs"
             )
+        if "post_update_logps" in weighting.requires:
+            from mo_align.weightings.ctwa import exact_statistic_conflict
+
+            conflict = exact_statistic_conflict(args)
+            if conflict:
+                raise ValueError(f"weighting {weighting.name!r} with the exact post-update statistic: {conflict}")
         generate_every = args.steps_per_generation * self.num_iterations
         if "post_update_logps" in weighting.requires and args.gradient_accumulation_steps > generate_every:
             # several generation batches per optimizer step: all but the last would lose their post-update statistic
@@ -147,6 +157,8 @@ class MOGRPOTrainer(GRPOTrainer):
             objective_names=self.objective_names,
         )
         train = mode == "train"
+        if train:
+            self._mo_log_update(self.weighting.pre_update(stats))
         if train and self.weighting.update_first:
             self._mo_log_update(self.weighting.update(stats))
         advantages = self.weighting.combine(stats)  # (N,)
@@ -202,8 +214,7 @@ class MOGRPOTrainer(GRPOTrainer):
         if stats is None or self._buffered_inputs is None:
             return
         if "gramian" in self.weighting.requires:
-            gram, self._mo_gram_acc = self._mo_gram_acc, None
-            stats.extras["gramian"] = gram
+            stats.extras["gramian"], stats.extras["losses"] = self._mo_acc.result(self.accelerator)
             stats.extras.setdefault("lr", self._get_learning_rate())
         if "post_update_logps" in self.weighting.requires:
             self._mo_post_update_signal(stats)
@@ -308,8 +319,18 @@ class MOGRPOTrainer(GRPOTrainer):
         ∇(Σ α_k L_k) = Σ α_k ∇L_k, back-propagating the weighted loss applies the combined gradient exactly; when
         the Gram matrix already covers every trainable parameter, the K gradients are combined directly (K backward
         passes in all instead of K + 1).
+
+        Which gradients enter a Gram matrix (``mo_align.gram``): a ``micro_batch`` gradient weighting (MGDA) solves on
+        this micro-batch's own; an ``optimizer_step`` one (GradNorm) applies its held ``weights()`` and sees the Gram
+        matrix of the whole step's accumulated gradients after the step; a reward-space one (Dynamic) sees the Gram
+        matrix of the generation batch's accumulated gradients, taken on the first pass over it (π_old, as the
+        reference's separate gradient pass), after the batch is consumed.
         """
         metrics = self._metrics["train"]
+        weighting = self.weighting
+        gradient_space = weighting.space == "gradient"
+        every = self.args.steps_per_generation
+        first_pass = self._step % (every * self.num_iterations) < every  # this micro-batch's first iteration
         with self._mo_tap_logps() as memo:
             start = {key: len(v) for key, v in metrics.items()}
             first: dict[str, int] | None = None
@@ -317,31 +338,37 @@ class MOGRPOTrainer(GRPOTrainer):
             for k in range(objective_adv.shape[1]):
                 losses.append(GRPOTrainer._compute_loss(self, model, {**inputs, "advantages": objective_adv[:, k]}))
                 first = first or {key: len(v) for key, v in metrics.items()}
-            own_loss = None if self.weighting.space == "gradient" else GRPOTrainer._compute_loss(self, model, inputs)
+            own_loss = None if gradient_space else GRPOTrainer._compute_loss(self, model, inputs)
             # TRL logs entropy / clip ratios on every call: keep one call's entries only
             for key, v in metrics.items():
                 del v[first.get(key, start.get(key, 0)) :]
-        gram, direct = self._mo_gramian(model, losses, memo["out"][0])
-        loss_vec = self.accelerator.reduce(torch.stack([x.detach() for x in losses]), reduction="mean").cpu()
-        if self.weighting.space != "gradient":
-            self._mo_gram_acc = gram if self._mo_gram_acc is None else self._mo_gram_acc + gram
+        if not gradient_space:
+            if first_pass:  # Dynamic: the generation batch's gradients at π_old
+                local, _ = self._mo_local_gradients(model, losses, memo["out"][0], direct=False)
+                self._mo_acc.add(local, torch.stack([x.detach() for x in losses]))
             return own_loss
-        alpha, extra = self.weighting.gradient_weights(gram, loss_vec)
-        if not torch.isfinite(alpha).all():
-            alpha = torch.full_like(alpha, 1.0 / alpha.numel())
-            extra = {**extra, "nonfinite_weights": 1.0}
-        for key, value in extra.items():
-            metrics[f"mo/{self.weighting.name}/{key}"].append(float(value))
+        direct = self.args.gramian_space == "parameters" and self._mo_gram_params(model) and self._mo_params_all
+        local, used = self._mo_local_gradients(model, losses, memo["out"][0], direct=direct)
+        loss_vec = torch.stack([x.detach() for x in losses])
+        if weighting.gradient_cadence == "optimizer_step":
+            self._mo_acc.add(local, loss_vec)  # GradNorm: weights held for the step, stepped after it
+            alpha = weighting.weights()
+        else:
+            acc = GramAccumulator(self.args.gramian_space)
+            acc.add(local, loss_vec)
+            gram, loss_vec = acc.result(self.accelerator)
+            alpha, extra = weighting.gradient_weights(gram, loss_vec)
+            alpha = self._mo_finite_alpha(alpha, extra)
+            for k, name in enumerate(self.objective_names):
+                metrics[f"mo/grad_norm/{name}"].append(float(gram[k, k].clamp(min=0).sqrt()))
         for k, name in enumerate(self.objective_names):
             metrics[f"mo/grad_weight/{name}"].append(float(alpha[k]))
-            metrics[f"mo/grad_norm/{name}"].append(float(gram[k, k].clamp(min=0).sqrt()))
         alpha = alpha.to(losses[0].device, losses[0].dtype)
-        if direct is None:
+        if not direct:
             return sum(alpha[k] * losses[k] for k in range(len(losses)))
         # The Gram pass already holds every ∇L_k (this rank's): apply Σ_k α_k ∇L_k through a surrogate that is
         # linear in the parameters instead of one more backward through the model. Its value is Σ_k α_k L_k, its
         # gradient Σ_k α_k ∇L_k (loss scaling, accumulation and DDP's all-reduce act on it as on any loss).
-        local, used = direct
         combined = alpha.to(local) @ local  # (P,)
         surrogate, offset = torch.zeros((), device=local.device), 0
         for p, is_used in zip(self._mo_params, used, strict=True):
@@ -351,26 +378,38 @@ class MOGRPOTrainer(GRPOTrainer):
         value = sum(alpha[k] * losses[k].detach() for k in range(len(losses)))
         return value + (surrogate - surrogate.detach()).to(value)
 
-    def _mo_gramian(self, model, losses: list[torch.Tensor], logps: torch.Tensor):
-        """Global Gram matrix Gram_ij = <∇L_i, ∇L_j> (K, K), identical on every rank, and, when a gradient-space
-        weighting's Gram covers every trainable parameter, this rank's gradients ((K, P), which parameters any loss
-        reached) for applying Σ_k α_k ∇L_k directly; else None.
+    def _mo_finite_alpha(self, alpha: torch.Tensor, extra: dict[str, float]) -> torch.Tensor:
+        """Log a gradient weighting's metrics; uniform weights (and ``nonfinite_weights``) if α is not finite."""
+        if not torch.isfinite(alpha).all():
+            alpha = torch.full_like(alpha, 1.0 / alpha.numel())
+            extra = {**extra, "nonfinite_weights": 1.0}
+        for key, value in extra.items():
+            self._metrics["train"][f"mo/{self.weighting.name}/{key}"].append(float(value))
+        return alpha
 
-        ``gramian_space: parameters`` differentiates w.r.t. the ``gramian_params`` subset and all-reduces the
-        gradients themselves (DDP ranks hold different local gradients of one averaged update); ``logprobs``
-        differentiates w.r.t. the per-token log-probabilities (cheap: no extra backward through the model), whose
-        coordinates differ between ranks, so the local Gram matrices are summed.
+    def _mo_step_gradient_weights(self) -> None:
+        """After an optimizer step: an ``optimizer_step`` gradient weighting sees the step's Gram matrix (collective)."""
+        if not len(self._mo_acc):
+            return
+        gram, losses = self._mo_acc.result(self.accelerator)
+        _, extra = self.weighting.gradient_weights(gram, losses)
+        self._mo_finite_alpha(torch.zeros(0), extra)
+        for k, name in enumerate(self.objective_names):
+            self._metrics["train"][f"mo/grad_norm/{name}"].append(float(gram[k, k].clamp(min=0).sqrt()))
+
+    def _mo_local_gradients(self, model, losses: list[torch.Tensor], logps: torch.Tensor, direct: bool):
+        """This rank's per-objective gradients of one micro-batch: (K, P) on ``gramian_params`` (parameters) or
+        (K, T) w.r.t. the per-token log-probabilities (logprobs), and which parameters any loss reached.
+
+        ``direct``: the Gram covers every trainable parameter and these gradients will be applied as the update
+        (no later backward through the graph, so the last one frees it).
+        ``parameters`` differentiates w.r.t. the ``gramian_params`` subset (K backward passes through it);
+        ``logprobs`` w.r.t. the per-token log-probabilities (cheap: no extra backward through the model).
         """
         if self.args.gramian_space == "logprobs":
             flat = [torch.autograd.grad(x, logps, retain_graph=True)[0].reshape(-1) for x in losses]
-            mat = torch.stack(flat).double()
-            # the update averages the ranks' gradients ((1/W) Σ_r ∇L_r) and ranks hold disjoint coordinates:
-            # Gram = (1/W²) Σ_r G_r, independent of the number of processes
-            world = self.accelerator.num_processes
-            return (self.accelerator.reduce(mat @ mat.T, reduction="sum") / world**2).cpu(), None
+            return torch.stack(flat), None
         params = self._mo_gram_params(model)
-        # gradient-space weightings over every trainable parameter reuse these gradients for the update itself
-        direct = self.weighting.space == "gradient" and self._mo_params_all
         rows, used = [], [False] * len(params)
         for k, x in enumerate(losses):
             last = direct and k == len(losses) - 1  # nothing back-propagates through the graph after this one
@@ -378,12 +417,10 @@ class MOGRPOTrainer(GRPOTrainer):
             used = [u or g is not None for u, g in zip(used, grads, strict=True)]
             rows.append(torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in
                                    zip(grads, params, strict=True)]))  # fmt: skip
-        local = torch.stack(rows)  # (K, P), this rank's gradients
-        mat = self.accelerator.reduce(local.double(), reduction="mean")
-        return (mat @ mat.T).cpu(), ((local, used) if direct else None)
+        return torch.stack(rows), used
 
     def _mo_gram_params(self, model) -> list[torch.nn.Parameter]:
-        if getattr(self, "_mo_params", None) is None:
+        if self._mo_params is None:
             pattern = self.args.gramian_params
             named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
             if pattern:
@@ -662,6 +699,8 @@ class _PostUpdateHook(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         t = self.trainer
+        if t.weighting.space == "gradient" and t.weighting.gradient_cadence == "optimizer_step":
+            t._mo_step_gradient_weights()
         generate_every = t.args.steps_per_generation * t.num_iterations
         if t._mo_pending is not None and t._step % generate_every == 0:
             t._mo_post_update()

@@ -252,6 +252,15 @@ EQUIV_SCENARIOS: dict[str, tuple[str, dict[str, Any]]] = {
     "ctwa-exact": ("ctwa-exact", {}),
     "ctwa-on_policy": ("ctwa-on_policy", {}),
     "dynamic-logprobs": ("dynamic", {"gramian_space": "logprobs"}),
+    # full-batch Gram matrices under micro-batching (test_full_batch_gram_two_ranks): the "-mb2" layouts split each
+    # rank's share of the batch into 2 micro-batches of one optimizer step; compared with the 1-process, 1
+    # micro-batch layouts of the same strategy and space
+    "dynamic-parameters": ("dynamic", {"gramian_space": "parameters"}),
+    "gradnorm-parameters": ("gradnorm", {"gramian_space": "parameters"}),
+    "dynamic-parameters-mb2": ("dynamic", {"gramian_space": "parameters", "micro_batches": 2}),
+    "gradnorm-parameters-mb2": ("gradnorm", {"gramian_space": "parameters", "micro_batches": 2}),
+    "dynamic-logprobs-mb2": ("dynamic", {"gramian_space": "logprobs", "micro_batches": 2}),
+    "gradnorm-logprobs-mb2": ("gradnorm", {"gramian_space": "logprobs", "micro_batches": 2}),
 }
 
 
@@ -379,12 +388,15 @@ def equiv_config(out_dir: str, args: argparse.Namespace, world: int, **overrides
     SGD because Adam's first steps are ≈ lr · sign(g): the rounding differences between one reduction over N rows and
     two over N/2 (then all-reduced) in near-zero gradient components would become O(lr) parameter differences.
     """
-    if args.global_batch % world:
-        raise ValueError(f"global batch {args.global_batch} does not split over {world} processes")
+    micro = overrides.pop("micro_batches", 1)  # micro-batches per optimizer step (= per generation batch)
+    if args.global_batch % (world * micro):
+        raise ValueError(f"global batch {args.global_batch} does not split over {world} processes x {micro}")
     return tiny_config(
         out_dir,
         max_steps=args.max_steps,
-        per_device_train_batch_size=args.global_batch // world,
+        per_device_train_batch_size=args.global_batch // (world * micro),
+        gradient_accumulation_steps=micro,
+        steps_per_generation=micro,
         num_generations=args.num_generations,
         num_iterations=args.num_iterations,
         loss_type="dapo",
@@ -428,6 +440,7 @@ def run_scenario(
         "wrapped_type": type(trainer.model_wrapped).__name__,
         "global_step": trainer.state.global_step,
         "per_device_train_batch_size": trainer.args.per_device_train_batch_size,
+        "gradient_accumulation_steps": trainer.args.gradient_accumulation_steps,
         "generation_batch_size": trainer.args.generation_batch_size,
         "gramian_space": trainer.args.gramian_space,
         "records": trainer.weighting.records,
@@ -449,7 +462,7 @@ def main_equiv(args: argparse.Namespace, initial: dict[str, torch.Tensor]) -> di
     report: dict[str, Any] = {"scenarios": {}}
     for name in args.scenarios.split(","):
         kind, overrides = EQUIV_SCENARIOS[name]
-        config = equiv_config(f"{args.out_prefix}.runs/{name}", args, world, **overrides)
+        config = equiv_config(f"{args.out_prefix}.runs/{name}", args, world, **dict(overrides))
         trainer = FixedCompletionsTrainer(
             model=args.model_dir,
             reward_funcs=list(OBJECTIVES),

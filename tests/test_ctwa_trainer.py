@@ -9,13 +9,13 @@ from tests.helpers import reward_has_digit, reward_short, reward_vowels, tiny_co
 from tests.test_trainer import StopAt
 
 
-def run(tiny_model_dir, out, statistic, resume=None, callbacks=(), **overrides):
+def run(tiny_model_dir, out, statistic, resume=None, callbacks=(), w_agg="mean", **overrides):
     trainer = MOGRPOTrainer(
         model=tiny_model_dir,
         reward_funcs=[reward_has_digit, reward_short, reward_vowels],
         args=tiny_config(str(out), **overrides),
         train_dataset=tiny_dataset(32),
-        weighting=CTWAWeighting(3, statistic=statistic, cov_targets=0.5, lambda_lr=0.5),
+        weighting=CTWAWeighting(3, statistic=statistic, cov_targets=0.5, lambda_lr=0.5, w_agg=w_agg),
     )
     for cb in callbacks:
         trainer.add_callback(cb)
@@ -27,9 +27,11 @@ def ctwa_logs(trainer, key):
     return [h[key] for h in trainer.state.log_history if key in h]
 
 
-def test_exact_and_on_policy_agree_when_the_ratio_is_one(tiny_model_dir, tmp_path):
-    # learning rate 0: the post-update policy equals the sampling policy, so the ratio is exactly 1
-    common = {"max_steps": 3, "learning_rate": 0.0}
+@pytest.mark.parametrize("w_agg", ["mean", "mean_unclipped", "sum"])
+def test_exact_and_on_policy_agree_when_the_ratio_is_one(tiny_model_dir, tmp_path, w_agg):
+    # learning rate 0: the post-update policy equals the sampling policy, so the ratio is exactly 1; the on-policy
+    # shortcut must aggregate Â over tokens as w_agg says (sum: Â_i L_i), as the exact statistic's real forward does
+    common = {"max_steps": 3, "learning_rate": 0.0, "w_agg": w_agg}
     exact = run(tiny_model_dir, tmp_path / "e", "exact", **common)
     fast = run(tiny_model_dir, tmp_path / "o", "on_policy", **common)
     torch.testing.assert_close(exact.weighting.log_weights, fast.weighting.log_weights)

@@ -483,6 +483,36 @@ def test_ctwa_two_ranks_match_one_process(layouts: dict[str, Any], statistic: st
     _check_params(one, two0, two1)
 
 
+@pytest.mark.parametrize("space", ["parameters", "logprobs"])
+@pytest.mark.parametrize("kind", ["dynamic", "gradnorm"])
+def test_full_batch_gram_two_ranks(layouts: dict[str, Any], kind: str, space: str) -> None:
+    """The Gram matrix of the full batch under micro-batching and DDP: 1 process × 1 micro-batch (the oracle) vs
+    1 process × 2 micro-batches vs 2 ranks × 2 micro-batches of the same global batch give the same Gram matrix at
+    every update (1e-6 relative, Frobenius), the same weights, and the same model; bitwise across ranks."""
+    import torch
+
+    oracle = layouts["one"]["scenarios"][f"{kind}-{space}"]
+    one_mb = layouts["one"]["scenarios"][f"{kind}-{space}-mb2"]
+    two0, two1 = (rep["scenarios"][f"{kind}-{space}-mb2"] for rep in layouts["two"])
+    assert oracle["gradient_accumulation_steps"] == 1 and oracle["per_device_train_batch_size"] == EQUIV_BATCH
+    assert one_mb["gradient_accumulation_steps"] == 2 and one_mb["per_device_train_batch_size"] == EQUIV_BATCH // 2
+    for rep in (two0, two1):
+        assert rep["wrapped_type"] == "DistributedDataParallel", (rep["wrapped_type"], layouts["log"])
+        assert rep["gradient_accumulation_steps"] == 2 and rep["per_device_train_batch_size"] == EQUIV_BATCH // 4
+        assert rep["global_step"] == EQUIV_STEPS
+    assert two0["records"] == two1["records"], "the ranks saw different Gram matrices or took different weights"
+    expected = EQUIV_STEPS // EQUIV_ITERATIONS if kind == "dynamic" else EQUIV_STEPS  # per generation batch / step
+    for rep in (one_mb, two0):
+        assert len(rep["records"]) == len(oracle["records"]) == expected, (rep["records"], oracle["records"])
+        for a, b in zip(oracle["records"], rep["records"], strict=True):
+            ga, gb = torch.tensor(a["gram"], dtype=torch.float64), torch.tensor(b["gram"], dtype=torch.float64)
+            rel = float(torch.linalg.matrix_norm(ga - gb) / torch.linalg.matrix_norm(ga))
+            assert rel <= 1e-6, (kind, space, rel, a["gram"], b["gram"])
+            key = "weights" if kind == "dynamic" else "w_after"
+            assert _max_diff(a[key], b[key]) <= TOL, (kind, space, key, a[key], b[key])
+    _check_params(oracle, two0, two1)
+
+
 @pytest.mark.parametrize("name", ["mgda-logprobs", "gradnorm-logprobs", "dynamic-logprobs"])
 def test_logprobs_gramian_is_independent_of_the_world_size(layouts: dict[str, Any], name: str) -> None:
     one, two0, two1 = _scenario(layouts, name)

@@ -106,6 +106,16 @@ class Weighting:
         update_first: call ``update`` *before* ``combine`` on a training batch, so the batch is scored with the
             state that already includes it (Lagrangian dual step, running ideal points); default False (the
             state moves after the batch is scored and acts from the next batch, as CTWA's weights do).
+        gradient_cadence: for ``space == "gradient"``, which gradients ``gradient_weights`` sees.
+            ``"micro_batch"``: the Gram matrix of each micro-batch's per-objective gradients, and the α it returns
+            is applied to that micro-batch (MGDA). ``"optimizer_step"``: the applied weights are ``weights()``,
+            held for the whole optimizer step; ``gradient_weights`` is called once after the step with the Gram
+            matrix of the step's accumulated gradients and the step's losses (GradNorm).
+
+    Hooks the trainer calls, in order, on a training generation batch: ``pre_update`` (always), ``update`` if
+    ``update_first``, ``combine``, then — per micro-batch or optimizer step for gradient space — ``gradient_weights``,
+    then ``update`` (unless ``update_first``; after the batch is consumed when ``requires`` names a post-update
+    statistic or a Gram matrix, else right after ``combine``).
     """
 
     name: ClassVar[str] = "base"
@@ -114,6 +124,7 @@ class Weighting:
     owns_weights: ClassVar[bool] = True
     needs_objective_advantages: ClassVar[bool] = False
     update_first: ClassVar[bool] = False
+    gradient_cadence: ClassVar[Literal["micro_batch", "optimizer_step"]] = "micro_batch"
 
     def __init__(self, num_objectives: int) -> None:
         if not isinstance(num_objectives, int) or num_objectives < 1:
@@ -146,6 +157,11 @@ class Weighting:
         return nan_weighted_sum(stats.objective_advantages(), weights).nan_to_num(0.0)
 
     # ---- state -------------------------------------------------------------------------------------------------
+    def pre_update(self, stats: ObjectiveStats) -> dict[str, float]:
+        """State that must include the batch before it is scored, for strategies whose ``update`` comes after
+        (CTWA advances its base's running ideal point here). Called on every training batch; default: nothing."""
+        return {}
+
     def update(self, stats: ObjectiveStats) -> dict[str, float]:
         """Advance the state with this batch's statistics; deterministic so every rank agrees. Returns metrics."""
         return {}

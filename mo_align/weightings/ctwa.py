@@ -4,13 +4,22 @@ Local covariance law: objective k improves under a policy step when Cov_g(r_k, w
 w̃_i is the completion's induced update weight. CTWA raises ℓ_k while that covariance sits below a target c_k:
 
     w̃_i  = agg_t [ Â_i ρ_it 1[unclipped_it] ]            ρ = π_new/π_old after the batch's update (``exact``),
-                                                          or ρ ≡ 1, w̃_i = Â_i (``on_policy``, no extra forward)
+                                                          or ρ ≡ 1 (``on_policy``, no extra forward):
+                                                          w̃_i = Â_i, Â_i L_i/(L_i+1e-8) or Â_i L_i by ``w_agg``
     Ĉ_k  = mean over groups of Cov_g(r_k, w̃)             (population covariance; or pooled over completions)
     e_k  ← Ĉ_k at the first batch, then (1 − τ) e_k + τ Ĉ_k
     ℓ_k  ← ℓ_k + η · max(0, c_k − e_k) · 1[mean r_k < τ_obj,k]
     s_i  = base.scalarize(r_i) with weights base.weights() ∘ exp(ℓ) / w0    (= Σ_k exp(ℓ_k) r_ik for base linear)
 
-The new weights act from the next batch. State: ℓ, e, the deficit streak; all checkpointed.
+The new weights act from the next batch. State: ℓ, e, the deficit streak; all checkpointed. A base with a running
+state that includes the batch it scores (``tchebycheff``'s running ideal point, ``update_first``) is advanced in
+``pre_update``, before the batch is scored, exactly as when it runs alone.
+
+The unclipped indicator is TRL's token-level PPO clip (loss types grpo, bnpo, dr_grpo, dapo, luspo with
+``importance_sampling_level: token``). ``statistic: exact`` is refused (``MOGRPOConfig``) where the policy loss weighs
+tokens otherwise: ``loss_type`` cispo / sapo / vespo, ``importance_sampling_level: sequence``, ``delta`` (two-sided
+clip), ``off_policy_mask_threshold`` or ``top_entropy_quantile`` < 1 (token masks the indicator does not see); the
+``on_policy`` statistic (ρ ≡ 1: the batch's advantages before any update, whatever the loss) remains available.
 
 Args:
     num_objectives (`int`): K.
@@ -30,11 +39,24 @@ Args:
     subsample (`float`, defaults to `1.0`): use a random fraction of completions (0.25 reproduces the reference's
         rank-0 quarter with split groups).
 
-Deviations from the reference:
+Deviations from the reference (``compute_ctwa_stats`` and ``_ctwa_update_weights_from_metrics``; the statistic
+itself, the outlier filter with numpy's median, population moments, the correlation averaged over the groups whose
+std product exceeds 1e-8, EMA, gate and ascent follow it exactly):
     1. Statistics use the gathered full batch with complete groups (the reference uses rank 0's quarter with split
        groups, biasing the covariance by (G−1)/G; ``subsample: 0.25`` emulates it).
     2. State is checkpointed; the weights can be bounded (``max_weight_ratio``) and a stall is reported.
-    3. Defaults follow the paper's released recipe where a user would expect them (η 0.05); gating is opt-in.
+    3. Defaults follow the paper's released recipe where a user would expect them (η 0.05); gating is opt-in
+       (the reference's config gates at [1.0, 0.95, 0.95]; pass ``obj_targets`` for it).
+    4. π_old of the exact statistic is the log-probability TRL's own loss used (the first training forward when TRL
+       computes none at generation); the reference recomputed it at generation with a separate pass. Both are the
+       pre-update policy.
+    5. Groups are the trainer's consecutive blocks of ``group_size`` rows (the reference groups by ``uid``); a
+       trailing partial block is a group of its own.
+    6. ``on_policy`` and the ``base`` option (tchebycheff / smooth_tchebycheff instead of linear) are additions;
+       ``statistic: exact`` with ``base: linear`` is the reference.
+    7. With vLLM and TRL's importance-sampling correction (``vllm_importance_sampling_correction``) the loss also
+       weighs each token by the truncated sampler/trainer ratio; the statistic leaves that factor out (the
+       reference had no such correction).
 """
 
 from __future__ import annotations
@@ -45,12 +67,32 @@ from typing import Any
 
 import torch
 
-from mo_align.covariance import group_moments, induced_weights, robust_signal
+from mo_align.covariance import group_moments, induced_weights, on_policy_induced_weights, robust_signal
 from mo_align.weightings.base import ObjectiveStats, Weighting, per_objective
 
 
 logger = logging.getLogger("mo_align")
 BASES = ("linear", "tchebycheff", "smooth_tchebycheff")
+
+
+PPO_CLIP_LOSSES = ("grpo", "bnpo", "dr_grpo", "dapo", "luspo")
+
+
+def exact_statistic_conflict(args: Any) -> str | None:
+    """Why the exact statistic's unclipped indicator (TRL's token-level PPO clip) does not describe the policy loss
+    configured in ``args`` (a ``GRPOConfig``), naming the field; ``None`` when it does."""
+    loss_type = getattr(args, "loss_type", "dapo")
+    if loss_type not in PPO_CLIP_LOSSES:
+        return f"loss_type {loss_type!r} does not use the token-level PPO clip (one of {list(PPO_CLIP_LOSSES)})"
+    if getattr(args, "importance_sampling_level", "token") != "token":
+        return "importance_sampling_level 'sequence' clips whole sequences, not tokens (use 'token')"
+    if getattr(args, "delta", None) is not None:
+        return "delta (two-sided clipping) bounds ratios the unclipped indicator counts as unclipped"
+    if getattr(args, "off_policy_mask_threshold", None) is not None:
+        return "off_policy_mask_threshold masks tokens the unclipped indicator counts"
+    if getattr(args, "top_entropy_quantile", 1.0) < 1.0:
+        return "top_entropy_quantile < 1 masks tokens the unclipped indicator counts"
+    return None
 
 
 def group_covariance(
@@ -136,11 +178,18 @@ class CTWAWeighting(Weighting):
         """Induced weights w̃ (B,) and the unclipped-token count (``mo_align.covariance.induced_weights``)."""
         return induced_weights(advantages, log_ratio, mask, eps_low, eps_high, self.w_agg)
 
+    def pre_update(self, stats: ObjectiveStats) -> dict[str, float]:
+        """Advance a base whose state must include the batch it scores (``update_first``), before ``combine``."""
+        return {f"base/{k}": v for k, v in self._base.update(stats).items()} if self._base.update_first else {}
+
     def update(self, stats: ObjectiveStats) -> dict[str, float]:
-        base_metrics = self._base.update(stats)
+        base_metrics = {} if self._base.update_first else self._base.update(stats)
         if stats.extras.get("signal") is None:
             raise ValueError("ctwa.update needs stats.extras['signal'] (per-completion induced weights)")
-        w = robust_signal(stats.extras["signal"], stats.step, self.subsample)
+        signal = stats.extras["signal"]
+        if self.statistic == "on_policy":  # the trainer's on-policy signal is Â; aggregate it as w_agg says at ρ ≡ 1
+            signal = on_policy_induced_weights(signal, stats.lengths, self.w_agg)
+        w = robust_signal(signal, stats.step, self.subsample)
         cov, corr, n_groups = group_moments(stats.rewards, w, stats.group_size, self.pooled)
         means = torch.nanmean(stats.rewards.double(), dim=0)
         self.log_weights, self.ema, deficit, gated = _step(

@@ -7,7 +7,10 @@ weights take a mirror-descent (exponentiated-gradient) step,
     w ← softmax(log w + Ī / μ),     Ī = (1/m) Σ_batches I
 
 and scalarize the rewards linearly, s_i = Σ_k w_k r_ik. Gram is the global Gram matrix of the per-objective policy
-gradients over the generation batch (on ``gramian_params``; the paper's recipe uses decoder layers 10–25).
+gradients of the whole generation batch, ⟨Σ_b g_b^i, Σ_b g_b^j⟩ over its micro-batches b and ranks (``mo_align.gram``;
+on ``gramian_params``, the paper's recipe uses decoder layers 10–25: K × P float32 per process, 9 GB for that recipe;
+or in ``logprobs`` space, where micro-batches own disjoint coordinates and the sum of their Gram matrices is exactly
+the full batch's). The gradients are those of the first pass over the batch, at π_old, as the reference's.
 State (w, accumulator, count) is checkpointed.
 
 Args:
@@ -24,6 +27,12 @@ Deviations from the reference:
     2. The gradients come from the batch's own policy-update forward (no separate gradient pass), so the weights
        computed on batch t scalarize batch t+1 (the reference re-weighted batch t itself).
     3. Weights and influences are logged as metrics (the reference wrote them only to a JSONL file).
+    4. The per-objective loss is the run's own policy loss with A^(k) (its KL term included when beta > 0, as the
+       reference's) on the same micro-batches as the update; with ``steps_per_generation`` above
+       ``gradient_accumulation_steps`` the micro-batches after the batch's first optimizer step are taken at the
+       parameters of their own step (the reference's separate pass used θ_t for the whole batch).
+    5. ``gramian_space: logprobs`` (an output-space Gram matrix, no extra backward through the model) is an
+       addition; ``parameters`` with ``gramian_params`` is the reference.
 """
 
 from __future__ import annotations

@@ -1,12 +1,16 @@
 """GradNorm: balance the per-objective gradient norms by their relative training rates (Chen et al. 2018).
 
-With g_k the per-objective gradients (‖g_k‖ = sqrt(Gram_kk)) and L_k the per-objective losses of a micro-batch:
+With g_k the per-objective gradients of one optimizer step (‖g_k‖ = sqrt(Gram_kk), the gradients accumulated over
+all of the step's micro-batches and averaged over ranks, ``mo_align.gram``) and L_k the step's per-objective losses:
 
     G_k = w_k ‖g_k‖,  r_k = (|L_k| + ε) / (|L_k(0)| + ε),  r̃_k = r_k / mean(r),  target_k = mean(G) · r̃_k^α
     w_k ← max(w_k − η sign(G_k − target_k) ‖g_k‖, w_min),  then w ← K w / Σ w
 
-The update uses Σ_k w_k ∇L_k with the weights held *before* this micro-batch's weight step (GradNorm's order);
-L(0) is the first micro-batch's losses. State (L(0), w) is checkpointed.
+One weight step per optimizer step (``gradient_cadence = "optimizer_step"``), as the reference's one step per
+mini-batch: with ``gradient_accumulation_steps: 4`` the weights still take one step of η on the norms of the whole
+step, not four steps on quarter-batch norms. The update of step t uses Σ_k w_k ∇L_k with the weights held through
+the step (those after step t − 1's weight step, GradNorm's order); L(0) is the first step's losses. State (L(0), w)
+is checkpointed.
 
 Args:
     num_objectives (`int`): K.
@@ -21,7 +25,11 @@ Deviations from the reference:
        reference's negative ratio raised to α = 1.5 turned every weight into NaN forever. Weights are floored at
        ``min_weight`` (the reference could make them negative) before the renormalisation to Σ w = K.
     2. Norms and losses are global (all ranks) and the state is shared, not per rank and per FSDP shard.
-    3. The new weights act from the next micro-batch (GradNorm's order); the reference used them immediately.
+    3. The weights stepped on step t's gradients act from step t + 1 (the order of Chen et al. 2018, where w(t)
+       weighs the loss of step t); the reference re-weighted step t's own gradients with them. Doing that would
+       hold back every one of the K per-objective gradients of all trainable parameters for the whole step
+       (K × P floats) before any could be applied; the cadence (one step per optimizer step, on the step's full
+       gradients) is the reference's.
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ class GradNormWeighting(Weighting):
     space = "gradient"
     requires = frozenset({"gramian"})
     needs_objective_advantages = True
+    gradient_cadence = "optimizer_step"
 
     def __init__(
         self, num_objectives: int, *, alpha: float = 1.5, lr: float = 0.025, min_weight: float = 1e-3
@@ -54,7 +63,8 @@ class GradNormWeighting(Weighting):
         return self.w.float()
 
     def gradient_weights(self, gram: torch.Tensor, losses: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        """Weights for this micro-batch (K,), then one GradNorm step on the state; returns (weights, metrics)."""
+        """One GradNorm step on the Gram matrix (K, K) and losses (K,) of an optimizer step; returns (the weights
+        that step used (K,), metrics)."""
         used = self.w.float().clone()
         norms = torch.sqrt(torch.clamp(torch.diagonal(gram.double()), min=0))
         losses = losses.double()

@@ -20,7 +20,12 @@ Deviations from the reference:
        disagreed on α.
     2. The projected-gradient step is the safe 1/(2 λ_max) with restarted Nesterov momentum and a fixed-point stop (the reference's 1/λ_max is at the
        edge of stability and may oscillate); K = 2 uses the closed form.
-    3. α is chosen per micro-batch forward (the reference: per mini-batch); identical when gradient accumulation is 1.
+    3. α is chosen per micro-batch (``gradient_cadence = "micro_batch"``; the reference: per mini-batch, i.e. per
+       optimizer step); identical when gradient accumulation is 1. Kept because α must be applied to the very
+       gradients it was solved on: a per-step α would hold back all K per-objective gradients of every trainable
+       parameter for the whole step (K × P floats) and is impossible with a ``gramian_params`` subset or the
+       ``logprobs`` space, which never hold the full gradients. With accumulation, each micro-batch's update is
+       still a common descent direction of that micro-batch's objectives.
 """
 
 from __future__ import annotations
