@@ -13,6 +13,12 @@ rewards with NaN meaning "not applicable".
   (Bessel-corrected) token variance, A_i = (s_i − μ) / sqrt(σ² + 1e-8).
 
 Rows whose score is NaN ("unscorable") are excluded from every baseline and get advantage 0, as in TRL.
+
+Deviations from the reference's verl estimators (REFERENCE_SPEC §3):
+    1. GRPO divides by std + 1e-4 (TRL's value; verl: + 1e-6), and a group of size 1 gets advantage 0 (verl: mean 0,
+       std 1, i.e. s / (1 + 1e-6)).
+    2. REINFORCE++ computes in float64, leaves NaN rows out of the statistics, and returns zeros when at most one
+       token is valid (verl's ``masked_whiten`` raises there).
 """
 
 from __future__ import annotations

@@ -21,6 +21,10 @@ Qwen2.5-1.5B), the same matrix the reference gathers on its driver.
 micro-batch (and each rank) owns disjoint coordinates, so the full-batch gradient is the concatenation of the
 micro-batches' gradients and its Gram matrix is exactly the sum of theirs; with the ranks' 1/W averaging,
 Gram = (1/W²) Σ_r Σ_b G_{r,b}. Memory: K × K.
+
+A generation batch trained in S = steps_per_generation / gradient_accumulation_steps optimizer steps: TRL scales
+each micro-batch's loss to its own optimizer step, so the sum over the batch is S step-mean gradients; the batch's
+mean gradient (the reference's one full-batch gradient pass) is that sum divided by S (``result(scale=1/S)``).
 """
 
 from __future__ import annotations
@@ -73,9 +77,12 @@ class GramAccumulator:
         self.losses = loss.clone() if self.losses is None else self.losses + loss
         self.micro_batches += 1
 
-    def result(self, accelerator) -> tuple[torch.Tensor, torch.Tensor]:
+    def result(self, accelerator, scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
         """(global Gram (K, K) float64, rank-averaged summed losses (K,) float64) on the CPU, identical on every
-        rank (a collective call: every rank must call it), then reset."""
+        rank (a collective call: every rank must call it), then reset.
+
+        ``scale`` c multiplies the accumulated gradients (the Gram matrix by c², the losses by c): a generation
+        batch trained in S optimizer steps sums S step-mean gradients, so c = 1/S gives its mean gradient."""
         if not self.micro_batches:
             raise RuntimeError("GramAccumulator.result() before any micro-batch was added")
         world = accelerator.num_processes
@@ -85,6 +92,7 @@ class GramAccumulator:
         else:
             gram = accelerator.reduce(self.local_gram, reduction="sum") / world**2
         losses = accelerator.reduce(self.losses.to(gram.device), reduction="mean")
+        gram, losses = gram * scale**2, losses * scale
         self.grads = self.local_gram = self.losses = None
         self.micro_batches = 0
         return gram.cpu(), losses.cpu()

@@ -7,7 +7,9 @@ This is the only module that touches TRL private methods (guarded by ``tests/tes
    ``A = weighting.combine(ObjectiveStats(r, G, L, ...))`` computed on the gathered batch (identical on every
    rank) and sliced to this process; carry the per-objective advantages (B, K) when the weighting asks for them;
    call ``weighting.update`` once per training generation batch; log under ``mo/``; make TRL's logged ``reward``
-   the mean of the signal actually optimised, s = weighting.scalarize(r) (TRL issue #5352).
+   the mean of the signal actually optimised, s = weighting.scalarize(r) (TRL issue #5352). For gradient- and
+   advantage-space strategies that is Σ_k w_k r_k with their current weights (GradNorm's sum to K); the reference's
+   ``critic/score`` used uniform 1/K weights for GradNorm, MGDA, Lagrangian and PAMA.
 3. ``compute_loss`` — takes the per-objective advantages out of the inputs (exposed to gradient-space
    strategies as ``self.objective_advantages``), then ``super()``.
 4. ``_save_checkpoint`` / ``_load_optimizer_and_scheduler`` — persist the weighting state and the state of
@@ -214,7 +216,9 @@ class MOGRPOTrainer(GRPOTrainer):
         if stats is None or self._buffered_inputs is None:
             return
         if "gramian" in self.weighting.requires:
-            stats.extras["gramian"], stats.extras["losses"] = self._mo_acc.result(self.accelerator)
+            # the batch's mean gradient: TRL scaled each micro-batch to its own optimizer step (S steps per batch)
+            steps = self.args.steps_per_generation / self.args.gradient_accumulation_steps
+            stats.extras["gramian"], stats.extras["losses"] = self._mo_acc.result(self.accelerator, scale=1 / steps)
             stats.extras.setdefault("lr", self._get_learning_rate())
         if "post_update_logps" in self.weighting.requires:
             self._mo_post_update_signal(stats)

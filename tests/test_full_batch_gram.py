@@ -23,21 +23,21 @@ BATCH, STEPS = 8, 2
 REL = 1e-6
 
 
-def _train(tiny_model_dir: str, out: str, kind: str, space: str, micro_batches: int):
+def _train(tiny_model_dir: str, out: str, kind: str, space: str, micro_batches: int, **overrides):
     weighting = RecordingDynamic(3) if kind == "dynamic" else RecordingGradNorm(3)
-    args = tiny_config(
-        out,
-        max_steps=STEPS,
-        per_device_train_batch_size=BATCH // micro_batches,
-        gradient_accumulation_steps=micro_batches,
-        steps_per_generation=micro_batches,
-        num_generations=4,
-        loss_type="dapo",
-        optim="sgd",
-        learning_rate=0.1,
-        lr_scheduler_type="constant",
-        gramian_space=space,
-    )
+    config = {
+        "max_steps": STEPS,
+        "per_device_train_batch_size": BATCH // micro_batches,
+        "gradient_accumulation_steps": micro_batches,
+        "steps_per_generation": micro_batches,
+        "num_generations": 4,
+        "loss_type": "dapo",
+        "optim": "sgd",
+        "learning_rate": 0.1,
+        "lr_scheduler_type": "constant",
+        "gramian_space": space,
+    }
+    args = tiny_config(out, **{**config, **overrides})
     trainer = FixedCompletionsTrainer(
         model=tiny_model_dir,
         reward_funcs=list(OBJECTIVES),
@@ -113,6 +113,26 @@ def test_full_batch_gram_logprobs_is_the_sum_of_micro_batch_grams(layouts):
         assert _rel(sum(micro[:b]).tolist(), oracle[0]["gram"]) <= REL
 
 
+@pytest.mark.parametrize("loss_type", ["dapo", "grpo"])
+@pytest.mark.parametrize("space", ["parameters", "logprobs"])
+def test_full_batch_gram_of_a_batch_trained_in_several_optimizer_steps(tiny_model_dir, tmp_path, space, loss_type):
+    """steps_per_generation = 2 × gradient_accumulation_steps: TRL scales each micro-batch to its own optimizer step,
+    so the batch's gradients sum to 2 step means; Dynamic's Gram matrix is the batch mean's, the same as when the
+    batch is one optimizer step (lr 0: both layouts take every gradient at the same parameters)."""
+    common = {
+        "learning_rate": 0.0,
+        "per_device_train_batch_size": 4,
+        "steps_per_generation": 2,
+        "loss_type": loss_type,
+    }
+    one_step, _ = _train(tiny_model_dir, str(tmp_path / "a"), "dynamic", space, 2, **common)
+    two_steps, micro = _train(
+        tiny_model_dir, str(tmp_path / "b"), "dynamic", space, 2, gradient_accumulation_steps=1, max_steps=4, **common
+    )
+    assert len(micro) == 4 and len(two_steps) == len(one_step) == 2  # one Gram matrix per generation batch
+    assert _rel(two_steps[0]["gram"], one_step[0]["gram"]) <= REL, (two_steps[0]["gram"], one_step[0]["gram"])
+
+
 def test_gram_accumulator_single_process_matches_concatenation():
     """The accumulator against a direct computation: parameters = Gram of the summed rows; logprobs = Gram of the
     concatenated rows."""
@@ -139,5 +159,9 @@ def test_gram_accumulator_single_process_matches_concatenation():
         acc.add(p, torch.zeros(3))
     cat = torch.cat(parts, dim=1).double()
     torch.testing.assert_close(acc.result(One())[0], cat @ cat.T)
+    acc.add(parts[0], torch.ones(3))
+    gram, losses = acc.result(One(), scale=0.5)  # a batch trained in 2 optimizer steps: the mean of the 2 step sums
+    torch.testing.assert_close(gram, 0.25 * parts[0].double() @ parts[0].double().T)
+    torch.testing.assert_close(losses, torch.full((3,), 0.5, dtype=torch.float64))
     with pytest.raises(RuntimeError, match="before any micro-batch"):
         acc.result(One())

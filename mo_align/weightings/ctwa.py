@@ -36,17 +36,21 @@ Args:
         ``linear | tchebycheff | smooth_tchebycheff``;  base_kwargs (`dict`): its other hyperparameters.
     patience (`int`, defaults to `20`): warn once when every gated objective has been in deficit this many batches.
     max_weight_ratio (`float`, *optional*): bound max_k w_k / min_k w_k (off by default, as in the reference).
-    subsample (`float`, defaults to `1.0`): use a random fraction of completions (0.25 reproduces the reference's
+    subsample (`float`, defaults to `1.0`): use a random fraction of completions (0.25 approximates the reference's
         rank-0 quarter with split groups).
 
 Deviations from the reference (``compute_ctwa_stats`` and ``_ctwa_update_weights_from_metrics``; the statistic
 itself, the outlier filter with numpy's median, population moments, the correlation averaged over the groups whose
 std product exceeds 1e-8, EMA, gate and ascent follow it exactly):
-    1. Statistics use the gathered full batch with complete groups (the reference uses rank 0's quarter with split
-       groups, biasing the covariance by (G−1)/G; ``subsample: 0.25`` emulates it).
+    1. Statistics use the gathered full batch with complete groups (the reference uses rank 0's shard, 1/W of the
+       batch, whose groups hold about G/W members, biasing the population covariance by (m−1)/m with m ≈ G/W
+       instead of (G−1)/G; ``subsample: 0.25`` approximates it with a random quarter). With ``subsample`` only the
+       covariance sees the subsample: the outlier median, the gate's means and ``unclip_frac`` use the full batch.
     2. State is checkpointed; the weights can be bounded (``max_weight_ratio``) and a stall is reported.
     3. Defaults follow the paper's released recipe where a user would expect them (η 0.05); gating is opt-in
-       (the reference's config gates at [1.0, 0.95, 0.95]; pass ``obj_targets`` for it).
+       (the reference's config gates at [1.0, 0.95, 0.95]; pass ``obj_targets`` for it); ``cov_targets`` defaults
+       to 0.1 for every objective (reference config [0.1, 0.05, 0.05], script [0.15, 0.08, 0.08], which the
+       recipes set). Initial weights need not sum to 1 (the reference asserts it); the default is uniform.
     4. π_old of the exact statistic is the log-probability TRL's own loss used (the first training forward when TRL
        computes none at generation); the reference recomputed it at generation with a separate pass. Both are the
        pre-update policy.
@@ -57,6 +61,9 @@ std product exceeds 1e-8, EMA, gate and ascent follow it exactly):
     7. With vLLM and TRL's importance-sampling correction (``vllm_importance_sampling_correction``) the loss also
        weighs each token by the truncated sampler/trainer ratio; the statistic leaves that factor out (the
        reference had no such correction).
+    8. Logging: ``mo/weight/<obj>`` is the weight used on the batch (the reference's ``ctwa/weight`` is the weight
+       after the update, one step ahead; ``mo/ctwa/...`` has the post-update state); ``signal_mean`` and
+       ``mo/reward/<obj>/mean`` replace ``w_std``, ``n_total`` and ``objective_mean``.
 """
 
 from __future__ import annotations
@@ -165,8 +172,10 @@ class CTWAWeighting(Weighting):
         self.streak, self.warned = 0, False
 
     def weights(self) -> torch.Tensor:
+        # base weights floored like ℓ0 = log(max(w0, 1e-8)): for base linear this is exp(ℓ) exactly, so a zero initial
+        # weight starts at 1e-8 and can grow, as in the reference
         factor = torch.exp(self.log_weights) / self._w0.clamp(min=1e-8)
-        return (self._base.weights().double() * factor).float()
+        return (self._base.weights().double().clamp(min=1e-8) * factor).float()
 
     def scalarize(self, rewards: torch.Tensor) -> torch.Tensor:
         return self._base.scalarize_with(rewards, self.weights())

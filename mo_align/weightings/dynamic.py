@@ -33,6 +33,9 @@ Deviations from the reference:
        parameters of their own step (the reference's separate pass used θ_t for the whole batch).
     5. ``gramian_space: logprobs`` (an output-space Gram matrix, no extra backward through the model) is an
        addition; ``parameters`` with ``gramian_params`` is the reference.
+    6. Initial weights are normalised to sum to 1 (the reference asserts it); non-finite influences skip the update
+       (the reference has no guard); the state is checkpointed (the reference keeps none); a zero weight is
+       floored at 1e-300 before the log, so it is not absorbing (the reference's log 0 is).
 """
 
 from __future__ import annotations

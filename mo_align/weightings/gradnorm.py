@@ -24,12 +24,19 @@ Deviations from the reference:
     1. Loss ratios use magnitudes (|L| + ε): policy-gradient losses of whitened advantages change sign, and the
        reference's negative ratio raised to α = 1.5 turned every weight into NaN forever. Weights are floored at
        ``min_weight`` (the reference could make them negative) before the renormalisation to Σ w = K.
-    2. Norms and losses are global (all ranks) and the state is shared, not per rank and per FSDP shard.
+    2. Norms and losses are global (all ranks) and the state is shared and checkpointed, not per rank and per FSDP
+       shard: a global norm is about √W times a shard's, so η‖g_k‖ steps are larger than the reference's at W
+       ranks (≈ 2× at 4 GPUs) for the same η.
     3. The weights stepped on step t's gradients act from step t + 1 (the order of Chen et al. 2018, where w(t)
        weighs the loss of step t); the reference re-weighted step t's own gradients with them. Doing that would
        hold back every one of the K per-objective gradients of all trainable parameters for the whole step
        (K × P floats) before any could be applied; the cadence (one step per optimizer step, on the step's full
        gradients) is the reference's.
+    4. Non-finite norms or losses skip the weight step (the reference let NaN spread into w forever).
+    5. ``gramian_space: logprobs`` and a ``gramian_params`` subset are additions: ‖g_k‖ is then measured in that
+       space (log-prob-space norms are orders of magnitude smaller, so η may need rescaling) and the weights are
+       applied to the full gradients; the reference uses every parameter. TRL shuffles the generation batch
+       before splitting it into micro-batches (the reference's mini-batches are contiguous).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ exactly (the weighted sum of the K losses is back-propagated). No state.
 Args:
     num_objectives (`int`): K.
     normalize_gradients (`bool`, *optional*, defaults to `False`): use g_k / ‖g_k‖ (the reference's
-        ``norm_grad_norm``), i.e. the Gram matrix of unit vectors.
+        ``norm_grad_norm``): α is solved on the Gram matrix of unit vectors and the update is Σ_k α_k g_k / ‖g_k‖.
     max_iter (`int`, *optional*, defaults to `5000`), tol (`float`, defaults to `1e-12`): solver settings.
 
 Paper: https://huggingface.co/papers/2602.06869 (baseline "MGDA"); Sener & Koltun, arXiv 1810.04650.
@@ -18,14 +18,20 @@ Paper: https://huggingface.co/papers/2602.06869 (baseline "MGDA"); Sener & Koltu
 Deviations from the reference:
     1. The Gram matrix is global (all-reduced over ranks); the reference solves on each rank's FSDP shard, so ranks
        disagreed on α.
-    2. The projected-gradient step is the safe 1/(2 λ_max) with restarted Nesterov momentum and a fixed-point stop (the reference's 1/λ_max is at the
-       edge of stability and may oscillate); K = 2 uses the closed form.
+    2. The projected-gradient step is the safe 1/(2 λ_max) with restarted Nesterov momentum and a fixed-point stop
+       at 1e-12 within 5,000 iterations (the reference: plain steps of 1/λ_max, at the edge of stability, 200
+       iterations, stop at 1e-6, λ_max floored at 1e-6); a Gram matrix with λ_max <= 1e-30 gives uniform α
+       (scale-free). K = 2 uses the closed form, as the reference (equal gradients: [0.5, 0.5], reference [0, 1];
+       same direction).
     3. α is chosen per micro-batch (``gradient_cadence = "micro_batch"``; the reference: per mini-batch, i.e. per
        optimizer step); identical when gradient accumulation is 1. Kept because α must be applied to the very
        gradients it was solved on: a per-step α would hold back all K per-objective gradients of every trainable
        parameter for the whole step (K × P floats) and is impossible with a ``gramian_params`` subset or the
        ``logprobs`` space, which never hold the full gradients. With accumulation, each micro-batch's update is
-       still a common descent direction of that micro-batch's objectives.
+       still a common descent direction of that micro-batch's objectives. TRL shuffles the generation batch before
+       splitting it into micro-batches (the reference's mini-batches are contiguous).
+    4. ``gramian_space: logprobs`` and a ``gramian_params`` subset are additions: α is then the min-norm point in
+       that space and is applied to the full gradients; the reference uses every parameter.
 """
 
 from __future__ import annotations
@@ -101,14 +107,18 @@ class MGDAWeighting(Weighting):
         return self._last.clone()
 
     def gradient_weights(self, gram: torch.Tensor, losses: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        """α (K,) from the global Gram matrix (K, K) of this micro-batch; also the metrics to log."""
+        """The coefficients (K,) the trainer applies to the per-objective gradients of this micro-batch, from their
+        global Gram matrix (K, K); also the metrics to log. Without normalisation they are α; with it, α_k / ‖g_k‖
+        (the update Σ_k α_k g_k/‖g_k‖, a zero norm counting as 1, as the reference), while ``weights()`` keeps α."""
         g = gram.double()
+        norms = torch.ones(g.shape[0], dtype=torch.float64)
         if self.normalize_gradients:
-            norms = torch.sqrt(torch.clamp(torch.diagonal(g), min=0)).clamp(min=1e-12)
+            norms = torch.sqrt(torch.clamp(torch.diagonal(g), min=0))
+            norms = torch.where(norms > 0, norms, torch.ones_like(norms))
             g = g / torch.outer(norms, norms)
-        alpha = min_norm_weights(g, self.max_iter, self.tol).float()
-        self._last = alpha
-        return alpha, {"min_norm": float(alpha.double() @ g @ alpha.double())}
+        alpha = min_norm_weights(g, self.max_iter, self.tol)
+        self._last = alpha.float()
+        return (alpha / norms).float(), {"min_norm": float(alpha @ g @ alpha)}
 
     def state_dict(self) -> dict[str, Any]:
         return {"last": self._last.clone()}

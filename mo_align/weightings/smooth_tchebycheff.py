@@ -21,6 +21,8 @@ Deviations from the reference:
     2. Only the running-max ideal point (the reference's script setting); its inherited fixed / batch-max options
        are not offered. ℓ and z are kept in float64 and checkpointed (the reference keeps no state on resume).
     3. NaN rewards are skipped in the batch means and maxima (an objective with no data this batch keeps its ℓ).
+    4. The weights always start from the preference (the reference's ``init: preference``, its script's setting);
+       the code's default ``init: uniform`` is not offered. ``omd_lr`` defaults to the script's 0.3 (code: 1.0).
 """
 
 from __future__ import annotations

@@ -155,3 +155,16 @@ def test_reference_moments_helper_is_not_vacuous():
     w = np.array([1.0, 2.0, 3.0, 4.0])
     cov, corr = reference_moments(r, w, [[0, 1], [2, 3]])
     assert cov[0] == pytest.approx(0.25) and corr[0] == pytest.approx(1.0) and not math.isnan(corr[0])
+
+
+def test_zero_initial_weight_starts_at_the_floor_and_can_grow():
+    """Reference: ℓ0 = log(max(w0, 1e-8)) and w = exp(ℓ), so an objective with w0 = 0 starts at 1e-8 and grows with
+    its deficit (it is not silenced forever)."""
+    w = CTWAWeighting(2, weights=[1.0, 0.0], cov_targets=[0.0, 2.0], lambda_lr=1.0, statistic="on_policy")
+    assert float(w.weights()[1]) == pytest.approx(1e-8)
+    r = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.0, 0.0]])
+    stats = ObjectiveStats(rewards=r, group_size=2, lengths=torch.ones(4), extras={"signal": torch.zeros(4)})
+    for _ in range(3):
+        w.update(stats)
+    expected = math.exp(math.log(1e-8) + 3 * 1.0 * 2.0)  # three deficits of 2 at η = 1 (covariance 0)
+    assert float(w.weights()[1]) == pytest.approx(expected, rel=1e-5)

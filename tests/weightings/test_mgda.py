@@ -92,7 +92,11 @@ def test_weighting_normalize_gradients():
     w = MGDAWeighting(2)
     alpha, metrics = w.gradient_weights(g @ g.T, torch.zeros(2))
     assert alpha[0] > 0.9  # the short gradient dominates the min-norm point
-    alpha_n, _ = MGDAWeighting(2, normalize_gradients=True).gradient_weights(g @ g.T, torch.zeros(2))
-    torch.testing.assert_close(alpha_n, torch.tensor([0.5, 0.5]))
+    normalized = MGDAWeighting(2, normalize_gradients=True)
+    applied, _ = normalized.gradient_weights(g @ g.T, torch.zeros(2))
+    torch.testing.assert_close(normalized.weights(), torch.tensor([0.5, 0.5]))  # α on the unit vectors
+    # the update is Σ α_k g_k / ‖g_k‖ (the reference's norm_grad_norm): coefficients α_k / ‖g_k‖ on the raw gradients
+    torch.testing.assert_close(applied, torch.tensor([0.5, 0.05]))
+    torch.testing.assert_close(applied @ g, torch.tensor([0.5, 0.5]))
     assert torch.equal(w.weights(), alpha)
     assert metrics["min_norm"] == pytest.approx(float(alpha @ (g @ g.T) @ alpha))
