@@ -8,7 +8,6 @@ the model is loaded, then build the trainer, train (resuming from the last check
 from __future__ import annotations
 
 import logging
-import math
 import os
 import sys
 from collections.abc import Sequence
@@ -17,6 +16,7 @@ from typing import Any
 from trl import ModelConfig, TrlParser, get_peft_config
 
 from mo_align.configs import MOGRPOConfig, MOScriptArguments
+from mo_align.rewards.checks import check_reward_output
 from mo_align.rewards.common import call_frozen
 
 
@@ -73,12 +73,7 @@ def preflight_rewards(funcs: list, names: list[str], dataset: Any) -> None:
     for fn, name in zip(funcs, names, strict=True):
         ids = [[1] * (3 + 5 * i) for i in range(len(rows))]
         out = call_frozen(fn, [row["prompt"] for row in rows], completions, ids, **kwargs)
-        if not isinstance(out, list | tuple) or len(out) != len(rows):
-            got = len(out) if isinstance(out, list | tuple) else type(out).__name__
-            raise ValueError(f"reward {name!r} returned {got} values for {len(rows)} completions (must be 1 each)")
-        for v in out:
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int | float) or math.isnan(float(v))):
-                raise ValueError(f"reward {name!r} returned {v!r}: each value must be a number or None")
+        check_reward_output(name, out, len(rows))  # a list of finite numbers or None, one per completion
 
 
 # ---- main -----------------------------------------------------------------------------------------------------

@@ -38,8 +38,10 @@ from trl.models.utils import unwrap_model_for_generation
 from mo_align.configs import MOGRPOConfig
 from mo_align.diagnostics import InterferenceMonitor
 from mo_align.hub import redact
+from mo_align.rewards.checks import RewardMonitor, check_reward_output
 from mo_align.rewards.common import call_frozen
 from mo_align.weightings import ObjectiveStats, Weighting, get_weighting
+from mo_align.weightings.base import check_finite_weights
 
 
 MO_STATE_FILE = "mo_state.pt"
@@ -105,6 +107,7 @@ class MOGRPOTrainer(GRPOTrainer):
                 "raise steps_per_generation or use statistic: on_policy"
             )
         self.objective_names: tuple[str, ...] = tuple(self.reward_func_names)
+        self._mo_reward_monitor = RewardMonitor(self.objective_names)  # output checks, NaN warnings, timing
         for fn in self.reward_funcs:
             if self.accelerator.num_processes > 1 and hasattr(fn, "all_gather_lengths"):
                 # TRL scores each rank's completions locally: a running mean over this rank's lengths only would
@@ -125,13 +128,17 @@ class MOGRPOTrainer(GRPOTrainer):
         for fn in self.reward_funcs:
             if hasattr(fn, "training") and not isinstance(fn, torch.nn.Module):
                 fn.training = training  # stateful rewards (running means) move on training batches only
-        rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        with self._mo_reward_monitor.checking(self):  # each output checked (type, length, finite) and timed
+            rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         self._mo_rewards = rewards.detach().float().cpu()  # (N, K), gathered over processes
+        self._mo_reward_monitor.check_batch(self._mo_rewards, self._metrics["train" if training else "eval"])
         return rewards
 
     # ---- 2. replace the advantages ------------------------------------------------------------------------------
     def _generate_and_score_completions(self, inputs):
+        start = time.perf_counter()
         out = super()._generate_and_score_completions(inputs)
+        self._mo_reward_monitor.end_batch(time.perf_counter() - start)
         mode = "train" if self.model.training else "eval"
         r = self._mo_rewards
         n_local = out["advantages"].shape[0]
@@ -182,6 +189,7 @@ class MOGRPOTrainer(GRPOTrainer):
         return out
 
     def _mo_log_update(self, metrics: dict[str, float]) -> None:
+        check_finite_weights(self.weighting, self.state.global_step)  # after every state transition
         for key, value in metrics.items():
             self._metrics["train"][f"mo/{self.weighting.name}/{key}"].append(float(value))
 
@@ -617,6 +625,7 @@ class MOGRPOTrainer(GRPOTrainer):
             if isinstance(fn, torch.nn.Module):
                 raise NotImplementedError("per-objective evaluation does not score nn.Module reward models yet")
             out = call_frozen(fn, prompts, completions, completion_ids, self.state, **kwargs)
+            check_reward_output(getattr(fn, "__name__", type(fn).__name__), out, len(rows))
             cols.append([math.nan if v is None else float(v) for v in out])
         for fn in self.reward_funcs:  # objectives with a second, fixed reference (conciseness): score both ways
             if callable(getattr(fn, "reference_scores", None)):
@@ -665,6 +674,7 @@ class _PostUpdateHook(TrainerCallback):
         generate_every = t.args.steps_per_generation * t.num_iterations
         if t._mo_pending is not None and t._step % generate_every == 0:
             t._mo_post_update()
+        check_finite_weights(t.weighting, state.global_step)  # gradient-space states move inside compute_loss
 
     def on_log(self, args, state, control, **kwargs):
         self.trainer.write_summary(force=False)  # throttled: a killed run still has a recent summary

@@ -13,6 +13,8 @@ import time
 import psutil  # a requirement of accelerate
 import pytest
 
+from tests.test_cli import no_model  # noqa: F401  (fixture)
+
 
 # ---- 1. verifier workers die with their server ------------------------------------------------------------------
 def _alive(pids: list[int]) -> list[int]:
@@ -117,3 +119,65 @@ def test_clarity_on_1mb_is_bounded(unit):
     start = time.perf_counter()
     clarity_score(text), clarity_score(text, strict=True)
     assert time.perf_counter() - start < 5.0
+
+
+# ---- 2. non-finite values never train silently -------------------------------------------------------------------
+NAN, INF = float("nan"), float("inf")
+BAD_HYPERPARAMETERS = [  # the probe's accepted values, each now an error naming the field
+    ("ctwa", {"cov_targets": NAN}, "ctwa: cov_targets must be finite"),
+    ("ctwa", {"lambda_lr": NAN}, "ctwa: lambda_lr must be finite"),
+    ("ctwa", {"lambda_lr": INF}, "ctwa: lambda_lr must be finite"),
+    ("ctwa", {"lambda_lr": 1e6}, "ctwa: lambda_lr must be finite and >= 0 and <= 10, got 1000000.0"),
+    ("ctwa", {"max_weight_ratio": NAN}, "ctwa: max_weight_ratio must be finite"),
+    ("gradnorm", {"lr": INF}, "gradnorm: lr must be finite"),
+    ("dynamic", {"regularization": NAN}, "dynamic: regularization must be finite and > 0"),
+    ("linear", {"weights": [1e308, 1.0, 1.0]}, "linear: weights must be finite, non-negative and <= 1e+06"),
+    ("ctwa", {"base": "tchebycheff", "base_kwargs": {"ideal": [NAN] * 3}}, "tchebycheff: ideal must be finite"),
+    ("mgda", {"tol": 0.0}, "mgda: tol must be finite and > 0"),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "message"), BAD_HYPERPARAMETERS, ids=[str(c[1])[:30] for c in BAD_HYPERPARAMETERS]
+)
+def test_non_finite_or_out_of_range_hyperparameters_are_refused(name, kwargs, message):
+    from mo_align.weightings import get_weighting
+
+    with pytest.raises(ValueError, match="^" + message.replace("(", r"\(").replace("+", r"\+")) as exc:
+        get_weighting(name, 3, **kwargs)
+    assert "\n" not in str(exc.value)
+
+
+def test_every_registered_default_is_inside_its_declared_range():
+    """The RANGES table and the constructors agree: each default passes, each declared key exists."""
+    import inspect
+
+    from mo_align.weightings import WEIGHTINGS
+    from mo_align.weightings.base import RANGES, check_number
+
+    for name, cls in WEIGHTINGS.items():
+        params = inspect.signature(cls.__init__).parameters
+        for key, spec in RANGES.get(name, {}).items():
+            assert key in params, (name, key)
+            check_number(params[key].default, f"{name}: {key}", spec)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"weighting": "ctwa", "weighting_kwargs": {"lambda_lr": NAN}}, "ctwa: lambda_lr must be finite"),
+        ({"learning_rate": NAN}, "learning_rate must be a finite number, got nan"),
+        ({"beta": INF}, "beta must be a finite number, got inf"),
+    ],
+)
+@pytest.mark.usefixtures("no_model")
+def test_cli_refuses_non_finite_numbers_before_the_model_loads(tmp_path, tiny_model_dir, capsys, override, message):
+    from mo_align import train as train_mod
+    from tests.test_cli import tiny_recipe
+
+    recipe = tiny_recipe(tmp_path, tiny_model_dir, **override)  # yaml writes .nan / .inf
+    with pytest.raises(SystemExit) as exc:
+        train_mod.cli(["--config", recipe])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert message in err[-1] and err[-1].startswith("mo-align: error: "), err
