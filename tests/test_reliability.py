@@ -3,6 +3,7 @@ checkpoint or dataset is silently wrong. Each test reproduces one failure found 
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -12,6 +13,7 @@ import time
 
 import psutil  # a requirement of accelerate
 import pytest
+import torch
 
 from tests.test_cli import no_model  # noqa: F401  (fixture)
 
@@ -181,3 +183,192 @@ def test_cli_refuses_non_finite_numbers_before_the_model_loads(tmp_path, tiny_mo
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert message in err[-1] and err[-1].startswith("mo-align: error: "), err
+
+
+def _reward_inf(prompts, completions, completion_ids=None, **kw):
+    return [float("inf")] + [0.5] * (len(completions) - 1)
+
+
+def _reward_huge(prompts, completions, completion_ids=None, **kw):
+    return [1e20 * (i % 2) for i in range(len(completions))]
+
+
+def _reward_string(prompts, completions, completion_ids=None, **kw):
+    return "1.0"
+
+
+def _reward_scalar(prompts, completions, completion_ids=None, **kw):
+    return 1.0
+
+
+def _reward_all_nan(prompts, completions, completion_ids=None, **kw):
+    return [float("nan")] * len(completions)
+
+
+def _trainer(tiny_model_dir, out, rewards, weighting=None, **overrides):
+    from mo_align.trainer import MOGRPOTrainer
+    from tests.helpers import tiny_config, tiny_dataset
+
+    return MOGRPOTrainer(
+        model=tiny_model_dir,
+        reward_funcs=rewards,
+        args=tiny_config(str(out), **overrides),
+        train_dataset=tiny_dataset(16),
+        weighting=weighting,
+    )
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (_reward_inf, "reward '_reward_inf' returned inf for completion 0: rewards must be finite"),
+        (_reward_huge, "reward '_reward_huge' returned 1e+20 for completion 1"),
+        (_reward_string, "reward '_reward_string' returned a str ('1.0')"),
+        (_reward_scalar, "reward '_reward_scalar' returned a float (1.0)"),
+    ],
+)
+def test_bad_reward_values_stop_training_naming_the_reward(tiny_model_dir, tmp_path, bad, message):
+    """Before: inf or 1e20 gave all-zero advantages and rc 0; a string or a scalar failed inside TRL without naming
+    the reward. Now each stops the first batch with an error naming it (a preflight runs the same check)."""
+    from mo_align.rewards.checks import RewardError
+    from tests.helpers import reward_short
+
+    trainer = _trainer(tiny_model_dir, tmp_path, [reward_short, bad], max_steps=1)
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    with pytest.raises(RewardError) as exc:
+        trainer.train()
+    assert str(exc.value).startswith(message), str(exc.value)
+    assert all(torch.equal(before[n], p) for n, p in trainer.model.named_parameters())  # nothing was trained
+
+
+def test_preflight_refuses_an_infinite_reward():
+    from mo_align.rewards.checks import RewardError
+    from mo_align.train import preflight_rewards
+    from tests.helpers import tiny_dataset
+
+    with pytest.raises(RewardError, match="reward 'inf' returned inf for completion 0"):
+        preflight_rewards([_reward_inf], ["inf"], tiny_dataset(2))
+
+
+def test_objective_nan_for_a_whole_batch_is_warned_once(tiny_model_dir, tmp_path, caplog):
+    """Before: an objective returning NaN for every completion was dropped without a word."""
+    from tests.helpers import reward_short
+
+    trainer = _trainer(tiny_model_dir, tmp_path, [reward_short, _reward_all_nan], max_steps=2)
+    with caplog.at_level(logging.WARNING, logger="mo_align"):
+        trainer.train()
+    warnings = [r.getMessage() for r in caplog.records if "is NaN (not applicable) for every" in r.getMessage()]
+    assert len(warnings) == 1 and "'_reward_all_nan'" in warnings[0]
+
+
+def test_non_finite_weights_stop_the_run_naming_the_state(tiny_model_dir, tmp_path):
+    """A CTWA whose step size escaped validation (set after construction): its log-weights reach 1e32, exp()
+    overflows, and before the guard the run trained on with zero advantages and exited 0."""
+    from mo_align.weightings import get_weighting
+    from tests.helpers import reward_has_digit, reward_short, reward_vowels
+
+    ctwa = get_weighting("ctwa", 3, statistic="on_policy", cov_targets=100.0)
+    ctwa.lambda_lr = 1e30
+    trainer = _trainer(
+        tiny_model_dir, tmp_path, [reward_has_digit, reward_short, reward_vowels], weighting=ctwa, max_steps=3
+    )
+    with pytest.raises(FloatingPointError, match=r"^ctwa: non-finite weights .* \(state log_weights reached"):
+        trainer.train()
+    assert trainer.state.global_step <= 1  # stopped at the first update, not at the end of the run
+
+
+def test_non_finite_gradient_space_weights_stop_the_run(tiny_model_dir, tmp_path):
+    from mo_align.weightings import get_weighting
+    from tests.helpers import reward_has_digit, reward_short, reward_vowels
+
+    gradnorm = get_weighting("gradnorm", 3)
+    gradnorm.lr = float("inf")
+    trainer = _trainer(
+        tiny_model_dir,
+        tmp_path,
+        [reward_has_digit, reward_short, reward_vowels],
+        weighting=gradnorm,
+        max_steps=3,
+        gramian_space="logprobs",
+    )
+    with pytest.raises(FloatingPointError, match=r"^gradnorm: non-finite weights .* \(non-finite state: w"):
+        trainer.train()
+    assert trainer.state.global_step <= 1
+
+
+# ---- 8. slow rewards are visible ------------------------------------------------------------------------------------
+def _reward_slow(prompts, completions, completion_ids=None, **kw):
+    time.sleep(0.6)
+    return [0.0] * len(completions)
+
+
+def test_reward_time_is_logged_per_batch(tiny_model_dir, tmp_path):
+    from tests.helpers import reward_short
+
+    trainer = _trainer(tiny_model_dir, tmp_path, [reward_short, _reward_slow], max_steps=2)
+    trainer.train()
+    logged = [h for h in trainer.state.log_history if "mo/reward_time/_reward_slow" in h]
+    assert len(logged) == 2
+    for h in logged:
+        assert 0.6 <= h["mo/reward_time/_reward_slow"] < 5.0
+        assert 0.0 <= h["mo/reward_time/reward_short"] < 0.1
+
+
+def test_a_dominant_objective_is_warned_once(caplog):
+    """More than half of a generation batch (and at least 0.1 s) in one objective: one warning, naming it."""
+    from mo_align.rewards.checks import RewardMonitor
+
+    monitor = RewardMonitor(("fast", "slow"))
+    with caplog.at_level(logging.WARNING, logger="mo_align"):
+        monitor.times = {"fast": 0.01, "slow": 0.4}
+        monitor.end_batch(1.0)  # 40 %: no warning
+        monitor.times = {"fast": 0.01, "slow": 0.04}
+        monitor.end_batch(0.05)  # 80 % but 0.04 s: noise, no warning
+        monitor.times = {"fast": 0.01, "slow": 0.6}
+        monitor.end_batch(1.0)  # 60 %: warned
+        monitor.end_batch(1.0)  # once
+    slow = [r.getMessage() for r in caplog.records if "dominates the step" in r.getMessage()]
+    assert slow == [
+        "objective 'slow' took 0.60 s of this batch's 1.00 s of generation and scoring (60%): it dominates the step "
+        "(see mo/reward_time/*; warned once)"
+    ]
+
+
+# ---- issue 12 item 6: the accuracy checker's health per batch ------------------------------------------------------
+def test_accuracy_health_reaches_log_metric():
+    from mo_align.rewards.accuracy import AccuracyReward
+
+    acc = AccuracyReward(timeout=2.0)
+    logged: dict[str, float] = {}
+    texts = ["so \\boxed{3}", "\\boxed{9^{9^{9}}}", "\\boxed{x^2+2x+1}"]
+    golds = ["3", "3", "(x+1)^2"]
+    assert acc(completions=texts, answer=golds, log_metric=logged.__setitem__) == [1.0, 0.0, 1.0]
+    health = {k.rsplit("/", 1)[1]: v for k, v in logged.items() if k.startswith("mo/reward_health/accuracy/")}
+    assert health == {"timeouts": 0, "errors": 0, "fallbacks": 0, "guarded": 1, "verified": 1, "cache_hits": 0}
+    acc(completions=texts[2:], answer=golds[2:], log_metric=logged.__setitem__)  # per batch, not cumulative
+    assert logged["mo/reward_health/accuracy/verified"] == 0 and logged["mo/reward_health/accuracy/cache_hits"] == 1
+
+
+def test_accuracy_health_is_logged_by_the_trainer_and_solution_is_a_gold_column(tiny_model_dir, tmp_path):
+    """A TRL / open-r1 dataset keeps its gold in `solution` (a worked solution ending in a box)."""
+    from datasets import Dataset
+
+    from mo_align.rewards import get_reward_funcs
+    from mo_align.trainer import MOGRPOTrainer
+    from tests.helpers import reward_short, tiny_config
+
+    prompts = [[{"role": "user", "content": f"Compute {i} + 1."}] for i in range(16)]
+    solutions = [f"{i} + 1 = {i + 1}, so the answer is $\\boxed{{{i + 1}}}$." for i in range(16)]
+    data = Dataset.from_dict({"prompt": prompts, "solution": solutions})
+    (accuracy,) = get_reward_funcs(["accuracy"], {})
+    assert accuracy(completions=["\\boxed{5}", "\\boxed{4}"], solution=solutions[4:6]) == [1.0, 0.0]
+    trainer = MOGRPOTrainer(
+        model=tiny_model_dir,
+        reward_funcs=[accuracy, reward_short],
+        args=tiny_config(str(tmp_path), max_steps=1),
+        train_dataset=data,
+    )
+    trainer.train()
+    (row,) = [h for h in trainer.state.log_history if "mo/reward/accuracy/mean" in h]
+    for key in ("timeouts", "errors", "fallbacks"):
+        assert row[f"mo/reward_health/accuracy/{key}"] == 0.0

@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from mo_align.rewards.common import as_column, safe_text
+from mo_align.rewards.common import gold_answers, safe_text
 
 
 NONEMPTY_BOX = re.compile(r"\\boxed\{\s*[^\s}][^}]*\}")  # the reference's pattern; see has_nonempty_box
@@ -101,9 +101,8 @@ class ClarityReward:
         texts = [safe_text(c) for c in (completions or [])]
         scores: list[float | None] = [clarity_score(t, self.strict) for t in texts]
         if self._accuracy is not None:
-            if answer is None:
-                raise ValueError("clarity with gate_on_accuracy needs the gold column 'answer' in the dataset")
-            correct = self._accuracy.score(texts, as_column(answer, len(texts)))
+            golds = gold_answers(answer, kwargs.get("solution"), len(texts), "clarity with gate_on_accuracy")
+            correct = self._accuracy.score(texts, golds)
             scores = [None if c is None else s * c for s, c in zip(scores, correct)]
         return scores
 
