@@ -13,9 +13,11 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+import yaml
 from trl import ModelConfig, TrlParser, get_peft_config
 
 from mo_align.configs import MOGRPOConfig, MOScriptArguments
+from mo_align.recipe import check_recipe, config_path
 from mo_align.rewards.checks import check_reward_output
 from mo_align.rewards.common import call_frozen
 
@@ -28,8 +30,26 @@ def make_parser() -> TrlParser:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[MOScriptArguments, MOGRPOConfig, ModelConfig]:
-    """Parse a recipe plus CLI overrides; an unknown recipe key is an error naming it."""
-    return make_parser().parse_args_and_config(args=list(argv) if argv is not None else None)
+    """Parse a recipe plus CLI overrides; an unknown recipe key is an error naming it.
+
+    The recipe file is checked first (size, alias expansion, tags, syntax: :mod:`mo_align.recipe`), and a hub token
+    is refused on the command line or in a recipe: trackers record the command line (wandb's run metadata, which
+    ``wandb sync`` uploads) and recipes get committed; ``HF_TOKEN`` in the environment is read by huggingface_hub.
+    """
+    args = list(argv) if argv is not None else sys.argv[1:]
+    if any(a == "--hub_token" or a.startswith("--hub_token=") for a in args):
+        raise ValueError(
+            "--hub_token on the command line is recorded by trackers (wandb, trackio) and shell history; "
+            "export HF_TOKEN instead"
+        )
+    path = config_path(args)
+    if path is not None:
+        check_recipe(path)
+        with open(path, encoding="utf-8") as f:
+            recipe = yaml.safe_load(f)
+        if recipe.get("hub_token") is not None:
+            raise ValueError("hub_token in a recipe is a secret in a file that gets shared; export HF_TOKEN instead")
+    return make_parser().parse_args_and_config(args=args)
 
 
 # ---- data -----------------------------------------------------------------------------------------------------
@@ -165,21 +185,32 @@ class ConfigError(Exception):
     """A recipe or CLI mistake found before any model is loaded (reported on one line)."""
 
 
-def _fail(exc: BaseException) -> None:
-    sys.stderr.write(f"mo-align: error: {exc}\n")
+MAX_MESSAGE_CHARS = 600  # an error line quotes at most this much (values are excerpted where they are named)
+
+
+def _fail(exc: BaseException, recipe: str | None = None) -> None:
+    message = " ".join(str(exc).split()) or type(exc).__name__
+    if recipe is not None and not message.startswith(recipe):
+        message = f"{recipe}: {message}"
+    if len(message) > MAX_MESSAGE_CHARS:
+        message = f"{message[: MAX_MESSAGE_CHARS - 30]}... ({len(message):,} chars in all)"
+    sys.stderr.write(f"mo-align: error: {message}\n")
     raise SystemExit(2) from exc
 
 
 def cli(argv: Sequence[str] | None = None) -> None:
-    """Parse, validate and train; configuration mistakes exit with status 2 and a one-line message."""
+    """Parse, validate and train; configuration mistakes exit with status 2 and a one-line message naming the
+    recipe file and the field."""
+    args = list(argv) if argv is not None else sys.argv[1:]
+    recipe = config_path(args)
     try:
-        script_args, training_args, model_args = parse_args(argv)
+        script_args, training_args, model_args = parse_args(args)
     except (ValueError, TypeError, FileNotFoundError) as exc:
-        _fail(exc)
+        _fail(exc, recipe)
     try:
         main(script_args, training_args, model_args)
     except ConfigError as exc:
-        _fail(exc)
+        _fail(exc, recipe)
 
 
 if __name__ == "__main__":

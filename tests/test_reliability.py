@@ -372,3 +372,117 @@ def test_accuracy_health_is_logged_by_the_trainer_and_solution_is_a_gold_column(
     (row,) = [h for h in trainer.state.log_history if "mo/reward/accuracy/mean" in h]
     for key in ("timeouts", "errors", "fallbacks"):
         assert row[f"mo/reward_health/accuracy/{key}"] == 0.0
+
+
+# ---- 5. recipes: alias bombs, huge files, tags; one line naming file and field -------------------------------------
+BILLION_LAUGHS = "\n".join(
+    ["a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    + [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    + ["run_name: *a8", ""]
+)  # 10^9 leaves once expanded
+
+
+def _cli_error(argv, capsys) -> str:
+    from mo_align import train as train_mod
+
+    with pytest.raises(SystemExit) as exc:
+        train_mod.cli(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("mo-align: error: "), err
+    return err[0]
+
+
+def test_alias_bomb_is_refused_within_a_second(tmp_path, capsys):
+    """Before: 48-63 s to a MemoryError at 3.4 GB (or a hang writing mo_summary.json from run_name)."""
+    from mo_align.recipe import RecipeError, check_recipe
+
+    path = tmp_path / "bomb.yaml"
+    path.write_text(BILLION_LAUGHS)
+    start = time.perf_counter()
+    with pytest.raises(RecipeError, match=r"bomb.yaml:\d+:\d+: field 'a4' expands to more than 100,000 values"):
+        check_recipe(str(path))
+    assert time.perf_counter() - start < 1.0
+    line = _cli_error(["--config", str(path)], capsys)
+    assert "bomb.yaml" in line and "YAML aliases" in line
+
+
+def test_recursive_alias_and_moderate_aliases(tmp_path):
+    from mo_align.recipe import RecipeError, check_recipe
+
+    (tmp_path / "ok.yaml").write_text("w: &w [0.2, 0.3, 0.5]\nweighting_kwargs: {weights: *w}\n")
+    check_recipe(str(tmp_path / "ok.yaml"))  # ordinary aliases stay allowed
+    (tmp_path / "loop.yaml").write_text("x: &x [1, *x]\n")
+    with pytest.raises(RecipeError, match="field 'x' holds a recursive YAML alias"):
+        check_recipe(str(tmp_path / "loop.yaml"))
+
+
+def test_huge_recipe_is_refused_by_size(tmp_path, capsys):
+    """Before: a 100 MB quoted value sat in the YAML reader for minutes. 2 MB is enough to show the bound."""
+    path = tmp_path / "huge.yaml"
+    path.write_text('run_name: "' + "x" * (2 << 20) + '"\n')
+    start = time.perf_counter()
+    line = _cli_error(["--config", str(path)], capsys)
+    assert time.perf_counter() - start < 1.0
+    assert line == f"mo-align: error: {path}: the recipe is 2,097,165 bytes; recipes are at most 1,048,576 bytes"
+
+
+def test_python_tag_is_one_line_naming_file_and_field(tmp_path, capsys):
+    """Before: PyYAML refused it safely but with a 40-line traceback."""
+    path = tmp_path / "tag.yaml"
+    path.write_text('model_name_or_path: x\nrun_name: !!python/object/apply:os.system ["echo pwned"]\n')
+    line = _cli_error(["--config", str(path)], capsys)
+    assert line == (
+        f"mo-align: error: {path}:2:11: field 'run_name' uses the YAML tag '!!python/object/apply:os.system', which "
+        "recipes do not allow (plain values, lists and mappings only)"
+    )
+
+
+def test_yaml_syntax_and_unknown_field_errors_name_the_file(tmp_path, capsys, tiny_model_dir):
+    from tests.test_cli import tiny_recipe
+
+    path = tmp_path / "broken.yaml"
+    path.write_text("a: [1, 2\nb: 3\n")
+    assert _cli_error(["--config", str(path)], capsys) == (
+        f"mo-align: error: {path}:2:2: invalid YAML: expected ',' or ']', but got ':'"
+    )
+    recipe = tiny_recipe(tmp_path, tiny_model_dir, not_a_field="v" * 10_000)
+    line = _cli_error(["--config", recipe], capsys)
+    assert line.startswith(f"mo-align: error: {recipe}: Unknown arguments from config file: ['--not_a_field'")
+    assert len(line) < 700  # the 10 000-character value is cut
+
+
+def test_weighting_error_prints_a_short_excerpt_of_a_huge_value():
+    from mo_align.weightings import get_weighting
+
+    with pytest.raises(TypeError) as exc:
+        get_weighting("linear", 3, weights="w" * 1_000_000)
+    assert len(str(exc.value)) < 200 and "(1000000 chars)" in str(exc.value)
+
+
+# ---- 6. secrets and identifiers --------------------------------------------------------------------------------------
+def test_hub_token_is_refused_on_the_command_line_and_in_a_recipe(tmp_path, capsys, tiny_model_dir):
+    """Before: --hub_token was redacted in the summary and card but stored in plain text in wandb's offline run
+    metadata (uploaded by `wandb sync`). Now it never reaches a run: the flag is refused, pointing to HF_TOKEN."""
+    from tests.test_cli import tiny_recipe
+
+    secret = "hf_" + "a" * 34
+    recipe = tiny_recipe(tmp_path, tiny_model_dir, report_to="wandb")
+    for argv in (["--config", recipe, "--hub_token", secret], ["--config", recipe, f"--hub_token={secret}"]):
+        line = _cli_error(argv, capsys)
+        assert "export HF_TOKEN instead" in line and secret not in line
+    line = _cli_error(["--config", tiny_recipe(tmp_path, tiny_model_dir, hub_token=secret)], capsys)
+    assert "hub_token in a recipe" in line and secret not in line
+    assert not (tmp_path / "out").exists() and not list(tmp_path.rglob("wandb"))  # nothing ran, no tracker file
+
+
+@pytest.mark.parametrize("repo_id", ['me/model"); import os; ("', "a/b/c", "me/" + "x" * 100, "-me/x"])
+def test_invalid_hub_model_id_is_refused_before_anything_runs(tmp_path, capsys, tiny_model_dir, repo_id):
+    """Before: a quoted hub_model_id was pasted raw into the model card's code snippet."""
+    from tests.test_cli import tiny_recipe
+
+    line = _cli_error(["--config", tiny_recipe(tmp_path, tiny_model_dir, hub_model_id=repo_id)], capsys)
+    assert "is not a valid Hub repo id" in line and "hub_model_id" in line
+    if not repo_id.startswith("-"):  # (argparse reads a leading '-' as an option)
+        line = _cli_error(["--config", tiny_recipe(tmp_path, tiny_model_dir), "--hub_model_id", repo_id], capsys)
+        assert "is not a valid Hub repo id" in line
