@@ -8,7 +8,6 @@ the model is loaded, then build the trainer, train (resuming from the last check
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import yaml
 from trl import ModelConfig, TrlParser, get_peft_config
 
+from mo_align.checkpoints import last_complete_checkpoint
 from mo_align.configs import MOGRPOConfig, MOScriptArguments
 from mo_align.recipe import check_recipe, config_path
 from mo_align.rewards.checks import check_reward_output
@@ -99,7 +99,6 @@ def preflight_rewards(funcs: list, names: list[str], dataset: Any) -> None:
 # ---- main -----------------------------------------------------------------------------------------------------
 def main(script_args: MOScriptArguments, training_args: MOGRPOConfig, model_args: ModelConfig) -> Any:
     from transformers import AutoTokenizer, set_seed
-    from transformers.trainer_utils import get_last_checkpoint
 
     from mo_align.rewards import get_reward_funcs
     from mo_align.trainer import MOGRPOTrainer
@@ -146,10 +145,12 @@ def main(script_args: MOScriptArguments, training_args: MOGRPOConfig, model_args
 
     # ---- train (resume from the last checkpoint if there is one) ------------------------------------------------
     checkpoint = training_args.resume_from_checkpoint
-    if checkpoint is None and os.path.isdir(training_args.output_dir):
-        checkpoint = get_last_checkpoint(training_args.output_dir)
+    if checkpoint is None:
+        checkpoint, skipped = last_complete_checkpoint(training_args.output_dir)  # complete ones only
+        for folder, reason in skipped:
+            logger.warning("skipping incomplete checkpoint %s: %s", folder, reason)
         if checkpoint is not None:
-            logger.info("resuming from %s", checkpoint)
+            logger.info("resuming from %s (the newest complete checkpoint)", checkpoint)
     result = trainer.train(resume_from_checkpoint=checkpoint)
     trainer.log_metrics("train", result.metrics)
     trainer.save_state()

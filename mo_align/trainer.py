@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import re
@@ -32,9 +33,11 @@ from typing import Any
 import torch
 from accelerate.utils import gather_object
 from transformers import TrainerCallback
+from transformers.trainer_utils import rotate_checkpoints
 from trl import GRPOTrainer
 from trl.models.utils import unwrap_model_for_generation
 
+from mo_align import checkpoints
 from mo_align.configs import MOGRPOConfig
 from mo_align.diagnostics import InterferenceMonitor
 from mo_align.hub import redact
@@ -45,6 +48,7 @@ from mo_align.weightings.base import check_finite_weights
 
 
 MO_STATE_FILE = "mo_state.pt"
+logger = logging.getLogger("mo_align")
 
 
 class MOGRPOTrainer(GRPOTrainer):
@@ -433,10 +437,40 @@ class MOGRPOTrainer(GRPOTrainer):
                 fn.load_state_dict(state["rewards"][name])
 
     def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
+        """transformers' checkpoint + ``mo_state.pt``, then the completeness marker (``mo_align.checkpoints``);
+        older checkpoints are rotated away only once this one is complete."""
+        run_dir = self._get_output_dir(trial=trial)
+        folder = os.path.join(run_dir, f"checkpoint-{self.state.global_step}")
         if self.args.should_save:
-            folder = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
+            checkpoints.unmark(folder)
+        limit, self.args.save_total_limit = self.args.save_total_limit, None
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.save_total_limit = limit
+        if self.args.should_save:
             torch.save(self.mo_state_dict(), os.path.join(folder, MO_STATE_FILE))
+        self.accelerator.wait_for_everyone()  # every rank's files (RNG states, shards) are written
+        if self.args.should_save:
+            checkpoints.mark_complete(folder)
+            rotate_checkpoints(run_dir, limit, self.state.best_model_checkpoint, use_mtime=True)
+
+    def train(self, resume_from_checkpoint=None, trial=None, ignore_keys_for_eval=None, **kwargs):
+        """``Trainer.train``; ``resume_from_checkpoint=True`` takes the newest *complete* checkpoint, and any
+        checkpoint that lacks a file an exact resume needs is refused naming the file."""
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint, skipped = checkpoints.last_complete_checkpoint(self.args.output_dir)
+            for folder, reason in skipped:
+                logger.warning("skipping incomplete checkpoint %s: %s", folder, reason)
+            if resume_from_checkpoint is None:
+                raise ValueError(f"No complete checkpoint found in output directory ({self.args.output_dir})")
+        if isinstance(resume_from_checkpoint, str):
+            sharded = self.is_deepspeed_enabled or self.is_fsdp_enabled
+            required = checkpoints.required_files(
+                self.args.world_size, self.args.process_index, sharded, self.args.save_only_model
+            )
+            checkpoints.check_resumable(resume_from_checkpoint, required)
+        return super().train(resume_from_checkpoint, trial, ignore_keys_for_eval, **kwargs)
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)
@@ -445,7 +479,11 @@ class MOGRPOTrainer(GRPOTrainer):
         path = os.path.join(checkpoint, MO_STATE_FILE)
         if not os.path.exists(path):
             raise FileNotFoundError(f"{path} is missing: cannot restore the weighting state of this checkpoint")
-        self.load_mo_state_dict(torch.load(path, weights_only=False))
+        try:
+            state = torch.load(path, weights_only=False)
+        except Exception as exc:  # truncated / empty: name the file, not only "PytorchStreamReader failed"
+            raise RuntimeError(f"{path} is unreadable (truncated or corrupt): {type(exc).__name__}") from exc
+        self.load_mo_state_dict(state)
 
     # ---- 5. per-objective evaluation ----------------------------------------------------------------------------
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:

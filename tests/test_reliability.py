@@ -486,3 +486,107 @@ def test_invalid_hub_model_id_is_refused_before_anything_runs(tmp_path, capsys, 
     if not repo_id.startswith("-"):  # (argparse reads a leading '-' as an option)
         line = _cli_error(["--config", tiny_recipe(tmp_path, tiny_model_dir), "--hub_model_id", repo_id], capsys)
         assert "is not a valid Hub repo id" in line
+
+
+# ---- 3. checkpoints are complete or ignored -----------------------------------------------------------------------
+_KILLED_MID_CHECKPOINT = textwrap.dedent(
+    """
+    import os, signal, sys
+    from transformers import Trainer
+    from mo_align.trainer import MOGRPOTrainer
+    from tests.helpers import reward_has_digit, reward_short, tiny_config, tiny_dataset
+
+    write_rng = Trainer._save_rng_state
+    def killed(self, output_dir):  # model, optimizer and scheduler of checkpoint-2 are on disk: die now
+        if self.state.global_step == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return write_rng(self, output_dir)
+    Trainer._save_rng_state = killed
+    args = tiny_config(sys.argv[2], max_steps=3, save_strategy="steps", save_steps=1, save_total_limit=1)
+    MOGRPOTrainer(model=sys.argv[1], reward_funcs=[reward_has_digit, reward_short], args=args,
+                  train_dataset=tiny_dataset(16)).train()
+    """
+)
+
+
+def test_checkpoint_killed_mid_write_resumes_from_the_previous_complete_one(tiny_model_dir, tmp_path, caplog):
+    """Before: auto-resume took the newest, half-written checkpoint. save_total_limit 1 used to delete the complete
+    checkpoint-1 as soon as checkpoint-2's model was written."""
+    from mo_align.checkpoints import MARKER, last_complete_checkpoint
+    from tests.helpers import reward_has_digit, reward_short
+
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run(
+        [sys.executable, "-c", _KILLED_MID_CHECKPOINT, tiny_model_dir, str(out)], env=env, capture_output=True
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert (out / "checkpoint-2" / "optimizer.pt").exists() and not (out / "checkpoint-2" / MARKER).exists()
+    newest, skipped = last_complete_checkpoint(str(out))
+    assert newest == str(out / "checkpoint-1")
+    assert [s[0] for s in skipped] == [str(out / "checkpoint-2")] and MARKER in skipped[0][1]
+
+    trainer = _trainer(
+        tiny_model_dir, out, [reward_has_digit, reward_short], max_steps=3, save_strategy="steps", save_steps=1
+    )
+    with caplog.at_level(logging.WARNING, logger="mo_align"):
+        trainer.train(resume_from_checkpoint=True)
+    assert any(f"skipping incomplete checkpoint {out / 'checkpoint-2'}" in r.getMessage() for r in caplog.records)
+    steps = [h["step"] for h in trainer.state.log_history if "loss" in h]
+    assert steps == [1, 2, 3]  # step 1 from checkpoint-1's history, then 2 and 3 trained again
+    assert all((out / f"checkpoint-{s}" / MARKER).exists() for s in (2, 3))
+
+
+@pytest.fixture(scope="module")
+def saved_checkpoint(tiny_model_dir, tmp_path_factory):
+    from tests.helpers import reward_has_digit, reward_short
+
+    out = tmp_path_factory.mktemp("ckpt")
+    _trainer(
+        tiny_model_dir, out, [reward_has_digit, reward_short], max_steps=1, save_strategy="steps", save_steps=1
+    ).train()
+    return out / "checkpoint-1"
+
+
+@pytest.mark.parametrize("damage", ["scheduler.pt", "rng_state.pth", "truncate mo_state.pt", "legacy rng_state.pth"])
+def test_checkpoint_missing_a_file_for_exact_resume_is_an_error_naming_it(
+    tiny_model_dir, tmp_path, saved_checkpoint, damage
+):
+    """Before: no scheduler.pt / rng_state.pth resumed with rc 0 to a result 1.4e-3 away from the uninterrupted
+    run; a truncated mo_state.pt said 'PytorchStreamReader failed' without the file name."""
+    import shutil
+
+    from mo_align.checkpoints import MARKER
+    from tests.helpers import reward_has_digit, reward_short
+
+    ckpt = tmp_path / "checkpoint-1"
+    shutil.copytree(saved_checkpoint, ckpt)
+    name = damage.split()[-1]
+    if damage.startswith("truncate"):
+        (ckpt / name).write_bytes(b"")
+        expected = rf"{ckpt / name} is truncated or changed \(0 bytes"
+    else:
+        if damage.startswith("legacy"):  # a checkpoint without a marker is checked on its files alone
+            (ckpt / MARKER).unlink()
+        (ckpt / name).unlink()
+        expected = f"{ckpt / name} is missing: this checkpoint cannot be resumed exactly"
+    trainer = _trainer(tiny_model_dir, tmp_path / "again", [reward_has_digit, reward_short], max_steps=2)
+    with pytest.raises(FileNotFoundError, match=expected):
+        trainer.train(resume_from_checkpoint=str(ckpt))
+    assert trainer.state.global_step == 0
+
+
+def test_legacy_truncated_mo_state_names_the_file(tiny_model_dir, tmp_path, saved_checkpoint):
+    import shutil
+
+    from mo_align.checkpoints import MARKER
+    from tests.helpers import reward_has_digit, reward_short
+
+    ckpt = tmp_path / "checkpoint-1"
+    shutil.copytree(saved_checkpoint, ckpt)
+    (ckpt / MARKER).unlink()
+    data = (ckpt / "mo_state.pt").read_bytes()
+    (ckpt / "mo_state.pt").write_bytes(data[: len(data) // 2])
+    trainer = _trainer(tiny_model_dir, tmp_path / "again", [reward_has_digit, reward_short], max_steps=2)
+    with pytest.raises(RuntimeError, match=f"{ckpt / 'mo_state.pt'} is unreadable"):
+        trainer.train(resume_from_checkpoint=str(ckpt))
