@@ -177,14 +177,17 @@ class MOScriptArguments(ScriptArguments):
         dataset_kwargs (`dict`, *optional*):
             Keyword arguments of the synthetic generator (``n_train``, ``n_eval``, ``seed``).
         eval_split (`str`, *optional*):
-            Split used for evaluation (``val`` or ``test``); ``None`` disables evaluation.
+            Kept for old recipes: names the evaluation split instead of TRL's ``dataset_test_split`` (which is used
+            whenever ``eval_strategy`` is not ``"no"``). ``validation`` and ``val`` name the same local split.
     """
 
     reward_funcs: list[str] = field(default_factory=list, metadata={"help": "Objectives, in order."})
     reward_kwargs: dict[str, Any] | str | None = field(default=None, metadata={"help": "Per-reward kwargs."})
     dataset_path: str | None = field(default=None, metadata={"help": "Local data dir, or 'synthetic'."})
     dataset_kwargs: dict[str, Any] | str | None = field(default=None, metadata={"help": "Synthetic data kwargs."})
-    eval_split: str | None = field(default=None, metadata={"help": "Evaluation split (val/test) or None."})
+    eval_split: str | None = field(
+        default=None, metadata={"help": "Evaluation split; default TRL's dataset_test_split when evaluating."}
+    )
 
     def __post_init__(self) -> None:
         if hasattr(super(), "__post_init__"):

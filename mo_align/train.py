@@ -53,12 +53,16 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[MOScriptArguments, MO
 
 
 # ---- data -----------------------------------------------------------------------------------------------------
-def load_datasets(script_args: MOScriptArguments) -> tuple[Any, Any]:
-    """Return (train, eval or None) from ``dataset_path`` (dir or ``synthetic``) or ``dataset_name``."""
+def load_datasets(script_args: MOScriptArguments, evaluate: bool = False) -> tuple[Any, Any]:
+    """Return (train, eval or None) from ``dataset_path`` (dir or ``synthetic``) or ``dataset_name``.
+
+    The eval split is TRL's ``dataset_test_split`` (``eval_split``, when set, names it instead), loaded when the run
+    evaluates (``evaluate``) or when ``eval_split`` is given; ``validation`` and ``val`` name the same local split.
+    """
     import datasets
 
     path = script_args.dataset_path
-    eval_split = script_args.eval_split
+    eval_split = script_args.eval_split or (script_args.dataset_test_split if evaluate else None)
     if path == "synthetic":
         from mo_align.data.synthetic import make_synthetic
 
@@ -72,6 +76,11 @@ def load_datasets(script_args: MOScriptArguments) -> tuple[Any, Any]:
     if script_args.dataset_name is None:
         raise ValueError("no data: set dataset_path (a directory or 'synthetic') or dataset_name")
     ds = datasets.load_dataset(script_args.dataset_name, script_args.dataset_config)
+    if eval_split in ("val", "validation") and eval_split not in ds:
+        eval_split = "validation" if eval_split == "val" else "val"
+    for split in (script_args.dataset_train_split, eval_split):
+        if split and split not in ds:
+            raise ValueError(f"dataset {script_args.dataset_name!r} has no split {split!r} (splits: {sorted(ds)})")
     return ds[script_args.dataset_train_split], (ds[eval_split] if eval_split else None)
 
 
@@ -112,10 +121,10 @@ def main(script_args: MOScriptArguments, training_args: MOGRPOConfig, model_args
         names = list(script_args.reward_funcs)
         reward_funcs = get_reward_funcs(names, script_args.reward_kwargs)
         weighting = get_weighting(training_args.weighting, len(names), **training_args.weighting_kwargs)
-        train_dataset, eval_dataset = load_datasets(script_args)
+        train_dataset, eval_dataset = load_datasets(script_args, evaluate=training_args.eval_strategy != "no")
         preflight_rewards(reward_funcs, names, train_dataset)
         if eval_dataset is None and training_args.eval_strategy != "no":
-            raise ValueError("eval_strategy is set but no eval_split was given")
+            raise ValueError("eval_strategy is set but no eval split was loaded (set dataset_test_split)")
     except (ValueError, TypeError, FileNotFoundError) as exc:
         raise ConfigError(str(exc)) from exc
 

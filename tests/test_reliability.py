@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -590,3 +591,111 @@ def test_legacy_truncated_mo_state_names_the_file(tiny_model_dir, tmp_path, save
     trainer = _trainer(tiny_model_dir, tmp_path / "again", [reward_has_digit, reward_short], max_steps=2)
     with pytest.raises(RuntimeError, match=f"{ckpt / 'mo_state.pt'} is unreadable"):
         trainer.train(resume_from_checkpoint=str(ckpt))
+
+
+# ---- 7. data prep: no silent overwrite, no 'None' gold, no tiny split, parse errors with file and line -------------
+def _source(path, n=60, row_overrides=None):
+    import json
+
+    with open(path, "w") as f:
+        for i in range(n):
+            row = {
+                "problem": f"What is {i} + 1?",
+                "answer": str(i + 1),
+                "level": 1,
+                "subject": "s",
+                "unique_id": f"u{i}",
+            }
+            row.update((row_overrides or {}).get(i, {}))
+            f.write(json.dumps(row) + "\n")
+    return str(path)
+
+
+def _prep(argv, capsys) -> tuple[int, str]:
+    from mo_align.data import math500
+
+    try:
+        code = math500.main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    err = capsys.readouterr().err.strip()
+    return code, err
+
+
+def test_data_prep_refuses_a_non_empty_output_and_overwrite_removes_every_split_file(tmp_path, capsys):
+    """Before: after a format switch a stale 3-row parquet shadowed the new jsonl split."""
+    from mo_align.data.math500 import load_split
+
+    out = tmp_path / "data"
+    assert _prep(["--source", _source(tmp_path / "a.jsonl", 50), "--out", str(out)], capsys)[0] == 0
+    source = _source(tmp_path / "b.jsonl", 100)
+    code, err = _prep(["--source", source, "--out", str(out), "--format", "jsonl"], capsys)
+    assert code == 2 and "is not empty" in err and "--overwrite" in err and len(err.splitlines()) == 1
+    assert sorted(os.listdir(out)) == ["test.parquet", "train.parquet", "validation.parquet"]  # untouched
+    (out / "val.jsonl").write_text("{}\n")  # an old-style split file too
+    assert _prep(["--source", source, "--out", str(out), "--format", "jsonl", "--overwrite"], capsys)[0] == 0
+    assert sorted(os.listdir(out)) == ["test.jsonl", "train.jsonl", "validation.jsonl"]
+    assert len(load_split(str(out), "train")) == 60 and len(load_split(str(out), "val")) == 20
+    (out / "notes.txt").write_text("mine")
+    code, err = _prep(["--source", source, "--out", str(out), "--overwrite"], capsys)
+    assert code == 2 and "not split files (notes.txt); not removing" in err
+
+
+def test_data_prep_rejects_null_golds_tiny_sources_and_names_file_and_line(tmp_path, capsys):
+    out = str(tmp_path / "out")
+    code, err = _prep(["--source", _source(tmp_path / "n.jsonl", 60, {7: {"answer": None}}), "--out", out], capsys)
+    assert code == 2 and err.endswith("n.jsonl: row 7 (u7): the gold answer is null")
+    code, err = _prep(["--source", _source(tmp_path / "five.jsonl", 5), "--out", out], capsys)
+    assert code == 2 and "five.jsonl has 5 rows: a 60/20/20 split needs at least 50" in err
+    (tmp_path / "empty.jsonl").write_text("")
+    code, err = _prep(["--source", str(tmp_path / "empty.jsonl"), "--out", out], capsys)
+    assert code == 2 and err.endswith("empty.jsonl: the file holds no rows")
+    broken = tmp_path / "broken.jsonl"
+    good = pathlib.Path(_source(tmp_path / "ok.jsonl", 60)).read_text()
+    broken.write_text(good.replace('"u3"}', '"u3"', 1))
+    code, err = _prep(["--source", str(broken), "--out", out], capsys)
+    assert code == 2 and f"{broken}:4: invalid JSON" in err
+    assert not os.path.exists(out)  # nothing was written
+
+
+def test_data_prep_push_to_hub_publishes_the_three_splits(tmp_path, capsys, monkeypatch):
+    """--push-to-hub with the Hub client mocked: nothing leaves the machine."""
+    import datasets
+
+    pushed = {}
+
+    def fake_push(self, repo_id, **kwargs):
+        pushed.update(repo_id=repo_id, splits={k: len(v) for k, v in self.items()}, kwargs=kwargs)
+
+    monkeypatch.setattr(datasets.DatasetDict, "push_to_hub", fake_push)
+    out = tmp_path / "out"
+    source = _source(tmp_path / "s.jsonl", 100)
+    assert _prep(["--source", source, "--out", str(out), "--push-to-hub", "you/math500-ctwa"], capsys)[0] == 0
+    assert pushed == {"repo_id": "you/math500-ctwa", "splits": {"train": 60, "validation": 20, "test": 20},
+                      "kwargs": {"private": False}}  # fmt: skip
+    code, err = _prep(["--source", source, "--out", str(tmp_path / "o2"), "--push-to-hub", 'a"b'], capsys)
+    assert code == 2 and "is not a valid Hub repo id" in err and not (tmp_path / "o2").exists()
+
+
+def test_a_recipe_reads_the_pushed_dataset_with_trl_split_names(tmp_path, monkeypatch):
+    """`dataset_name: you/math500-ctwa` with TRL's dataset_test_split (validation or the old val)."""
+    import datasets
+
+    from mo_align.configs import MOScriptArguments
+    from mo_align.data.math500 import load_source, split_math500
+    from mo_align.train import load_datasets
+
+    hub = datasets.DatasetDict(split_math500(load_source(_source(tmp_path / "s.jsonl", 100))))
+    monkeypatch.setattr(datasets, "load_dataset", lambda name, config=None: hub)
+    for test_split in ("validation", "val"):
+        args = MOScriptArguments(
+            reward_funcs=["accuracy"], dataset_name="you/math500-ctwa", dataset_test_split=test_split
+        )
+        train, evaluation = load_datasets(args, evaluate=True)
+        assert (len(train), len(evaluation)) == (60, 20)
+    assert load_datasets(args, evaluate=False)[1] is None
+    local = tmp_path / "local"
+    hub["train"].to_json(str(local / "train.jsonl"))
+    hub["validation"].to_json(str(local / "val.jsonl"))  # an old layout
+    args = MOScriptArguments(reward_funcs=["accuracy"], dataset_path=str(local), dataset_test_split="validation")
+    assert len(load_datasets(args, evaluate=True)[1]) == 20
