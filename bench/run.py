@@ -86,9 +86,10 @@ def run_steps(model: str, steps: int, out_dir: str) -> list[dict]:
 
 
 def extra_results(out_dir: str) -> list[str]:
-    """P4 (vLLM rollout, when .venv-vllm exists) and P5 (accuracy reward) lines, from their own scripts."""
+    """P4 (vLLM rollout, when .venv-vllm exists), P5 (accuracy reward) and P6 (reliability bounds) lines, from their
+    own scripts."""
     lines = []
-    for script, label in (("vllm_rollout.py", "P4"), ("rewards.py", "P5")):
+    for script, label in (("vllm_rollout.py", "P4"), ("rewards.py", "P5"), ("reliability.py", "P6")):
         path = os.path.join(HERE, script)
         if not os.path.exists(path):
             lines.append(f"| {label} | `bench/{script}` not present | | |")

@@ -8,12 +8,14 @@ be set beside a weighting that owns them (use ``weighting_kwargs`` and ``advanta
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from trl import GRPOConfig, ScriptArguments
 
 from mo_align.advantages import ADVANTAGE_ESTIMATORS
+from mo_align.weightings.base import excerpt
 
 
 def _as_dict(value: Any, name: str) -> dict[str, Any]:
@@ -23,10 +25,31 @@ def _as_dict(value: Any, name: str) -> dict[str, Any]:
         try:
             value = json.loads(value)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{name} must be a mapping or a JSON object string, got {value!r}") from exc
+            raise ValueError(f"{name} must be a mapping or a JSON object string, got {excerpt(value)}") from exc
     if not isinstance(value, dict):
         raise ValueError(f"{name} must be a mapping, got {type(value).__name__}")
     return dict(value)
+
+
+def _check_finite(config: Any) -> None:
+    """Every float field (and float list, e.g. ``reward_weights``) of a config must be finite: a NaN learning rate or
+    an infinite KL coefficient would train on garbage and exit 0."""
+    for f in fields(config):
+        value = getattr(config, f.name, None)
+        for v in value if isinstance(value, list | tuple) else [value]:
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ValueError(f"{f.name} must be a finite number, got {v}")
+
+
+def _check_repo_id(repo_id: Any) -> None:
+    """``hub_model_id`` must be a valid Hub repo id before anything runs (it is pasted into the model card's code)."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"hub_model_id {excerpt(repo_id)} is not a valid Hub repo id: {first}") from None
 
 
 @dataclass
@@ -102,6 +125,9 @@ class MOGRPOConfig(GRPOConfig):
     def __post_init__(self) -> None:
         from mo_align.weightings import WEIGHTINGS, validate_kwargs
 
+        _check_finite(self)
+        if self.hub_model_id is not None:
+            _check_repo_id(self.hub_model_id)
         self.weighting_kwargs = _as_dict(self.weighting_kwargs, "weighting_kwargs")
         if self.weighting not in WEIGHTINGS:
             raise ValueError(f"unknown weighting {self.weighting!r}; choose from {sorted(WEIGHTINGS)}")
@@ -158,14 +184,17 @@ class MOScriptArguments(ScriptArguments):
         dataset_kwargs (`dict`, *optional*):
             Keyword arguments of the synthetic generator (``n_train``, ``n_eval``, ``seed``).
         eval_split (`str`, *optional*):
-            Split used for evaluation (``val`` or ``test``); ``None`` disables evaluation.
+            Kept for old recipes: names the evaluation split instead of TRL's ``dataset_test_split`` (which is used
+            whenever ``eval_strategy`` is not ``"no"``). ``validation`` and ``val`` name the same local split.
     """
 
     reward_funcs: list[str] = field(default_factory=list, metadata={"help": "Objectives, in order."})
     reward_kwargs: dict[str, Any] | str | None = field(default=None, metadata={"help": "Per-reward kwargs."})
     dataset_path: str | None = field(default=None, metadata={"help": "Local data dir, or 'synthetic'."})
     dataset_kwargs: dict[str, Any] | str | None = field(default=None, metadata={"help": "Synthetic data kwargs."})
-    eval_split: str | None = field(default=None, metadata={"help": "Evaluation split (val/test) or None."})
+    eval_split: str | None = field(
+        default=None, metadata={"help": "Evaluation split; default TRL's dataset_test_split when evaluating."}
+    )
 
     def __post_init__(self) -> None:
         if hasattr(super(), "__post_init__"):

@@ -338,7 +338,7 @@ def render_model_card(
             )
         lines += _table(["objective", "start", "final", "best", "delta"], rows)
     else:
-        lines += ["No evaluation was recorded for this run (set `eval_strategy` and `eval_split`).", ""]
+        lines += ["No evaluation was recorded for this run (set `eval_strategy` and `dataset_test_split`).", ""]
 
     # -- weights --
     weights = [w for w in summary.get("weights") or [] if isinstance(w, Mapping) and w.get("weights")]

@@ -8,15 +8,17 @@ the model is loaded, then build the trainer, train (resuming from the last check
 from __future__ import annotations
 
 import logging
-import math
-import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
+import yaml
 from trl import ModelConfig, TrlParser, get_peft_config
 
+from mo_align.checkpoints import last_complete_checkpoint
 from mo_align.configs import MOGRPOConfig, MOScriptArguments
+from mo_align.recipe import check_recipe, config_path
+from mo_align.rewards.checks import check_reward_output
 from mo_align.rewards.common import call_frozen
 
 
@@ -28,17 +30,39 @@ def make_parser() -> TrlParser:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[MOScriptArguments, MOGRPOConfig, ModelConfig]:
-    """Parse a recipe plus CLI overrides; an unknown recipe key is an error naming it."""
-    return make_parser().parse_args_and_config(args=list(argv) if argv is not None else None)
+    """Parse a recipe plus CLI overrides; an unknown recipe key is an error naming it.
+
+    The recipe file is checked first (size, alias expansion, tags, syntax: :mod:`mo_align.recipe`), and a hub token
+    is refused on the command line or in a recipe: trackers record the command line (wandb's run metadata, which
+    ``wandb sync`` uploads) and recipes get committed; ``HF_TOKEN`` in the environment is read by huggingface_hub.
+    """
+    args = list(argv) if argv is not None else sys.argv[1:]
+    if any(a == "--hub_token" or a.startswith("--hub_token=") for a in args):
+        raise ValueError(
+            "--hub_token on the command line is recorded by trackers (wandb, trackio) and shell history; "
+            "export HF_TOKEN instead"
+        )
+    path = config_path(args)
+    if path is not None:
+        check_recipe(path)
+        with open(path, encoding="utf-8") as f:
+            recipe = yaml.safe_load(f)
+        if recipe.get("hub_token") is not None:
+            raise ValueError("hub_token in a recipe is a secret in a file that gets shared; export HF_TOKEN instead")
+    return make_parser().parse_args_and_config(args=args)
 
 
 # ---- data -----------------------------------------------------------------------------------------------------
-def load_datasets(script_args: MOScriptArguments) -> tuple[Any, Any]:
-    """Return (train, eval or None) from ``dataset_path`` (dir or ``synthetic``) or ``dataset_name``."""
+def load_datasets(script_args: MOScriptArguments, evaluate: bool = False) -> tuple[Any, Any]:
+    """Return (train, eval or None) from ``dataset_path`` (dir or ``synthetic``) or ``dataset_name``.
+
+    The eval split is TRL's ``dataset_test_split`` (``eval_split``, when set, names it instead), loaded when the run
+    evaluates (``evaluate``) or when ``eval_split`` is given; ``validation`` and ``val`` name the same local split.
+    """
     import datasets
 
     path = script_args.dataset_path
-    eval_split = script_args.eval_split
+    eval_split = script_args.eval_split or (script_args.dataset_test_split if evaluate else None)
     if path == "synthetic":
         from mo_align.data.synthetic import make_synthetic
 
@@ -52,6 +76,11 @@ def load_datasets(script_args: MOScriptArguments) -> tuple[Any, Any]:
     if script_args.dataset_name is None:
         raise ValueError("no data: set dataset_path (a directory or 'synthetic') or dataset_name")
     ds = datasets.load_dataset(script_args.dataset_name, script_args.dataset_config)
+    if eval_split in ("val", "validation") and eval_split not in ds:
+        eval_split = "validation" if eval_split == "val" else "val"
+    for split in (script_args.dataset_train_split, eval_split):
+        if split and split not in ds:
+            raise ValueError(f"dataset {script_args.dataset_name!r} has no split {split!r} (splits: {sorted(ds)})")
     return ds[script_args.dataset_train_split], (ds[eval_split] if eval_split else None)
 
 
@@ -73,18 +102,12 @@ def preflight_rewards(funcs: list, names: list[str], dataset: Any) -> None:
     for fn, name in zip(funcs, names, strict=True):
         ids = [[1] * (3 + 5 * i) for i in range(len(rows))]
         out = call_frozen(fn, [row["prompt"] for row in rows], completions, ids, **kwargs)
-        if not isinstance(out, list | tuple) or len(out) != len(rows):
-            got = len(out) if isinstance(out, list | tuple) else type(out).__name__
-            raise ValueError(f"reward {name!r} returned {got} values for {len(rows)} completions (must be 1 each)")
-        for v in out:
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int | float) or math.isnan(float(v))):
-                raise ValueError(f"reward {name!r} returned {v!r}: each value must be a number or None")
+        check_reward_output(name, out, len(rows))  # a list of finite numbers or None, one per completion
 
 
 # ---- main -----------------------------------------------------------------------------------------------------
 def main(script_args: MOScriptArguments, training_args: MOGRPOConfig, model_args: ModelConfig) -> Any:
     from transformers import AutoTokenizer, set_seed
-    from transformers.trainer_utils import get_last_checkpoint
 
     from mo_align.rewards import get_reward_funcs
     from mo_align.trainer import MOGRPOTrainer
@@ -98,10 +121,10 @@ def main(script_args: MOScriptArguments, training_args: MOGRPOConfig, model_args
         names = list(script_args.reward_funcs)
         reward_funcs = get_reward_funcs(names, script_args.reward_kwargs)
         weighting = get_weighting(training_args.weighting, len(names), **training_args.weighting_kwargs)
-        train_dataset, eval_dataset = load_datasets(script_args)
+        train_dataset, eval_dataset = load_datasets(script_args, evaluate=training_args.eval_strategy != "no")
         preflight_rewards(reward_funcs, names, train_dataset)
         if eval_dataset is None and training_args.eval_strategy != "no":
-            raise ValueError("eval_strategy is set but no eval_split was given")
+            raise ValueError("eval_strategy is set but no eval split was loaded (set dataset_test_split)")
     except (ValueError, TypeError, FileNotFoundError) as exc:
         raise ConfigError(str(exc)) from exc
 
@@ -131,10 +154,12 @@ def main(script_args: MOScriptArguments, training_args: MOGRPOConfig, model_args
 
     # ---- train (resume from the last checkpoint if there is one) ------------------------------------------------
     checkpoint = training_args.resume_from_checkpoint
-    if checkpoint is None and os.path.isdir(training_args.output_dir):
-        checkpoint = get_last_checkpoint(training_args.output_dir)
+    if checkpoint is None:
+        checkpoint, skipped = last_complete_checkpoint(training_args.output_dir)  # complete ones only
+        for folder, reason in skipped:
+            logger.warning("skipping incomplete checkpoint %s: %s", folder, reason)
         if checkpoint is not None:
-            logger.info("resuming from %s", checkpoint)
+            logger.info("resuming from %s (the newest complete checkpoint)", checkpoint)
     result = trainer.train(resume_from_checkpoint=checkpoint)
     trainer.log_metrics("train", result.metrics)
     trainer.save_state()
@@ -170,21 +195,32 @@ class ConfigError(Exception):
     """A recipe or CLI mistake found before any model is loaded (reported on one line)."""
 
 
-def _fail(exc: BaseException) -> None:
-    sys.stderr.write(f"mo-align: error: {exc}\n")
+MAX_MESSAGE_CHARS = 600  # an error line quotes at most this much (values are excerpted where they are named)
+
+
+def _fail(exc: BaseException, recipe: str | None = None) -> None:
+    message = " ".join(str(exc).split()) or type(exc).__name__
+    if recipe is not None and not message.startswith(recipe):
+        message = f"{recipe}: {message}"
+    if len(message) > MAX_MESSAGE_CHARS:
+        message = f"{message[: MAX_MESSAGE_CHARS - 30]}... ({len(message):,} chars in all)"
+    sys.stderr.write(f"mo-align: error: {message}\n")
     raise SystemExit(2) from exc
 
 
 def cli(argv: Sequence[str] | None = None) -> None:
-    """Parse, validate and train; configuration mistakes exit with status 2 and a one-line message."""
+    """Parse, validate and train; configuration mistakes exit with status 2 and a one-line message naming the
+    recipe file and the field."""
+    args = list(argv) if argv is not None else sys.argv[1:]
+    recipe = config_path(args)
     try:
-        script_args, training_args, model_args = parse_args(argv)
+        script_args, training_args, model_args = parse_args(args)
     except (ValueError, TypeError, FileNotFoundError) as exc:
-        _fail(exc)
+        _fail(exc, recipe)
     try:
         main(script_args, training_args, model_args)
     except ConfigError as exc:
-        _fail(exc)
+        _fail(exc, recipe)
 
 
 if __name__ == "__main__":

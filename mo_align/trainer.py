@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import re
@@ -34,18 +35,23 @@ from typing import Any
 import torch
 from accelerate.utils import gather_object
 from transformers import TrainerCallback
+from transformers.trainer_utils import rotate_checkpoints
 from trl import GRPOTrainer
 from trl.models.utils import unwrap_model_for_generation
 
+from mo_align import checkpoints
 from mo_align.configs import MOGRPOConfig
 from mo_align.diagnostics import InterferenceMonitor
 from mo_align.gram import GramAccumulator
 from mo_align.hub import redact
+from mo_align.rewards.checks import RewardMonitor, check_reward_output
 from mo_align.rewards.common import call_frozen
 from mo_align.weightings import ObjectiveStats, Weighting, get_weighting
+from mo_align.weightings.base import check_finite_weights
 
 
 MO_STATE_FILE = "mo_state.pt"
+logger = logging.getLogger("mo_align")
 
 
 class MOGRPOTrainer(GRPOTrainer):
@@ -117,6 +123,7 @@ class MOGRPOTrainer(GRPOTrainer):
                 "raise steps_per_generation or use statistic: on_policy"
             )
         self.objective_names: tuple[str, ...] = tuple(self.reward_func_names)
+        self._mo_reward_monitor = RewardMonitor(self.objective_names)  # output checks, NaN warnings, timing
         for fn in self.reward_funcs:
             if self.accelerator.num_processes > 1 and hasattr(fn, "all_gather_lengths"):
                 # TRL scores each rank's completions locally: a running mean over this rank's lengths only would
@@ -137,13 +144,17 @@ class MOGRPOTrainer(GRPOTrainer):
         for fn in self.reward_funcs:
             if hasattr(fn, "training") and not isinstance(fn, torch.nn.Module):
                 fn.training = training  # stateful rewards (running means) move on training batches only
-        rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        with self._mo_reward_monitor.checking(self):  # each output checked (type, length, finite) and timed
+            rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         self._mo_rewards = rewards.detach().float().cpu()  # (N, K), gathered over processes
+        self._mo_reward_monitor.check_batch(self._mo_rewards, self._metrics["train" if training else "eval"])
         return rewards
 
     # ---- 2. replace the advantages ------------------------------------------------------------------------------
     def _generate_and_score_completions(self, inputs):
+        start = time.perf_counter()
         out = super()._generate_and_score_completions(inputs)
+        self._mo_reward_monitor.end_batch(time.perf_counter() - start)
         mode = "train" if self.model.training else "eval"
         r = self._mo_rewards
         n_local = out["advantages"].shape[0]
@@ -196,6 +207,7 @@ class MOGRPOTrainer(GRPOTrainer):
         return out
 
     def _mo_log_update(self, metrics: dict[str, float]) -> None:
+        check_finite_weights(self.weighting, self.state.global_step)  # after every state transition
         for key, value in metrics.items():
             self._metrics["train"][f"mo/{self.weighting.name}/{key}"].append(float(value))
 
@@ -466,10 +478,40 @@ class MOGRPOTrainer(GRPOTrainer):
                 fn.load_state_dict(state["rewards"][name])
 
     def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
+        """transformers' checkpoint + ``mo_state.pt``, then the completeness marker (``mo_align.checkpoints``);
+        older checkpoints are rotated away only once this one is complete."""
+        run_dir = self._get_output_dir(trial=trial)
+        folder = os.path.join(run_dir, f"checkpoint-{self.state.global_step}")
         if self.args.should_save:
-            folder = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
+            checkpoints.unmark(folder)
+        limit, self.args.save_total_limit = self.args.save_total_limit, None
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.save_total_limit = limit
+        if self.args.should_save:
             torch.save(self.mo_state_dict(), os.path.join(folder, MO_STATE_FILE))
+        self.accelerator.wait_for_everyone()  # every rank's files (RNG states, shards) are written
+        if self.args.should_save:
+            checkpoints.mark_complete(folder)
+            rotate_checkpoints(run_dir, limit, self.state.best_model_checkpoint, use_mtime=True)
+
+    def train(self, resume_from_checkpoint=None, trial=None, ignore_keys_for_eval=None, **kwargs):
+        """``Trainer.train``; ``resume_from_checkpoint=True`` takes the newest *complete* checkpoint, and any
+        checkpoint that lacks a file an exact resume needs is refused naming the file."""
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint, skipped = checkpoints.last_complete_checkpoint(self.args.output_dir)
+            for folder, reason in skipped:
+                logger.warning("skipping incomplete checkpoint %s: %s", folder, reason)
+            if resume_from_checkpoint is None:
+                raise ValueError(f"No complete checkpoint found in output directory ({self.args.output_dir})")
+        if isinstance(resume_from_checkpoint, str):
+            sharded = self.is_deepspeed_enabled or self.is_fsdp_enabled
+            required = checkpoints.required_files(
+                self.args.world_size, self.args.process_index, sharded, self.args.save_only_model
+            )
+            checkpoints.check_resumable(resume_from_checkpoint, required)
+        return super().train(resume_from_checkpoint, trial, ignore_keys_for_eval, **kwargs)
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)
@@ -478,7 +520,11 @@ class MOGRPOTrainer(GRPOTrainer):
         path = os.path.join(checkpoint, MO_STATE_FILE)
         if not os.path.exists(path):
             raise FileNotFoundError(f"{path} is missing: cannot restore the weighting state of this checkpoint")
-        self.load_mo_state_dict(torch.load(path, weights_only=False))
+        try:
+            state = torch.load(path, weights_only=False)
+        except Exception as exc:  # truncated / empty: name the file, not only "PytorchStreamReader failed"
+            raise RuntimeError(f"{path} is unreadable (truncated or corrupt): {type(exc).__name__}") from exc
+        self.load_mo_state_dict(state)
 
     # ---- 5. per-objective evaluation ----------------------------------------------------------------------------
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
@@ -658,6 +704,7 @@ class MOGRPOTrainer(GRPOTrainer):
             if isinstance(fn, torch.nn.Module):
                 raise NotImplementedError("per-objective evaluation does not score nn.Module reward models yet")
             out = call_frozen(fn, prompts, completions, completion_ids, self.state, **kwargs)
+            check_reward_output(getattr(fn, "__name__", type(fn).__name__), out, len(rows))
             cols.append([math.nan if v is None else float(v) for v in out])
         for fn in self.reward_funcs:  # objectives with a second, fixed reference (conciseness): score both ways
             if callable(getattr(fn, "reference_scores", None)):
@@ -708,6 +755,7 @@ class _PostUpdateHook(TrainerCallback):
         generate_every = t.args.steps_per_generation * t.num_iterations
         if t._mo_pending is not None and t._step % generate_every == 0:
             t._mo_post_update()
+        check_finite_weights(t.weighting, state.global_step)  # gradient-space states move inside compute_loss
 
     def on_log(self, args, state, control, **kwargs):
         self.trainer.write_summary(force=False)  # throttled: a killed run still has a recent summary

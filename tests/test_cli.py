@@ -50,7 +50,7 @@ CASES = [
     ({"num_generations": 1}, "num_generations must be >= 2"),
     ({"reward_funcs": ["accuracy", "nope"]}, "unknown reward 'nope'"),
     ({"reward_funcs": ["accuracy", "tests.test_cli.bad_reward_length"]}, "returned 1 values for 2 completions"),
-    ({"reward_funcs": ["tests.test_cli.bad_reward_type"]}, "returned 'yes': each value must be a number"),
+    ({"reward_funcs": ["tests.test_cli.bad_reward_type"]}, "returned 'yes' (str) for completion 0: each value must"),
     ({"not_a_field": 3}, "Unknown arguments from config file: ['--not_a_field', '3']"),
     ({"reward_weights": [1.0, 1.0, 1.0]}, "reward_weights is set but weighting 'linear' owns"),
     ({"advantage_estimator": "ppo"}, "ppo"),

@@ -19,12 +19,13 @@ from mo_align.rewards import REWARDS
 
 SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "math500"
 SUFFIX = " Let's think step by step and output the final answer within \\boxed{}."
-FINGERPRINTS = {"train": "a177468d192ae963", "val": "d61cdff354c03a17", "test": "9cf4929abfc102fd"}  # §5
+FINGERPRINTS = {"train": "a177468d192ae963", "validation": "d61cdff354c03a17", "test": "9cf4929abfc102fd"}  # §5
 
 
 def shared_rows(split):
     assert SHARED.is_dir(), f"missing {SHARED}: the shared MATH-500 data must sit next to the repository"
-    return pq.read_table(SHARED / f"{split}.parquet").to_pylist()
+    name = "val" if split == "validation" else split  # the reference names the file val.parquet
+    return pq.read_table(SHARED / f"{name}.parquet").to_pylist()
 
 
 def original_order():
@@ -89,11 +90,13 @@ def test_prompt_text_exact():
 def test_cli_reproduces_the_reference_split(source, tmp_path):
     out = tmp_path / "math500"
     assert math500.main(["--source", str(source), "--out", str(out)]) == 0
-    splits = {name: load_split(str(out), name) for name in ("train", "val", "test")}
-    assert {n: len(s) for n, s in splits.items()} == {"train": 300, "val": 100, "test": 100}
+    splits = {name: load_split(str(out), name) for name in ("train", "validation", "test")}
+    assert {n: len(s) for n, s in splits.items()} == {"train": 300, "validation": 100, "test": 100}
+    assert sorted(os.listdir(out)) == ["test.parquet", "train.parquet", "validation.parquet"]
     ids = {n: set(s["unique_id"]) for n, s in splits.items()}
-    assert not (ids["train"] & ids["val"]) and not (ids["train"] & ids["test"]) and not (ids["val"] & ids["test"])
-    assert len(ids["train"] | ids["val"] | ids["test"]) == 500
+    assert not (ids["train"] & ids["validation"]) and not (ids["train"] & ids["test"])
+    assert not (ids["validation"] & ids["test"])
+    assert len(ids["train"] | ids["validation"] | ids["test"]) == 500
     for name, split in splits.items():
         assert tuple(split.column_names) == COLUMNS
         assert fingerprint(split)[:16] == FINGERPRINTS[name]
@@ -116,7 +119,7 @@ def test_second_split_first_half_is_test():
     held = ds.train_test_split(test_size=0.4, seed=42)["test"]
     second = held.train_test_split(test_size=0.5, seed=42)
     assert splits["test"]["unique_id"] == second["train"]["unique_id"]
-    assert splits["val"]["unique_id"] == second["test"]["unique_id"]
+    assert splits["validation"]["unique_id"] == second["test"]["unique_id"]
     again = split_math500(ds)
     assert all(again[n]["unique_id"] == splits[n]["unique_id"] for n in splits)  # deterministic
     other = split_math500(ds, seed=0)
@@ -153,7 +156,7 @@ def test_loader_reads_the_reference_parquet_layout():
     row = train[0]
     assert row["unique_id"] == "test/algebra/1529.json" and row["answer"] == "1" and row["level"] == 3
     assert row["prompt"][0]["role"] == "user" and row["prompt"][0]["content"].endswith(SUFFIX)
-    assert [len(load_split(str(SHARED), s)) for s in ("val", "test")] == [100, 100]
+    assert [len(load_split(str(SHARED), s)) for s in ("val", "validation", "test")] == [100, 100, 100]
     # the gold column feeds the accuracy reward directly
     acc = REWARDS["accuracy"](mode="reference")
     assert acc(None, [f"\\boxed{{{a}}}" for a in train["answer"]], None, answer=train["answer"]) == [1.0] * 300

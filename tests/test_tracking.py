@@ -25,6 +25,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 PROJECT = "mo-align-tracking-test"
 WEIGHTING_KWARGS = {"weights": [0.4, 0.6], "lambda_lr": 0.1, "cov_targets": [0.1, 0.05]}
 OBJECTIVES = ("reward_has_digit", "reward_vowels")
+SECRET = "hf_" + "Zq7" * 11 + "x"
 
 DRIVER = textwrap.dedent(
     """
@@ -64,6 +65,7 @@ def tracked_run(tiny_model_dir, tmp_path_factory):
         "WANDB_SILENT": "true",
         "TRACKIO_DIR": str(tmp / "trackio"),
         "TOKENIZERS_PARALLELISM": "false",
+        "HF_TOKEN": SECRET,  # the supported way to give a hub token: it must reach no tracker file
     }
     (tmp / "wandb_dir").mkdir()
     out = tmp / "run"
@@ -176,3 +178,13 @@ def test_trackio_local_receives_mo_and_eval_metrics_and_config(tracked_run):
     last = [h for h in history if "mo/weight/reward_vowels" in h][-1]
     values = [row["train/mo/weight/reward_vowels"] for row in rows if "train/mo/weight/reward_vowels" in row]
     assert values[-1] == pytest.approx(last["mo/weight/reward_vowels"])
+
+
+def test_no_tracker_file_holds_the_hub_token(tracked_run):
+    """wandb's offline run files (uploaded by `wandb sync`), trackio's database and the run directory never hold
+    the token (``--hub_token`` itself is refused by the CLI: tests/test_reliability.py)."""
+    tmp, _ = tracked_run
+    files = [p for p in tmp.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".wandb" for p in files) and any("trackio" in str(p) for p in files)
+    leaking = [str(p) for p in files if SECRET.encode() in p.read_bytes()]
+    assert leaking == []

@@ -6,8 +6,16 @@ Build the splits (``python -m mo_align.data.math500 --out data/math500``; ``--so
 
 1. ``train_test_split(test_size=0.4, seed=42, shuffle=True)``: 300 ``train``, 200 held out;
 2. the 200 again with ``test_size=0.5, seed=42``: its **first** half (that call's ``"train"`` part) is the
-   **test** split and its second half (that call's ``"test"`` part) is **val**, as in the reference's
-   ``scripts/math500.py``. The paper trains on train and validates on test; val is unused.
+   **test** split and its second half (that call's ``"test"`` part) is **validation**, as in the reference's
+   ``scripts/math500.py`` (which names it ``val``; files named ``val.*`` are still read). The paper trains on train
+   and validates on test; validation is unused.
+
+``--out DIR`` must be empty or new: ``--overwrite`` first removes every earlier split file (any format), so a stale
+file of another format can never shadow the new split. ``--push-to-hub ID`` publishes the three splits as a Hub
+dataset (``datasets.DatasetDict.push_to_hub``; the token comes from ``HF_TOKEN`` / ``huggingface-cli login``), which
+a recipe then names with ``dataset_name: ID``. A source must have at least ``MIN_SOURCE_ROWS`` rows and a gold for
+every row (``answer``, or else ``solution``, whose last ``\\boxed{}`` is taken); a file that cannot be parsed is
+reported with its name and line.
 
 Each row: ``prompt`` (one user message, ``problem + " Let's think step by step and output the final answer within
 \\boxed{}."``), ``answer`` (str, the gold for the accuracy reward), ``level`` (int), ``subject`` (str), ``unique_id``
@@ -30,11 +38,15 @@ from typing import Any
 
 from datasets import Dataset
 
+from mo_align.rewards.common import last_boxed
+
 
 HUB_DATASET = "HuggingFaceH4/MATH-500"
 INSTRUCTION = "Let's think step by step and output the final answer within \\boxed{}."
 PROMPT_SUFFIX = " " + INSTRUCTION
-SPLITS = ("train", "val", "test")
+SPLITS = ("train", "validation", "test")
+SPLIT_ALIASES = {"validation": ("validation", "val"), "val": ("val", "validation")}  # old files say `val`
+MIN_SOURCE_ROWS = 50  # 60/20/20: at least 10 rows in each evaluation split
 COLUMNS = ("prompt", "answer", "level", "subject", "unique_id")
 SEED = 42
 
@@ -61,6 +73,8 @@ def _level(value: Any) -> int | None:
 
 
 def _row(problem_or_prompt: Any, answer: Any, row: dict[str, Any]) -> dict[str, Any]:
+    if answer is None:
+        raise ValueError("the gold answer is null")
     prompt = make_prompt(problem_or_prompt) if isinstance(problem_or_prompt, str) else problem_or_prompt
     return {
         "prompt": [{"role": str(m["role"]), "content": str(m["content"])} for m in prompt],
@@ -79,25 +93,73 @@ def to_mo_align_row(row: dict[str, Any]) -> dict[str, Any]:
         return _row(row["prompt"], row["reward_model"]["ground_truth"], row)
     if "problem" in row and "answer" in row:  # MATH-500's own layout
         return _row(row["problem"], row["answer"], row)
-    raise ValueError(f"unrecognised row layout (columns {sorted(row)}): need problem+answer, prompt+answer or verl")
+    if "solution" in row and ("problem" in row or "prompt" in row):  # TRL / open-r1: the gold is `solution`
+        solution = row["solution"]
+        answer = None if solution is None else (last_boxed(str(solution)) or str(solution))
+        return _row(row["problem"] if "problem" in row else row["prompt"], answer, row)
+    raise ValueError(
+        f"unrecognised row layout (columns {sorted(row)}): need problem+answer, prompt+answer, "
+        "problem/prompt+solution or verl"
+    )
 
 
-def to_mo_align(ds: Dataset) -> Dataset:
-    """A dataset of any supported layout → mo_align's five columns, in order."""
-    if tuple(ds.column_names) == COLUMNS:
+def to_mo_align(ds: Dataset, name: str = "the dataset") -> Dataset:
+    """A dataset of any supported layout → mo_align's five columns, in order; a row without a gold answer is an
+    error naming the row (a null ``answer`` used to become the gold string ``'None'``)."""
+    if tuple(ds.column_names) == COLUMNS and None not in ds["answer"]:
         return ds
-    return Dataset.from_list([to_mo_align_row(r) for r in ds])
+    rows = []
+    for i, row in enumerate(ds):
+        try:
+            rows.append(to_mo_align_row(row))
+        except (ValueError, KeyError, TypeError) as exc:
+            ident = f" ({row['unique_id']})" if row.get("unique_id") else ""
+            raise ValueError(f"{name}: row {i}{ident}: {exc}") from None
+    return Dataset.from_list(rows)
+
+
+def _check_json_lines(path: str) -> None:
+    """A JSON-lines file: every non-blank line one JSON object, and at least one (errors name file and line)."""
+    import json
+
+    count = 0
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError as exc:
+                raise ValueError(f"{path}:{lineno}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+            if not isinstance(record, dict):
+                raise ValueError(f"{path}:{lineno}: expected a JSON object per line, got {type(record).__name__}")
+            count += 1
+    if count == 0:
+        raise ValueError(f"{path}: the file holds no rows")
 
 
 def _read_file(path: str) -> Dataset:
     lower = path.lower()
-    if lower.endswith(".parquet"):
-        return Dataset.from_parquet(path, keep_in_memory=True)
-    if lower.endswith((".jsonl", ".json")):
-        return Dataset.from_json(path, keep_in_memory=True)
-    if lower.endswith(".csv"):
+    if not lower.endswith((".parquet", ".jsonl", ".json", ".csv")):
+        raise ValueError(f"unsupported source file {path!r}: use .jsonl, .json, .parquet or .csv")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such file")
+    if lower.endswith(".jsonl") or (lower.endswith(".json") and _first_char(path) == "{"):
+        _check_json_lines(path)
+    try:
+        if lower.endswith(".parquet"):
+            return Dataset.from_parquet(path, keep_in_memory=True)
+        if lower.endswith((".jsonl", ".json")):
+            return Dataset.from_json(path, keep_in_memory=True)
         return Dataset.from_csv(path, keep_in_memory=True)
-    raise ValueError(f"unsupported source file {path!r}: use .jsonl, .json, .parquet or .csv")
+    except Exception as exc:  # pyarrow / datasets errors carry a position but not the file
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ValueError(f"{path}: cannot read it ({type(exc).__name__}: {first})") from None
+
+
+def _first_char(path: str) -> str:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return f.read(4096).lstrip()[:1]
 
 
 def load_source(source: str | None = None) -> Dataset:
@@ -109,19 +171,46 @@ def load_source(source: str | None = None) -> Dataset:
     return _read_file(source)
 
 
-def split_math500(ds: Dataset, seed: int = SEED) -> dict[str, Dataset]:
-    """The reference's two seeded splits: ``{"train": 60%, "val": 20%, "test": 20%}`` (300/100/100 of 500)."""
-    ds = to_mo_align(ds)
+def split_math500(ds: Dataset, seed: int = SEED, name: str = "the source") -> dict[str, Dataset]:
+    """The reference's two seeded splits: ``{"train": 60%, "validation": 20%, "test": 20%}`` (300/100/100 of 500)."""
+    if len(ds) < MIN_SOURCE_ROWS:
+        raise ValueError(
+            f"{name} has {len(ds)} rows: a 60/20/20 split needs at least {MIN_SOURCE_ROWS} (10 per evaluation split)"
+        )
+    ds = to_mo_align(ds, name)
     first = ds.train_test_split(test_size=0.4, seed=seed, shuffle=True, keep_in_memory=True)
     second = first["test"].train_test_split(test_size=0.5, seed=seed, shuffle=True, keep_in_memory=True)
     # Note the swap: the second call's "train" half is the test split, its "test" half the val split.
-    splits = {"train": first["train"], "val": second["test"], "test": second["train"]}
+    splits = {"train": first["train"], "validation": second["test"], "test": second["train"]}
     return {name: split.flatten_indices(keep_in_memory=True) for name, split in splits.items()}
 
 
 def fingerprint(ds: Dataset) -> str:
     """SHA-1 of the newline-joined sorted ``unique_id`` s (REFERENCE_SPEC §5 gives its first 16 hex digits)."""
     return hashlib.sha1("\n".join(sorted(ds["unique_id"])).encode()).hexdigest()
+
+
+SPLIT_FILES = tuple(
+    f"{n}.{ext}" for n in ("train", "validation", "val", "test") for ext in ("parquet", "jsonl", "json")
+)
+
+
+def prepare_out(out: str, overwrite: bool) -> None:
+    """An output directory must be new or empty; ``overwrite`` removes every earlier split file (any format) and
+    refuses a directory that holds anything else."""
+    existing = sorted(os.listdir(out)) if os.path.isdir(out) else []
+    if not existing:
+        return
+    if not overwrite:
+        raise FileExistsError(
+            f"{out} is not empty ({', '.join(existing[:5])}{', ...' if len(existing) > 5 else ''}); pass --overwrite "
+            "to replace its split files"
+        )
+    others = [n for n in existing if n not in SPLIT_FILES]
+    if others:
+        raise FileExistsError(f"{out} holds files that are not split files ({', '.join(others[:5])}); not removing")
+    for name in existing:
+        os.remove(os.path.join(out, name))
 
 
 def write_splits(splits: dict[str, Dataset], out: str, fmt: str = "parquet") -> list[str]:
@@ -141,20 +230,22 @@ def write_splits(splits: dict[str, Dataset], out: str, fmt: str = "parquet") -> 
 
 
 def load_split(path: str, split: str) -> Dataset:
-    """Load one split from a local directory (parquet or jsonl), normalised to mo_align's five columns."""
-    for ext in (".parquet", ".jsonl", ".json"):
-        file = os.path.join(path, split + ext)
-        if os.path.exists(file):
-            ds = _read_file(file)
-            break
-    else:
+    """Load one split from a local directory (parquet or jsonl), normalised to mo_align's five columns.
+    ``validation`` and ``val`` name the same split (whichever file exists)."""
+    candidates = [os.path.join(path, name + ext) for name in SPLIT_ALIASES.get(split, (split,))
+                  for ext in (".parquet", ".jsonl", ".json")]  # fmt: skip
+    found = [file for file in candidates if os.path.exists(file)]
+    if not found:
         raise FileNotFoundError(f"no {split}.parquet / {split}.jsonl in {path!r}")
+    if len(found) > 1:
+        raise ValueError(f"{path}: several files hold split {split!r} ({', '.join(found)}); keep one")
+    ds = _read_file(found[0])
     columns = set(ds.column_names)
-    if "answer" not in columns and "reward_model" not in columns:
-        raise ValueError(f"{path}/{split}: no gold column 'answer' (or verl 'reward_model.ground_truth')")
+    if not columns & {"answer", "solution", "reward_model"}:
+        raise ValueError(f"{found[0]}: no gold column 'answer' (or 'solution', or verl 'reward_model.ground_truth')")
     if "prompt" not in columns and "problem" not in columns:
-        raise ValueError(f"{path}/{split}: no 'prompt' (or 'problem') column")
-    return to_mo_align(ds)
+        raise ValueError(f"{found[0]}: no 'prompt' (or 'problem') column")
+    return to_mo_align(ds, found[0])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -165,14 +256,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="output directory (e.g. data/math500)")
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--format", choices=("parquet", "jsonl"), default="parquet")
+    parser.add_argument("--overwrite", action="store_true", help="replace the split files of a non-empty --out")
+    parser.add_argument("--push-to-hub", metavar="ID", default=None, help="also publish the splits as Hub dataset ID")
+    parser.add_argument("--private", action="store_true", help="with --push-to-hub: a private dataset repo")
     args = parser.parse_args(argv)
-    splits = split_math500(load_source(args.source), seed=args.seed)
+    try:
+        if args.push_to_hub is not None:
+            from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+            try:
+                validate_repo_id(args.push_to_hub)
+            except HFValidationError:
+                raise ValueError(f"--push-to-hub {args.push_to_hub[:100]!r} is not a valid Hub repo id") from None
+        prepare_out(args.out, args.overwrite)
+        splits = split_math500(load_source(args.source), seed=args.seed, name=args.source or HUB_DATASET)
+    except (ValueError, FileExistsError, FileNotFoundError) as exc:
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
     write_splits(splits, args.out, args.format)
     for name in SPLITS:
         sys.stdout.write(
-            f"{name:5s} {len(splits[name]):4d} rows  sha1(sorted unique_id) {fingerprint(splits[name])[:16]}\n"
+            f"{name:10s} {len(splits[name]):4d} rows  sha1(sorted unique_id) {fingerprint(splits[name])[:16]}\n"
         )
     sys.stdout.write(f"wrote {args.out}/{{{','.join(SPLITS)}}}.{args.format}\n")
+    if args.push_to_hub is not None:
+        from datasets import DatasetDict
+
+        DatasetDict(splits).push_to_hub(args.push_to_hub, private=args.private)
+        sys.stdout.write(
+            f"pushed to https://huggingface.co/datasets/{args.push_to_hub} (recipes: dataset_name: {args.push_to_hub})\n"
+        )
     return 0
 
 

@@ -29,15 +29,17 @@ error and raises; a row whose gold answer is ``None`` scores ``None`` (not appli
 from __future__ import annotations
 
 import logging
+import math
 import re
 import threading
 from collections import OrderedDict, deque
 from fractions import Fraction
 from typing import Any
 
-from mo_align.rewards.common import as_column, last_boxed, safe_text
+from mo_align.rewards.common import gold_answers, last_boxed, safe_text
 from mo_align.rewards.hendrycks import is_equiv, reference_score, strip_string
 from mo_align.rewards.verify_pool import OK, PoolUnavailable, check_in_process, get_pool
+from mo_align.weightings.base import excerpt
 
 
 logger = logging.getLogger(__name__)
@@ -139,9 +141,9 @@ class AccuracyReward:
         cache_size: int = 65536,
     ) -> None:
         if mode not in MODES:
-            raise ValueError(f"accuracy mode must be one of {MODES}, got {mode!r}")
-        if timeout <= 0:
-            raise ValueError(f"accuracy timeout must be > 0, got {timeout}")
+            raise ValueError(f"accuracy mode must be one of {MODES}, got {excerpt(mode)}")
+        if not (isinstance(timeout, int | float) and math.isfinite(timeout) and timeout > 0):
+            raise ValueError(f"accuracy timeout must be finite and > 0, got {excerpt(timeout)}")
         self.mode = mode
         self.timeout = float(timeout)
         self.num_workers = num_workers
@@ -182,13 +184,22 @@ class AccuracyReward:
         return f"AccuracyReward(mode={self.mode!r}, timeout={self.timeout})"
 
     # -- the reward --
+    HEALTH = ("timeouts", "errors", "fallbacks", "guarded", "verified", "cache_hits")
+
     def __call__(
-        self, prompts=None, completions=None, completion_ids=None, answer=None, **kwargs
+        self, prompts=None, completions=None, completion_ids=None, answer=None, log_metric=None, **kwargs
     ) -> list[float | None]:
-        if answer is None:
-            raise ValueError("the accuracy reward needs the gold column 'answer' in the dataset")
+        """Scores; through TRL's ``log_metric`` hook, this batch's checker health as ``mo/reward_health/<name>/
+        <counter>`` (timeouts, errors, fallbacks to in-process checks, guarded inputs, math-verify calls, cache
+        hits; counts on this process, averaged over processes by TRL)."""
         completions = list(completions or [])
-        return self.score([safe_text(c) for c in completions], as_column(answer, len(completions)))
+        golds = gold_answers(answer, kwargs.get("solution"), len(completions), "the accuracy reward")
+        before = {k: self.stats[k] for k in self.HEALTH}
+        out = self.score([safe_text(c) for c in completions], golds)
+        if log_metric is not None:
+            for key in self.HEALTH:
+                log_metric(f"mo/reward_health/{self.__name__}/{key}", float(self.stats[key] - before[key]))
+        return out
 
     def warmup(self) -> None:
         """Start the math-verify workers now (verify mode), so the first batch does not pay their start-up."""

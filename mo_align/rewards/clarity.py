@@ -28,10 +28,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from mo_align.rewards.common import as_column, safe_text
+from mo_align.rewards.common import gold_answers, safe_text
 
 
-NONEMPTY_BOX = re.compile(r"\\boxed\{\s*[^\s}][^}]*\}")
+NONEMPTY_BOX = re.compile(r"\\boxed\{\s*[^\s}][^}]*\}")  # the reference's pattern; see has_nonempty_box
+_BOX_OPEN = re.compile(r"\\boxed\{\s*")
 ENUMERATOR = re.compile(
     r"(?:^|\s|\()(?:step\s*)?(?:\d+|[a-z]|[ivxlcdm]+)[).:\-]"  # (A) numbered / lettered / roman
     r"|(?:^|\s)[-*•]\s+",  # (B) bullet
@@ -49,9 +50,21 @@ def has_steps(text: str, strict: bool = False) -> bool:
     return len(pattern.findall(text)) >= 2 or len(ORDINALS.findall(text)) >= 2
 
 
+def has_nonempty_box(text: str) -> bool:
+    """``NONEMPTY_BOX.search(text) is not None``, in linear time.
+
+    The pattern's ``[^}]*\\}`` rescans the rest of the text from every ``\\boxed{`` that has no closing brace, so
+    1 MB of ``\\boxed{ x`` took 89 s. Equivalent test: some ``\\boxed{`` whose first non-space character is not
+    ``}`` and has a ``}`` anywhere after it (the first ``}`` after it then ends the match). The whitespace runs
+    after distinct ``\\boxed{`` are disjoint, so the scan is O(len(text)).
+    """
+    last_close = text.rfind("}")
+    return any(m.end() < last_close and text[m.end()] != "}" for m in _BOX_OPEN.finditer(text))
+
+
 def clarity_score(text: str, strict: bool = False) -> float:
     """1.0 iff a non-empty ``\\boxed{}`` and a step structure (ungated)."""
-    return float(NONEMPTY_BOX.search(text) is not None and has_steps(text, strict))
+    return float(has_nonempty_box(text) and has_steps(text, strict))
 
 
 class ClarityReward:
@@ -88,9 +101,8 @@ class ClarityReward:
         texts = [safe_text(c) for c in (completions or [])]
         scores: list[float | None] = [clarity_score(t, self.strict) for t in texts]
         if self._accuracy is not None:
-            if answer is None:
-                raise ValueError("clarity with gate_on_accuracy needs the gold column 'answer' in the dataset")
-            correct = self._accuracy.score(texts, as_column(answer, len(texts)))
+            golds = gold_answers(answer, kwargs.get("solution"), len(texts), "clarity with gate_on_accuracy")
+            correct = self._accuracy.score(texts, golds)
             scores = [None if c is None else s * c for s, c in zip(scores, correct)]
         return scores
 

@@ -68,6 +68,17 @@ def as_column(values: Any, n: int) -> list:
     return values
 
 
+def gold_answers(answer: Any, solution: Any, n: int, who: str) -> list:
+    """The gold column as ``n`` answers: ``answer`` (mo_align, MATH) or else ``solution`` (TRL / open-r1 datasets),
+    whose last ``\\boxed{...}`` is the answer when it holds one (a full worked solution), else its whole text.
+    Neither column is a configuration error naming ``who``."""
+    if answer is not None:
+        return as_column(answer, n)
+    if solution is None:
+        raise ValueError(f"{who} needs a gold column 'answer' (or 'solution') in the dataset")
+    return [s if not isinstance(s, str) else (last_boxed(s) or s) for s in as_column(solution, n)]
+
+
 def call_frozen(fn: Any, prompts: list, completions: list, completion_ids: list, trainer_state: Any = None,
                 **columns: Any) -> Any:  # fmt: skip
     """Call a TRL-style reward outside training: stateful rewards (``training`` attribute, e.g. the conciseness

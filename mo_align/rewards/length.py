@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from mo_align.rewards.common import as_column, safe_text
+from mo_align.rewards.common import gold_answers, safe_text
 
 
 def _length(ids: Any) -> int:
@@ -124,14 +124,13 @@ class ConcisenessReward:
             return [empty] * len(lengths)
         return [float(n < reference) for n in lengths]
 
-    def _correct(self, completions: Any, answer: Any, n: int) -> list[float | None] | None:
+    def _correct(self, completions: Any, answer: Any, n: int, solution: Any = None) -> list[float | None] | None:
         """Accuracy of each completion when gated, else ``None``."""
         if self._accuracy is None:
             return None
-        if answer is None:
-            raise ValueError("conciseness with gate_on_accuracy needs the gold column 'answer' in the dataset")
+        golds = gold_answers(answer, solution, n, "conciseness with gate_on_accuracy")
         texts = [safe_text(c) for c in (completions if completions is not None else [""] * n)]
-        return self._accuracy.score(texts, as_column(answer, n))
+        return self._accuracy.score(texts, golds)
 
     @staticmethod
     def _gated(scores: list[float | None], correct: list[float | None] | None) -> list[float | None]:
@@ -160,7 +159,9 @@ class ConcisenessReward:
         self, prompts=None, completions=None, completion_ids=None, answer=None, **kwargs
     ) -> list[float | None]:
         lengths = self._lengths(completion_ids)
-        correct = self._correct(completions, answer, len(lengths))  # one accuracy pass for both score lists
+        correct = self._correct(
+            completions, answer, len(lengths), kwargs.get("solution")
+        )  # one accuracy pass for both score lists
         if self.training:
             self._update(lengths)
         if self.reference_length is not None:
@@ -178,7 +179,7 @@ class ConcisenessReward:
         """Conciseness against :attr:`fixed_reference` (no state change); ``None`` while there is none."""
         lengths = self._lengths(completion_ids)
         scores = self._compare(lengths, self.fixed_reference, None)
-        return self._gated(scores, self._correct(completions, answer, len(lengths)))
+        return self._gated(scores, self._correct(completions, answer, len(lengths), kwargs.get("solution")))
 
     def running_mean_scores(
         self, prompts=None, completions=None, completion_ids=None, answer=None, **kwargs
@@ -186,7 +187,7 @@ class ConcisenessReward:
         """Conciseness against the current running mean (1.0 before any training batch; no state change)."""
         lengths = self._lengths(completion_ids)
         scores = self._compare(lengths, self.running_mean, 1.0)
-        return self._gated(scores, self._correct(completions, answer, len(lengths)))
+        return self._gated(scores, self._correct(completions, answer, len(lengths), kwargs.get("solution")))
 
 
 def make_conciseness_reward(

@@ -25,7 +25,11 @@ it early), **reusable** (one per process and setting, :func:`get_pool`; stopped 
 remembers its creator's pid; in a forked child :func:`get_pool` starts a fresh server and never writes to, or
 kills, the parent's), **thread-safe** (a lock serialises :meth:`VerifyClient.run`), and **picklable users**: a
 reward holds only settings and asks :func:`get_pool` when it runs. The server exits when its client closes the pipe
-or its parent process goes away. If no server can be started, :class:`PoolUnavailable` is raised and the caller
+or its parent process goes away. **Nothing outlives its server**: the server leads its own process group, which the
+client kills as a whole; each worker holds no pipe end but its own, gets ``SIGKILL`` from the kernel when the server
+dies (``PR_SET_PDEATHSIG``, Linux) and polls its parent once a second elsewhere. So a server killed from outside (OOM
+killer, ``kill -9``) or by the client at a missed deadline leaves no process holding the trainer's stdout/stderr
+(``... | tee log`` returns). If no server can be started, :class:`PoolUnavailable` is raised and the caller
 falls back to :func:`check_in_process` (soft limit only).
 """
 
@@ -47,6 +51,7 @@ import sys
 import threading
 import time
 from collections import OrderedDict, deque
+from collections.abc import Sequence
 from multiprocessing.connection import wait
 from typing import Any, BinaryIO
 
@@ -183,10 +188,29 @@ def check_in_process(gold: str, pred: str, soft_timeout: float | None) -> tuple[
 
 
 # ---- workers and their scheduler (inside the server process) -----------------------------------------------------
-def _worker_main(conn: Any, soft_timeout: float | None) -> None:
-    """Worker loop: receive ``(task_id, gold, pred)``, answer ``(task_id, outcome, value)``; exit on ``None``/EOF."""
+def _die_with_parent() -> None:
+    """Ask the kernel to SIGKILL this process when its parent dies (Linux ``PR_SET_PDEATHSIG``; elsewhere a no-op,
+    the worker's parent poll remains). A worker is forked by the server's only thread, so the parent thread and the
+    parent process end together."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(Exception):
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+
+
+def _worker_main(conn: Any, soft_timeout: float | None, inherited: tuple[int, ...] = ()) -> None:
+    """Worker loop: receive ``(task_id, gold, pred)``, answer ``(task_id, outcome, value)``; exit on ``None``/EOF,
+    and when the server is gone (parent-death signal, or the parent poll where that signal does not exist)."""
+    parent = os.getppid()
+    _die_with_parent()
+    if os.getppid() != parent:  # the server died before the signal was armed
+        os._exit(0)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    for fd in _SERVER_FDS:  # forked from the server: do not hold the client's pipe open
+    # Forked from the server: hold no other end of any pipe open (the client's protocol channel, this worker's own
+    # server end, the other workers' ends), so a dead server means EOF here and a closed pipe at the client.
+    for fd in (*_SERVER_FDS, *inherited):
         with contextlib.suppress(OSError):
             os.close(fd)
     try:
@@ -198,6 +222,10 @@ def _worker_main(conn: Any, soft_timeout: float | None) -> None:
     conn.send((None, _READY, os.getpid()))
     while True:
         try:
+            if not conn.poll(1.0):
+                if os.getppid() != parent:
+                    return  # the server is gone
+                continue
             msg = conn.recv()
         except (EOFError, OSError):
             return
@@ -212,9 +240,10 @@ def _worker_main(conn: Any, soft_timeout: float | None) -> None:
 
 
 class _Worker:
-    def __init__(self, ctx: Any, soft_timeout: float | None) -> None:
+    def __init__(self, ctx: Any, soft_timeout: float | None, siblings: Sequence[_Worker] = ()) -> None:
         self.conn, child_conn = ctx.Pipe(duplex=True)
-        self.proc = ctx.Process(target=_worker_main, args=(child_conn, soft_timeout), daemon=True)
+        inherited = tuple(c.fileno() for c in [self.conn, *(w.conn for w in siblings)] if not c.closed)
+        self.proc = ctx.Process(target=_worker_main, args=(child_conn, soft_timeout, inherited), daemon=True)
         self.proc.start()
         child_conn.close()
         self.ready = False
@@ -244,7 +273,7 @@ class VerifyPool:
 
     def _fill(self) -> None:
         while len(self._workers) < self.num_workers:
-            self._workers.append(_Worker(self._ctx, self.soft_timeout))
+            self._workers.append(_Worker(self._ctx, self.soft_timeout, self._workers))
 
     def _replace(self, worker: _Worker) -> None:
         worker.kill()
@@ -433,7 +462,10 @@ class VerifyClient:
         if self.soft_timeout is not None:
             cmd += ["--soft-timeout", repr(float(self.soft_timeout))]
         try:
-            self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True)
+            # its own process group: the server and every worker it forks are stopped together (_kill)
+            self._proc = subprocess.Popen(
+                cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True, start_new_session=True
+            )
         except OSError as exc:
             self._broken = f"cannot start the math-verify server: {exc}"
             raise PoolUnavailable(self._broken) from exc
@@ -457,10 +489,13 @@ class VerifyClient:
         return _read(fd)
 
     def _kill(self) -> None:
+        """SIGKILL the server's whole process group (server and workers). The server is our child and not yet
+        reaped, so its pid, which is the group id, cannot have been reused."""
         proc, self._proc = self._proc, None
         if proc is None:
             return
-        for step in (proc.kill, lambda: proc.wait(timeout=2.0), proc.stdin.close, proc.stdout.close):
+        kill_group = lambda: os.killpg(proc.pid, signal.SIGKILL)  # noqa: E731
+        for step in (kill_group, proc.kill, lambda: proc.wait(timeout=2.0), proc.stdin.close, proc.stdout.close):
             with contextlib.suppress(Exception):
                 step()
 
