@@ -14,12 +14,17 @@ ARGS ?=
 TINY_MODEL_DIR ?= outputs/tiny-model
 PYTEST_ARGS ?=
 
-export HF_HUB_OFFLINE := 1
-export HF_DATASETS_OFFLINE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 export TOKENIZERS_PARALLELISM := false
-export WANDB_MODE ?= offline
+
+# Offline (no Hub, wandb offline unless WANDB_MODE is set) for tests, smoke runs, the lab, benchmarks and the demo
+# only; train-* and vllm-server download models and sync trackers. Target-specific values also reach prerequisites.
+OFFLINE_TARGETS := test test-slow test-vllm demo lab lab-quick bench bench-vllm tiny-model smoke \
+	$(addprefix smoke-,$(ALGORITHMS))
+$(OFFLINE_TARGETS): export HF_HUB_OFFLINE := 1
+$(OFFLINE_TARGETS): export HF_DATASETS_OFFLINE := 1
+$(OFFLINE_TARGETS): export WANDB_MODE ?= offline
 
 check_algo = $(if $(filter $(1),$(ALGORITHMS)),,$(error unknown algorithm '$(1)'; valid: $(ALGORITHMS)))
 
