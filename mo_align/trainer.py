@@ -25,7 +25,6 @@ import json
 import math
 import os
 import re
-import sys
 import time
 from typing import Any
 
@@ -38,6 +37,7 @@ from trl.models.utils import unwrap_model_for_generation
 from mo_align.configs import MOGRPOConfig
 from mo_align.diagnostics import InterferenceMonitor
 from mo_align.hub import redact
+from mo_align.launch import typed_command
 from mo_align.rewards.common import call_frozen
 from mo_align.weightings import ObjectiveStats, Weighting, get_weighting
 
@@ -510,7 +510,7 @@ class MOGRPOTrainer(GRPOTrainer):
             "advantage_estimator": self.args.advantage_estimator,
             "objectives": list(self.objective_names),
             "seed": self.args.seed,
-            "launch_command": redact(" ".join([os.path.basename(sys.executable), *sys.argv])),
+            "launch_command": redact(typed_command()),
             "eval": evals,
             "start": start,
             "final": final,
