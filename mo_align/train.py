@@ -14,9 +14,10 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from trl import ModelConfig, TrlParser, get_peft_config
+from trl import ModelConfig, TrlParser, get_peft_config, get_quantization_config
 
 from mo_align.configs import MOGRPOConfig, MOScriptArguments
+from mo_align.extras import MissingExtraError, check_report_to, require
 from mo_align.rewards.common import call_frozen
 
 
@@ -81,6 +82,22 @@ def preflight_rewards(funcs: list, names: list[str], dataset: Any) -> None:
                 raise ValueError(f"reward {name!r} returned {v!r}: each value must be a number or None")
 
 
+# ---- model ----------------------------------------------------------------------------------------------------
+def model_init_kwargs(model_args: ModelConfig, training_args: MOGRPOConfig) -> dict[str, Any]:
+    """``from_pretrained`` keyword arguments from the model arguments, as TRL's ``trl grpo`` script builds them:
+    revision, ``trust_remote_code`` (a GRPOConfig field), attention implementation and dtype; a recipe's own
+    ``model_init_kwargs`` take precedence. Quantization (``load_in_4bit`` / ``load_in_8bit``) travels separately as
+    the trainer's ``quantization_config`` (TRL's ``get_quantization_config``)."""
+    kwargs: dict[str, Any] = {
+        "revision": model_args.model_revision,
+        "trust_remote_code": training_args.trust_remote_code,
+        "attn_implementation": model_args.attn_implementation,
+        "dtype": model_args.dtype,
+    }
+    kwargs.update(training_args.model_init_kwargs or {})
+    return kwargs
+
+
 # ---- main -----------------------------------------------------------------------------------------------------
 def main(script_args: MOScriptArguments, training_args: MOGRPOConfig, model_args: ModelConfig) -> Any:
     from transformers import AutoTokenizer, set_seed
@@ -102,19 +119,27 @@ def main(script_args: MOScriptArguments, training_args: MOGRPOConfig, model_args
         preflight_rewards(reward_funcs, names, train_dataset)
         if eval_dataset is None and training_args.eval_strategy != "no":
             raise ValueError("eval_strategy is set but no eval_split was given")
+        if model_args.load_in_4bit or model_args.load_in_8bit:
+            require("bitsandbytes", "load_in_4bit" if model_args.load_in_4bit else "load_in_8bit")
+        check_report_to(training_args.report_to)
+        if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
+            require("deepspeed", "an accelerate config with distributed_type: DEEPSPEED")
+    except MissingExtraError as exc:
+        raise ConfigError(str(exc)) from exc
     except (ValueError, TypeError, FileNotFoundError) as exc:
         raise ConfigError(str(exc)) from exc
 
     # ---- tokenizer and model ------------------------------------------------------------------------------------
     if model_args.model_name_or_path is None:
         raise ValueError("model_name_or_path is required")
-    tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision)
+    tokenizer = AutoTokenizer.from_pretrained(
+        model_args.model_name_or_path,
+        revision=model_args.model_revision,
+        trust_remote_code=training_args.trust_remote_code,
+    )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    init_kwargs = dict(training_args.model_init_kwargs or {})
-    if model_args.dtype is not None:
-        init_kwargs.setdefault("dtype", model_args.dtype)
-    training_args.model_init_kwargs = init_kwargs or None
+    training_args.model_init_kwargs = model_init_kwargs(model_args, training_args)
 
     trainer = MOGRPOTrainer(
         model=model_args.model_name_or_path,
@@ -124,6 +149,7 @@ def main(script_args: MOScriptArguments, training_args: MOGRPOConfig, model_args
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
+        quantization_config=get_quantization_config(model_args),
         weighting=weighting,
     )
 
