@@ -221,8 +221,19 @@ def normalize_summary(raw: Mapping[str, Any], default_dir: str | Path | None = N
     }
 
 
+def _eval_objective(key: str) -> str | None:
+    """The objective of a per-objective eval mean: ``eval_<objective>/mean`` (or ``eval/<objective>/mean``, the
+    name before mo_align 0.1's transformers-style metrics); None for any other key, including TRL's own
+    ``eval_rewards/<name>/mean`` and ``eval_mo/...``."""
+    for prefix in ("eval_", "eval/"):
+        if key.startswith(prefix) and key.endswith("/mean"):
+            name = key[len(prefix) : -len("/mean")]
+            return name if name and "/" not in name else None
+    return None
+
+
 def _from_trainer_state(state_path: Path, run_dir: Path) -> dict[str, Any]:
-    """Rebuild a summary from ``log_history``: ``eval/<objective>/mean``, ``mo/weight/<objective>``,
+    """Rebuild a summary from ``log_history``: ``eval_<objective>/mean``, ``mo/weight/<objective>``,
     ``mo/cov_ema/<objective>`` (else CTWA's ``mo/ctwa/ema/<objective>``), ``mo/reward/<objective>/mean`` and
     ``mo/events/<kind>/<objective>`` (fired when > 0). The algorithm is the one ``mo/<name>/...`` namespace the
     weighting logged under, else ``"unknown"``."""
@@ -246,8 +257,8 @@ def _from_trainer_state(state_path: Path, run_dir: Path) -> dict[str, Any]:
             continue
         step = int(entry["step"])
         for key, value in entry.items():
-            if key.startswith("eval/") and key.endswith("/mean") and len(key) > len("eval//mean"):
-                name = key[len("eval/") : -len("/mean")]
+            name = _eval_objective(key)
+            if name is not None:
                 if name == "completion_length":
                     eval_lengths[step] = _num(value)
                 else:

@@ -301,12 +301,16 @@ def test_empty_curves_skip_plots_with_a_note(tmp_path):
 
 
 # ---- trainer_state.json fallback ----------------------------------------------------------------------------------
-def log_history(offset=0.0):
+def log_history(offset=0.0, prefix="eval_"):
+    """A trainer's log history with per-objective evals named as transformers names them (``eval_<obj>/mean``;
+    ``prefix="eval/"``: the names before issue 12), beside TRL's own eval metrics, which are not objectives."""
     history = []
     for step, acc, clar in ((0, 0.40, 0.20), (4, 0.50, 0.10), (8, 0.55 + offset, 0.15)):
+        p = prefix
         history.append(
-            {"step": step, "eval/accuracy/mean": acc, "eval/accuracy/delta": acc - 0.4, "eval/clarity/mean": clar}
-            | {"eval/completion_length/mean": 20.0 + step, "epoch": step / 8}
+            {"step": step, f"{p}accuracy/mean": acc, f"{p}accuracy/delta": acc - 0.4, f"{p}clarity/mean": clar}
+            | {f"{p}completion_length/mean": 20.0 + step, "epoch": step / 8}
+            | {"eval_loss": 0.01, "eval_rewards/accuracy/mean": 0.9, "eval_mo/reward/accuracy/mean": 0.9}
         )
     for step in range(1, 9):
         history.append(
@@ -327,11 +331,13 @@ def log_history(offset=0.0):
     return {"global_step": 8, "log_history": history}
 
 
-def test_trainer_state_fallback_reconstructs_the_summary(tmp_path):
+@pytest.mark.parametrize("prefix", ["eval_", "eval/"])
+def test_trainer_state_fallback_reconstructs_the_summary(tmp_path, prefix):
     run = tmp_path / "ctwa-old"
     for step, offset in ((9, -0.5), (10, 0.0)):  # checkpoint-10 is the latest, although "checkpoint-9" sorts after it
         (run / f"checkpoint-{step}").mkdir(parents=True)
-        (run / f"checkpoint-{step}" / "trainer_state.json").write_text(json.dumps(log_history(offset)))
+        state = log_history(offset, prefix)
+        (run / f"checkpoint-{step}" / "trainer_state.json").write_text(json.dumps(state))
     loaded = load_run(run)
     assert loaded["run_name"] == "ctwa-old" and loaded["output_dir"] == str(run.resolve())
     assert loaded["source"].endswith("checkpoint-10/trainer_state.json")
