@@ -107,7 +107,7 @@ def main(script_args: MOScriptArguments, training_args: MOGRPOConfig, model_args
     from mo_align.trainer import MOGRPOTrainer
     from mo_align.weightings import get_weighting
 
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    setup_logging(training_args)
     set_seed(training_args.seed)
 
     # ---- validate objectives, weighting and data before any model is loaded -------------------------------------
@@ -162,14 +162,42 @@ def main(script_args: MOScriptArguments, training_args: MOGRPOConfig, model_args
         if checkpoint is not None:
             logger.info("resuming from %s", checkpoint)
     result = trainer.train(resume_from_checkpoint=checkpoint)
-    trainer.log_metrics("train", result.metrics)
-    trainer.save_state()
+    metrics = {**result.metrics, "train_samples": _count(train_dataset)}
+    trainer.log_metrics("train", metrics)
+    trainer.save_metrics("train", metrics)  # train_results.json and all_results.json, as TRL / open-r1 scripts
+    trainer.save_state()  # trainer_state.json (log history) in output_dir
 
-    # ---- save ---------------------------------------------------------------------------------------------------
+    # ---- save, then finish the trackers and the process group (transformers' Trainer.end, as `trl grpo`) ----------
     trainer.save_model(training_args.output_dir)
+    logger.info("model saved to %s", training_args.output_dir)
     if trainer.accelerator.is_main_process:
         sys.stdout.write(objective_table(trainer.state.log_history, trainer.objective_names) + "\n")
+    trainer.end()
     return trainer
+
+
+def setup_logging(training_args: MOGRPOConfig) -> None:
+    """Per-process log level, as TRL's and open-r1's scripts: ``log_level`` on the main process, ``log_level_replica``
+    (default: warning) on the others; mo_align, transformers and datasets follow it. With the default ``passive``
+    main-process level mo_align's own messages stay at info (transformers' and datasets' levels are left alone)."""
+    import datasets
+    import transformers
+
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=[logging.StreamHandler()])
+    level = training_args.get_process_log_level()
+    passive_main = training_args.log_level == "passive" and training_args.should_log
+    logger.setLevel(logging.INFO if passive_main else level)
+    datasets.utils.logging.set_verbosity(level)
+    transformers.utils.logging.set_verbosity(level)
+    transformers.utils.logging.enable_default_handler()
+    transformers.utils.logging.enable_explicit_format()
+
+
+def _count(dataset: Any) -> int | None:
+    try:
+        return len(dataset)
+    except TypeError:  # an iterable (streaming) split
+        return None
 
 
 def objective_table(log_history: list[dict], objectives: Sequence[str]) -> str:
