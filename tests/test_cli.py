@@ -108,6 +108,8 @@ def test_console_script_and_module_run_the_same_training(tmp_path, tiny_model_di
         assert (tmp_path / f"run{i}" / "model.safetensors").exists()
         summary = json.loads((tmp_path / f"run{i}" / "mo_summary.json").read_text())
         assert summary["launch_command"] == f"{typed} --config {recipe} --disable_tqdm true"
+        assert summary["eval"][0]["step"] == 0  # the tiny recipe evaluates from step 0 (issue 12 item 7)
+        assert set(summary["eval"][0]["means"]) == {"accuracy", "conciseness", "clarity"}
     assert outputs[0] == outputs[1]
     assert "accuracy" in outputs[0] and "conciseness" in outputs[0] and "clarity" in outputs[0]
 
