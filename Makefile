@@ -42,7 +42,7 @@ $(STAMP): setup.cfg constraints-cpu.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -U pip
 	$(PIP) install -q -c constraints-cpu.txt torch==2.13.0
-	DS_BUILD_OPS=0 $(PIP) install -q -c constraints-cpu.txt -e '.[dev]'
+	DS_BUILD_OPS=0 $(PIP) install -q -c constraints-cpu.txt -e '.[dev,all]'
 	touch $(STAMP)
 
 test: install ## offline test suite (CPU), then every tiny recipe (make smoke)

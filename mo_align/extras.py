@@ -14,9 +14,7 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "deepspeed": ("deepspeed", "DeepSpeed (ZeRO-3 launch configs, configs/accelerate/zero3.yaml)"),
     "wandb": ("wandb", "report_to: wandb"),
     "trackio": ("trackio", "report_to: trackio"),
-    "torchjd": ("torchjd", "the mgda weighting's min-norm solver"),
     "bitsandbytes": ("quantization", "load_in_4bit / load_in_8bit"),
-    "vllm": ("vllm", "use_vllm: true with CUDA weight sync"),
 }
 
 
