@@ -14,12 +14,17 @@ ARGS ?=
 TINY_MODEL_DIR ?= outputs/tiny-model
 PYTEST_ARGS ?=
 
-export HF_HUB_OFFLINE := 1
-export HF_DATASETS_OFFLINE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 export TOKENIZERS_PARALLELISM := false
-export WANDB_MODE ?= offline
+
+# Offline (no Hub, wandb offline unless WANDB_MODE is set) for tests, smoke runs, the lab, benchmarks and the demo
+# only; train-* and vllm-server download models and sync trackers. Target-specific values also reach prerequisites.
+OFFLINE_TARGETS := test test-slow test-vllm demo lab lab-quick bench bench-vllm tiny-model smoke \
+	$(addprefix smoke-,$(ALGORITHMS))
+$(OFFLINE_TARGETS): export HF_HUB_OFFLINE := 1
+$(OFFLINE_TARGETS): export HF_DATASETS_OFFLINE := 1
+$(OFFLINE_TARGETS): export WANDB_MODE ?= offline
 
 check_algo = $(if $(filter $(1),$(ALGORITHMS)),,$(error unknown algorithm '$(1)'; valid: $(ALGORITHMS)))
 
@@ -37,7 +42,7 @@ $(STAMP): setup.cfg constraints-cpu.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -U pip
 	$(PIP) install -q -c constraints-cpu.txt torch==2.13.0
-	DS_BUILD_OPS=0 $(PIP) install -q -c constraints-cpu.txt -e '.[dev]'
+	DS_BUILD_OPS=0 $(PIP) install -q -c constraints-cpu.txt -e '.[dev,all]'
 	touch $(STAMP)
 
 test: install ## offline test suite (CPU), then every tiny recipe (make smoke)

@@ -2,20 +2,25 @@
 
 ``mo-align train --config recipes/<model>/<algo>.yaml [overrides]`` trains;
 ``mo-align report RUN_DIR [RUN_DIR ...] --out DIR`` compares finished runs (``mo_align.report``);
-``mo-align push RUN_DIR --repo-id ID`` uploads a finished run with its model card (``mo_align.hub``).
+``mo-align push RUN_DIR --repo-id ID`` uploads a finished run with its model card (``mo_align.hub``);
+``mo-align lab``, ``mo-align data math500`` and ``mo-align env`` run the lab, prepare MATH-500, print the environment.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 
 USAGE = """usage: mo-align <command> [args]
 
 commands:
   train --config FILE [--key value ...]   train with a recipe (same as python -m mo_align.train)
+  train --config FILE --accelerate_config cpu|ddp|multi_gpu|zero3|FILE [--num_processes N] [--key value ...]
+                                          the same under `accelerate launch` (as trl grpo --accelerate_config)
   report RUN_DIR [RUN_DIR ...] --out DIR [--reference x,y,z] [--tolerance 0.02]
                                           compare finished runs: per-objective tables, seeds aggregated by
                                           algorithm, hypervolume, Pareto plots, interference
@@ -23,6 +28,9 @@ commands:
   push RUN_DIR --repo-id ID [--private] [--token-env HF_TOKEN]
                                           upload a finished run (model or LoRA adapter, tokenizer) with a model
                                           card written by mo_align (see mo-align push --help)
+  lab [--quick] [...]                     the interference lab (same as python -m mo_align.lab; --help)
+  data math500 --out DIR [...]            write the paper's MATH-500 split (python -m mo_align.data.math500)
+  env                                     versions, devices and installed extras, for bug reports
 """
 
 REPORT_DESCRIPTION = """\
@@ -83,6 +91,31 @@ def report(argv: Sequence[str]) -> int:
     return 0
 
 
+def train(argv: Sequence[str]) -> int:
+    """``mo-align train``: in this process, or under ``accelerate launch`` with ``--accelerate_config``."""
+    import shlex
+    import subprocess
+    import tempfile
+
+    from mo_align.launch import TYPED_COMMAND_ENV, LaunchError, accelerate_command, typed_command
+
+    with tempfile.TemporaryDirectory(prefix="mo-align-launch-") as workdir:
+        try:
+            launch = accelerate_command(argv, Path(workdir))
+        except (LaunchError, ImportError) as exc:
+            sys.stderr.write(f"mo-align: error: {exc}\n")
+            return 2
+        if launch is None:
+            from mo_align.train import cli
+
+            cli(argv)
+            return 0
+        command, shown = launch
+        sys.stderr.write("mo-align: " + " ".join(shlex.quote(c) for c in shown) + "\n")
+        env = {**os.environ, TYPED_COMMAND_ENV: typed_command()}  # the summary records what the user typed
+        return subprocess.run(command, env=env).returncode
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -90,9 +123,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     command, rest = argv[0], argv[1:]
     if command == "train":
-        from mo_align.train import cli
+        return train(rest)
+    if command == "lab":
+        from mo_align.lab.run import main as lab
 
-        cli(rest)
+        lab(rest)
+        return 0
+    if command == "data":
+        if rest[:1] != ["math500"]:
+            sys.stderr.write("mo-align: error: usage: mo-align data math500 --out DIR [...]\n")
+            return 2
+        from mo_align.data.math500 import main as math500
+
+        return math500(rest[1:])
+    if command == "env":
+        from mo_align.envinfo import environment, format_environment
+
+        sys.stdout.write(format_environment(environment()) + "\n")
         return 0
     if command == "report":
         return report(rest)

@@ -8,6 +8,7 @@ be set beside a weighting that owns them (use ``weighting_kwargs`` and ``advanta
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -16,6 +17,9 @@ from trl import GRPOConfig, ScriptArguments
 
 from mo_align.advantages import ADVANTAGE_ESTIMATORS
 from mo_align.weightings.base import excerpt
+
+
+logger = logging.getLogger("mo_align")
 
 
 def _as_dict(value: Any, name: str) -> dict[str, Any]:
@@ -79,12 +83,17 @@ class MOGRPOConfig(GRPOConfig):
             to `0.05`): when a negative covariance EMA or an eval drop becomes an interference event.
         mo_eval_fixed_reference (`bool`, *optional*, defaults to `False`):
             For objectives that also score against a fixed reference (conciseness), use that score as
-            ``eval/<objective>/mean``; both are logged anyway (``/fixed_ref`` and ``/running_mean``).
+            ``eval_<objective>/mean``; both are logged anyway (``/fixed_ref`` and ``/running_mean``).
         mo_eval_temperature (`float`, *optional*, defaults to `0.0`):
             Temperature of the per-objective evaluation (``eval_strategy`` / ``eval_steps`` / ``eval_on_start``
             schedule it); 0 decodes greedily, as the paper does.
         mo_eval_num_samples (`int`, *optional*, defaults to `1`):
             Completions per eval prompt (use > 1 with a temperature for sampled evaluation).
+        mo_eval_loss (`bool`, *optional*, defaults to `True`):
+            Also run TRL's own evaluation loop at every evaluation, which gives ``eval_loss`` (transformers' default
+            ``metric_for_best_model``) and TRL's ``eval_reward`` / ``eval_rewards/<objective>/mean``. It samples
+            ``num_generations_eval`` completions per eval prompt on top of the per-objective decode; set false to
+            skip that cost (then ``eval_loss`` is absent and cannot select the best model).
     """
 
     weighting: str = field(default="linear", metadata={"help": "Weighting strategy (registry key)."})
@@ -119,6 +128,9 @@ class MOGRPOConfig(GRPOConfig):
     mo_eval_num_samples: int = field(
         default=1, metadata={"help": "Completions per eval prompt in the per-objective evaluation."}
     )
+    mo_eval_loss: bool = field(
+        default=True, metadata={"help": "Also run TRL's evaluation loop (eval_loss, eval_reward) at each evaluation."}
+    )
 
     _VALID_DICT_FIELDS = [*GRPOConfig._VALID_DICT_FIELDS, "weighting_kwargs"]  # noqa: RUF012
 
@@ -140,6 +152,15 @@ class MOGRPOConfig(GRPOConfig):
             raise ValueError(f"gramian_space must be 'parameters' or 'logprobs', got {self.gramian_space!r}")
         if self.mo_eval_temperature < 0 or self.mo_eval_num_samples < 1:
             raise ValueError("mo_eval_temperature must be >= 0 and mo_eval_num_samples >= 1")
+        if (
+            not self.mo_eval_loss
+            and self.load_best_model_at_end
+            and self.metric_for_best_model in (None, "loss", "eval_loss")
+        ):
+            raise ValueError(
+                "load_best_model_at_end selects on eval_loss, which mo_eval_loss: false does not compute; set "
+                "metric_for_best_model (e.g. accuracy/mean) or mo_eval_loss: true"
+            )
         if self.num_generations is not None and self.num_generations < 2:
             raise ValueError(f"num_generations must be >= 2 for group baselines, got {self.num_generations}")
         if WEIGHTINGS[self.weighting].owns_weights and self.reward_weights is not None:
@@ -160,6 +181,39 @@ class MOGRPOConfig(GRPOConfig):
             conflict = exact_statistic_conflict(self)
             if conflict:
                 raise ValueError(f"weighting ctwa with statistic 'exact': {conflict}; or set statistic: on_policy")
+
+    @classmethod
+    def from_grpo_config(cls, args: GRPOConfig, num_objectives: int) -> tuple[MOGRPOConfig, str]:
+        """A ``MOGRPOConfig`` holding every setting of a plain ``trl.GRPOConfig``, and a sentence saying how TRL's
+        multi-reward knobs were mapped: ``reward_weights`` (default: ones, as TRL) become ``linear`` weights and
+        ``multi_objective_aggregation`` the estimator (``sum_then_normalize`` -> ``grpo``, ``normalize_then_sum``
+        -> ``gdpo``). Both give TRL's advantages exactly (see ``mo_align.weightings.linear``). The mo_align fields
+        take their defaults; ``args`` itself is not modified."""
+        from dataclasses import fields
+
+        from mo_align.weightings import WEIGHTINGS, validate_kwargs
+
+        weights = [1.0] * num_objectives if args.reward_weights is None else [float(w) for w in args.reward_weights]
+        estimator = {"sum_then_normalize": "grpo", "normalize_then_sum": "gdpo"}.get(args.multi_objective_aggregation)
+        if estimator is None:
+            raise ValueError(f"unknown multi_objective_aggregation {args.multi_objective_aggregation!r}")
+        validate_kwargs(WEIGHTINGS["linear"], {"weights": weights})
+        WEIGHTINGS["linear"](num_objectives, weights=weights)  # wrong length or negative weights fail here, early
+        # Copy the finished (post-__post_init__) state: re-running GRPOConfig.__post_init__ on derived fields such
+        # as generation_batch_size and steps_per_generation would reject them as conflicting.
+        new = cls.__new__(cls)
+        new.__dict__.update(args.__dict__)
+        grpo_fields = {f.name for f in fields(GRPOConfig)}
+        for f in fields(cls):
+            if f.init and f.name not in grpo_fields:
+                setattr(new, f.name, f.default_factory() if callable(f.default_factory) else f.default)
+        new.weighting, new.weighting_kwargs, new.advantage_estimator = "linear", {"weights": weights}, estimator
+        new.reward_weights, new.multi_objective_aggregation = None, "sum_then_normalize"
+        message = (
+            f"trl.GRPOConfig given: reward_weights {weights} -> weighting: linear with these weights; "
+            f"multi_objective_aggregation {args.multi_objective_aggregation!r} -> advantage_estimator: {estimator}"
+        )
+        return new, message
 
     def __getstate__(self) -> dict[str, Any]:
         # transformers pickles the args into every checkpoint's training_args.bin and uploads it with push_to_hub:
@@ -208,3 +262,22 @@ class MOScriptArguments(ScriptArguments):
         unknown = set(self.reward_kwargs) - set(self.reward_funcs)
         if unknown:
             raise ValueError(f"reward_kwargs names rewards that are not in reward_funcs: {sorted(unknown)}")
+
+
+def resolve_config(args: Any, model: Any, num_objectives: int) -> MOGRPOConfig:
+    """The trainer's ``args`` as a ``MOGRPOConfig``, accepting what ``trl.GRPOTrainer`` accepts.
+
+    ``None`` builds TRL's default (``output_dir`` ``<model name>-GRPO``) with linear weights of ones, as TRL's default
+    ``reward_weights``; a plain ``trl.GRPOConfig`` is mapped by :meth:`MOGRPOConfig.from_grpo_config` (logged).
+    """
+    if isinstance(args, MOGRPOConfig):
+        return args
+    if args is None:
+        name = model if isinstance(model, str) else getattr(getattr(model, "config", None), "_name_or_path", "")
+        name = str(name).rstrip("/").split("/")[-1] or "model"
+        return MOGRPOConfig(output_dir=f"{name}-GRPO", weighting_kwargs={"weights": [1.0] * num_objectives})
+    if isinstance(args, GRPOConfig):
+        config, message = MOGRPOConfig.from_grpo_config(args, num_objectives)
+        logger.info(message)
+        return config
+    raise TypeError(f"args must be a MOGRPOConfig or a trl.GRPOConfig, got {type(args).__name__}")

@@ -185,6 +185,12 @@ def normalize_summary(raw: Mapping[str, Any], default_dir: str | Path | None = N
         start = start or dict(evals[0]["means"])
         final = final or dict(evals[-1]["means"])
         best = best or _best_of(evals)
+    train = _series(raw.get("train_reward"), "means")
+    values_from = str(raw.get("values_from") or "eval")
+    if not evals and not final and train:
+        # a run without evaluation: its first / last / best training-batch means, labelled as such everywhere
+        start, final, best = dict(train[0]["means"]), dict(train[-1]["means"]), _best_of(train)
+        values_from = TRAIN_FALLBACK
     delta = _means(raw.get("delta")) or {k: final[k] - start[k] for k in final if k in start}
     objectives = [str(o) for o in raw.get("objectives") or []]
     for source in (final, start, *(e["means"] for e in evals)):
@@ -215,14 +221,29 @@ def normalize_summary(raw: Mapping[str, Any], default_dir: str | Path | None = N
         "delta": delta,
         "weights": _series(raw.get("weights"), "weights"),
         "cov_ema": _series(raw.get("cov_ema"), "values"),
-        "train_reward": _series(raw.get("train_reward"), "means"),
+        "train_reward": train,
+        "values_from": values_from,
         "events": sorted(events, key=lambda e: e["step"]),
         "source": raw.get("source"),
     }
 
 
+TRAIN_FALLBACK = "training batches (no evaluation)"
+
+
+def _eval_objective(key: str) -> str | None:
+    """The objective of a per-objective eval mean: ``eval_<objective>/mean`` (or ``eval/<objective>/mean``, the
+    name before mo_align 0.1's transformers-style metrics); None for any other key, including TRL's own
+    ``eval_rewards/<name>/mean`` and ``eval_mo/...``."""
+    for prefix in ("eval_", "eval/"):
+        if key.startswith(prefix) and key.endswith("/mean"):
+            name = key[len(prefix) : -len("/mean")]
+            return name if name and "/" not in name else None
+    return None
+
+
 def _from_trainer_state(state_path: Path, run_dir: Path) -> dict[str, Any]:
-    """Rebuild a summary from ``log_history``: ``eval/<objective>/mean``, ``mo/weight/<objective>``,
+    """Rebuild a summary from ``log_history``: ``eval_<objective>/mean``, ``mo/weight/<objective>``,
     ``mo/cov_ema/<objective>`` (else CTWA's ``mo/ctwa/ema/<objective>``), ``mo/reward/<objective>/mean`` and
     ``mo/events/<kind>/<objective>`` (fired when > 0). The algorithm is the one ``mo/<name>/...`` namespace the
     weighting logged under, else ``"unknown"``."""
@@ -246,8 +267,8 @@ def _from_trainer_state(state_path: Path, run_dir: Path) -> dict[str, Any]:
             continue
         step = int(entry["step"])
         for key, value in entry.items():
-            if key.startswith("eval/") and key.endswith("/mean") and len(key) > len("eval//mean"):
-                name = key[len("eval/") : -len("/mean")]
+            name = _eval_objective(key)
+            if name is not None:
                 if name == "completion_length":
                     eval_lengths[step] = _num(value)
                 else:
@@ -489,6 +510,7 @@ def analyse(
             "algorithm": r["algorithm"],
             "seed": r["seed"],
             "output_dir": r["output_dir"],
+            "values_from": r.get("values_from", "eval"),
             "final": {o: _clean(r["final"].get(o)) for o in objectives},
             "best": {o: _clean(r["best"].get(o)) for o in objectives},
             "start": {o: _clean(r["start"].get(o)) for o in objectives},
@@ -834,7 +856,7 @@ def _run_table(analysis: dict[str, Any]) -> _Table:
     headers = ["run", "algorithm", "seed"]
     for o in objs:
         headers += [f"{o} final", f"{o} best", f"{o} Δ"]
-    headers += ["HV", "non-dominated", "interference"]
+    headers += ["HV", "non-dominated", "interference", "values from"]
     rows = []
     for name, r in analysis["runs"].items():
         row = [name, r["algorithm"], "—" if r["seed"] is None else str(r["seed"])]
@@ -843,8 +865,20 @@ def _run_table(analysis: dict[str, Any]) -> _Table:
         flag = ("yes: " + ", ".join(r["interference_objectives"])) if r["interference"] else "no"
         if r["interference"] and not r["interference_objectives"]:
             flag = "yes"
-        rows.append([*row, _fmt(r["hypervolume"], digits=4), "yes" if r["non_dominated"] else "no", flag])
+        nd = "yes" if r["non_dominated"] else "no"
+        rows.append([*row, _fmt(r["hypervolume"], digits=4), nd, flag, r["values_from"]])
     return _Table(headers, rows)
+
+
+def _fallback_note(analysis: Mapping[str, Any]) -> str:
+    names = [n for n, r in analysis["runs"].items() if r["values_from"] == TRAIN_FALLBACK]
+    if not names:
+        return ""
+    return (
+        f" Runs without evaluation ({', '.join(names)}) show their training-batch reward means instead (final = "
+        "last batch, best = highest batch, Δ = last − first batch): sampled at the training temperature on training "
+        "prompts, not comparable with eval means."
+    )
 
 
 def _blocks(analysis: dict[str, Any], plots: _Plots) -> list[tuple]:
@@ -857,7 +891,7 @@ def _blocks(analysis: dict[str, Any], plots: _Plots) -> list[tuple]:
             "p",
             f"{len(runs)} runs, {len(analysis['algorithms'])} algorithms; objectives (all maximised): "
             f"{', '.join(objs)}. Values are per-objective eval means: final = last evaluation, best = highest "
-            "evaluation, Δ = final − start (first evaluation).",
+            "evaluation, Δ = final − start (first evaluation)." + _fallback_note(analysis),
         )
     )
     b.append(("h", 2, "Hypervolume reference point"))
@@ -1067,4 +1101,7 @@ def format_console_table(result: Mapping[str, Any]) -> str:
     out.append(f"HV reference ({', '.join(objs)}) = ({ref}) [{result['reference_source']}]")
     nd = result["non_dominated"]
     out.append("non-dominated runs: " + (", ".join(nd) if nd else "none"))
+    fallback = [n for n, r in result["runs"].items() if r["values_from"] == TRAIN_FALLBACK]
+    if fallback:
+        out.append(f"no evaluation, values are training-batch means: {', '.join(fallback)}")
     return "\n".join(out)

@@ -8,15 +8,17 @@ the model is loaded, then build the trainer, train (resuming from the last check
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 import yaml
-from trl import ModelConfig, TrlParser, get_peft_config
+from trl import ModelConfig, TrlParser, get_peft_config, get_quantization_config
 
 from mo_align.checkpoints import last_complete_checkpoint
 from mo_align.configs import MOGRPOConfig, MOScriptArguments
+from mo_align.extras import MissingExtraError, check_report_to, require
 from mo_align.recipe import check_recipe, config_path
 from mo_align.rewards.checks import check_reward_output
 from mo_align.rewards.common import call_frozen
@@ -105,6 +107,22 @@ def preflight_rewards(funcs: list, names: list[str], dataset: Any) -> None:
         check_reward_output(name, out, len(rows))  # a list of finite numbers or None, one per completion
 
 
+# ---- model ----------------------------------------------------------------------------------------------------
+def model_init_kwargs(model_args: ModelConfig, training_args: MOGRPOConfig) -> dict[str, Any]:
+    """``from_pretrained`` keyword arguments from the model arguments, as TRL's ``trl grpo`` script builds them:
+    revision, ``trust_remote_code`` (a GRPOConfig field), attention implementation and dtype; a recipe's own
+    ``model_init_kwargs`` take precedence. Quantization (``load_in_4bit`` / ``load_in_8bit``) travels separately as
+    the trainer's ``quantization_config`` (TRL's ``get_quantization_config``)."""
+    kwargs: dict[str, Any] = {
+        "revision": model_args.model_revision,
+        "trust_remote_code": training_args.trust_remote_code,
+        "attn_implementation": model_args.attn_implementation,
+        "dtype": model_args.dtype,
+    }
+    kwargs.update(training_args.model_init_kwargs or {})
+    return kwargs
+
+
 # ---- main -----------------------------------------------------------------------------------------------------
 def main(script_args: MOScriptArguments, training_args: MOGRPOConfig, model_args: ModelConfig) -> Any:
     from transformers import AutoTokenizer, set_seed
@@ -113,7 +131,7 @@ def main(script_args: MOScriptArguments, training_args: MOGRPOConfig, model_args
     from mo_align.trainer import MOGRPOTrainer
     from mo_align.weightings import get_weighting
 
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    setup_logging(training_args)
     set_seed(training_args.seed)
 
     # ---- validate objectives, weighting and data before any model is loaded -------------------------------------
@@ -125,19 +143,27 @@ def main(script_args: MOScriptArguments, training_args: MOGRPOConfig, model_args
         preflight_rewards(reward_funcs, names, train_dataset)
         if eval_dataset is None and training_args.eval_strategy != "no":
             raise ValueError("eval_strategy is set but no eval split was loaded (set dataset_test_split)")
+        if model_args.load_in_4bit or model_args.load_in_8bit:
+            require("bitsandbytes", "load_in_4bit" if model_args.load_in_4bit else "load_in_8bit")
+        check_report_to(training_args.report_to)
+        if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
+            require("deepspeed", "an accelerate config with distributed_type: DEEPSPEED")
+    except MissingExtraError as exc:
+        raise ConfigError(str(exc)) from exc
     except (ValueError, TypeError, FileNotFoundError) as exc:
         raise ConfigError(str(exc)) from exc
 
     # ---- tokenizer and model ------------------------------------------------------------------------------------
     if model_args.model_name_or_path is None:
         raise ValueError("model_name_or_path is required")
-    tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision)
+    tokenizer = AutoTokenizer.from_pretrained(
+        model_args.model_name_or_path,
+        revision=model_args.model_revision,
+        trust_remote_code=training_args.trust_remote_code,
+    )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    init_kwargs = dict(training_args.model_init_kwargs or {})
-    if model_args.dtype is not None:
-        init_kwargs.setdefault("dtype", model_args.dtype)
-    training_args.model_init_kwargs = init_kwargs or None
+    training_args.model_init_kwargs = model_init_kwargs(model_args, training_args)
 
     trainer = MOGRPOTrainer(
         model=model_args.model_name_or_path,
@@ -147,6 +173,7 @@ def main(script_args: MOScriptArguments, training_args: MOGRPOConfig, model_args
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
+        quantization_config=get_quantization_config(model_args),
         weighting=weighting,
     )
 
@@ -161,14 +188,42 @@ def main(script_args: MOScriptArguments, training_args: MOGRPOConfig, model_args
         if checkpoint is not None:
             logger.info("resuming from %s (the newest complete checkpoint)", checkpoint)
     result = trainer.train(resume_from_checkpoint=checkpoint)
-    trainer.log_metrics("train", result.metrics)
-    trainer.save_state()
+    metrics = {**result.metrics, "train_samples": _count(train_dataset)}
+    trainer.log_metrics("train", metrics)
+    trainer.save_metrics("train", metrics)  # train_results.json and all_results.json, as TRL / open-r1 scripts
+    trainer.save_state()  # trainer_state.json (log history) in output_dir
 
-    # ---- save ---------------------------------------------------------------------------------------------------
+    # ---- save, then finish the trackers and the process group (transformers' Trainer.end, as `trl grpo`) ----------
     trainer.save_model(training_args.output_dir)
+    logger.info("model saved to %s", training_args.output_dir)
     if trainer.accelerator.is_main_process:
         sys.stdout.write(objective_table(trainer.state.log_history, trainer.objective_names) + "\n")
+    trainer.end()
     return trainer
+
+
+def setup_logging(training_args: MOGRPOConfig) -> None:
+    """Per-process log level, as TRL's and open-r1's scripts: ``log_level`` on the main process, ``log_level_replica``
+    (default: warning) on the others; mo_align, transformers and datasets follow it. With the default ``passive``
+    main-process level mo_align's own messages stay at info (transformers' and datasets' levels are left alone)."""
+    import datasets
+    import transformers
+
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=[logging.StreamHandler()])
+    level = training_args.get_process_log_level()
+    passive_main = training_args.log_level == "passive" and training_args.should_log
+    logger.setLevel(logging.INFO if passive_main else level)
+    datasets.utils.logging.set_verbosity(level)
+    transformers.utils.logging.set_verbosity(level)
+    transformers.utils.logging.enable_default_handler()
+    transformers.utils.logging.enable_explicit_format()
+
+
+def _count(dataset: Any) -> int | None:
+    try:
+        return len(dataset)
+    except TypeError:  # an iterable (streaming) split
+        return None
 
 
 def objective_table(log_history: list[dict], objectives: Sequence[str]) -> str:

@@ -14,10 +14,12 @@ This is the only module that touches TRL private methods (guarded by ``tests/tes
    strategies as ``self.objective_advantages``), then ``super()``.
 4. ``_save_checkpoint`` / ``_load_optimizer_and_scheduler`` — persist the weighting state and the state of
    stateful reward functions (``mo_state.pt``), as TRL does for its entropy controller.
-5. ``evaluate`` — per-objective evaluation instead of TRL's eval loss: decode the eval split (greedy by
-   default, one sample per prompt, as the paper evaluates), score every objective, log
-   ``eval/<objective>/mean`` and ``eval/<objective>/delta`` (vs the first evaluation, e.g. ``eval_on_start``)
-   and ``eval/completion_length/mean``. Evaluation never moves any state (weights, running means).
+5. ``evaluate`` / ``evaluation_loop`` — transformers' ``evaluate`` (dicts of eval datasets, logging, callbacks)
+   around a loop that runs TRL's (``eval_loss``) and then decodes the eval split (greedy by default, one sample per
+   prompt, as the paper evaluates; ``mo_align.evaluation``), scores every objective, reward models included, and
+   returns ``eval_<objective>/mean`` and ``eval_<objective>/delta`` (vs the first evaluation, e.g.
+   ``eval_on_start``) and ``eval_completion_length/mean``. Evaluation never moves any state (weights, running
+   means).
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ import logging
 import math
 import os
 import re
-import sys
 import time
 from typing import Any
 
@@ -37,15 +38,15 @@ from accelerate.utils import gather_object
 from transformers import TrainerCallback
 from transformers.trainer_utils import rotate_checkpoints
 from trl import GRPOTrainer
-from trl.models.utils import unwrap_model_for_generation
 
 from mo_align import checkpoints
-from mo_align.configs import MOGRPOConfig
+from mo_align.configs import MOGRPOConfig, resolve_config
 from mo_align.diagnostics import InterferenceMonitor
+from mo_align.evaluation import decode_and_score, eval_rows, fixed_reference_columns
 from mo_align.gram import GramAccumulator
 from mo_align.hub import redact
-from mo_align.rewards.checks import RewardMonitor, check_reward_output
-from mo_align.rewards.common import call_frozen
+from mo_align.launch import typed_command
+from mo_align.rewards.checks import RewardMonitor
 from mo_align.weightings import ObjectiveStats, Weighting, get_weighting
 from mo_align.weightings.base import check_finite_weights
 
@@ -60,7 +61,10 @@ class MOGRPOTrainer(GRPOTrainer):
     Args:
         model, reward_funcs, train_dataset, eval_dataset, processing_class, callbacks, peft_config, ...:
             as [`trl.GRPOTrainer`]; ``reward_funcs`` are the K objectives, in order.
-        args ([`MOGRPOConfig`]): adds ``weighting``, ``weighting_kwargs``, ``advantage_estimator``.
+        args ([`MOGRPOConfig`], *optional*): adds ``weighting``, ``weighting_kwargs``, ``advantage_estimator``.
+            ``None`` (TRL's default config, linear weights of ones) and a plain [`trl.GRPOConfig`] (its
+            ``reward_weights`` / ``multi_objective_aggregation`` mapped to linear weights and an estimator, logged)
+            are accepted as ``GRPOTrainer`` accepts them (``mo_align.configs.resolve_config``).
         weighting ([`Weighting`], *optional*): an instance to use instead of building ``args.weighting``
             (dependency injection for custom strategies and tests).
     """
@@ -70,10 +74,9 @@ class MOGRPOTrainer(GRPOTrainer):
 
     def __init__(self, model: Any, reward_funcs: Any = None, args: MOGRPOConfig | None = None, *a: Any, **kw: Any):
         weighting: Weighting | None = kw.pop("weighting", None)
-        if args is None or not isinstance(args, MOGRPOConfig):
-            raise TypeError("MOGRPOTrainer needs args=MOGRPOConfig(...)")
         funcs = reward_funcs if isinstance(reward_funcs, list) else [reward_funcs]
         k = len(funcs)
+        args = resolve_config(args, model, k)  # None or a plain trl.GRPOConfig are accepted, as GRPOTrainer does
         if weighting is None:
             weighting = get_weighting(args.weighting, k, **(args.weighting_kwargs or {}))
         elif weighting.num_objectives != k:
@@ -460,6 +463,7 @@ class MOGRPOTrainer(GRPOTrainer):
             "weighting_state": self.weighting.state_dict(),
             "rewards": rewards,
             "eval_start": self._mo_eval_start,
+            "eval_starts": getattr(self, "_mo_eval_starts", None) or {},  # further eval datasets (a dict)
             "monitor": self.monitor.state_dict() if self.monitor is not None else None,
             "history": self._mo_history,
         }
@@ -469,6 +473,7 @@ class MOGRPOTrainer(GRPOTrainer):
             raise ValueError(f"checkpoint holds weighting {state['weighting']!r}, run uses {self.weighting.name!r}")
         self.weighting.load_state_dict(state["weighting_state"])
         self._mo_eval_start = state.get("eval_start")
+        self._mo_eval_starts = dict(state.get("eval_starts") or {})
         if self.monitor is not None and state.get("monitor") is not None:
             self.monitor.load_state_dict(state["monitor"])
         if state.get("history") is not None:
@@ -528,56 +533,97 @@ class MOGRPOTrainer(GRPOTrainer):
 
     # ---- 5. per-objective evaluation ----------------------------------------------------------------------------
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
-        """Decode the eval split and score every objective; returns and logs ``eval/<objective>/mean|delta``."""
+        """transformers' ``evaluate`` with the per-objective loop (:meth:`evaluation_loop`): returns and logs
+        ``eval_<objective>/mean|delta`` and ``eval_completion_length/mean`` (trackers file them under ``eval/``;
+        ``metric_for_best_model: accuracy/mean`` and early stopping read them), plus ``eval_loss``. A dict of eval
+        datasets is evaluated one by one with metrics ``eval_<name>_...``, as transformers does."""
+        own = eval_dataset is None or isinstance(eval_dataset, str)  # the trainer's own split (deltas, history)
+        if isinstance(eval_dataset, str):
+            target = self.eval_dataset[eval_dataset]
+        else:
+            target = eval_dataset if eval_dataset is not None else self.eval_dataset
+        if target is None:
+            raise ValueError("evaluate() needs an eval_dataset")
+        if isinstance(target, dict):  # transformers calls back here once per dataset, prefix eval_<name>
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
         cache_key = (self.state.global_step, metric_key_prefix)
-        if eval_dataset is None and getattr(self, "_mo_last_eval", (None, None))[0] == cache_key:
+        cache = getattr(self, "_mo_eval_cache", {})
+        if own and cache_key in cache:
             # transformers may request a second evaluation at the same step (end of epoch): the parameters have
             # not changed since, so reuse the result instead of decoding and logging it twice.
-            return dict(self._mo_last_eval[1])
-        dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
-        if dataset is None:
-            raise ValueError("evaluate() needs an eval_dataset")
-        if isinstance(dataset, dict):
-            raise ValueError("per-objective evaluation takes one eval dataset, not a dict")
-        scores, lengths = self._mo_score_eval(dataset)  # (n, K + F), (n,) gathered
-        p = metric_key_prefix
+            return dict(cache[cache_key])
+        self._mo_eval_target = (target, own)
+        try:
+            metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        finally:
+            self._mo_eval_target = None
+        if own:
+            self._mo_eval_cache = {k: v for k, v in cache.items() if k[0] == cache_key[0]} | {cache_key: dict(metrics)}
+        self.write_summary()
+        return metrics
+
+    def evaluation_loop(
+        self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
+    ):
+        """TRL's loop (``eval_loss``; when ``mo_eval_loss``), then the per-objective decode of the same split."""
+        from transformers.trainer_utils import EvalLoopOutput
+
+        target, own = getattr(self, "_mo_eval_target", None) or (dataloader.dataset, False)
+        metrics: dict[str, float] = {}
+        if self.args.mo_eval_loss:
+            output = super().evaluation_loop(
+                dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix
+            )
+            metrics.update(output.metrics)
+        scores, lengths = decode_and_score(self, eval_rows(target), f"{description} (per objective)")
+        metrics.update(self._mo_eval_metrics(scores, lengths, metric_key_prefix, own))
+        return EvalLoopOutput(predictions=None, label_ids=None, metrics=metrics, num_samples=len(lengths))
+
+    def _mo_eval_metrics(self, scores: torch.Tensor, lengths: torch.Tensor, p: str, own: bool) -> dict[str, float]:
+        """Metrics ``<p>_<objective>/mean`` (+ ``/delta`` vs the first evaluation of the trainer's own split); the
+        primary split (``eval``, or the first of a dict) also feeds the run summary and the interference monitor."""
         metrics: dict[str, float] = {}
         k_obj = len(self.objective_names)
         rewards = scores[:, :k_obj].clone()
-        for j, k in enumerate(self._mo_fixed_reference_columns()):
+        for j, k in enumerate(fixed_reference_columns(self.reward_funcs)):
             # the paper's conciseness compares with the training running mean, which ratchets toward the policy and
             # hides a collapse (LAB_NOTES §4): log both; `mo_eval_fixed_reference` picks the one used as the mean
             fixed, running = scores[:, k_obj + j], scores[:, k]
             name = self.objective_names[k]
-            metrics[f"{p}/{name}/fixed_ref"] = float(torch.nanmean(fixed)) if (~torch.isnan(fixed)).any() else math.nan
-            metrics[f"{p}/{name}/running_mean"] = float(torch.nanmean(running))
+            metrics[f"{p}_{name}/fixed_ref"] = float(torch.nanmean(fixed)) if (~torch.isnan(fixed)).any() else math.nan
+            metrics[f"{p}_{name}/running_mean"] = float(torch.nanmean(running))
             if self.args.mo_eval_fixed_reference:
                 rewards[:, k] = fixed
         for k, name in enumerate(self.objective_names):
             col = rewards[:, k]
             finite = col[~torch.isnan(col)]
-            metrics[f"{p}/{name}/mean"] = float(finite.mean()) if finite.numel() else float("nan")
-        metrics[f"{p}/completion_length/mean"] = float(lengths.float().mean())
-        means = {name: metrics[f"{p}/{name}/mean"] for name in self.objective_names}
+            metrics[f"{p}_{name}/mean"] = float(finite.mean()) if finite.numel() else float("nan")
+        metrics[f"{p}_completion_length/mean"] = float(lengths.float().mean())
+        if not own:
+            return metrics  # a dataset passed to evaluate(): no start to compare with
+        means = {name: metrics[f"{p}_{name}/mean"] for name in self.objective_names}
         scalar = self.weighting.scalarize(rewards)
         scalar_mean = float(torch.nanmean(scalar)) if (~torch.isnan(scalar)).any() else math.nan
-        if self._mo_eval_start is None:
-            self._mo_eval_start = {**means, "__scalar__": scalar_mean}
+        primary = p == ("eval" if not isinstance(self.eval_dataset, dict) else f"eval_{next(iter(self.eval_dataset))}")
+        starts = getattr(self, "_mo_eval_starts", None)
+        if starts is None:
+            starts = self._mo_eval_starts = {}
+        start = self._mo_eval_start if primary else starts.get(p)
+        if start is None:
+            start = {**means, "__scalar__": scalar_mean}
+            if primary:
+                self._mo_eval_start = start
+            else:
+                starts[p] = start
         for name in self.objective_names:
-            metrics[f"{p}/{name}/delta"] = means[name] - self._mo_eval_start.get(name, math.nan)
-        if eval_dataset is None and p == "eval":
+            metrics[f"{p}_{name}/delta"] = means[name] - start.get(name, math.nan)
+        if primary:
             step = self.state.global_step
-            self._mo_history["eval"].append(
-                {"step": step, "means": means, "completion_length": metrics[f"{p}/completion_length/mean"]}
-            )
+            length = metrics[f"{p}_completion_length/mean"]
+            self._mo_history["eval"].append({"step": step, "means": means, "completion_length": length})
             if self.monitor is not None:
-                start_scalar = self._mo_eval_start.get("__scalar__", math.nan)
-                metrics.update(self.monitor.observe_eval(means, self._mo_eval_start, scalar_mean, start_scalar, step))
-        # Trainer.log directly: GRPOTrainer.log would flush pending *training* metrics into this eval entry.
-        super(GRPOTrainer, self).log(metrics)
-        if eval_dataset is None:
-            self._mo_last_eval = (cache_key, dict(metrics))
-        self.write_summary()
+                start_scalar = start.get("__scalar__", math.nan)
+                metrics.update(self.monitor.observe_eval(means, start, scalar_mean, start_scalar, step))
         return metrics
 
     # ---- 6. run summary -----------------------------------------------------------------------------------------
@@ -597,7 +643,7 @@ class MOGRPOTrainer(GRPOTrainer):
             "advantage_estimator": self.args.advantage_estimator,
             "objectives": list(self.objective_names),
             "seed": self.args.seed,
-            "launch_command": redact(" ".join([os.path.basename(sys.executable), *sys.argv])),
+            "launch_command": redact(typed_command()),
             "eval": evals,
             "start": start,
             "final": final,
@@ -634,88 +680,6 @@ class MOGRPOTrainer(GRPOTrainer):
         with open(path + ".tmp", "w") as f:
             json.dump(_json_safe(self.summary()), f, indent=1)
         os.replace(path + ".tmp", path)
-
-    @torch.no_grad()
-    def _mo_score_eval(self, dataset) -> tuple[torch.Tensor, torch.Tensor]:
-        args = self.args
-        rows = [dataset[i] for i in range(len(dataset))]
-        world, rank = self.accelerator.num_processes, self.accelerator.process_index
-        per_rank = math.ceil(len(rows) / world)
-        mine = rows[rank * per_rank : (rank + 1) * per_rank]
-        n_real = len(mine)
-        mine = mine + [rows[0]] * (per_rank - n_real)  # equal work on every rank (collective gathers under ZeRO-3)
-        samples = max(1, args.mo_eval_num_samples)
-        mine = [row for row in mine for _ in range(samples)]
-        tok = self.processing_class
-        batch = max(1, args.per_device_eval_batch_size)
-        completions_ids: list[list[int]] = []
-        gen_kwargs = {
-            "max_new_tokens": args.max_completion_length,
-            "do_sample": args.mo_eval_temperature > 0,
-            "pad_token_id": tok.pad_token_id,
-            "eos_token_id": tok.eos_token_id,
-        }
-        if args.mo_eval_temperature > 0:
-            gen_kwargs.update(temperature=args.mo_eval_temperature, top_p=1.0, top_k=0)
-        else:
-            gen_kwargs.update(temperature=None, top_p=None, top_k=None)
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with unwrap_model_for_generation(self.model_wrapped, self.accelerator) as model:
-                for start in range(0, len(mine), batch):
-                    chunk = mine[start : start + batch]
-                    texts = [self._mo_prompt_text(row["prompt"]) for row in chunk]
-                    enc = tok(
-                        text=texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False
-                    )
-                    enc = {k: v.to(self.accelerator.device) for k, v in enc.items()}
-                    out = model.generate(**enc, **gen_kwargs)[:, enc["input_ids"].shape[1] :]
-                    for ids in out.tolist():
-                        cut = [t for t in ids if t != tok.pad_token_id]
-                        if tok.eos_token_id in cut:
-                            cut = cut[: cut.index(tok.eos_token_id) + 1]
-                        completions_ids.append(cut)
-        finally:
-            self.model.train(was_training)
-        texts = tok.batch_decode(completions_ids, skip_special_tokens=True)
-        conversational = isinstance(mine[0]["prompt"], list)
-        completions = [[{"role": "assistant", "content": t}] if conversational else t for t in texts]
-        local = self._mo_eval_rewards(mine, completions, completions_ids)  # (n_local, K)
-        lengths = torch.tensor([len(c) for c in completions_ids], dtype=torch.float32)
-        keep = torch.zeros(len(mine), dtype=torch.bool)
-        keep[: n_real * samples] = True  # drop the padding rows after gathering
-        packed = torch.cat([local, lengths[:, None], keep[:, None].float()], dim=1).to(self.accelerator.device)
-        gathered = self.accelerator.gather(packed).cpu()
-        gathered = gathered[gathered[:, -1] > 0]
-        return gathered[:, :-2], gathered[:, -2]
-
-    def _mo_prompt_text(self, prompt: Any) -> str:
-        if isinstance(prompt, list):
-            return self.processing_class.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
-        return prompt
-
-    def _mo_eval_rewards(self, rows: list[dict], completions: list, completion_ids: list[list[int]]) -> torch.Tensor:
-        keys = [k for k in rows[0] if k not in ("prompt", "completion", "completion_ids")]
-        kwargs = {k: [row[k] for row in rows] for k in keys}
-        prompts = [row["prompt"] for row in rows]
-        cols = []
-        for fn in self.reward_funcs:
-            if isinstance(fn, torch.nn.Module):
-                raise NotImplementedError("per-objective evaluation does not score nn.Module reward models yet")
-            out = call_frozen(fn, prompts, completions, completion_ids, self.state, **kwargs)
-            check_reward_output(getattr(fn, "__name__", type(fn).__name__), out, len(rows))
-            cols.append([math.nan if v is None else float(v) for v in out])
-        for fn in self.reward_funcs:  # objectives with a second, fixed reference (conciseness): score both ways
-            if callable(getattr(fn, "reference_scores", None)):
-                alt = fn.reference_scores(prompts=prompts, completions=completions, completion_ids=completion_ids,
-                                          **kwargs)  # fmt: skip
-                cols.append([math.nan if v is None else float(v) for v in alt])
-        return torch.tensor(cols, dtype=torch.float32).T.reshape(len(rows), len(cols))
-
-    def _mo_fixed_reference_columns(self) -> list[int]:
-        """Indices of the objectives whose reward also scores against a fixed reference (in column order)."""
-        return [k for k, fn in enumerate(self.reward_funcs) if callable(getattr(fn, "reference_scores", None))]
 
     # ---- 7. vLLM server mode ------------------------------------------------------------------------------------
     def training_step(self, model, inputs, num_items_in_batch=None):

@@ -37,3 +37,11 @@ def test_recipe_parses_and_builds(path):
 def test_every_algorithm_has_a_tiny_recipe():
     tiny = {p.stem for p in RECIPES if p.parent.name == "tiny"}
     assert set(WEIGHTINGS) <= tiny
+
+
+@pytest.mark.parametrize("path", [p for p in RECIPES if p.parent.name.startswith("tiny")], ids=lambda p: p.stem)
+def test_tiny_recipes_evaluate_from_step_zero(path):
+    """`make smoke-*` runs evaluate (so `mo-align report` on them compares eval means), starting at step 0."""
+    script_args, training_args, _ = parse_args(["--config", str(path)])
+    assert script_args.eval_split and training_args.eval_strategy == "steps" and training_args.eval_on_start
+    assert training_args.max_steps % training_args.eval_steps == 0  # the last step is evaluated too

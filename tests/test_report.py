@@ -14,6 +14,7 @@ from mo_align.report import (
     PNG_SIGNATURE,
     ReportError,
     analyse,
+    format_console_table,
     hypervolume,
     interference,
     load_run,
@@ -284,10 +285,12 @@ def test_empty_curves_skip_plots_with_a_note(tmp_path):
     assert "Skipped: no run recorded a weight trajectory." in md
     assert "Skipped: no run recorded a covariance-law EMA." in md
 
-    # no evaluation at all: no eval curves and no Pareto plots, HV unknown, still a report
+    # no evaluation and no training rewards at all: no eval curves and no Pareto plots, HV unknown, still a report
+    # (with training rewards, see test_runs_without_evaluation_report_their_training_batch_means_labelled)
     bare = [
         {
             **summary("bare", "linear", 0, (0, 0, 0), (0, 0, 0)),
+            "train_reward": [],
             "eval": [],
             "start": {},
             "final": {},
@@ -301,12 +304,16 @@ def test_empty_curves_skip_plots_with_a_note(tmp_path):
 
 
 # ---- trainer_state.json fallback ----------------------------------------------------------------------------------
-def log_history(offset=0.0):
+def log_history(offset=0.0, prefix="eval_"):
+    """A trainer's log history with per-objective evals named as transformers names them (``eval_<obj>/mean``;
+    ``prefix="eval/"``: the names before issue 12), beside TRL's own eval metrics, which are not objectives."""
     history = []
     for step, acc, clar in ((0, 0.40, 0.20), (4, 0.50, 0.10), (8, 0.55 + offset, 0.15)):
+        p = prefix
         history.append(
-            {"step": step, "eval/accuracy/mean": acc, "eval/accuracy/delta": acc - 0.4, "eval/clarity/mean": clar}
-            | {"eval/completion_length/mean": 20.0 + step, "epoch": step / 8}
+            {"step": step, f"{p}accuracy/mean": acc, f"{p}accuracy/delta": acc - 0.4, f"{p}clarity/mean": clar}
+            | {f"{p}completion_length/mean": 20.0 + step, "epoch": step / 8}
+            | {"eval_loss": 0.01, "eval_rewards/accuracy/mean": 0.9, "eval_mo/reward/accuracy/mean": 0.9}
         )
     for step in range(1, 9):
         history.append(
@@ -327,11 +334,13 @@ def log_history(offset=0.0):
     return {"global_step": 8, "log_history": history}
 
 
-def test_trainer_state_fallback_reconstructs_the_summary(tmp_path):
+@pytest.mark.parametrize("prefix", ["eval_", "eval/"])
+def test_trainer_state_fallback_reconstructs_the_summary(tmp_path, prefix):
     run = tmp_path / "ctwa-old"
     for step, offset in ((9, -0.5), (10, 0.0)):  # checkpoint-10 is the latest, although "checkpoint-9" sorts after it
         (run / f"checkpoint-{step}").mkdir(parents=True)
-        (run / f"checkpoint-{step}" / "trainer_state.json").write_text(json.dumps(log_history(offset)))
+        state = log_history(offset, prefix)
+        (run / f"checkpoint-{step}" / "trainer_state.json").write_text(json.dumps(state))
     loaded = load_run(run)
     assert loaded["run_name"] == "ctwa-old" and loaded["output_dir"] == str(run.resolve())
     assert loaded["source"].endswith("checkpoint-10/trainer_state.json")
@@ -459,3 +468,33 @@ def test_help_lists_both_commands(capsys):
     assert main(["report", "--help"]) == 0
     out = capsys.readouterr().out
     assert "Compare finished training runs" in out and "--reference" in out and "--tolerance" in out
+
+
+# ---- runs without evaluation (issue 12 item 7) ---------------------------------------------------------------------
+def test_runs_without_evaluation_report_their_training_batch_means_labelled(tmp_path):
+    runs = []
+    for name, algorithm, slope in (("lin", "linear", 0.01), ("ct", "ctwa", 0.02)):
+        raw = summary(name, algorithm, 0, (0.0,) * 3, (0.0,) * 3)
+        raw.update(eval=[], start={}, final={}, best={}, delta={})
+        raw["train_reward"] = [
+            {"step": s, "means": {o: 0.3 + slope * s - 0.05 * (s == 3) * k for k, o in enumerate(OBJECTIVES)}}
+            for s in range(1, 6)
+        ]
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "mo_summary.json").write_text(json.dumps(raw))
+        runs.append(tmp_path / name)
+    loaded = load_runs(runs)
+    lin = loaded[0]
+    assert lin["values_from"] == "training batches (no evaluation)"
+    assert lin["start"]["accuracy"] == pytest.approx(0.31) and lin["final"]["accuracy"] == pytest.approx(0.35)
+    assert lin["delta"]["clarity"] == pytest.approx(0.04) and lin["best"]["clarity"] == pytest.approx(0.35)
+    result = write_report(loaded, tmp_path / "report")
+    assert result["runs"]["ct"]["final"]["accuracy"] == pytest.approx(0.40)
+    assert result["hypervolume"]["ct"] is not None  # a table of numbers, not of dashes
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "Runs without evaluation (lin, ct) show their training-batch reward means" in md
+    row = next(line for line in md.splitlines() if line.startswith("| lin |"))
+    assert "0.350" in row and row.rstrip(" |").endswith("training batches (no evaluation)")
+    console = format_console_table(result)
+    assert "no evaluation, values are training-batch means: lin, ct" in console
+    assert "—" not in console.splitlines()[3]  # the linear row has numbers

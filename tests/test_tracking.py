@@ -87,7 +87,7 @@ def _expected_keys(history: list[dict]) -> set[str]:
     """Every mo/ and per-objective eval key the trainer logged, named as transformers forwards it to trackers."""
     keys = set()
     for entry in history:
-        mine = {k: v for k, v in entry.items() if k.startswith(("mo/", "eval/"))}
+        mine = {k: v for k, v in entry.items() if k.startswith(("mo/", "eval_"))}
         keys |= set(rewrite_logs(mine))
     return keys
 
@@ -97,9 +97,11 @@ def _check_history(history: list[dict], received: set[str]) -> None:
     for name in OBJECTIVES:  # the headline metrics are really among them
         assert any(k.endswith(f"mo/weight/{name}") for k in expected)
         assert any(k.endswith(f"mo/reward/{name}/mean") for k in expected)
-        assert any(k.endswith(f"eval/{name}/mean") for k in expected)
-        assert any(k.endswith(f"eval/{name}/delta") for k in expected)
+        # transformers' rewriter files eval_<objective>/mean under the tracker's eval/ section
+        assert f"eval/{name}/mean" in expected and f"eval/{name}/delta" in expected
     assert any("mo/ctwa/" in k for k in expected)
+    assert "eval/loss" in expected
+    assert not any(k.startswith("train/eval") for k in expected)
     missing = expected - received
     assert not missing, f"not received by the tracker: {sorted(missing)}"
 
@@ -159,6 +161,8 @@ def test_wandb_offline_receives_mo_and_eval_metrics_and_config(tracked_run):
     # values arrive unchanged: the last logged weight of each objective
     last = [h for h in history if "mo/weight/reward_vowels" in h][-1]
     assert received["train/mo/weight/reward_vowels"][-1] == pytest.approx(last["mo/weight/reward_vowels"])
+    last_eval = [h for h in history if "eval_reward_vowels/mean" in h][-1]
+    assert received["eval/reward_vowels/mean"][-1] == pytest.approx(last_eval["eval_reward_vowels/mean"])
 
 
 # ---- trackio ---------------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """End-to-end MOGRPOTrainer runs on the offline tiny model (1 process, CPU)."""
 
+import math
 import os
 
 import pytest
@@ -172,22 +173,25 @@ def test_per_objective_evaluation_at_start_and_every_eval_steps(tiny_model_dir, 
         eval_dataset=tiny_dataset(6),
     )
     trainer.train()
-    evals = [h for h in trainer.state.log_history if "eval/reward_short/mean" in h]
+    evals = [h for h in trainer.state.log_history if "eval_reward_short/mean" in h]
     assert [h["step"] for h in evals] == [0, 2, 4]
+    for h in evals:  # TRL's eval loss beside ours, and no training metric folded into an eval entry
+        assert math.isfinite(h["eval_loss"]) and "eval_rewards/reward_short/mean" in h
+        assert not {"loss", "grad_norm", "reward", "mo/weight/reward_short"} & set(h)
     for h in evals:
         for name in NAMES:
-            assert 0.0 <= h[f"eval/{name}/mean"] <= 1.0
-        assert h["eval/completion_length/mean"] > 0
+            assert 0.0 <= h[f"eval_{name}/mean"] <= 1.0
+        assert h["eval_completion_length/mean"] > 0
     start = evals[0]
-    assert all(start[f"eval/{n}/delta"] == 0.0 for n in NAMES)
+    assert all(start[f"eval_{n}/delta"] == 0.0 for n in NAMES)
     for h in evals[1:]:
         for n in NAMES:
-            assert h[f"eval/{n}/delta"] == pytest.approx(h[f"eval/{n}/mean"] - start[f"eval/{n}/mean"])
+            assert h[f"eval_{n}/delta"] == pytest.approx(h[f"eval_{n}/mean"] - start[f"eval_{n}/mean"])
     # greedy decoding is deterministic: evaluating twice without training gives the same means
     again = trainer.evaluate()
-    assert again["eval/reward_short/mean"] == pytest.approx(evals[-1]["eval/reward_short/mean"])
+    assert again["eval_reward_short/mean"] == pytest.approx(evals[-1]["eval_reward_short/mean"])
     # reward_short = 1 - L/16: the eval mean is consistent with the logged mean length (max 8 new tokens)
-    assert evals[0]["eval/reward_short/mean"] == pytest.approx(1 - evals[0]["eval/completion_length/mean"] / 16)
+    assert evals[0]["eval_reward_short/mean"] == pytest.approx(1 - evals[0]["eval_completion_length/mean"] / 16)
 
 
 @pytest.mark.parametrize("name", sorted(WEIGHTINGS))

@@ -6,7 +6,8 @@ Every run uses the real ``MOGRPOTrainer`` on the warm-started model with the sam
 per step, ≤ 64 completion tokens, T = 1, lr 1e-4 constant, no KL (LAB_NOTES §5). Evaluation is *sampled* (T = 1,
 4 completions for each of the 64 held-out prompts) at step 0 and every ``eval_steps``; conciseness is evaluated
 against a fixed reference (the warm-started policy's sampled mean length) with the running-mean value logged beside
-it. Each weighting runs with the paper recipe's hyperparameters; the task, not the algorithms, is tuned for the lab.
+it; TRL's eval loss is not computed (``mo_eval_loss=False``: it would sample 8 more completions per prompt). Each
+weighting runs with the paper recipe's hyperparameters; the task, not the algorithms, is tuned for the lab.
 ``accuracy_only`` is the single-objective control (linear weights [1, 0, 0]).
 """
 
@@ -70,7 +71,7 @@ def train_one(algo: str, seed: int, sft_dir: str, reference_length: float, out: 
         temperature=1.0, learning_rate=1e-4, lr_scheduler_type="constant", max_steps=steps, beta=0.0,
         logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True, dataloader_num_workers=0,
         eval_strategy="steps", eval_steps=eval_steps, eval_on_start=True, per_device_eval_batch_size=128,
-        mo_eval_temperature=1.0, mo_eval_num_samples=4, mo_eval_fixed_reference=True,
+        mo_eval_temperature=1.0, mo_eval_num_samples=4, mo_eval_fixed_reference=True, mo_eval_loss=False,
         weighting=name, weighting_kwargs=kwargs, advantage_estimator="grpo",
     )  # fmt: skip
     funcs = get_reward_funcs(

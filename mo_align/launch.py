@@ -1,0 +1,121 @@
+"""How a run was started, and starting it under ``accelerate launch``.
+
+``typed_command()`` is the command line the user typed (``python -m mo_align.train ...``, ``mo-align train ...``),
+recorded in the run summary and the model card. ``accelerate_command()`` builds the ``accelerate launch`` line that
+``mo-align train --accelerate_config NAME|FILE`` runs, as ``trl grpo --accelerate_config`` does.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+
+# Set by `mo-align train --accelerate_config ...` for the processes it starts: their own argv is accelerate's.
+TYPED_COMMAND_ENV = "MO_ALIGN_TYPED_COMMAND"
+
+
+def typed_command(argv: Sequence[str] | None = None, main_module: object = None) -> str:
+    """The command line as typed: ``python -m pkg.mod args`` for a module run, the script's name for a console
+    script, ``python path args`` for a file; ``$MO_ALIGN_TYPED_COMMAND`` when a launcher recorded it."""
+    recorded = os.environ.get(TYPED_COMMAND_ENV)
+    if recorded:
+        return recorded
+    argv = list(sys.argv if argv is None else argv)
+    if not argv:
+        return ""
+    main = sys.modules.get("__main__") if main_module is None else main_module
+    spec = getattr(main, "__spec__", None)
+    python = os.path.basename(sys.executable) or "python"
+    rest = [shlex.quote(a) for a in argv[1:]]
+    if spec is not None and getattr(spec, "name", None) not in (None, "__main__"):
+        module = spec.name.removesuffix(".__main__")
+        return " ".join([python, "-m", module, *rest])
+    script = argv[0]
+    if script.endswith(".py"):
+        return " ".join([python, shlex.quote(script), *rest])
+    return " ".join([os.path.basename(script), *rest])  # a console script (mo-align, accelerate, ...)
+
+
+# ---- mo-align train --accelerate_config ----------------------------------------------------------------------------
+REPO_ROOT = Path(__file__).resolve().parents[1]
+ACCELERATE_DIR = REPO_ROOT / "configs" / "accelerate"
+# `multi_gpu` is TRL's name for data parallelism (trl/accelerate_configs/multi_gpu.yaml); ours is ddp.
+ACCELERATE_ALIASES = {"multi_gpu": "ddp"}
+# accelerate launch's own options that `mo-align train` passes on to it (each takes one value)
+LAUNCHER_FLAGS = ("--num_processes", "--num_machines", "--machine_rank", "--main_process_ip", "--main_process_port")
+
+
+class LaunchError(ValueError):
+    """A bad --accelerate_config (reported on one line)."""
+
+
+def resolve_accelerate_config(value: str, workdir: Path) -> Path:
+    """A named config (``cpu``, ``ddp`` = ``multi_gpu``, ``zero3``) from ``configs/accelerate/``, or a YAML file.
+
+    A DeepSpeed config whose ``deepspeed_config_file`` is relative to the repository (``zero3.yaml``) and not found
+    from the current directory is rewritten into ``workdir`` with the absolute path, so it launches from anywhere.
+    """
+    import yaml
+
+    name = ACCELERATE_ALIASES.get(value, value)
+    path = Path(value)
+    if not path.suffix:
+        path = ACCELERATE_DIR / f"{name}.yaml"
+    if not path.is_file():
+        names = sorted([p.stem for p in ACCELERATE_DIR.glob("*.yaml")] + list(ACCELERATE_ALIASES))
+        raise LaunchError(f"--accelerate_config {value!r}: no such file; use one of {names} or a YAML file")
+    config = yaml.safe_load(path.read_text()) or {}
+    if config.get("distributed_type") == "DEEPSPEED":
+        from mo_align.extras import require
+
+        require("deepspeed", f"--accelerate_config {value}")
+        ds = config.get("deepspeed_config") or {}
+        file = ds.get("deepspeed_config_file")
+        if file and not Path(file).is_absolute() and not Path(file).exists():
+            for base in (path.parent, REPO_ROOT):
+                if (base / file).exists():
+                    ds["deepspeed_config_file"] = str((base / file).resolve())
+                    break
+            else:
+                raise LaunchError(f"{path}: deepspeed_config_file {file!r} not found")
+            path = workdir / path.name
+            path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def accelerate_command(argv: Sequence[str], workdir: Path) -> tuple[list[str], list[str]] | None:
+    """For ``mo-align train ARGS``: ``(command, shown)`` running ``accelerate launch`` when ARGS hold
+    ``--accelerate_config``, else None (train in this process). ``--num_processes`` and the other launcher options
+    go to accelerate; everything else to ``mo_align.train``."""
+    argv = list(argv)
+    launcher: list[str] = []
+    config = None
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        flag, _, inline = argv[i].partition("=")
+        if flag == "--accelerate_config" or flag in LAUNCHER_FLAGS:
+            if inline:
+                value, i = inline, i + 1
+            elif i + 1 < len(argv):
+                value, i = argv[i + 1], i + 2
+            else:
+                raise LaunchError(f"{flag} needs a value")
+            if flag == "--accelerate_config":
+                config = value
+            else:
+                launcher += [flag, value]
+        else:
+            rest.append(argv[i])
+            i += 1
+    if config is None:
+        if launcher:
+            raise LaunchError(f"{launcher[0]} needs --accelerate_config")
+        return None
+    path = resolve_accelerate_config(config, workdir)
+    tail = ["--config_file", str(path), *launcher, "-m", "mo_align.train", *rest]
+    return [sys.executable, "-m", "accelerate.commands.launch", *tail], ["accelerate", "launch", *tail]
