@@ -377,7 +377,7 @@ class MOGRPOTrainer(GRPOTrainer):
             acc.add(local, loss_vec)
             gram, loss_vec = acc.result(self.accelerator)
             alpha, extra = weighting.gradient_weights(gram, loss_vec)
-            alpha = self._mo_finite_alpha(alpha, extra)
+            alpha = self._mo_finite_alpha(alpha, extra, gram)
             for k, name in enumerate(self.objective_names):
                 metrics[f"mo/grad_norm/{name}"].append(float(gram[k, k].clamp(min=0).sqrt()))
         for k, name in enumerate(self.objective_names):
@@ -397,11 +397,15 @@ class MOGRPOTrainer(GRPOTrainer):
         value = sum(alpha[k] * losses[k].detach() for k in range(len(losses)))
         return value + (surrogate - surrogate.detach()).to(value)
 
-    def _mo_finite_alpha(self, alpha: torch.Tensor, extra: dict[str, float]) -> torch.Tensor:
-        """Log a gradient weighting's metrics; uniform weights (and ``nonfinite_weights``) if α is not finite."""
+    def _mo_finite_alpha(self, alpha: torch.Tensor, extra: dict[str, float], gram: torch.Tensor) -> torch.Tensor:
+        """Log a gradient weighting's metrics; stop the run naming the strategy when α is not finite (a NaN Gram
+        matrix means NaN gradients: no weighting of them is worth applying)."""
         if not torch.isfinite(alpha).all():
-            alpha = torch.full_like(alpha, 1.0 / alpha.numel())
-            extra = {**extra, "nonfinite_weights": 1.0}
+            cause = "its Gram matrix is not finite" if not torch.isfinite(gram).all() else "its solver diverged"
+            raise FloatingPointError(
+                f"{self.weighting.name}: non-finite gradient weights {[round(x, 4) for x in alpha.tolist()]} at step "
+                f"{self.state.global_step} ({cause}); the run stops here instead of training on garbage"
+            )
         for key, value in extra.items():
             self._metrics["train"][f"mo/{self.weighting.name}/{key}"].append(float(value))
         return alpha
@@ -412,7 +416,7 @@ class MOGRPOTrainer(GRPOTrainer):
             return
         gram, losses = self._mo_acc.result(self.accelerator)
         _, extra = self.weighting.gradient_weights(gram, losses)
-        self._mo_finite_alpha(torch.zeros(0), extra)
+        self._mo_finite_alpha(torch.zeros(0), extra, gram)
         for k, name in enumerate(self.objective_names):
             self._metrics["train"][f"mo/grad_norm/{name}"].append(float(gram[k, k].clamp(min=0).sqrt()))
 

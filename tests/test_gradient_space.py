@@ -134,3 +134,15 @@ def test_backward_passes_through_the_model(tiny_model_dir, tmp_path, gramian_par
         handle.remove()
     assert len(fired) == passes
     torch.testing.assert_close(grads(trainer.model), trainer.weighting.weights() @ g, atol=1e-6, rtol=1e-5)
+
+
+def test_non_finite_micro_batch_weights_stop_the_run(tiny_model_dir, tmp_path):
+    """A gradient weighting whose α is not finite stops training naming the strategy (no silent uniform fallback)."""
+
+    class Broken(MGDAWeighting):
+        def gradient_weights(self, gram, losses):
+            return torch.full((3,), float("nan")), {}
+
+    trainer, batch = make(tiny_model_dir, tmp_path, Broken(3), gramian_space="logprobs")
+    with pytest.raises(FloatingPointError, match=r"mgda: non-finite gradient weights .* solver diverged"):
+        trainer.compute_loss(trainer.model, batch)
