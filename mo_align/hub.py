@@ -461,7 +461,7 @@ def trainer_model_card(
     else:
         library_name = "transformers"
         base = getattr(getattr(model, "config", None), "_name_or_path", None)
-    dataset_name = dataset_name or getattr(trainer, "mo_dataset_name", None)
+    dataset_name = dataset_name or getattr(trainer.args, "mo_dataset_name", None)
     extra = [tags] if isinstance(tags, str) else list(tags or [])
     extra += [t for t in getattr(trainer, "_tag_names", []) if t not in extra]
     summary = trainer.summary()

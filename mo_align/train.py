@@ -164,6 +164,9 @@ def main(script_args: MOScriptArguments, training_args: MOGRPOConfig, model_args
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     training_args.model_init_kwargs = model_init_kwargs(model_args, training_args)
+    training_args.mo_dataset_name = (
+        training_args.mo_dataset_name or script_args.dataset_name or script_args.dataset_path
+    )
 
     trainer = MOGRPOTrainer(
         model=model_args.model_name_or_path,
@@ -176,8 +179,6 @@ def main(script_args: MOScriptArguments, training_args: MOGRPOConfig, model_args
         quantization_config=get_quantization_config(model_args),
         weighting=weighting,
     )
-
-    trainer.mo_dataset_name = script_args.dataset_name or script_args.dataset_path  # named in the model card
 
     # ---- train (resume from the last checkpoint if there is one) ------------------------------------------------
     checkpoint = training_args.resume_from_checkpoint

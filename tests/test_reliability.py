@@ -156,7 +156,7 @@ def test_every_registered_default_is_inside_its_declared_range():
     import inspect
 
     from mo_align.weightings import WEIGHTINGS
-    from mo_align.weightings.base import RANGES, check_number
+    from mo_align.weightings.validation import RANGES, check_number
 
     for name, cls in WEIGHTINGS.items():
         params = inspect.signature(cls.__init__).parameters

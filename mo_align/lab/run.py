@@ -66,7 +66,7 @@ def train_one(algo: str, seed: int, sft_dir: str, reference_length: float, out: 
 
     name, kwargs = LAB_WEIGHTINGS[algo]
     args = MOGRPOConfig(
-        output_dir=out, run_name=f"{algo}-seed{seed}", seed=seed, use_cpu=True, bf16=False,
+        output_dir=out, run_name=f"{algo}-seed{seed}", mo_run_label=algo, seed=seed, use_cpu=True, bf16=False,
         activation_checkpointing=False, per_device_train_batch_size=64, num_generations=8, max_completion_length=64,
         temperature=1.0, learning_rate=1e-4, lr_scheduler_type="constant", max_steps=steps, beta=0.0,
         logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True, dataloader_num_workers=0,
@@ -81,7 +81,6 @@ def train_one(algo: str, seed: int, sft_dir: str, reference_length: float, out: 
     )  # fmt: skip
     train, held_out = lab_datasets()
     trainer = MOGRPOTrainer(model=sft_dir, reward_funcs=funcs, args=args, train_dataset=train, eval_dataset=held_out)
-    trainer.mo_run_label = algo  # the report groups seeds by this (accuracy_only is a linear weighting)
     trainer.train()
     trainer.write_summary()
 
