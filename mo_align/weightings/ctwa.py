@@ -110,7 +110,7 @@ def group_covariance(
     return group_moments(rewards, signal, group_size, pooled)[0]
 
 
-def _step(log_weights, ema, stat, objective_means, cov_targets, obj_targets, lambda_lr, ema_tau):
+def _ctwa_step(log_weights, ema, stat, objective_means, cov_targets, obj_targets, lambda_lr, ema_tau):
     """ctwa_update, also returning the gated deficit max(0, c − e) · gate and the gate (both (K,))."""
     k = log_weights.shape[0]
     c = torch.as_tensor(cov_targets, dtype=log_weights.dtype).expand(k)
@@ -127,7 +127,7 @@ def ctwa_update(
 ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """One CTWA step: EMA of the statistic, gate by objective targets, log-weight ascent on the deficit.
     Returns (new log-weights (K,), new EMA (K,)); ``ema=None`` is the first step (e ← Ĉ)."""
-    return _step(log_weights, ema, stat, objective_means, cov_targets, obj_targets, lambda_lr, ema_tau)[:2]
+    return _ctwa_step(log_weights, ema, stat, objective_means, cov_targets, obj_targets, lambda_lr, ema_tau)[:2]
 
 
 class CTWAWeighting(Weighting):
@@ -201,7 +201,7 @@ class CTWAWeighting(Weighting):
         w = robust_signal(signal, stats.step, self.subsample)
         cov, corr, n_groups = group_moments(stats.rewards, w, stats.group_size, self.pooled)
         means = torch.nanmean(stats.rewards.double(), dim=0)
-        self.log_weights, self.ema, deficit, gated = _step(
+        self.log_weights, self.ema, deficit, gated = _ctwa_step(
             self.log_weights, self.ema, corr if self.use_corr_target else cov, means, self.cov_targets,
             self.obj_targets, self.lambda_lr, self.ema_tau,
         )  # fmt: skip
