@@ -90,7 +90,7 @@ class MOGRPOTrainer(GRPOTrainer):
         self._mo_acc = GramAccumulator(args.gramian_space)
         self._mo_params: list[torch.nn.Parameter] | None = None
         self._mo_params_all = False
-        from mo_align.vllm_sync import server_mode  # vLLM server mode: mo_align's client, CPU weight sync (§7)
+        from mo_align.vllm.generation import server_mode  # vLLM server mode: mo_align's client, CPU weight sync (§7)
 
         with server_mode(args):
             super().__init__(model, reward_funcs, args, *a, **kw)
@@ -687,9 +687,9 @@ class MOGRPOTrainer(GRPOTrainer):
 
     # ---- 7. vLLM server mode ------------------------------------------------------------------------------------
     def training_step(self, model, inputs, num_items_in_batch=None):
-        """A vLLM server failure (mo_align.vllm_sync.VLLMServerError, raised on every process) stops the run after a
+        """A vLLM server failure (mo_align.vllm.client.VLLMServerError, raised on every process) stops the run after a
         checkpoint of the last finished step is written, so the work done so far is kept."""
-        from mo_align.vllm_sync import VLLMServerError
+        from mo_align.vllm.client import VLLMServerError
 
         try:
             return super().training_step(model, inputs, num_items_in_batch)
