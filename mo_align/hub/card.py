@@ -322,7 +322,7 @@ def trainer_model_card(
         base = getattr(next(iter(peft_config.values())), "base_model_name_or_path", None)
     else:
         library_name = "transformers"
-        base = getattr(getattr(model, "config", None), "_name_or_path", None)
+        base = getattr(getattr(model, "config", None), "name_or_path", None)
     dataset_name = dataset_name or getattr(trainer.args, "mo_dataset_name", None)
     extra = [tags] if isinstance(tags, str) else list(tags or [])
     # the tags TRL put on the model (GRPOTrainer.__init__: add_model_tags); transformers' push_to_hub passes them too
