@@ -285,7 +285,7 @@ def resolve_config(args: Any, model: Any, num_objectives: int) -> MOGRPOConfig:
     if isinstance(args, MOGRPOConfig):
         return args
     if args is None:
-        name = model if isinstance(model, str) else getattr(getattr(model, "config", None), "_name_or_path", "")
+        name = model if isinstance(model, str) else getattr(getattr(model, "config", None), "name_or_path", "")
         name = str(name).rstrip("/").split("/")[-1] or "model"
         return MOGRPOConfig(output_dir=f"{name}-GRPO", weighting_kwargs={"weights": [1.0] * num_objectives})
     if isinstance(args, GRPOConfig):
