@@ -122,7 +122,8 @@ def run_lab(algorithms: list[str], seeds: list[int], steps: int, eval_steps: int
     import torch
 
     from mo_align.lab.sft import warm_start
-    from mo_align.report import format_console_table, load_runs, write_report
+    from mo_align.runs.report import format_console_table, write_report
+    from mo_align.runs.summary import load_runs
 
     def say(msg: str) -> None:
         sys.stdout.write(f"[lab {time.strftime('%H:%M:%S')}] {msg}\n")
