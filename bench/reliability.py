@@ -55,7 +55,7 @@ def killed_server() -> tuple[int, float]:
     how long they took to go."""
     import psutil
 
-    from mo_align.rewards.verify_pool import VerifyClient
+    from mo_align.rewards.verify import VerifyClient
 
     client = VerifyClient(num_workers=2, timeout=0.5)
     client.warmup()

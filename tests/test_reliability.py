@@ -40,7 +40,7 @@ def _wait_gone(pids: list[int], seconds: float) -> list[int]:
 
 def test_killed_verify_server_leaves_no_process():
     """kill -9 of the math-verify server (OOM killer, from outside): its workers must not survive it."""
-    from mo_align.rewards.verify_pool import VerifyClient
+    from mo_align.rewards.verify import VerifyClient
 
     client = VerifyClient(num_workers=2, timeout=0.5)
     client.warmup()
@@ -63,7 +63,7 @@ _PIPE_CHILD = textwrap.dedent(
     """
     import os, signal, sys
     import psutil
-    from mo_align.rewards.verify_pool import VerifyClient
+    from mo_align.rewards.verify import VerifyClient
     client = VerifyClient(num_workers=2, timeout=0.5)
     client.warmup()
     server = psutil.Process(client._proc.pid)
