@@ -90,8 +90,12 @@ def main() -> None:
     sys.path.insert(0, ROOT)
     clarity_s, bomb_s = clarity_1mb(), alias_bomb()
     left, gone_s = killed_server()
-    result = {"clarity_1mb_worst_s": clarity_s, "alias_bomb_refused_s": bomb_s, "orphans_after_server_kill": left,
-              "workers_gone_s": gone_s}  # fmt: skip
+    result = {
+        "clarity_1mb_worst_s": clarity_s,
+        "alias_bomb_refused_s": bomb_s,
+        "orphans_after_server_kill": left,
+        "workers_gone_s": gone_s,
+    }
     with open(a.out, "w") as f:
         json.dump(result, f)
     sys.stdout.write(
