@@ -8,6 +8,7 @@ length on the held-out prompts becomes the *fixed* conciseness reference for eva
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -83,6 +84,20 @@ def sampled_mean_length(model: Any, tok: Any, problems: list, samples: int = 8, 
     return sum(lengths) / len(lengths)
 
 
+def lr_factor(step: int, warm: int, steps: int) -> float:
+    """The warm start's learning-rate multiplier: (step + 1) / warm for the first ``warm`` steps, then a cosine from 1
+    to 0.1 over the rest.
+
+    transformers' ``get_cosine_with_min_lr_schedule_with_warmup`` starts at lr 0 (step / warm: up to 1.1 % of the
+    peak apart over the 87 warm-up steps of 700) and its ``..._lr_rate`` variant shifts the cosine by one step (up to
+    0.23 % apart); either would change the cached warm start (:func:`sft_key`), so this one stays.
+    """
+    if step < warm:
+        return (step + 1) / warm
+    progress = (step - warm) / max(1, steps - warm)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+
 def warm_start(
     cache_root: str, seed: int = 0, steps: int = 700, batch: int = 64, lr: float = 2e-3, log=None
 ) -> tuple[str, dict]:
@@ -105,16 +120,7 @@ def warm_start(
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     warm = min(100, steps // 8)
 
-    # (step + 1) / warm, then cosine to 10 %. transformers' get_cosine_with_min_lr_schedule_with_warmup starts at lr 0
-    # (step / warm: up to 1.1 % of the peak apart over the 87 warm-up steps of 700) and its *_lr_rate variant shifts
-    # the cosine one step (0.23 % apart); either would change the cached warm start (sft_key), so this one stays.
-    def schedule(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        progress = (step - warm) / max(1, steps - warm)
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, functools.partial(lr_factor, warm=warm, steps=steps))
     train, held_out = split_problems()
     rng = random.Random(seed)
     loss = torch.tensor(0.0)
