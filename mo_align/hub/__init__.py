@@ -10,8 +10,9 @@
 * :func:`main` is ``mo-align push RUN_DIR --repo-id ID [--private] [--token-env HF_TOKEN]``.
 
 Modules: :mod:`~mo_align.hub.card` (the card's content) with its template ``model_card.md``,
-:mod:`~mo_align.hub.plot` (the weight plot), :mod:`~mo_align.hub.push` (upload and command line),
-:mod:`~mo_align.hub.redaction` (secrets).
+:mod:`~mo_align.hub.push` (upload and command line),
+:mod:`~mo_align.hub.redaction` (secrets). The weight plot ``mo_weights.png`` is the run report's
+(:func:`mo_align.runs.report.plots.plot_run_weights`, exported here as :func:`plot_weights`).
 
 Secrets: the token is read from an environment variable, never from the command line, and is never printed,
 logged or written: every text this package writes or prints goes through :func:`redact`, and files of the run that
@@ -33,7 +34,6 @@ from mo_align.hub.card import (
     trainer_model_card,
     write_model_card,
 )
-from mo_align.hub.plot import plot_weights
 from mo_align.hub.push import (
     DEFAULT_COMMIT_MESSAGE,
     IGNORE_PATTERNS,
@@ -47,6 +47,7 @@ from mo_align.hub.push import (
     upload_candidates,
 )
 from mo_align.hub.redaction import files_containing, redact
+from mo_align.runs.report.plots import plot_run_weights as plot_weights  # shared with the run report
 
 
 __all__ = [

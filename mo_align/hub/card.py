@@ -18,8 +18,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mo_align.hub.plot import plot_weights
 from mo_align.hub.redaction import env_secrets, redact
+from mo_align.runs.report.plots import plot_run_weights  # one weight plot, shared with the run report
 from mo_align.runs.summary import SUMMARY_FILE  # the summary has one owner
 
 
@@ -288,7 +288,7 @@ def write_model_card(
     root.mkdir(parents=True, exist_ok=True)
     if library_name is None:
         library_name = "peft" if (root / "adapter_config.json").exists() else "transformers"
-    has_plot = plot_weights(summary, root / PLOT_FILE)
+    has_plot = plot_run_weights(summary, root / PLOT_FILE)
     text = render_model_card(
         summary,
         repo_id,

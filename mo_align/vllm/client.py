@@ -218,8 +218,12 @@ class ServerClient(TRLClient):
             self.generate_error = exc
             n = int(kwargs.get("n", args[1] if len(args) > 1 else 1))
             empty = [[] for _ in range(n * len(prompts))]
-            return {"prompt_ids": [list(p) for p in prompts], "completion_ids": empty, "logprobs": empty,
-                    "logprob_token_ids": empty}  # fmt: skip
+            return {
+                "prompt_ids": [list(p) for p in prompts],
+                "completion_ids": empty,
+                "logprobs": empty,
+                "logprob_token_ids": empty,
+            }
 
     # -- weight sync -------------------------------------------------------------------------------------------
     def init_communicator(self, device: Any = None) -> None:
