@@ -143,17 +143,6 @@ def test_non_dominated_known_answer_with_duplicates_and_ties():
     assert non_dominated([[0.3, 0.3, 0.3]]).tolist() == [True]
 
 
-def test_non_dominated_agrees_with_moocore_on_random_sets():
-    import moocore
-
-    rng = np.random.default_rng(0)
-    for _ in range(20):
-        pts = rng.integers(0, 4, size=(15, 3)).astype(float)  # small integer grid: many ties and duplicates
-        ours = non_dominated(pts)
-        theirs = moocore.is_nondominated(pts, maximise=True, keep_weakly=True)
-        assert ours.tolist() == theirs.tolist()
-
-
 def _dominance_by_definition(points):
     """The pairwise definition (mo_align's own filter before moocore): row i dominates row j when it is >= everywhere
     and > somewhere; a row with a NaN or an infinity dominates nothing and is never non-dominated."""
