@@ -33,15 +33,26 @@ RANGES: dict[str, dict[str, str]] = {
     "linear": {"weights": "[0, 1e6]"},
     "tchebycheff": {"weights": "[0, 1e6]", "ideal": "[-1e6, 1e6]"},
     "smooth_tchebycheff": {"preference": "[0, 1e6]", "omd_lr": "[0, 100]", "temperature": "(0, 1e6]"},
-    "lagrangian": {"primary": "[0, 1e6]", "thresholds": "[-1e6, 1e6]", "dual_lr": "[0, 100]", "max_lambda": "[0, 1e6]"},
+    "lagrangian": {
+        "primary": "[0, 1e6]",
+        "thresholds": "[-1e6, 1e6]",
+        "dual_lr": "[0, 100]",
+        "max_lambda": "[0, 1e6]",
+    },
     "mgda": {"max_iter": "[1, 1e7]", "tol": "(0, 1)"},
     "gradnorm": {"alpha": "[0, 10]", "lr": "[0, 10]", "min_weight": "(0, 1]"},
     "dynamic": {"weights": "[0, 1e6]", "regularization": "(0, 1e6]", "accumulation_steps": "[1, 1e6]"},
     "ctwa": {
-        "weights": "[0, 1e6]", "cov_targets": "[-1e3, 1e3]", "obj_targets": "[-1e6, 1e6]", "lambda_lr": "[0, 10]",
-        "ema_tau": "(0, 1]", "patience": "[1, 1e9]", "max_weight_ratio": "[1, 1e6]", "subsample": "(0, 1]",
+        "weights": "[0, 1e6]",
+        "cov_targets": "[-1e3, 1e3]",
+        "obj_targets": "[-1e6, 1e6]",
+        "lambda_lr": "[0, 10]",
+        "ema_tau": "(0, 1]",
+        "patience": "[1, 1e9]",
+        "max_weight_ratio": "[1, 1e6]",
+        "subsample": "(0, 1]",
     },
-}  # fmt: skip
+}
 
 
 def _interval(spec: str) -> tuple[float, float, bool, bool]:
