@@ -311,16 +311,3 @@ class AccuracyReward:
                 out[i] = score
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
-
-
-def make_accuracy_reward(
-    mode: str = "verify",
-    timeout: float = 0.5,
-    num_workers: int | None = None,
-    max_answer_chars: int = 300,
-    cache_size: int = 65536,
-) -> AccuracyReward:
-    """Factory for ``REWARDS["accuracy"]``; the keyword arguments are :class:`AccuracyReward`'s."""
-    return AccuracyReward(
-        mode=mode, timeout=timeout, num_workers=num_workers, max_answer_chars=max_answer_chars, cache_size=cache_size
-    )

@@ -127,7 +127,8 @@ class Weighting:
         space: where the weights act, ``"reward"``, ``"advantage"`` or ``"gradient"``.
         requires: statistics beyond rewards the trainer must compute (empty for cheap strategies).
         owns_weights: True when the strategy decides the weights, so TRL's ``reward_weights`` must stay unset.
-        needs_objective_advantages: carry per-objective advantages (B, K) into ``compute_loss``.
+        needs_objective_advantages: carry per-objective advantages (B, K) into ``compute_loss`` (implied by a
+            ``"gramian"`` in ``requires``: the per-objective losses are built from them).
         update_first: call ``update`` *before* ``combine`` on a training batch, so the batch is scored with the
             state that already includes it (Lagrangian dual step, running ideal points); default False (the
             state moves after the batch is scored and acts from the next batch, as CTWA's weights do).
@@ -209,7 +210,8 @@ class Weighting:
             gram = self.gradient_cadence if self.space == "gradient" else "generation_batch"
         deferred = "post_update_logps" in self.requires or gram == "generation_batch"
         update = "before_combine" if self.update_first else ("after_batch" if deferred else "after_combine")
-        return TrainerNeeds(self.needs_objective_advantages, gram, "post_update_logps" in self.requires, update)
+        objective_advantages = self.needs_objective_advantages or gram is not None  # per-objective losses need them
+        return TrainerNeeds(objective_advantages, gram, "post_update_logps" in self.requires, update)
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume exactly (tensors and plain Python values)."""

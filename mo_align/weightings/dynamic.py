@@ -53,7 +53,6 @@ class DynamicWeighting(Weighting):
     name = "dynamic"
     space = "reward"
     requires = frozenset({"gramian"})
-    needs_objective_advantages = True
 
     def __init__(
         self,

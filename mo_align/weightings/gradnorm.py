@@ -53,7 +53,6 @@ class GradNormWeighting(Weighting):
     name = "gradnorm"
     space = "gradient"
     requires = frozenset({"gramian"})
-    needs_objective_advantages = True
     gradient_cadence = "optimizer_step"
 
     def __init__(
