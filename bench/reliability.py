@@ -55,7 +55,7 @@ def killed_server() -> tuple[int, float]:
     how long they took to go."""
     import psutil
 
-    from mo_align.rewards.verify_pool import VerifyClient
+    from mo_align.rewards.verify import VerifyClient
 
     client = VerifyClient(num_workers=2, timeout=0.5)
     client.warmup()
@@ -90,8 +90,12 @@ def main() -> None:
     sys.path.insert(0, ROOT)
     clarity_s, bomb_s = clarity_1mb(), alias_bomb()
     left, gone_s = killed_server()
-    result = {"clarity_1mb_worst_s": clarity_s, "alias_bomb_refused_s": bomb_s, "orphans_after_server_kill": left,
-              "workers_gone_s": gone_s}  # fmt: skip
+    result = {
+        "clarity_1mb_worst_s": clarity_s,
+        "alias_bomb_refused_s": bomb_s,
+        "orphans_after_server_kill": left,
+        "workers_gone_s": gone_s,
+    }
     with open(a.out, "w") as f:
         json.dump(result, f)
     sys.stdout.write(

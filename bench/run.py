@@ -39,7 +39,7 @@ CONFIGS = [
     ("mgda (logprobs)", ["--weighting", "mgda", "--gramian-space", "logprobs"], "P3", 1.05),
     ("gradnorm (logprobs)", ["--weighting", "gradnorm", "--gramian-space", "logprobs"], "P3", 1.05),
     ("dynamic (logprobs)", ["--weighting", "dynamic", "--gramian-space", "logprobs"], "P3", 1.05),
-    # the full-batch Gram matrix under gradient accumulation (mo_align.gram): the same 128 completions per step as 4
+    # the full-batch Gram matrix under gradient accumulation (mo_align.trainer.gram): the same 128 completions per step as 4
     # micro-batches; the accumulated per-objective gradients cost K x P float32 (column "Gram state")
     ("linear (4 micro-batches)", ["--micro-batches", "4"], "P3", 1.02),
     ("gradnorm (parameters, 4 micro-batches)", ["--weighting", "gradnorm", "--micro-batches", "4"], "P3", 1.5),

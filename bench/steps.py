@@ -104,9 +104,9 @@ def main(argv: list[str] | None = None) -> None:
         "params": sum(p.numel() for p in trainer.model.parameters()),
         "micro_batches": a.micro_batches,
     }
-    gram_params = getattr(trainer, "_mo_params", None)
+    gram_params = getattr(getattr(trainer, "mo_gradient", None), "params", None)
     if a.trainer == "mo" and gram_params and a.gramian_space == "parameters":
-        # the accumulated per-objective gradients of a batch (mo_align.gram): K x P float32 per process
+        # the accumulated per-objective gradients of a batch (mo_align.trainer.gram): K x P float32 per process
         accumulates = trainer.weighting.space != "gradient" or trainer.weighting.gradient_cadence == "optimizer_step"
         k, n = len(funcs), sum(p.numel() for p in gram_params)
         result["gram_state_mb"] = k * n * 4 / 2**20 if accumulates else 0.0
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
         fwd = []
         for _ in range(3):
             t0 = time.perf_counter()
-            trainer._mo_logps(batch)
+            trainer.mo_post_update.logps(batch)
             fwd.append(time.perf_counter() - t0)
         result["forward_s"] = statistics.median(fwd)
     with open(a.out, "w") as f:

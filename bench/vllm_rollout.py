@@ -7,7 +7,7 @@ load that directory in the same dtype.
 
 Both sides get the same prompts (chat-templated token ids), the same sampling (temperature 1, no top-k/p) and the
 same completion length: every completion is exactly ``--tokens`` tokens (vLLM ``ignore_eos``; HF
-``min_new_tokens``). The server is reached the way the trainer reaches it (``mo_align.vllm_sync.ServerClient``,
+``min_new_tokens``). The server is reached the way the trainer reaches it (``mo_align.vllm.client.ServerClient``,
 TRL's request format: ``n`` completions per prompt) and is stopped before HF runs, so the two never share the CPU;
 it may use every core (``VLLM_CPU_NUM_OF_RESERVED_CPU=0``, where vLLM would otherwise keep one for its front end).
 Each side: one warm-up, then ``--repeats`` timed runs; the median is reported.
@@ -125,7 +125,7 @@ def timed(fn, repeats: int) -> tuple[float, int]:
 
 
 def bench_server(model_dir: Path, prompts: list[list[int]], args) -> dict:
-    from mo_align.vllm_sync import ServerClient
+    from mo_align.vllm.client import ServerClient
 
     venv = Path(args.vllm_venv)
     port = free_port()

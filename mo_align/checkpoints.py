@@ -1,7 +1,7 @@
 """Checkpoints are complete or ignored: a manifest written last marks a finished checkpoint.
 
-``MOGRPOTrainer._save_checkpoint`` removes any old marker from the folder, lets transformers write the checkpoint
-(model, optimizer, scheduler, RNG states, trainer state), adds ``mo_state.pt``, waits for every process, and only
+The trainer's checkpoint hook (``mo_align.trainer.state.save_checkpoint``) removes any old marker from the folder,
+lets transformers write the checkpoint (model, optimizer, scheduler, RNG states, trainer state), adds ``mo_state.pt``, waits for every process, and only
 then writes ``mo_complete.json``: the size of every file of the folder. Older checkpoints are rotated away
 (``save_total_limit``) only after that, so a run killed mid-write still has its previous complete checkpoint.
 

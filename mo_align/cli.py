@@ -1,7 +1,7 @@
 """The ``mo-align`` console script.
 
 ``mo-align train --config recipes/<model>/<algo>.yaml [overrides]`` trains;
-``mo-align report RUN_DIR [RUN_DIR ...] --out DIR`` compares finished runs (``mo_align.report``);
+``mo-align report RUN_DIR [RUN_DIR ...] --out DIR`` compares finished runs (``mo_align.runs.report``);
 ``mo-align push RUN_DIR --repo-id ID`` uploads a finished run with its model card (``mo_align.hub``);
 ``mo-align lab``, ``mo-align data math500`` and ``mo-align env`` run the lab, prepare MATH-500, print the environment.
 """
@@ -78,7 +78,8 @@ def report(argv: Sequence[str]) -> int:
     except SystemExit as exc:  # --help (0) or an argparse usage error (2, message already on stderr)
         return exc.code if isinstance(exc.code, int) else 2
 
-    from mo_align.report import ReportError, format_console_table, load_runs, write_report
+    from mo_align.runs.report import ReportError, format_console_table, write_report
+    from mo_align.runs.summary import load_runs
 
     try:
         runs = load_runs(args.run_dirs)

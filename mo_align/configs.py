@@ -16,7 +16,7 @@ from typing import Any
 from trl import GRPOConfig, ScriptArguments
 
 from mo_align.advantages import ADVANTAGE_ESTIMATORS
-from mo_align.weightings.base import excerpt
+from mo_align.weightings.validation import excerpt
 
 
 logger = logging.getLogger("mo_align")
@@ -94,6 +94,12 @@ class MOGRPOConfig(GRPOConfig):
             ``metric_for_best_model``) and TRL's ``eval_reward`` / ``eval_rewards/<objective>/mean``. It samples
             ``num_generations_eval`` completions per eval prompt on top of the per-objective decode; set false to
             skip that cost (then ``eval_loss`` is absent and cannot select the best model).
+        mo_run_label (`str`, *optional*):
+            The run's algorithm label in ``mo_summary.json`` and reports (default: the weighting's name); the lab
+            labels its accuracy-only control, a linear weighting, this way.
+        mo_dataset_name (`str`, *optional*):
+            The dataset named in the run summary and the model card; ``mo_align.train`` sets it from
+            ``dataset_name`` / ``dataset_path`` when the recipe does not.
     """
 
     weighting: str = field(default="linear", metadata={"help": "Weighting strategy (registry key)."})
@@ -130,6 +136,12 @@ class MOGRPOConfig(GRPOConfig):
     )
     mo_eval_loss: bool = field(
         default=True, metadata={"help": "Also run TRL's evaluation loop (eval_loss, eval_reward) at each evaluation."}
+    )
+    mo_run_label: str | None = field(
+        default=None, metadata={"help": "Algorithm label of the run in summaries and reports (default: weighting)."}
+    )
+    mo_dataset_name: str | None = field(
+        default=None, metadata={"help": "Dataset named in the run summary and the model card (set by mo_align.train)."}
     )
 
     _VALID_DICT_FIELDS = [*GRPOConfig._VALID_DICT_FIELDS, "weighting_kwargs"]  # noqa: RUF012
@@ -273,7 +285,7 @@ def resolve_config(args: Any, model: Any, num_objectives: int) -> MOGRPOConfig:
     if isinstance(args, MOGRPOConfig):
         return args
     if args is None:
-        name = model if isinstance(model, str) else getattr(getattr(model, "config", None), "_name_or_path", "")
+        name = model if isinstance(model, str) else getattr(getattr(model, "config", None), "name_or_path", "")
         name = str(name).rstrip("/").split("/")[-1] or "model"
         return MOGRPOConfig(output_dir=f"{name}-GRPO", weighting_kwargs={"weights": [1.0] * num_objectives})
     if isinstance(args, GRPOConfig):

@@ -142,9 +142,11 @@ class InterferenceMonitor:
             out[f"mo/zero_var_frac/{name}"] = float(zero_var[k])
             self.streak[k] = self.streak[k] + 1 if self.ema[k] < 0 else 0
             if self.streak[k] >= self.patience:
-                msg = (f"{name}: covariance with the optimised advantage has stayed negative for {self.streak[k]} "
-                       f"batches (EMA {float(self.ema[k]):+.4f}) at step {step}; the covariance law predicts it "
-                       "degrades")  # fmt: skip
+                msg = (
+                    f"{name}: covariance with the optimised advantage has stayed negative for {self.streak[k]} "
+                    f"batches (EMA {float(self.ema[k]):+.4f}) at step {step}; the covariance law predicts it "
+                    "degrades"
+                )
                 out.update(self._fire("negative_covariance", k, step, msg))
         corr_mat = reward_correlation(rewards)
         for a in range(len(self.objectives)):
@@ -154,8 +156,9 @@ class InterferenceMonitor:
         out["mo/adv_collapse_rate"] = advantage_collapse_rate(rewards, advantages, group_size)
         return out
 
-    def observe_eval(self, means: dict[str, float], start: dict[str, float], scalar: float, scalar_start: float,
-                     step: int) -> dict[str, float]:  # fmt: skip
+    def observe_eval(
+        self, means: dict[str, float], start: dict[str, float], scalar: float, scalar_start: float, step: int
+    ) -> dict[str, float]:
         """Events from an evaluation: an objective fell > tolerance below its start while the scalar rose."""
         out: dict[str, float] = {}
         if not scalar > scalar_start:
@@ -163,14 +166,20 @@ class InterferenceMonitor:
         for k, name in enumerate(self.objectives):
             drop = start.get(name, math.nan) - means.get(name, math.nan)
             if drop > self.tolerance:
-                msg = (f"{name}: eval mean {means[name]:.3f} is {drop:.3f} below its start {start[name]:.3f} at step "
-                       f"{step} while the optimised scalar rose ({scalar_start:.3f} -> {scalar:.3f})")  # fmt: skip
+                msg = (
+                    f"{name}: eval mean {means[name]:.3f} is {drop:.3f} below its start {start[name]:.3f} at step "
+                    f"{step} while the optimised scalar rose ({scalar_start:.3f} -> {scalar:.3f})"
+                )
                 out.update(self._fire("eval_drop", k, step, msg))
         return out
 
     def state_dict(self) -> dict[str, Any]:
-        return {"ema": None if self.ema is None else self.ema.clone(), "streak": list(self.streak),
-                "fired": sorted(self.fired), "events": list(self.events)}  # fmt: skip
+        return {
+            "ema": None if self.ema is None else self.ema.clone(),
+            "streak": list(self.streak),
+            "fired": sorted(self.fired),
+            "events": list(self.events),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.ema = None if state["ema"] is None else state["ema"].clone()

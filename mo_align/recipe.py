@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from mo_align.weightings.base import excerpt
+from mo_align.weightings.validation import excerpt
 
 
 MAX_RECIPE_BYTES = 1 << 20  # 1 MiB; the largest shipped recipe is about 2 KB

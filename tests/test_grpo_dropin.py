@@ -19,7 +19,7 @@ import torch
 from transformers import AutoTokenizer, EarlyStoppingCallback, Qwen2Config, Qwen2ForSequenceClassification
 from trl import GRPOConfig, GRPOTrainer
 
-import mo_align.evaluation
+import mo_align.trainer.evaluation
 from mo_align.trainer import MOGRPOTrainer
 from tests.helpers import reward_has_digit, reward_short, reward_vowels, tiny_config, tiny_dataset
 
@@ -47,13 +47,13 @@ def test_reward_model_is_scored_in_evaluation_as_trl_scores_it(
     )
     rm_name = trainer.objective_names[1]
     seen = {}
-    score = mo_align.evaluation.score_rewards
+    score = mo_align.trainer.evaluation.score_rewards
 
     def spy(t, rows, completions, completion_ids):
         seen.update(rows=rows, completions=completions, ids=completion_ids)
         return score(t, rows, completions, completion_ids)
 
-    monkeypatch.setattr(mo_align.evaluation, "score_rewards", spy)
+    monkeypatch.setattr(mo_align.trainer.evaluation, "score_rewards", spy)
     metrics = trainer.evaluate()
     # oracle: TRL's own training-time scoring of the very same completions
     prompts = [row["prompt"] for row in seen["rows"]]
@@ -192,7 +192,7 @@ def test_plain_grpo_config_is_mapped_and_gives_trls_advantages(tiny_model_dir, t
     theirs._calculate_rewards = lambda *a, **k: R.clone()
 
     def fixed(*a, **k):
-        ours._mo_rewards = R.clone()
+        ours.mo_rewards = R.clone()
         return R.clone()
 
     ours._calculate_rewards = fixed

@@ -40,8 +40,9 @@ def test_styles_have_the_documented_objective_profiles(tiny_model_dir):
 @pytest.mark.slow
 def test_lab_quick_end_to_end_and_report_cli(tmp_path):
     out = tmp_path / "lab"
-    cmd = [sys.executable, "-m", "mo_align.lab", "--algorithms", "linear", "ctwa", "--seeds", "0", "--steps", "3",
-           "--eval-steps", "3", "--sft-steps", "30", "--out", str(out), "--cache", str(tmp_path / "cache")]  # fmt: skip
+    run = ["--algorithms", "linear", "ctwa", "--seeds", "0", "--steps", "3", "--eval-steps", "3", "--sft-steps", "30"]
+    paths = ["--out", str(out), "--cache", str(tmp_path / "cache")]
+    cmd = [sys.executable, "-m", "mo_align.lab", *run, *paths]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert "per algorithm" in proc.stdout and "ctwa" in proc.stdout and "linear" in proc.stdout
@@ -57,3 +58,29 @@ def test_lab_quick_end_to_end_and_report_cli(tmp_path):
     assert rc == 0
     md = (tmp_path / "r2" / "report.md").read_text()
     assert "linear-seed0" in md and "ctwa-seed0" in md and "pareto_" in md
+
+
+def test_warm_start_learning_rate_schedule():
+    """Warm-up (step + 1) / warm, then a cosine to 10 %: hand-computed points, and after the warm-up the same values
+    as transformers' get_cosine_with_min_lr_schedule_with_warmup (which differs only in its warm-up, step / warm)."""
+    import torch
+    from transformers import get_cosine_with_min_lr_schedule_with_warmup
+
+    from mo_align.lab.sft import lr_factor
+
+    warm, steps = 4, 20
+    assert [lr_factor(s, warm, steps) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert lr_factor(4, warm, steps) == 1.0  # the cosine starts at the peak
+    assert lr_factor(12, warm, steps) == pytest.approx(0.1 + 0.9 * 0.5)  # half way: cos(π/2) = 0
+    assert lr_factor(20, warm, steps) == pytest.approx(0.1)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = get_cosine_with_min_lr_schedule_with_warmup(opt, warm, steps, min_lr_rate=0.1)
+    for step in range(steps):
+        theirs = opt.param_groups[0]["lr"]
+        ours = lr_factor(step, warm, steps)
+        if step < warm:
+            assert theirs == pytest.approx(step / warm) and ours == pytest.approx((step + 1) / warm)
+        else:
+            assert ours == pytest.approx(theirs, rel=1e-12), step
+        opt.step()
+        sched.step()

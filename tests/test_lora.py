@@ -58,7 +58,7 @@ def test_lora_trains_only_adapters_with_every_weighting(name, tiny_model_dir, tm
 
     if "gramian" in WEIGHTINGS[name].requires:
         # the parameter-space Gram matrix was computed (the parameter list is cached on first use) on the adapters
-        params = getattr(trainer, "_mo_params", None)
+        params = trainer.mo_gradient.params
         assert params is not None, "the Gram matrix was never computed"
         ids = {id(p) for p in params}
         gram_names = {n for n, p in model.named_parameters() if id(p) in ids}
@@ -86,7 +86,7 @@ def test_gramian_params_regex_narrows_the_adapters(tiny_model_dir, tmp_path):
         train_dataset=tiny_dataset(8),
         peft_config=lora_config(),
     )
-    params = trainer._mo_gram_params(trainer.model)
+    params = trainer.mo_gradient.gram_params(trainer.model)
     names = {n for n, p in trainer.model.named_parameters() if any(p is q for q in params)}
     assert names and all("v_proj.lora_B" in n for n in names)
 

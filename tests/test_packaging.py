@@ -62,7 +62,7 @@ def test_every_third_party_import_is_declared(setup_cfg):
     declared = core | set().union(*extra.values())
     dists = importlib.metadata.packages_distributions()
     imported = set().union(*(_imports(p) for p in (ROOT / "mo_align").rglob("*.py")))
-    # vllm: only imported inside vLLM's own processes (mo_align.vllm_plugin, in .venv-vllm; see scripts/vllm_env.sh)
+    # vllm: only imported inside vLLM's own processes (mo_align.vllm.shm_engine, in .venv-vllm; see scripts/vllm_env.sh)
     third_party = {m for m in imported if m in dists and m != "mo_align"} - {"vllm"}
     missing = {m: dists[m] for m in third_party if not {d.lower().replace("_", "-") for d in dists[m]} & declared}
     assert not missing, f"imported but not declared in setup.cfg: {missing}"

@@ -40,7 +40,7 @@ def _wait_gone(pids: list[int], seconds: float) -> list[int]:
 
 def test_killed_verify_server_leaves_no_process():
     """kill -9 of the math-verify server (OOM killer, from outside): its workers must not survive it."""
-    from mo_align.rewards.verify_pool import VerifyClient
+    from mo_align.rewards.verify import VerifyClient
 
     client = VerifyClient(num_workers=2, timeout=0.5)
     client.warmup()
@@ -63,7 +63,7 @@ _PIPE_CHILD = textwrap.dedent(
     """
     import os, signal, sys
     import psutil
-    from mo_align.rewards.verify_pool import VerifyClient
+    from mo_align.rewards.verify import VerifyClient
     client = VerifyClient(num_workers=2, timeout=0.5)
     client.warmup()
     server = psutil.Process(client._proc.pid)
@@ -156,7 +156,7 @@ def test_every_registered_default_is_inside_its_declared_range():
     import inspect
 
     from mo_align.weightings import WEIGHTINGS
-    from mo_align.weightings.base import RANGES, check_number
+    from mo_align.weightings.validation import RANGES, check_number
 
     for name, cls in WEIGHTINGS.items():
         params = inspect.signature(cls.__init__).parameters
@@ -671,8 +671,11 @@ def test_data_prep_push_to_hub_publishes_the_three_splits(tmp_path, capsys, monk
     out = tmp_path / "out"
     source = _source(tmp_path / "s.jsonl", 100)
     assert _prep(["--source", source, "--out", str(out), "--push-to-hub", "you/math500-ctwa"], capsys)[0] == 0
-    assert pushed == {"repo_id": "you/math500-ctwa", "splits": {"train": 60, "validation": 20, "test": 20},
-                      "kwargs": {"private": False}}  # fmt: skip
+    assert pushed == {
+        "repo_id": "you/math500-ctwa",
+        "splits": {"train": 60, "validation": 20, "test": 20},
+        "kwargs": {"private": False},
+    }
     code, err = _prep(["--source", source, "--out", str(tmp_path / "o2"), "--push-to-hub", 'a"b'], capsys)
     assert code == 2 and "is not a valid Hub repo id" in err and not (tmp_path / "o2").exists()
 

@@ -58,7 +58,7 @@ def test_advantages_replaced_and_per_objective_advantages_reach_the_loss(tiny_mo
     def spy_gen(inputs):
         out = original_gen(inputs)
         seen["out"] = {k: v.clone() for k, v in out.items() if isinstance(v, torch.Tensor)}
-        seen["r"] = trainer._mo_rewards.clone()
+        seen["r"] = trainer.mo_rewards.clone()
         return out
 
     original_loss = MOGRPOTrainer.compute_loss
@@ -103,7 +103,7 @@ def test_none_rewards_never_give_nan_advantages(tiny_model_dir, tmp_path):
     trainer._generate_and_score_completions = spy
     trainer.train()
     assert torch.isfinite(captured["adv"]).all()
-    assert torch.isnan(trainer._mo_rewards[:, 1]).all()
+    assert torch.isnan(trainer.mo_rewards[:, 1]).all()
 
 
 def test_reward_weights_with_owning_weighting_is_an_error(tmp_path):

@@ -1,4 +1,4 @@
-"""vLLM server mode: mo_align.vllm_sync (trainer side) and mo_align.vllm_plugin (server side).
+"""vLLM server mode: mo_align.vllm (trainer side: client, generation; server side: plugin, shm_engine).
 
 Part 1 needs no vLLM: a fake server speaking the same HTTP protocol checks the client — the weight-sync bracket and
 its files, the version check, a server that is unreachable at start-up or goes away mid-run (clear error, rescue
@@ -242,7 +242,7 @@ def test_unreachable_server_fails_fast_naming_it(tiny_model_dir, tmp_path):
 
 
 def test_server_lost_mid_run_saves_a_checkpoint(fake_server, tiny_model_dir, tmp_path):
-    from mo_align.vllm_sync import VLLMServerError
+    from mo_align.vllm.client import VLLMServerError
 
     fake_server.die_after_completions = 2  # generations for steps 1 and 2 succeed, then the server is gone
     out = tmp_path / "out"
@@ -268,7 +268,7 @@ def test_server_lost_mid_run_saves_a_checkpoint(fake_server, tiny_model_dir, tmp
 
 
 def test_generation_error_stops_training(fake_server, tiny_model_dir, tmp_path):
-    from mo_align.vllm_sync import VLLMServerError
+    from mo_align.vllm.client import VLLMServerError
 
     fake_server.fail_after_completions = 1
     trainer = _trainer(
@@ -280,7 +280,7 @@ def test_generation_error_stops_training(fake_server, tiny_model_dir, tmp_path):
 
 
 def test_restarted_server_is_refused(fake_server, tiny_model_dir, tmp_path):
-    from mo_align.vllm_sync import VLLMServerError
+    from mo_align.vllm.client import VLLMServerError
 
     trainer = _trainer(tiny_model_dir, tmp_path / "out", fake_server.port, vllm_importance_sampling_correction=False)
     generation = trainer.vllm_generation
@@ -292,7 +292,7 @@ def test_restarted_server_is_refused(fake_server, tiny_model_dir, tmp_path):
 
 
 def test_sync_mode_env_is_checked(monkeypatch):
-    from mo_align.vllm_sync import sync_mode
+    from mo_align.vllm.client import sync_mode
 
     monkeypatch.setenv("MO_ALIGN_VLLM_SYNC", "sometimes")
     with pytest.raises(ValueError, match="MO_ALIGN_VLLM_SYNC"):
@@ -308,7 +308,7 @@ def test_swap_is_scoped_and_trl_surface_is_there():
     from trl.generation.vllm_client import VLLMClient
     from trl.generation.vllm_generation import VLLMGeneration
 
-    from mo_align.vllm_sync import ServerModeGeneration, server_mode
+    from mo_align.vllm.generation import ServerModeGeneration, server_mode
 
     class Args:
         use_vllm, vllm_mode = True, "server"
@@ -338,9 +338,50 @@ def test_swap_is_scoped_and_trl_surface_is_there():
         assert callable(getattr(VLLMClient, name)), name
 
 
+def test_trl_private_names_live_in_trl_compat_only():
+    """Each TRL private name listed in mo_align/vllm/trl_compat.py exists in the pinned TRL; no other module of
+    mo_align/vllm/ spells one of them or imports TRL's server-mode classes."""
+    import importlib
+    import inspect
+    import re
+
+    from trl.generation.vllm_client import VLLMClient
+    from trl.generation.vllm_generation import VLLMGeneration
+
+    from mo_align.vllm import trl_compat
+
+    assert len(trl_compat.PRIVATE_NAMES) == 8
+    for owner_path, name in trl_compat.PRIVATE_NAMES:
+        module_name, _, attr = owner_path.rpartition(".")
+        try:
+            owner = importlib.import_module(owner_path)
+        except ModuleNotFoundError:
+            owner = getattr(importlib.import_module(module_name), attr)
+        assert name in vars(owner) or f"self.{name} = " in inspect.getsource(owner), (owner_path, name)
+    # adopt_connection stands in for VLLMClient.__init__: it must set every attribute that __init__ sets (but
+    # `model`, which ServerClient reads from the server as TRL does)
+    init_sets = set(re.findall(r"self\.(\w+) = ", inspect.getsource(VLLMClient.__init__)))
+    adopted = set(re.findall(r"self\.(\w+) = ", inspect.getsource(trl_compat.TRLClient.adopt_connection)))
+    assert init_sets == adopted | {"model"}
+    # the public VLLMGeneration attributes that ServerModeGeneration reads
+    generation_source = inspect.getsource(VLLMGeneration)
+    for name in ("mode", "accelerator", "server_base_url", "server_host", "server_port", "server_timeout"):
+        assert f"self.{name} = {name}" in generation_source, name
+    assert "self.vllm_client = VLLMClient(" in generation_source
+    private = [name for _, name in trl_compat.PRIVATE_NAMES if name.startswith("_") and not name.endswith("__")]
+    package = ROOT / "mo_align" / "vllm"
+    others = sorted(p for p in package.glob("*.py") if p.name != "trl_compat.py")
+    assert {p.name for p in others} >= {"client.py", "generation.py", "plugin.py", "shm_engine.py"}
+    for path in others:
+        text = path.read_text()
+        assert "trl.generation" not in text and ".VLLMGeneration = " not in text, path.name
+        for name in private:
+            assert not re.search(rf"\.{re.escape(name)}\b|\b{re.escape(name)}\(", text), (path.name, name)
+
+
 def test_plugin_import_is_light():
     code = (
-        "import sys, mo_align.vllm_plugin as p; "
+        "import sys, mo_align.vllm.plugin as p; "
         "print(sorted(m for m in ('torch', 'vllm', 'trl', 'transformers', 'mo_align.trainer') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
@@ -452,7 +493,7 @@ def _metric(trainer, key: str) -> list[float]:
 def _reset_server_to(server: RealServer, model_dir: str) -> None:
     from transformers import AutoModelForCausalLM
 
-    from mo_align.vllm_sync import ServerClient
+    from mo_align.vllm.client import ServerClient
 
     client = ServerClient(server.base_url, connection_timeout=30)
     client.init_communicator()
@@ -476,7 +517,7 @@ def test_vllm_without_sync_drifts(vllm_server, tmp_path, monkeypatch):
 
 
 def test_vllm_sync_follows_the_trained_policy(vllm_server, tmp_path):
-    from mo_align.vllm_sync import describe_sync
+    from mo_align.vllm.generation import describe_sync
 
     trainer = _trainer(vllm_server.model_dir, tmp_path / "out", vllm_server.port, learning_rate=5e-2, max_steps=3)
     trainer.train()

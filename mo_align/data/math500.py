@@ -232,8 +232,11 @@ def write_splits(splits: dict[str, Dataset], out: str, fmt: str = "parquet") -> 
 def load_split(path: str, split: str) -> Dataset:
     """Load one split from a local directory (parquet or jsonl), normalised to mo_align's five columns.
     ``validation`` and ``val`` name the same split (whichever file exists)."""
-    candidates = [os.path.join(path, name + ext) for name in SPLIT_ALIASES.get(split, (split,))
-                  for ext in (".parquet", ".jsonl", ".json")]  # fmt: skip
+    candidates = [
+        os.path.join(path, name + ext)
+        for name in SPLIT_ALIASES.get(split, (split,))
+        for ext in (".parquet", ".jsonl", ".json")
+    ]
     found = [file for file in candidates if os.path.exists(file)]
     if not found:
         raise FileNotFoundError(f"no {split}.parquet / {split}.jsonl in {path!r}")

@@ -66,22 +66,48 @@ def train_one(algo: str, seed: int, sft_dir: str, reference_length: float, out: 
 
     name, kwargs = LAB_WEIGHTINGS[algo]
     args = MOGRPOConfig(
-        output_dir=out, run_name=f"{algo}-seed{seed}", seed=seed, use_cpu=True, bf16=False,
-        activation_checkpointing=False, per_device_train_batch_size=64, num_generations=8, max_completion_length=64,
-        temperature=1.0, learning_rate=1e-4, lr_scheduler_type="constant", max_steps=steps, beta=0.0,
-        logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True, dataloader_num_workers=0,
-        eval_strategy="steps", eval_steps=eval_steps, eval_on_start=True, per_device_eval_batch_size=128,
-        mo_eval_temperature=1.0, mo_eval_num_samples=4, mo_eval_fixed_reference=True, mo_eval_loss=False,
-        weighting=name, weighting_kwargs=kwargs, advantage_estimator="grpo",
-    )  # fmt: skip
+        output_dir=out,
+        run_name=f"{algo}-seed{seed}",
+        mo_run_label=algo,
+        seed=seed,
+        use_cpu=True,
+        bf16=False,
+        activation_checkpointing=False,
+        per_device_train_batch_size=64,
+        num_generations=8,
+        max_completion_length=64,
+        temperature=1.0,
+        learning_rate=1e-4,
+        lr_scheduler_type="constant",
+        max_steps=steps,
+        beta=0.0,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        eval_strategy="steps",
+        eval_steps=eval_steps,
+        eval_on_start=True,
+        per_device_eval_batch_size=128,
+        mo_eval_temperature=1.0,
+        mo_eval_num_samples=4,
+        mo_eval_fixed_reference=True,
+        mo_eval_loss=False,
+        weighting=name,
+        weighting_kwargs=kwargs,
+        advantage_estimator="grpo",
+    )
     funcs = get_reward_funcs(
         ["accuracy", "conciseness", "clarity"],
-        {"accuracy": {"mode": "reference"}, "conciseness": {"eval_reference_length": reference_length},
-         "clarity": {"strict": True}},
-    )  # fmt: skip
+        {
+            "accuracy": {"mode": "reference"},
+            "conciseness": {"eval_reference_length": reference_length},
+            "clarity": {"strict": True},
+        },
+    )
     train, held_out = lab_datasets()
     trainer = MOGRPOTrainer(model=sft_dir, reward_funcs=funcs, args=args, train_dataset=train, eval_dataset=held_out)
-    trainer.mo_run_label = algo  # the report groups seeds by this (accuracy_only is a linear weighting)
     trainer.train()
     trainer.write_summary()
 
@@ -102,10 +128,13 @@ def _worker(argv: list[str]) -> None:
     train_one(a.algo, a.seed, a.sft, a.reference_length, a.out, a.steps, a.eval_steps)
 
 
+_WORKER_FLAGS = ("algo", "seed", "sft", "reference_length", "out", "steps", "eval_steps", "threads")
+
+
 def _launch(job: dict[str, Any], log_dir: str) -> tuple[str, float, int]:
-    cmd = [sys.executable, "-m", "mo_align.lab", "worker", "--algo", job["algo"], "--seed", str(job["seed"]),
-           "--sft", job["sft"], "--reference-length", str(job["reference_length"]), "--out", job["out"],
-           "--steps", str(job["steps"]), "--eval-steps", str(job["eval_steps"]), "--threads", str(job["threads"])]  # fmt: skip
+    cmd = [sys.executable, "-m", "mo_align.lab", "worker"]
+    for key in _WORKER_FLAGS:
+        cmd += ["--" + key.replace("_", "-"), str(job[key])]
     env = {
         **os.environ,
         "OMP_NUM_THREADS": str(job["threads"]),
@@ -118,12 +147,36 @@ def _launch(job: dict[str, Any], log_dir: str) -> tuple[str, float, int]:
     return job["out"], time.time() - t0, rc
 
 
-def run_lab(algorithms: list[str], seeds: list[int], steps: int, eval_steps: int, out_root: str, jobs: int,
-            sft_steps: int, cache: str = os.path.join("outputs", "lab-cache")) -> dict[str, Any]:  # fmt: skip
+def _run_jobs(todo: list[dict[str, Any]], jobs: int, logs: str, say: Any) -> list[tuple[str, int]]:
+    """Run the worker processes ``jobs`` at a time, longest first; ``(out, returncode)`` in the order of ``todo``."""
+    order = {job["out"]: i for i, job in enumerate(todo)}
+    # longest first (a parameter-space Gram costs K or K + 1 backward passes per step): shortest total time
+    todo = sorted(todo, key=lambda job: -RELATIVE_COST.get(job["algo"], 1.0))
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        done = []
+        for future in as_completed([pool.submit(_launch, job, logs) for job in todo]):
+            out, secs, rc = future.result()
+            say(f"{os.path.basename(out)}: {'ok' if rc == 0 else f'FAILED (rc {rc}, see logs/)'} in {secs:.0f} s")
+            done.append((out, rc))
+    done.sort(key=lambda item: order[item[0]])  # report in algorithm order
+    return done
+
+
+def run_lab(
+    algorithms: list[str],
+    seeds: list[int],
+    steps: int,
+    eval_steps: int,
+    out_root: str,
+    jobs: int,
+    sft_steps: int,
+    cache: str = os.path.join("outputs", "lab-cache"),
+) -> dict[str, Any]:
     import torch
 
     from mo_align.lab.sft import warm_start
-    from mo_align.report import format_console_table, load_runs, write_report
+    from mo_align.runs.report import format_console_table, write_report
+    from mo_align.runs.summary import load_runs
 
     def say(msg: str) -> None:
         sys.stdout.write(f"[lab {time.strftime('%H:%M:%S')}] {msg}\n")
@@ -136,26 +189,17 @@ def run_lab(algorithms: list[str], seeds: list[int], steps: int, eval_steps: int
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     sft_dir, meta = warm_start(cache, steps=sft_steps, log=say)
     say(f"warm start: {sft_dir} ({meta['parameters']:,} params, reference length {meta['reference_length']:.1f})")
-    os.makedirs(out_root, exist_ok=True)
     logs = os.path.join(out_root, "logs")
     os.makedirs(logs, exist_ok=True)
-    threads = 1 if jobs > 1 else max(1, os.cpu_count() or 1)
+    shared = {"sft": sft_dir, "reference_length": meta["reference_length"], "steps": steps, "eval_steps": eval_steps}
+    shared["threads"] = 1 if jobs > 1 else max(1, os.cpu_count() or 1)
     todo = [
-        {"algo": a, "seed": s, "sft": sft_dir, "reference_length": meta["reference_length"], "steps": steps,
-         "eval_steps": eval_steps, "threads": threads, "out": os.path.join(out_root, f"{a}-seed{s}")}
-        for s in seeds for a in algorithms
-    ]  # fmt: skip
+        {"algo": a, "seed": s, **shared, "out": os.path.join(out_root, f"{a}-seed{s}")}
+        for s in seeds
+        for a in algorithms
+    ]
     say(f"{len(todo)} runs, {jobs} at a time, {steps} steps each")
-    order = {job["out"]: i for i, job in enumerate(todo)}
-    # longest first (a parameter-space Gram costs K or K + 1 backward passes per step): shortest total time
-    todo.sort(key=lambda job: -RELATIVE_COST.get(job["algo"], 1.0))
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        done = []
-        for future in as_completed([pool.submit(_launch, job, logs) for job in todo]):
-            out, secs, rc = future.result()
-            say(f"{os.path.basename(out)}: {'ok' if rc == 0 else f'FAILED (rc {rc}, see logs/)'} in {secs:.0f} s")
-            done.append((out, rc))
-    done.sort(key=lambda item: order[item[0]])  # report in algorithm order
+    done = _run_jobs(todo, jobs, logs, say)
     ok = [out for out, rc in done if rc == 0]
     if not ok:
         raise SystemExit("mo-align lab: every run failed; see " + logs)

@@ -8,6 +8,7 @@ length on the held-out prompts becomes the *fixed* conciseness reference for eva
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -28,8 +29,15 @@ SFT_VERSION = 2
 
 
 def sft_key(seed: int, steps: int, batch: int, lr: float) -> str:
-    payload = {"v": SFT_VERSION, "model": MODEL_CONFIG, "styles": {k: v[0] for k, v in STYLES.items()},
-               "seed": seed, "steps": steps, "batch": batch, "lr": lr}  # fmt: skip
+    payload = {
+        "v": SFT_VERSION,
+        "model": MODEL_CONFIG,
+        "styles": {k: v[0] for k, v in STYLES.items()},
+        "seed": seed,
+        "steps": steps,
+        "batch": batch,
+        "lr": lr,
+    }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -60,16 +68,39 @@ def sampled_mean_length(model: Any, tok: Any, problems: list, samples: int = 8, 
     lengths = []
     for start in range(0, len(texts), 128):
         enc = tok(texts[start : start + 128], return_tensors="pt", padding=True, padding_side="left")
-        out = model.generate(**enc, max_new_tokens=64, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
-                             pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)  # fmt: skip
+        out = model.generate(
+            **enc,
+            max_new_tokens=64,
+            do_sample=True,
+            temperature=1.0,
+            top_k=0,
+            top_p=1.0,
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=tok.eos_token_id,
+        )
         for ids in out[:, enc["input_ids"].shape[1] :].tolist():
             ids = [t for t in ids if t != tok.pad_token_id]
             lengths.append(ids.index(tok.eos_token_id) + 1 if tok.eos_token_id in ids else len(ids))
     return sum(lengths) / len(lengths)
 
 
-def warm_start(cache_root: str, seed: int = 0, steps: int = 700, batch: int = 64, lr: float = 2e-3,
-               log=None) -> tuple[str, dict]:  # fmt: skip
+def lr_factor(step: int, warm: int, steps: int) -> float:
+    """The warm start's learning-rate multiplier: (step + 1) / warm for the first ``warm`` steps, then a cosine from 1
+    to 0.1 over the rest.
+
+    transformers' ``get_cosine_with_min_lr_schedule_with_warmup`` starts at lr 0 (step / warm: up to 1.1 % of the
+    peak apart over the 87 warm-up steps of 700) and its ``..._lr_rate`` variant shifts the cosine by one step (up to
+    0.23 % apart); either would change the cached warm start (:func:`sft_key`), so this one stays.
+    """
+    if step < warm:
+        return (step + 1) / warm
+    progress = (step - warm) / max(1, steps - warm)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def warm_start(
+    cache_root: str, seed: int = 0, steps: int = 700, batch: int = 64, lr: float = 2e-3, log=None
+) -> tuple[str, dict]:
     """Return (model dir, metadata), training and caching it under ``cache_root/sft-<key>`` if needed."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -89,13 +120,7 @@ def warm_start(cache_root: str, seed: int = 0, steps: int = 700, batch: int = 64
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     warm = min(100, steps // 8)
 
-    def schedule(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        progress = (step - warm) / max(1, steps - warm)
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, functools.partial(lr_factor, warm=warm, steps=steps))
     train, held_out = split_problems()
     rng = random.Random(seed)
     loss = torch.tensor(0.0)
@@ -109,9 +134,16 @@ def warm_start(cache_root: str, seed: int = 0, steps: int = 700, batch: int = 64
         if log and (step + 1) % 100 == 0:
             log(f"sft step {step + 1}/{steps} loss {loss.item():.3f} ({time.time() - t0:.0f} s)")
     model.eval()
-    meta = {"seed": seed, "steps": steps, "batch": batch, "lr": lr, "final_loss": float(loss),
-            "reference_length": sampled_mean_length(model, tok, held_out), "seconds": time.time() - t0,
-            "parameters": sum(p.numel() for p in model.parameters())}  # fmt: skip
+    meta = {
+        "seed": seed,
+        "steps": steps,
+        "batch": batch,
+        "lr": lr,
+        "final_loss": float(loss),
+        "reference_length": sampled_mean_length(model, tok, held_out),
+        "seconds": time.time() - t0,
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
     with open(os.path.join(tmp, "lab_sft.json"), "w") as f:

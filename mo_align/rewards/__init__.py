@@ -24,18 +24,19 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
-from mo_align.rewards.accuracy import AccuracyReward, make_accuracy_reward
-from mo_align.rewards.clarity import ClarityReward, make_clarity_reward
+from mo_align.rewards.accuracy import AccuracyReward
+from mo_align.rewards.clarity import ClarityReward
 from mo_align.rewards.common import completion_text
-from mo_align.rewards.length import ConcisenessReward, make_conciseness_reward
+from mo_align.rewards.length import ConcisenessReward
 
 
 RewardFunc = Callable[..., list]
 
+# name -> the reward's class: its constructor's keyword arguments are the recipe's reward_kwargs[name]
 REWARDS: dict[str, Callable[..., RewardFunc]] = {
-    "accuracy": make_accuracy_reward,
-    "conciseness": make_conciseness_reward,
-    "clarity": make_clarity_reward,
+    "accuracy": AccuracyReward,
+    "conciseness": ConcisenessReward,
+    "clarity": ClarityReward,
 }
 
 

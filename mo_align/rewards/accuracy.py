@@ -16,7 +16,7 @@ Two modes (``reward_kwargs: {accuracy: {mode: ...}}``):
   4. an answer cache (LRU over ``(gold, boxed)``; GRPO samples repeat answers a lot);
   5. input guards: an answer longer than ``max_answer_chars``, nested deeper than 20 braces, a numeric power tower
      (``9^{9^{9}}``), an exponent of 6+ digits or a factorial of 4+ digits never reaches sympy → 0.0;
-  6. math-verify in worker processes (:mod:`mo_align.rewards.verify_pool`): duplicates in a batch are checked
+  6. math-verify in worker processes (:mod:`mo_align.rewards.verify`): duplicates in a batch are checked
      once, the distinct pairs in parallel, each bounded by ``timeout`` seconds (soft SIGALRM limit inside the
      worker, SIGKILL + replacement after it). A timeout or an error scores 0.0 and is counted in :attr:`stats`.
 
@@ -38,8 +38,8 @@ from typing import Any
 
 from mo_align.rewards.common import gold_answers, last_boxed, safe_text
 from mo_align.rewards.hendrycks import is_equiv, reference_score, strip_string
-from mo_align.rewards.verify_pool import OK, PoolUnavailable, check_in_process, get_pool
-from mo_align.weightings.base import excerpt
+from mo_align.rewards.verify import OK, PoolUnavailable, check_in_process, get_pool
+from mo_align.weightings.validation import excerpt
 
 
 logger = logging.getLogger(__name__)
@@ -311,16 +311,3 @@ class AccuracyReward:
                 out[i] = score
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
-
-
-def make_accuracy_reward(
-    mode: str = "verify",
-    timeout: float = 0.5,
-    num_workers: int | None = None,
-    max_answer_chars: int = 300,
-    cache_size: int = 65536,
-) -> AccuracyReward:
-    """Factory for ``REWARDS["accuracy"]``; the keyword arguments are :class:`AccuracyReward`'s."""
-    return AccuracyReward(
-        mode=mode, timeout=timeout, num_workers=num_workers, max_answer_chars=max_answer_chars, cache_size=cache_size
-    )

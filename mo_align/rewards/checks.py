@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from trl.trainer.utils import is_async_callable
 
-from mo_align.weightings.base import excerpt
+from mo_align.weightings.validation import excerpt
 
 
 logger = logging.getLogger("mo_align")

@@ -105,15 +105,3 @@ class ClarityReward:
             correct = self._accuracy.score(texts, golds)
             scores = [None if c is None else s * c for s, c in zip(scores, correct)]
         return scores
-
-
-def make_clarity_reward(
-    strict: bool = False,
-    gate_on_accuracy: bool = False,
-    accuracy_mode: str = "verify",
-    accuracy_kwargs: dict[str, Any] | None = None,
-) -> ClarityReward:
-    """Factory for ``REWARDS["clarity"]``; the keyword arguments are :class:`ClarityReward`'s."""
-    return ClarityReward(
-        strict=strict, gate_on_accuracy=gate_on_accuracy, accuracy_mode=accuracy_mode, accuracy_kwargs=accuracy_kwargs
-    )

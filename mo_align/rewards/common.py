@@ -79,8 +79,9 @@ def gold_answers(answer: Any, solution: Any, n: int, who: str) -> list:
     return [s if not isinstance(s, str) else (last_boxed(s) or s) for s in as_column(solution, n)]
 
 
-def call_frozen(fn: Any, prompts: list, completions: list, completion_ids: list, trainer_state: Any = None,
-                **columns: Any) -> Any:  # fmt: skip
+def call_frozen(
+    fn: Any, prompts: list, completions: list, completion_ids: list, trainer_state: Any = None, **columns: Any
+) -> Any:
     """Call a TRL-style reward outside training: stateful rewards (``training`` attribute, e.g. the conciseness
     running mean) are switched to evaluation mode for the call so their state does not move, then restored.
 
@@ -90,8 +91,15 @@ def call_frozen(fn: Any, prompts: list, completions: list, completion_ids: list,
     if saved is not None:
         fn.training = False
     try:
-        return fn(prompts=prompts, completions=completions, completion_ids=completion_ids, trainer_state=trainer_state,
-                  log_extra=lambda *a, **k: None, log_metric=lambda *a, **k: None, **columns)  # fmt: skip
+        return fn(
+            prompts=prompts,
+            completions=completions,
+            completion_ids=completion_ids,
+            trainer_state=trainer_state,
+            log_extra=lambda *a, **k: None,
+            log_metric=lambda *a, **k: None,
+            **columns,
+        )
     finally:
         if saved is not None:
             fn.training = saved

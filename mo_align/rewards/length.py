@@ -188,20 +188,3 @@ class ConcisenessReward:
         lengths = self._lengths(completion_ids)
         scores = self._compare(lengths, self.running_mean, 1.0)
         return self._gated(scores, self._correct(completions, answer, len(lengths), kwargs.get("solution")))
-
-
-def make_conciseness_reward(
-    reference_length: float | None = None,
-    eval_reference_length: float | None = None,
-    gate_on_accuracy: bool = False,
-    accuracy_mode: str = "verify",
-    accuracy_kwargs: dict[str, Any] | None = None,
-) -> ConcisenessReward:
-    """Factory for ``REWARDS["conciseness"]``; the keyword arguments are :class:`ConcisenessReward`'s."""
-    return ConcisenessReward(
-        reference_length=reference_length,
-        eval_reference_length=eval_reference_length,
-        gate_on_accuracy=gate_on_accuracy,
-        accuracy_mode=accuracy_mode,
-        accuracy_kwargs=accuracy_kwargs,
-    )

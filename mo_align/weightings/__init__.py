@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mo_align.weightings.base import ObjectiveStats, Weighting, validate_kwargs
+from mo_align.weightings.base import ObjectiveStats, TrainerNeeds, Weighting
 from mo_align.weightings.ctwa import CTWAWeighting
 from mo_align.weightings.dynamic import DynamicWeighting
 from mo_align.weightings.gradnorm import GradNormWeighting
@@ -18,6 +18,7 @@ from mo_align.weightings.mgda import MGDAWeighting
 from mo_align.weightings.pama import PAMAWeighting
 from mo_align.weightings.smooth_tchebycheff import SmoothTchebycheffWeighting
 from mo_align.weightings.tchebycheff import TchebycheffWeighting
+from mo_align.weightings.validation import validate_kwargs
 
 
 WEIGHTINGS: dict[str, type[Weighting]] = {
@@ -47,4 +48,20 @@ def get_weighting(name: str, num_objectives: int, **kwargs: Any) -> Weighting:
     return cls(num_objectives, **kwargs)
 
 
-__all__ = ["WEIGHTINGS", "LinearWeighting", "ObjectiveStats", "Weighting", "get_weighting"]
+__all__ = [
+    "WEIGHTINGS",
+    "CTWAWeighting",
+    "DynamicWeighting",
+    "GradNormWeighting",
+    "LagrangianWeighting",
+    "LinearWeighting",
+    "MGDAWeighting",
+    "ObjectiveStats",
+    "PAMAWeighting",
+    "SmoothTchebycheffWeighting",
+    "TchebycheffWeighting",
+    "TrainerNeeds",
+    "Weighting",
+    "get_weighting",
+    "validate_kwargs",
+]

@@ -10,17 +10,17 @@ rank) and returns tensors; the trainer owns autograd, the optimizer and TRL. Thr
 
 A subclass's typed ``__init__(self, num_objectives, *, ...)`` *is* its hyperparameter schema: recipes splat
 ``weighting_kwargs`` into it through :func:`mo_align.weightings.get_weighting`, which rejects unknown or ill-typed
-keys before any model is loaded. :data:`RANGES` adds the admissible interval of each numeric hyperparameter (one
-table for every strategy); any number not listed there must still be finite and at most ``MAX_MAGNITUDE`` in size,
-so no NaN, inf or 1e308 reaches a strategy's state.
+keys before any model is loaded (:mod:`mo_align.weightings.validation`: also the numeric ranges and the runtime
+guard on weights).
+
+Every hook a strategy may implement is declared on :class:`Weighting`; what a strategy needs from the trainer, and
+when each hook runs, is :meth:`Weighting.trainer_needs` (a :class:`TrainerNeeds`), the one place where ``space``,
+``requires``, ``update_first``, ``needs_objective_advantages`` and ``gradient_cadence`` are read together.
 """
 
 from __future__ import annotations
 
 import inspect
-import math
-import types
-import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -94,6 +94,28 @@ def nan_weighted_sum(values: torch.Tensor, weights: torch.Tensor) -> torch.Tenso
     return s
 
 
+@dataclass(frozen=True)
+class TrainerNeeds:
+    """What a weighting needs from the trainer and when its ``update`` runs (:meth:`Weighting.trainer_needs`).
+
+    Attributes:
+        objective_advantages: the per-objective advantages (B, K) reach ``compute_loss`` (gradient-space losses).
+        gram: ``None``, or whose Gram matrix of per-objective policy gradients the strategy reads:
+            ``"micro_batch"`` (``gradient_weights`` on each micro-batch, its α applied to it: MGDA),
+            ``"optimizer_step"`` (``gradient_weights`` once after each optimizer step, ``weights()`` applied during
+            it: GradNorm) or ``"generation_batch"`` (``stats.extras["gramian"]`` in ``update``: Dynamic).
+        post_update_logps: ``post_update_signal`` after the batch's updates (CTWA's exact statistic).
+        update: ``"before_combine"`` (the batch is scored with a state that includes it), ``"after_combine"``
+            (right after scoring) or ``"after_batch"`` (after the generation batch's last optimizer step, with the
+            deferred statistics in ``stats.extras``).
+    """
+
+    objective_advantages: bool
+    gram: Literal["micro_batch", "optimizer_step", "generation_batch"] | None
+    post_update_logps: bool
+    update: Literal["before_combine", "after_combine", "after_batch"]
+
+
 class Weighting:
     """Base class of every multi-objective weighting.
 
@@ -105,7 +127,8 @@ class Weighting:
         space: where the weights act, ``"reward"``, ``"advantage"`` or ``"gradient"``.
         requires: statistics beyond rewards the trainer must compute (empty for cheap strategies).
         owns_weights: True when the strategy decides the weights, so TRL's ``reward_weights`` must stay unset.
-        needs_objective_advantages: carry per-objective advantages (B, K) into ``compute_loss``.
+        needs_objective_advantages: carry per-objective advantages (B, K) into ``compute_loss`` (implied by a
+            ``"gramian"`` in ``requires``: the per-objective losses are built from them).
         update_first: call ``update`` *before* ``combine`` on a training batch, so the batch is scored with the
             state that already includes it (Lagrangian dual step, running ideal points); default False (the
             state moves after the batch is scored and acts from the next batch, as CTWA's weights do).
@@ -169,6 +192,27 @@ class Weighting:
         """Advance the state with this batch's statistics; deterministic so every rank agrees. Returns metrics."""
         return {}
 
+    # ---- hooks of the strategies that need more than rewards (declared here, implemented where ``requires`` says)
+    def gradient_weights(self, gram: torch.Tensor, losses: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """Gradient space: (the coefficients (K,) applied to the per-objective gradients, metrics) from the global
+        Gram matrix (K, K) and the losses (K,) of a micro-batch or an optimizer step (``gradient_cadence``)."""
+        raise NotImplementedError(f"{type(self).__name__} is not a gradient-space weighting")
+
+    def post_update_signal(self, advantages, log_ratio, mask, eps_low: float, eps_high: float):
+        """``requires`` ``"post_update_logps"``: (per-completion signal (B,), unclipped-token count) of a micro-batch
+        from its advantages (B,), log π_new − log π_old (B, T) after the batch's updates and its mask (B, T)."""
+        raise NotImplementedError(f"{type(self).__name__} does not use a post-update statistic")
+
+    def trainer_needs(self) -> TrainerNeeds:
+        """What the trainer must compute for this strategy and when it calls ``update`` (see :class:`TrainerNeeds`)."""
+        gram = None
+        if "gramian" in self.requires:
+            gram = self.gradient_cadence if self.space == "gradient" else "generation_batch"
+        deferred = "post_update_logps" in self.requires or gram == "generation_batch"
+        update = "before_combine" if self.update_first else ("after_batch" if deferred else "after_combine")
+        objective_advantages = self.needs_objective_advantages or gram is not None  # per-objective losses need them
+        return TrainerNeeds(objective_advantages, gram, "post_update_logps" in self.requires, update)
+
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume exactly (tensors and plain Python values)."""
         return {}
@@ -187,136 +231,3 @@ class Weighting:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters().items())
         return f"{type(self).__name__}({args})"
-
-
-# ---- hyperparameter validation ----------------------------------------------------------------------------------
-MAX_MAGNITUDE = 1e6  # default bound |x| of a numeric hyperparameter without an entry in RANGES
-
-# Admissible values of numeric hyperparameters, per strategy, in interval notation ("(0, 1]"); a per-objective list
-# is checked entry by entry. Bounds are wide enough for every recipe and paper setting, narrow enough that no value
-# overflows a float32 weight within a run (e.g. CTWA's log-weights grow by at most lambda_lr x deficit per batch).
-RANGES: dict[str, dict[str, str]] = {
-    "linear": {"weights": "[0, 1e6]"},
-    "tchebycheff": {"weights": "[0, 1e6]", "ideal": "[-1e6, 1e6]"},
-    "smooth_tchebycheff": {"preference": "[0, 1e6]", "omd_lr": "[0, 100]", "temperature": "(0, 1e6]"},
-    "lagrangian": {"primary": "[0, 1e6]", "thresholds": "[-1e6, 1e6]", "dual_lr": "[0, 100]", "max_lambda": "[0, 1e6]"},
-    "mgda": {"max_iter": "[1, 1e7]", "tol": "(0, 1)"},
-    "gradnorm": {"alpha": "[0, 10]", "lr": "[0, 10]", "min_weight": "(0, 1]"},
-    "dynamic": {"weights": "[0, 1e6]", "regularization": "(0, 1e6]", "accumulation_steps": "[1, 1e6]"},
-    "ctwa": {
-        "weights": "[0, 1e6]", "cov_targets": "[-1e3, 1e3]", "obj_targets": "[-1e6, 1e6]", "lambda_lr": "[0, 10]",
-        "ema_tau": "(0, 1]", "patience": "[1, 1e9]", "max_weight_ratio": "[1, 1e6]", "subsample": "(0, 1]",
-    },
-}  # fmt: skip
-
-
-def _interval(spec: str) -> tuple[float, float, bool, bool]:
-    """``"(0, 1]"`` -> (0.0, 1.0, lower open, upper open)."""
-    lo, hi = (float(x) for x in spec[1:-1].split(","))
-    return lo, hi, spec[0] == "(", spec[-1] == ")"
-
-
-def excerpt(value: Any, limit: int = 60) -> str:
-    """``repr(value)`` cut to ``limit`` characters (error messages never print a whole recipe value)."""
-    text = repr(value) if len(str(value)) < 10 * limit else repr(str(value)[: 2 * limit])
-    return text if len(text) <= limit else f"{text[: limit - 14]}... ({len(str(value))} chars)"
-
-
-def check_number(value: Any, where: str, spec: str | None = None) -> None:
-    """Raise ``ValueError`` ("``where`` must be finite and ..., got x") unless ``value`` (a number, or a list of
-    numbers) is finite and inside ``spec`` (interval notation; default ``[-MAX_MAGNITUDE, MAX_MAGNITUDE]``).
-    Values of other types are left to the type check."""
-    lo, hi, lo_open, hi_open = _interval(spec or f"[-{MAX_MAGNITUDE}, {MAX_MAGNITUDE}]")
-    many = isinstance(value, list | tuple)
-    for v in value if many else [value]:
-        if isinstance(v, bool) or not isinstance(v, int | float):
-            continue
-        if math.isfinite(v) and (lo < v if lo_open else lo <= v) and (v < hi if hi_open else v <= hi):
-            continue
-        lower = (
-            ("non-negative" if many else ">= 0") if (lo == 0 and not lo_open) else f"{'>' if lo_open else '>='} {lo:g}"
-        )
-        upper = f"{'<' if hi_open else '<='} {hi:g}"
-        rule = f"finite, {lower} and {upper}" if lower == "non-negative" else f"finite and {lower} and {upper}"
-        raise ValueError(f"{where} must be {rule}, got {excerpt(v)}")
-
-
-def _matches(value: Any, annotation: Any) -> bool:
-    """Loose runtime check of a YAML/JSON value against a constructor annotation."""
-    if annotation is Any or annotation is inspect.Parameter.empty:
-        return True
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        return any(_matches(value, a) for a in typing.get_args(annotation))
-    if origin is Literal:
-        return value in typing.get_args(annotation)
-    if origin in (list, tuple, typing.Sequence):
-        if not isinstance(value, list | tuple):
-            return False
-        inner = typing.get_args(annotation)
-        return not inner or all(_matches(v, inner[0]) for v in value)
-    if origin is dict:
-        return isinstance(value, dict)
-    if annotation is type(None):
-        return value is None
-    if annotation is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if isinstance(annotation, type):
-        return isinstance(value, annotation)
-    return True
-
-
-def validate_kwargs(cls: type[Weighting], kwargs: dict[str, Any]) -> None:
-    """Raise ``TypeError`` naming the field for an unknown or ill-typed weighting kwarg, ``ValueError`` for a number
-    that is not finite or outside its :data:`RANGES` interval."""
-    sig = inspect.signature(cls.__init__)
-    hints = typing.get_type_hints(cls.__init__)
-    allowed = [p for p in sig.parameters if p not in ("self", "num_objectives")]
-    ranges = RANGES.get(cls.name, {})
-    for key, value in kwargs.items():
-        if key not in allowed:
-            raise TypeError(f"weighting '{cls.name}' got an unknown kwarg {excerpt(key)}; valid kwargs: {allowed}")
-        if not _matches(value, hints.get(key, Any)):
-            raise TypeError(
-                f"weighting '{cls.name}' kwarg {key!r} must be {hints.get(key)}, got {excerpt(value)} "
-                f"({type(value).__name__})"
-            )
-        check_number(value, f"{cls.name}: {key}", ranges.get(key))
-
-
-# ---- runtime guard ------------------------------------------------------------------------------------------------
-def _state_entries(value: Any, prefix: str = "") -> list[tuple[str, torch.Tensor]]:
-    """(dotted name, float tensor) for every float tensor or float in a (nested) state dict."""
-    if isinstance(value, torch.Tensor):
-        return [(prefix, value.detach().double().reshape(-1))] if value.is_floating_point() else []
-    if isinstance(value, float):
-        return [(prefix, torch.tensor([value], dtype=torch.float64))]
-    if isinstance(value, dict):
-        return [e for k, v in value.items() for e in _state_entries(v, f"{prefix}.{k}" if prefix else str(k))]
-    if isinstance(value, list | tuple):
-        return [e for i, v in enumerate(value) for e in _state_entries(v, f"{prefix}[{i}]")]
-    return []
-
-
-def check_finite_weights(weighting: Weighting, step: int) -> None:
-    """Stop the run when a strategy's weights are no longer finite, naming the strategy and the state that
-    overflowed (entries holding NaN or +inf; else the finite entry of largest magnitude, e.g. a log-weight whose
-    exponential overflows). Without this, inf/NaN weights become all-zero advantages and the run exits 0."""
-    w = weighting.weights()
-    if torch.isfinite(w).all():
-        return
-    entries = [(n, t) for n, t in _state_entries(weighting.state_dict()) if t.numel()]
-    bad = [n for n, t in entries if (torch.isnan(t) | (t == math.inf)).any()]
-    if bad:
-        culprit = "non-finite state: " + ", ".join(bad)
-    elif entries:
-        name, t = max(entries, key=lambda e: float(e[1].nan_to_num(0.0, 0.0, 0.0).abs().max()))
-        culprit = f"state {name} reached |x| = {float(t.abs().max()):.3g}"
-    else:
-        culprit = "no state (weights() itself)"
-    raise FloatingPointError(
-        f"{weighting.name}: non-finite weights {[round(x, 4) for x in w.tolist()]} at step {step} ({culprit}); "
-        "the run stops here instead of training on garbage: lower the strategy's step size or bound its weights"
-    )

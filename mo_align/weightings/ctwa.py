@@ -110,7 +110,7 @@ def group_covariance(
     return group_moments(rewards, signal, group_size, pooled)[0]
 
 
-def _step(log_weights, ema, stat, objective_means, cov_targets, obj_targets, lambda_lr, ema_tau):
+def _ctwa_step(log_weights, ema, stat, objective_means, cov_targets, obj_targets, lambda_lr, ema_tau):
     """ctwa_update, also returning the gated deficit max(0, c − e) · gate and the gate (both (K,))."""
     k = log_weights.shape[0]
     c = torch.as_tensor(cov_targets, dtype=log_weights.dtype).expand(k)
@@ -122,12 +122,19 @@ def _step(log_weights, ema, stat, objective_means, cov_targets, obj_targets, lam
 
 
 def ctwa_update(
-    log_weights: torch.Tensor, ema: torch.Tensor | None, stat: torch.Tensor, objective_means: torch.Tensor, *,
-    cov_targets: Any, obj_targets: Any, lambda_lr: float, ema_tau: float,
-) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    log_weights: torch.Tensor,
+    ema: torch.Tensor | None,
+    stat: torch.Tensor,
+    objective_means: torch.Tensor,
+    *,
+    cov_targets: Any,
+    obj_targets: Any,
+    lambda_lr: float,
+    ema_tau: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One CTWA step: EMA of the statistic, gate by objective targets, log-weight ascent on the deficit.
     Returns (new log-weights (K,), new EMA (K,)); ``ema=None`` is the first step (e ← Ĉ)."""
-    return _step(log_weights, ema, stat, objective_means, cov_targets, obj_targets, lambda_lr, ema_tau)[:2]
+    return _ctwa_step(log_weights, ema, stat, objective_means, cov_targets, obj_targets, lambda_lr, ema_tau)[:2]
 
 
 class CTWAWeighting(Weighting):
@@ -136,19 +143,34 @@ class CTWAWeighting(Weighting):
     space = "reward"
 
     def __init__(
-        self, num_objectives: int, *, weights: list[float] | None = None, cov_targets: list[float] | float = 0.1,
-        obj_targets: list[float] | float | None = None, lambda_lr: float = 0.05, ema_tau: float = 0.1,
-        use_corr_target: bool = False, w_agg: str = "mean", pooled: bool = False, statistic: str = "exact",
-        base: str = "linear", base_kwargs: dict | None = None, patience: int = 20,
-        max_weight_ratio: float | None = None, subsample: float = 1.0,
-    ) -> None:  # fmt: skip
+        self,
+        num_objectives: int,
+        *,
+        weights: list[float] | None = None,
+        cov_targets: list[float] | float = 0.1,
+        obj_targets: list[float] | float | None = None,
+        lambda_lr: float = 0.05,
+        ema_tau: float = 0.1,
+        use_corr_target: bool = False,
+        w_agg: str = "mean",
+        pooled: bool = False,
+        statistic: str = "exact",
+        base: str = "linear",
+        base_kwargs: dict | None = None,
+        patience: int = 20,
+        max_weight_ratio: float | None = None,
+        subsample: float = 1.0,
+    ) -> None:
         super().__init__(num_objectives)
         k = num_objectives
         w0 = per_objective(weights, k, "ctwa: weights") or [1.0 / k] * k
         if any(not math.isfinite(w) or w < 0 for w in w0) or sum(w0) <= 0:
             raise ValueError(f"ctwa: weights must be finite, non-negative, not all zero, got {w0}")
-        for field, value, allowed in (("w_agg", w_agg, ("mean", "mean_unclipped", "sum")),
-                                      ("statistic", statistic, ("exact", "on_policy")), ("base", base, BASES)):  # fmt: skip
+        for field, value, allowed in (
+            ("w_agg", w_agg, ("mean", "mean_unclipped", "sum")),
+            ("statistic", statistic, ("exact", "on_policy")),
+            ("base", base, BASES),
+        ):
             if value not in allowed:
                 raise ValueError(f"ctwa: {field} must be one of {list(allowed)}, got {value!r}")
         if not 0 < ema_tau <= 1 or lambda_lr < 0 or not 0 < subsample <= 1:
@@ -201,10 +223,16 @@ class CTWAWeighting(Weighting):
         w = robust_signal(signal, stats.step, self.subsample)
         cov, corr, n_groups = group_moments(stats.rewards, w, stats.group_size, self.pooled)
         means = torch.nanmean(stats.rewards.double(), dim=0)
-        self.log_weights, self.ema, deficit, gated = _step(
-            self.log_weights, self.ema, corr if self.use_corr_target else cov, means, self.cov_targets,
-            self.obj_targets, self.lambda_lr, self.ema_tau,
-        )  # fmt: skip
+        self.log_weights, self.ema, deficit, gated = _ctwa_step(
+            self.log_weights,
+            self.ema,
+            corr if self.use_corr_target else cov,
+            means,
+            self.cov_targets,
+            self.obj_targets,
+            self.lambda_lr,
+            self.ema_tau,
+        )
         if self.max_weight_ratio is not None:
             self.log_weights = torch.minimum(
                 self.log_weights, self.log_weights.min() + math.log(self.max_weight_ratio)
@@ -215,15 +243,22 @@ class CTWAWeighting(Weighting):
             self.warned = True
             logger.warning(
                 "ctwa: every gated objective has been below its covariance target for %d batches; the targets "
-                "cannot all be met and the weights grow without bound (set max_weight_ratio to stop it)", self.streak,
-            )  # fmt: skip
+                "cannot all be met and the weights grow without bound (set max_weight_ratio to stop it)",
+                self.streak,
+            )
         out: dict[str, float] = {"weight_sum": float(self.weights().sum()), "n_groups": float(n_groups)}
         out.update(deficit_streak=float(self.streak), stalled=float(self.streak >= self.patience))
         out["signal_mean"] = float(torch.nanmean(w)) if torch.isfinite(w).any() else 0.0
         names = stats.objective_names or tuple(str(i) for i in range(self.num_objectives))
         for i, name in enumerate(names):
-            out.update({f"cov/{name}": float(cov[i]), f"corr/{name}": float(corr[i]), f"ema/{name}": float(self.ema[i]),
-                        f"deficit/{name}": float(deficit[i])})  # fmt: skip
+            out.update(
+                {
+                    f"cov/{name}": float(cov[i]),
+                    f"corr/{name}": float(corr[i]),
+                    f"ema/{name}": float(self.ema[i]),
+                    f"deficit/{name}": float(deficit[i]),
+                }
+            )
         if "unclip_frac" in stats.extras:
             out["unclip_frac"] = float(stats.extras["unclip_frac"])
         out.update({f"base/{key}": v for key, v in base_metrics.items()})
@@ -236,8 +271,13 @@ class CTWAWeighting(Weighting):
 
     def state_dict(self) -> dict[str, Any]:
         ema = None if self.ema is None else self.ema.clone()
-        return {"log_weights": self.log_weights.clone(), "ema": ema, "streak": self.streak, "warned": self.warned,
-                "base": self._base.state_dict()}  # fmt: skip
+        return {
+            "log_weights": self.log_weights.clone(),
+            "ema": ema,
+            "streak": self.streak,
+            "warned": self.warned,
+            "base": self._base.state_dict(),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)

@@ -7,7 +7,7 @@ weights take a mirror-descent (exponentiated-gradient) step,
     w ← softmax(log w + Ī / μ),     Ī = (1/m) Σ_batches I
 
 and scalarize the rewards linearly, s_i = Σ_k w_k r_ik. Gram is the global Gram matrix of the per-objective policy
-gradients of the whole generation batch, ⟨Σ_b g_b^i, Σ_b g_b^j⟩ over its micro-batches b and ranks (``mo_align.gram``;
+gradients of the whole generation batch, ⟨Σ_b g_b^i, Σ_b g_b^j⟩ over its micro-batches b and ranks (``mo_align.trainer.gram``;
 on ``gramian_params``, the paper's recipe uses decoder layers 10–25: K × P float32 per process, 9 GB for that recipe;
 or in ``logprobs`` space, where micro-batches own disjoint coordinates and the sum of their Gram matrices is exactly
 the full batch's). The gradients are those of the first pass over the batch, at π_old, as the reference's.
@@ -53,7 +53,6 @@ class DynamicWeighting(Weighting):
     name = "dynamic"
     space = "reward"
     requires = frozenset({"gramian"})
-    needs_objective_advantages = True
 
     def __init__(
         self,

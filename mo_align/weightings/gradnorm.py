@@ -1,7 +1,7 @@
 """GradNorm: balance the per-objective gradient norms by their relative training rates (Chen et al. 2018).
 
 With g_k the per-objective gradients of one optimizer step (‖g_k‖ = sqrt(Gram_kk), the gradients accumulated over
-all of the step's micro-batches and averaged over ranks, ``mo_align.gram``) and L_k the step's per-objective losses:
+all of the step's micro-batches and averaged over ranks, ``mo_align.trainer.gram``) and L_k the step's per-objective losses:
 
     G_k = w_k ‖g_k‖,  r_k = (|L_k| + ε) / (|L_k(0)| + ε),  r̃_k = r_k / mean(r),  target_k = mean(G) · r̃_k^α
     w_k ← max(w_k − η sign(G_k − target_k) ‖g_k‖, w_min),  then w ← K w / Σ w
@@ -53,7 +53,6 @@ class GradNormWeighting(Weighting):
     name = "gradnorm"
     space = "gradient"
     requires = frozenset({"gramian"})
-    needs_objective_advantages = True
     gradient_cadence = "optimizer_step"
 
     def __init__(

@@ -94,7 +94,6 @@ class MGDAWeighting(Weighting):
     name = "mgda"
     space = "gradient"
     requires = frozenset({"gramian"})
-    needs_objective_advantages = True
 
     def __init__(
         self, num_objectives: int, *, normalize_gradients: bool = False, max_iter: int = 5000, tol: float = 1e-12

@@ -53,7 +53,6 @@ class SmoothTchebycheffWeighting(Weighting):
 
     name = "smooth_tchebycheff"
     space = "reward"
-    update_first = False
 
     def __init__(
         self,

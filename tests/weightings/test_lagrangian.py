@@ -225,7 +225,7 @@ def test_trainer_takes_the_dual_step_before_the_advantages(tiny_model_dir, tmp_p
     def spy(inputs):
         out = gen(inputs)
         lengths = out["completion_mask"].sum(1).float()
-        seen.append((trainer._mo_rewards.clone(), lengths, out["advantages"].clone()))
+        seen.append((trainer.mo_rewards.clone(), lengths, out["advantages"].clone()))
         return out
 
     trainer._generate_and_score_completions = spy

@@ -204,7 +204,7 @@ def test_trainer_scores_with_the_weights_before_the_update(tiny_model_dir, tmp_p
 
     def spy(inputs):
         out = gen(inputs)
-        seen.append((trainer._mo_rewards.clone(), out["advantages"].clone()))
+        seen.append((trainer.mo_rewards.clone(), out["advantages"].clone()))
         return out
 
     trainer._generate_and_score_completions = spy

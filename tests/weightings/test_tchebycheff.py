@@ -223,7 +223,7 @@ def test_trainer_scores_each_batch_with_the_ideal_point_that_includes_it(tiny_mo
 
     def spy(inputs):
         out = gen(inputs)
-        seen.append((trainer._mo_rewards.clone(), out["advantages"].clone()))
+        seen.append((trainer.mo_rewards.clone(), out["advantages"].clone()))
         return out
 
     trainer._generate_and_score_completions = spy

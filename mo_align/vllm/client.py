@@ -1,27 +1,18 @@
-"""Trainer side of vLLM server mode: a TRL ``VLLMClient`` that needs no vLLM install and can sync weights on CPU.
+"""Trainer side of vLLM server mode: :class:`ServerClient`, a TRL ``VLLMClient`` that needs no vLLM install.
 
-TRL 1.16's server mode (``use_vllm: true``, ``vllm_mode: server``) asks for vLLM in the *training* venv and
-synchronises weights over NCCL, i.e. CUDA only: on a CPU machine ``GRPOTrainer`` cannot even be constructed.
-mo_align keeps vLLM in its own venv (``make vllm-env``) and swaps TRL's generation backend for
-:class:`ServerModeGeneration` while ``MOGRPOTrainer`` is built (:func:`server_mode`). It follows the weight-transfer
-backend that the server reports (``/server_info``):
-
-* ``shm_file`` (what ``make vllm-server`` starts on a machine without CUDA; server half in
-  ``mo_align/vllm_plugin.py``): TRL's own ``sync_weights`` walks the parameters (ZeRO-3 gathers, PEFT merges)
-  and hands them to :meth:`ServerClient.update_named_params`, which writes them in safetensors chunks to a directory
-  the server also sees (``MO_ALIGN_VLLM_SYNC_DIR``, default ``/dev/shm``) inside TRL's
-  ``/start_weight_update`` → ``/update_weights`` → ``/finish_weight_update`` bracket, then checks that the server
-  reports the new ``weight_version``. Works with or without CUDA; needs a shared filesystem.
-* ``nccl`` (what ``make vllm-server`` starts on a GPU machine): TRL's own client and NCCL broadcast, unchanged.
-  TRL imports vLLM for it, so this path needs vLLM importable in the training environment and CUDA.
+It talks to the server over HTTP with bounded retries and pushes weights through the server's ``shm_file``
+backend (server half: :mod:`mo_align.vllm.plugin`): TRL's own ``sync_weights`` walks the parameters (ZeRO-3
+gathers, PEFT merges) and hands them to :meth:`ServerClient.update_named_params`, which writes them in safetensors
+chunks to a directory the server also sees (``MO_ALIGN_VLLM_SYNC_DIR``, default ``/dev/shm``) inside the
+``/start_weight_update`` -> ``/update_weights`` -> ``/finish_weight_update`` bracket, then checks that the server
+reports the new ``weight_version``. Works with or without CUDA; needs a shared filesystem.
 
 Environment: ``MO_ALIGN_VLLM_SYNC`` = ``auto`` (default: follow the server), ``shm_file``, ``nccl`` or ``off``
 (**tests only**: never push weights, so the server keeps generating from its initial weights; warned loudly).
 ``MO_ALIGN_VLLM_SYNC_CHUNK_MB`` (default 1024) bounds the extra host memory of one chunk.
 
-Failures never leave a run training against a stale policy: a sync that cannot complete, a server that stays
-unreachable for ``vllm_server_timeout`` seconds or an error status raises :class:`VLLMServerError` (naming the
-server's host:port) on every process at once, so the trainer can write a checkpoint before it stops.
+Errors: a server that stays unreachable for ``vllm_server_timeout`` seconds raises :class:`VLLMServerUnreachable`,
+any other failure :class:`VLLMServerError`, both naming the server's host:port.
 """
 
 from __future__ import annotations
@@ -29,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import sys
 import tempfile
 import time
 import uuid
@@ -39,21 +29,17 @@ from urllib.parse import urlparse
 
 import requests
 import torch
-from trl.generation.vllm_client import VLLMClient
-from trl.generation.vllm_generation import VLLMGeneration
-from trl.import_utils import is_vllm_available
 
-from mo_align.vllm_plugin import BACKEND as SHM_FILE
-from mo_align.vllm_plugin import PROTOCOL
+from mo_align.vllm.plugin import BACKEND as SHM_FILE
+from mo_align.vllm.plugin import PROTOCOL
+from mo_align.vllm.trl_compat import TRLClient
 
 
 __all__ = [
     "SYNC_MODES",
     "ServerClient",
-    "ServerModeGeneration",
     "VLLMServerError",
     "VLLMServerUnreachable",
-    "server_mode",
     "sync_mode",
 ]
 
@@ -93,7 +79,7 @@ def _default_sync_dir() -> str:
 
 
 # ---- client ----------------------------------------------------------------------------------------------------
-class ServerClient(VLLMClient):
+class ServerClient(TRLClient):
     """TRL's ``VLLMClient`` (generation, server info, prefix cache) without its vLLM import and NCCL rendezvous.
 
     Every request is retried on connection failures until ``connection_timeout`` seconds have passed, then raises
@@ -118,13 +104,14 @@ class ServerClient(VLLMClient):
         chunk_mb: float | None = None,
     ) -> None:
         parsed = urlparse(base_url if "://" in base_url else f"http://{base_url}")
-        self.base_url = f"{parsed.scheme}://{parsed.netloc}{parsed.path}".rstrip("/")
-        self.host = parsed.hostname
-        self.server_port = parsed.port
+        session = requests.Session()
+        # Retries are ours (bounded by connection_timeout): the adapter must not add its own.
+        adapter = requests.adapters.HTTPAdapter(max_retries=0, pool_maxsize=64)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        url = f"{parsed.scheme}://{parsed.netloc}{parsed.path}".rstrip("/")
+        self.adopt_connection(url, parsed.hostname, parsed.port, session)
         self.address = parsed.netloc
-        self.group_port = None
-        self.communicator = None
-        self._updating_weights = False
         self.timeout = float(connection_timeout)
         self.sync = sync
         self.sync_dir = sync_dir or _default_sync_dir()
@@ -135,13 +122,8 @@ class ServerClient(VLLMClient):
         self.last_sync_bytes = 0
         self.generate_error: BaseException | None = None  # see generate()
         self._version_to_finish: str | None = None
-        self.session = requests.Session()
-        # Retries are ours (bounded by connection_timeout): the adapter must not add its own.
-        adapter = requests.adapters.HTTPAdapter(max_retries=0, pool_maxsize=64)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
         self.check_server(self.timeout)
-        self.model = self._get(f"{self.base_url}/v1/models")["data"][0]["id"]
+        self.model = self.get_json(f"{self.base_url}/v1/models")["data"][0]["id"]
 
     # -- transport ---------------------------------------------------------------------------------------------
     def _request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
@@ -170,10 +152,10 @@ class ServerClient(VLLMClient):
             )
         return response.json()
 
-    def _get(self, url: str, **kwargs: Any) -> dict:
+    def get_json(self, url: str, **kwargs: Any) -> dict:
         return self._checked(self._request("GET", url, **kwargs))
 
-    def _post(self, url: str, **kwargs: Any) -> dict:
+    def post_json(self, url: str, **kwargs: Any) -> dict:
         return self._checked(self._request("POST", url, **kwargs))
 
     def check_server(self, total_timeout: float = 0.0, retry_interval: float = 1.0) -> None:
@@ -213,7 +195,7 @@ class ServerClient(VLLMClient):
         return config.get("backend") if isinstance(config, dict) else None
 
     def reset_prefix_cache(self) -> None:
-        self._post(f"{self.base_url}/reset_prefix_cache")
+        self.post_json(f"{self.base_url}/reset_prefix_cache")
 
     # -- generation --------------------------------------------------------------------------------------------
     def generate(self, prompts: list, *args: Any, **kwargs: Any) -> dict:
@@ -224,7 +206,7 @@ class ServerClient(VLLMClient):
         """
         try:
             if self.weight_version is not None:  # weights we pushed: are they still the ones served?
-                served = self._get(f"{self.base_url}/weight_info").get("weight_version")
+                served = self.get_json(f"{self.base_url}/weight_info").get("weight_version")
                 if served != self.weight_version:
                     raise VLLMServerError(
                         f"the vLLM server at {self.address} serves weight_version {served!r}, not the "
@@ -236,8 +218,12 @@ class ServerClient(VLLMClient):
             self.generate_error = exc
             n = int(kwargs.get("n", args[1] if len(args) > 1 else 1))
             empty = [[] for _ in range(n * len(prompts))]
-            return {"prompt_ids": [list(p) for p in prompts], "completion_ids": empty, "logprobs": empty,
-                    "logprob_token_ids": empty}  # fmt: skip
+            return {
+                "prompt_ids": [list(p) for p in prompts],
+                "completion_ids": empty,
+                "logprobs": empty,
+                "logprob_token_ids": empty,
+            }
 
     # -- weight sync -------------------------------------------------------------------------------------------
     def init_communicator(self, device: Any = None) -> None:
@@ -254,26 +240,26 @@ class ServerClient(VLLMClient):
                 f"SYNC={SHM_FILE} forces it)"
             )
         os.makedirs(self.sync_dir, exist_ok=True)
-        self._post(f"{self.base_url}/init_weight_transfer_engine", json={"init_info": {"protocol": PROTOCOL}})
+        self.post_json(f"{self.base_url}/init_weight_transfer_engine", json={"init_info": {"protocol": PROTOCOL}})
 
     def close_communicator(self) -> None:
         return None  # nothing to tear down
 
-    def _start_weight_update(self) -> None:
+    def start_weight_update(self) -> None:
         try:
-            self._post(f"{self.base_url}/start_weight_update", json={})
+            self.post_json(f"{self.base_url}/start_weight_update", json={})
         except VLLMServerError as exc:
             if "already active" not in str(exc):
                 raise
             # A trainer that died mid-update left the bracket open: close it (layers it did not reach keep their
             # weights) and start ours, which rewrites every layer.
             logger.warning("the vLLM server at %s was left mid weight update; closing that update", self.address)
-            self._post(f"{self.base_url}/finish_weight_update", json={})
-            self._post(f"{self.base_url}/start_weight_update", json={})
+            self.post_json(f"{self.base_url}/finish_weight_update", json={})
+            self.post_json(f"{self.base_url}/start_weight_update", json={})
 
-    def _finish_weight_update(self) -> None:
+    def finish_weight_update(self) -> None:
         body = {} if self._version_to_finish is None else {"weight_version": self._version_to_finish}
-        self._post(f"{self.base_url}/finish_weight_update", json=body)
+        self.post_json(f"{self.base_url}/finish_weight_update", json=body)
 
     def update_named_params(
         self, metadata: list[tuple[str, str, list[int]]] | None, named_params: Iterable[tuple[str, torch.Tensor]]
@@ -289,13 +275,13 @@ class ServerClient(VLLMClient):
             logger.warning(_STALE_WARNING)
             return
         start = time.perf_counter()
-        bracket = not self._updating_weights  # inside TRL's weight_update() the caller opens and closes it
+        bracket = not self.in_weight_update  # inside TRL's weight_update() the caller opens and closes it
         version = f"mo_align-{self.sync_count + 1}-{uuid.uuid4().hex[:8]}"
         error: BaseException | None = None
         sent = 0
         try:
             if bracket:
-                self._start_weight_update()
+                self.start_weight_update()
         except Exception as exc:
             error = exc
         if error is not None:
@@ -310,7 +296,7 @@ class ServerClient(VLLMClient):
         if bracket and not isinstance(error, VLLMServerUnreachable):
             self._version_to_finish = version if error is None else None
             try:
-                self._finish_weight_update()  # also after a failure, so the server is not left mid-update
+                self.finish_weight_update()  # also after a failure, so the server is not left mid-update
             except Exception as exc:
                 error = error or exc
             finally:
@@ -323,7 +309,7 @@ class ServerClient(VLLMClient):
             ) from error
         self.sync_count += 1
         if bracket:
-            served = self._get(f"{self.base_url}/weight_info").get("weight_version")
+            served = self.get_json(f"{self.base_url}/weight_info").get("weight_version")
             if served != version:
                 raise VLLMServerError(
                     f"the vLLM server at {self.address} reports weight_version {served!r} after the sync, expected "
@@ -342,7 +328,7 @@ class ServerClient(VLLMClient):
         try:
             save_file(tensors, partial)
             os.replace(partial, path)  # the server never sees a half-written file
-            self._post(
+            self.post_json(
                 f"{self.base_url}/update_weights", json={"update_info": {"path": path, "num_tensors": len(tensors)}}
             )
         finally:
@@ -367,140 +353,3 @@ def _chunks(named_params: Iterable[tuple[str, torch.Tensor]], limit: int) -> Ite
         size += nbytes
     if chunk:
         yield chunk
-
-
-# ---- generation backend ----------------------------------------------------------------------------------------
-class ServerModeGeneration(VLLMGeneration):
-    """TRL's ``VLLMGeneration`` whose server mode uses :class:`ServerClient` when the server speaks ``shm_file``.
-
-    Colocate mode and NCCL servers go to TRL's code unchanged. Server failures are agreed on by all processes
-    (one small broadcast per generation and per sync) and raised everywhere as :class:`VLLMServerError`.
-    """
-
-    def _init_vllm(self) -> None:
-        if self.mode != "server":
-            return super()._init_vllm()
-        accelerator = self.accelerator
-        plan, message, error = "mo_align", None, None
-        if accelerator.is_main_process:
-            try:
-                plan = self._connect()
-            except Exception as exc:  # reported on every process, raised as it is on this one
-                error, message = exc, str(exc)
-        plan, message = self._agree((plan, message))
-        if message is not None:
-            raise error if error is not None else VLLMServerError(message)
-        if plan == "trl":
-            return super()._init_vllm()  # TRL's client and NCCL rendezvous on the main process
-        accelerator.wait_for_everyone()
-        return None
-
-    def _connect(self) -> str:
-        """Main process: reach the server and pick the sync path; returns ``"trl"`` (NCCL) or ``"mo_align"``."""
-        mode = sync_mode()
-        base_url = self.server_base_url or f"http://{self.server_host}:{self.server_port}"
-        client = ServerClient(base_url, connection_timeout=self.server_timeout, sync=mode)
-        backend = client.server_backend() if mode != "off" else None
-        if mode == "nccl" or (mode == "auto" and backend not in (None, SHM_FILE)):
-            problems = []
-            if not torch.cuda.is_available():
-                problems.append("no CUDA device on the trainer")
-            if not is_vllm_available():
-                problems.append("vLLM is not importable in the training environment (TRL's NCCL client needs it)")
-            if problems:
-                raise VLLMServerError(
-                    f"the vLLM server at {client.address} syncs weights over {backend or 'nccl'!r}, which this "
-                    f"trainer cannot drive: {'; '.join(problems)}. Restart the server with SYNC={SHM_FILE} "
-                    f"(`make vllm-server SYNC={SHM_FILE}`; trainer and server must share a filesystem), or install "
-                    "vLLM next to the trainer for TRL's NCCL sync"
-                )
-            client.session.close()
-            return "trl"
-        client.init_communicator(self.accelerator.device)
-        self.vllm_client = client
-        logger.info(
-            "vLLM server mode: %s at %s (weight sync: %s)",
-            client.model,
-            client.address,
-            "OFF" if mode == "off" else f"{SHM_FILE} via {client.sync_dir}",
-        )
-        return "mo_align"
-
-    def _agree(self, value: Any) -> Any:
-        """``value`` from the main process, on every process."""
-        if self.accelerator.num_processes == 1:
-            return value
-        from accelerate.utils import broadcast_object_list
-
-        box = [value]
-        broadcast_object_list(box, from_process=0)
-        return box[0]
-
-    def sync_weights(self) -> None:
-        if self.mode != "server":
-            return super().sync_weights()
-        error: BaseException | None = None
-        try:
-            super().sync_weights()
-        except VLLMServerError as exc:
-            if self.accelerator.num_processes == 1:
-                raise
-            error = exc
-        message = self._agree(None if error is None else str(error))
-        if message is not None:
-            raise error if error is not None else VLLMServerError(message)
-        return None
-
-    def generate(self, prompts, images, num_generations, profiler=None):
-        result = super().generate(prompts, images, num_generations, profiler)
-        if self.mode != "server":
-            return result
-        client = getattr(self, "vllm_client", None)
-        error = getattr(client, "generate_error", None)
-        if client is not None and error is not None:
-            client.generate_error = None
-        message = self._agree(None if error is None else str(error))
-        if message is not None:
-            raise error if error is not None else VLLMServerError(message)
-        return result
-
-
-@contextlib.contextmanager
-def server_mode(args: Any) -> Iterator[None]:
-    """While a trainer is built: make TRL's GRPOTrainer use :class:`ServerModeGeneration` in vLLM server mode.
-
-    TRL's ``GRPOTrainer.__init__`` builds ``VLLMGeneration`` from its module's namespace, so the class is swapped
-    there and restored on exit. Nothing changes unless ``args.use_vllm`` and ``args.vllm_mode == "server"``.
-    """
-    if not (getattr(args, "use_vllm", False) and getattr(args, "vllm_mode", None) == "server"):
-        yield
-        return
-    from trl import GRPOTrainer
-
-    module = sys.modules[GRPOTrainer.__module__]
-    original = getattr(module, "VLLMGeneration", None)
-    if original is None or not issubclass(ServerModeGeneration, original):
-        raise RuntimeError(
-            f"{module.__name__}.VLLMGeneration is not TRL's VLLMGeneration any more; mo_align's vLLM server mode "
-            "needs updating for this TRL version"
-        )
-    module.VLLMGeneration = ServerModeGeneration
-    try:
-        yield
-    finally:
-        module.VLLMGeneration = original
-
-
-def describe_sync(trainer: Any) -> dict[str, Any]:
-    """What the trainer's vLLM server sync did last (for logs and tests); empty outside server mode."""
-    client = getattr(getattr(trainer, "vllm_generation", None), "vllm_client", None)
-    if not isinstance(client, ServerClient):
-        return {}
-    return {
-        "address": client.address,
-        "sync": client.sync,
-        "syncs": client.sync_count,
-        "weight_version": client.weight_version,
-        "last_sync_seconds": client.last_sync_seconds,
-        "last_sync_bytes": client.last_sync_bytes,
-    }

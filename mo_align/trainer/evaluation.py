@@ -1,4 +1,4 @@
-"""Per-objective evaluation: decode an eval split and score every objective (``MOGRPOTrainer.evaluate``).
+"""Per-objective evaluation: decode an eval split and score every objective (override 5 of ``MOGRPOTrainer``).
 
 The paper evaluates each objective on held-out prompts with greedy decoding, one completion per prompt
 (``mo_eval_temperature`` / ``mo_eval_num_samples`` switch to sampled evaluation). Every reward is scored on
@@ -53,19 +53,32 @@ def decode_and_score(trainer: Any, rows: list[dict], description: str = "Evaluat
     Columns K.. are the fixed-reference scores of the objectives that have one (``reference_scores``). The model is
     left in eval mode, as transformers' evaluation loop leaves it.
     """
-    args = trainer.args
     if not rows:
         raise ValueError("the eval dataset is empty")
-    world, rank = trainer.accelerator.num_processes, trainer.accelerator.process_index
-    per_rank = math.ceil(len(rows) / world)
-    mine = rows[rank * per_rank : (rank + 1) * per_rank]
-    n_real = len(mine)
-    mine = mine + [rows[0]] * (per_rank - n_real)  # equal work on every rank (collective gathers under ZeRO-3)
-    samples = max(1, args.mo_eval_num_samples)
+    acc = trainer.accelerator
+    with acc.split_between_processes(rows) as real:
+        n_real = len(real)
+    with acc.split_between_processes(rows, apply_padding=True) as padded:  # equal work (collectives under ZeRO-3)
+        mine = list(padded)
+    samples = max(1, trainer.args.mo_eval_num_samples)
     mine = [row for row in mine for _ in range(samples)]
-    tok = trainer.processing_class
-    batch = max(1, args.per_device_eval_batch_size)
-    completions_ids: list[list[int]] = []
+    completions_ids = _decode(trainer, mine, description)
+    texts = trainer.processing_class.batch_decode(completions_ids, skip_special_tokens=True)
+    conversational = isinstance(mine[0]["prompt"], list)
+    completions = [[{"role": "assistant", "content": t}] if conversational else t for t in texts]
+    local = score_rewards(trainer, mine, completions, completions_ids)  # (n_local, K + F)
+    lengths = torch.tensor([len(c) for c in completions_ids], dtype=torch.float32)
+    keep = torch.zeros(len(mine), dtype=torch.bool)
+    keep[: n_real * samples] = True  # drop the padding rows after gathering
+    packed = torch.cat([local, lengths[:, None], keep[:, None].float()], dim=1).to(acc.device)
+    gathered = acc.gather(packed).cpu()
+    gathered = gathered[gathered[:, -1] > 0]
+    return gathered[:, :-2], gathered[:, -2]
+
+
+def _decode(trainer: Any, rows: list[dict], description: str) -> list[list[int]]:
+    """Completion token ids of every row (greedy or sampled per ``mo_eval_temperature``), EOS kept, padding cut."""
+    args, tok = trainer.args, trainer.processing_class
     gen_kwargs = {
         "max_new_tokens": args.max_completion_length,
         "do_sample": args.mo_eval_temperature > 0,
@@ -77,38 +90,22 @@ def decode_and_score(trainer: Any, rows: list[dict], description: str = "Evaluat
     else:
         gen_kwargs.update(temperature=None, top_p=None, top_k=None)
     trainer.model.eval()
-    bar = tqdm(
-        total=len(mine),
-        desc=description,
-        unit="completion",
-        leave=False,
-        disable=bool(args.disable_tqdm) or not trainer.accelerator.is_local_main_process,
-    )
+    hide = bool(args.disable_tqdm) or not trainer.accelerator.is_local_main_process
+    bar = tqdm(total=len(rows), desc=description, unit="completion", leave=False, disable=hide)
+    batch, out_ids = max(1, args.per_device_eval_batch_size), []
     with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator) as model:
-        for start in range(0, len(mine), batch):
-            chunk = mine[start : start + batch]
+        for start in range(0, len(rows), batch):
+            chunk = rows[start : start + batch]
             texts = [prompt_text(trainer, row["prompt"]) for row in chunk]
             enc = tok(text=texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
             enc = {k: v.to(trainer.accelerator.device) for k, v in enc.items()}
             out = model.generate(**enc, **gen_kwargs)[:, enc["input_ids"].shape[1] :]
             for ids in out.tolist():
                 cut = [t for t in ids if t != tok.pad_token_id]
-                if tok.eos_token_id in cut:
-                    cut = cut[: cut.index(tok.eos_token_id) + 1]
-                completions_ids.append(cut)
+                out_ids.append(cut[: cut.index(tok.eos_token_id) + 1] if tok.eos_token_id in cut else cut)
             bar.update(len(chunk))
     bar.close()
-    texts = tok.batch_decode(completions_ids, skip_special_tokens=True)
-    conversational = isinstance(mine[0]["prompt"], list)
-    completions = [[{"role": "assistant", "content": t}] if conversational else t for t in texts]
-    local = score_rewards(trainer, mine, completions, completions_ids)  # (n_local, K + F)
-    lengths = torch.tensor([len(c) for c in completions_ids], dtype=torch.float32)
-    keep = torch.zeros(len(mine), dtype=torch.bool)
-    keep[: n_real * samples] = True  # drop the padding rows after gathering
-    packed = torch.cat([local, lengths[:, None], keep[:, None].float()], dim=1).to(trainer.accelerator.device)
-    gathered = trainer.accelerator.gather(packed).cpu()
-    gathered = gathered[gathered[:, -1] > 0]
-    return gathered[:, :-2], gathered[:, -2]
+    return out_ids
 
 
 def score_rewards(trainer: Any, rows: list[dict], completions: list, completion_ids: list[list[int]]) -> torch.Tensor:
@@ -174,3 +171,65 @@ def reward_model_scores(
 def fixed_reference_columns(reward_funcs: list) -> list[int]:
     """Indices of the objectives whose reward also scores against a fixed reference (in column order)."""
     return [k for k, fn in enumerate(reward_funcs) if callable(getattr(fn, "reference_scores", None))]
+
+
+def resolve_target(trainer: Any, eval_dataset: Any) -> tuple[Any, bool]:
+    """(the dataset ``evaluate`` will decode, whether it is the trainer's own split: deltas and history)."""
+    own = eval_dataset is None or isinstance(eval_dataset, str)
+    if isinstance(eval_dataset, str):
+        target = trainer.eval_dataset[eval_dataset]
+    else:
+        target = eval_dataset if eval_dataset is not None else trainer.eval_dataset
+    if target is None:
+        raise ValueError("evaluate() needs an eval_dataset")
+    return target, own
+
+
+def eval_metrics(trainer: Any, scores: torch.Tensor, lengths: torch.Tensor, p: str, own: bool) -> dict[str, float]:
+    """Metrics ``<p>_<objective>/mean`` (+ ``/delta`` vs the first evaluation of the trainer's own split); the
+    primary split (``eval``, or the first of a dict) also feeds the run history and the interference monitor."""
+    t = trainer
+    metrics: dict[str, float] = {}
+    k_obj = len(t.objective_names)
+    rewards = scores[:, :k_obj].clone()
+    for j, k in enumerate(fixed_reference_columns(t.reward_funcs)):
+        # the paper's conciseness compares with the training running mean, which ratchets toward the policy and
+        # hides a collapse (LAB_NOTES §4): log both; `mo_eval_fixed_reference` picks the one used as the mean
+        fixed, running = scores[:, k_obj + j], scores[:, k]
+        name = t.objective_names[k]
+        metrics[f"{p}_{name}/fixed_ref"] = float(torch.nanmean(fixed)) if (~torch.isnan(fixed)).any() else math.nan
+        metrics[f"{p}_{name}/running_mean"] = float(torch.nanmean(running))
+        if t.args.mo_eval_fixed_reference:
+            rewards[:, k] = fixed
+    for k, name in enumerate(t.objective_names):
+        finite = rewards[:, k][~torch.isnan(rewards[:, k])]
+        metrics[f"{p}_{name}/mean"] = float(finite.mean()) if finite.numel() else float("nan")
+    metrics[f"{p}_completion_length/mean"] = float(lengths.float().mean())
+    if own:
+        metrics.update(_deltas(t, metrics, rewards, p))
+    return metrics
+
+
+def _deltas(trainer: Any, metrics: dict[str, float], rewards: torch.Tensor, p: str) -> dict[str, float]:
+    """``<p>_<objective>/delta`` against the split's first evaluation; history and monitor for the primary split."""
+    t = trainer
+    means = {name: metrics[f"{p}_{name}/mean"] for name in t.objective_names}
+    scalar = t.weighting.scalarize(rewards)
+    scalar_mean = float(torch.nanmean(scalar)) if (~torch.isnan(scalar)).any() else math.nan
+    primary = p == ("eval" if not isinstance(t.eval_dataset, dict) else f"eval_{next(iter(t.eval_dataset))}")
+    start = t.mo_eval_start if primary else t.mo_eval_starts.get(p)
+    if start is None:
+        start = {**means, "__scalar__": scalar_mean}
+        if primary:
+            t.mo_eval_start = start
+        else:
+            t.mo_eval_starts[p] = start
+    out = {f"{p}_{name}/delta": means[name] - start.get(name, math.nan) for name in t.objective_names}
+    if primary:
+        step = t.state.global_step
+        t.mo_history["eval"].append(
+            {"step": step, "means": means, "completion_length": metrics[f"{p}_completion_length/mean"]}
+        )
+        if t.monitor is not None:
+            out.update(t.monitor.observe_eval(means, start, scalar_mean, start.get("__scalar__", math.nan), step))
+    return out

@@ -1,0 +1,340 @@
+"""The model card of a mo_align run, rendered from ``model_card.md`` with ``huggingface_hub.ModelCard.from_template``.
+
+The template (next to this module) holds the card's layout and prose; this module computes what goes into it from
+the run summary (``mo_summary.json``): the front matter (:class:`huggingface_hub.ModelCardData`), the algorithm and
+its hyperparameters, the per-objective eval table, the weights of the first and last batch, interference events,
+dataset, launch command, papers and package versions. Table cells are formatted and escaped here, so the template
+only lays them out. Every card goes through :func:`~mo_align.hub.redaction.redact` before it is returned.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from mo_align.hub.redaction import env_secrets, redact
+from mo_align.runs.report.plots import plot_run_weights  # one weight plot, shared with the run report
+from mo_align.runs.summary import SUMMARY_FILE  # the summary has one owner
+
+
+__all__ = [
+    "ALGORITHM_PAPERS",
+    "CARD_FILE",
+    "GRPO_PAPER",
+    "PAPER",
+    "PLOT_FILE",
+    "SUMMARY_FILE",
+    "TEMPLATE",
+    "algorithm_description",
+    "hub_id",
+    "paper_links",
+    "render_model_card",
+    "trainer_model_card",
+    "write_model_card",
+]
+
+CARD_FILE = "README.md"
+PLOT_FILE = "mo_weights.png"
+TEMPLATE = Path(__file__).with_name("model_card.md")
+
+PAPER = ("Cross-objective interference in multi-objective RL alignment", "https://huggingface.co/papers/2602.06869")
+GRPO_PAPER = (
+    "DeepSeekMath: Pushing the Limits of Mathematical Reasoning in Open Language Models (GRPO)",
+    "https://huggingface.co/papers/2402.03300",
+)
+ALGORITHM_PAPERS: dict[str, list[tuple[str, str]]] = {
+    "smooth_tchebycheff": [
+        (
+            "Smooth Tchebycheff Scalarization for Multi-Objective Optimization",
+            "https://huggingface.co/papers/2402.19078",
+        )
+    ],
+    "mgda": [("Multi-Task Learning as Multi-Objective Optimization", "https://huggingface.co/papers/1810.04650")],
+    "gradnorm": [
+        (
+            "GradNorm: Gradient Normalization for Adaptive Loss Balancing in Deep Multitask Networks",
+            "https://huggingface.co/papers/1711.02257",
+        )
+    ],
+    "dynamic": [("Dynamic reward weighting (Lu et al. 2025)", "https://huggingface.co/papers/2509.11452")],
+    "pama": [("PAMA: Pareto multi-objective alignment", "https://huggingface.co/papers/2508.07768")],
+}
+
+
+# ---- cells ---------------------------------------------------------------------------------------------------------
+def _fmt(value: Any, signed: bool = False) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return f"{value:+.4f}" if signed else f"{value:.4f}"
+    return str(value)
+
+
+def _short(value: Any) -> Any:
+    """Floats to 6 significant digits, recursively (float32 weights read back as 0.699999988...)."""
+    if isinstance(value, float) and math.isfinite(value):
+        return float(f"{value:.6g}")
+    if isinstance(value, Mapping):
+        return {k: _short(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_short(v) for v in value]
+    return value
+
+
+def _cell(value: Any) -> str:
+    """A value rendered for one Markdown table cell (JSON for containers, pipes and newlines escaped)."""
+    text = value if isinstance(value, str) else json.dumps(_short(value))
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _rows(rows: Iterable[Sequence[Any]]) -> list[list[str]]:
+    return [[_cell(c) for c in row] for row in rows]
+
+
+# ---- what the card says --------------------------------------------------------------------------------------------
+def algorithm_description(algorithm: str) -> str:
+    """The first line of the weighting module's docstring (``""`` for an unknown algorithm)."""
+    try:
+        from mo_align.weightings import WEIGHTINGS
+    except ImportError:  # pragma: no cover - the package always has them
+        return ""
+    cls = WEIGHTINGS.get(algorithm)
+    doc = sys.modules[cls.__module__].__doc__ if cls is not None else None
+    if not doc:
+        return ""
+    first = doc.strip().splitlines()[0].strip()
+    return re.sub(r"\s*\([^()]*(REFERENCE_SPEC|PAPER_NOTES)[^()]*\)", "", first)  # internal notes stay internal
+
+
+def paper_links(algorithm: str) -> list[tuple[str, str]]:
+    """(title, url) of the papers behind a run: the mo_align paper, the algorithm's own papers, GRPO."""
+    return [PAPER, *ALGORITHM_PAPERS.get(algorithm, []), GRPO_PAPER]
+
+
+def hub_id(name: str | None) -> str | None:
+    """``name`` when it reads as a Hub repo id (``huggingface_hub.utils.validate_repo_id``), not a local path."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if not name or os.path.isdir(name) or name.startswith((".", "/", "~")):
+        return None
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return None
+    return name
+
+
+def _versions(packages: Sequence[str]) -> list[tuple[str, str]]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for name in packages:
+        try:
+            out.append((name, version(name)))
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def _algorithm_section(summary: Mapping[str, Any], algorithm: str) -> dict[str, Any]:
+    settings = [("weighting", algorithm)]
+    settings += [
+        (key, summary[key]) for key in ("advantage_estimator", "seed", "run_name") if summary.get(key) is not None
+    ]
+    hyper = summary.get("weighting_hyperparameters") or {}
+    return {
+        "description": algorithm_description(algorithm),
+        "settings": _rows(settings),
+        "hyperparameters": _rows((f"`{k}`", v) for k, v in hyper.items()),
+    }
+
+
+def _eval_section(summary: Mapping[str, Any], objectives: Sequence[str]) -> dict[str, Any] | None:
+    """The per-objective table of start, final, best and delta (None when nothing was evaluated)."""
+    evals = [e for e in summary.get("eval") or [] if isinstance(e, Mapping)]
+    if not evals:
+        return None
+    start, final = summary.get("start") or {}, summary.get("final") or {}
+    best, delta = summary.get("best") or {}, summary.get("delta") or {}
+    rows = [
+        (f"`{o}`", _fmt(start.get(o)), _fmt(final.get(o)), _fmt(best.get(o)), _fmt(delta.get(o), signed=True))
+        for o in objectives
+    ]
+    first, last = evals[0].get("completion_length"), evals[-1].get("completion_length")
+    if first is not None and last is not None:
+        rows.append(("completion length (tokens)", _fmt(first), _fmt(last), "", _fmt(last - first, signed=True)))
+    return {"count": len(evals), "first": evals[0].get("step"), "last": evals[-1].get("step"), "rows": _rows(rows)}
+
+
+def _weights_section(summary: Mapping[str, Any], objectives: Sequence[str]) -> dict[str, Any] | None:
+    """The weights of the first and last batch (None when no trajectory was recorded)."""
+    weights = [w for w in summary.get("weights") or [] if isinstance(w, Mapping) and w.get("weights")]
+    if not weights:
+        return None
+    first, last = weights[0], weights[-1]
+    rows = [(f"`{o}`", _fmt(first["weights"].get(o)), _fmt(last["weights"].get(o))) for o in objectives]
+    return {"first": first.get("step"), "last": last.get("step"), "rows": _rows(rows)}
+
+
+def _events(summary: Mapping[str, Any]) -> list[list[str]]:
+    events = [e for e in summary.get("events") or [] if isinstance(e, Mapping)]
+    return _rows((e.get("step"), e.get("kind"), e.get("objective"), e.get("message") or "") for e in events)
+
+
+def _card_data(
+    algorithm: str,
+    library_name: str,
+    extra_tags: Sequence[str],
+    license: str | None,
+    base_model: str | None,
+    hub_dataset: str | None,
+) -> Any:
+    """The front matter: ``mo_align, trl, grpo, multi-objective, <algorithm>`` (+ ``lora``) and the extra tags."""
+    from huggingface_hub import ModelCardData
+
+    tags = ["mo_align", "trl", "grpo", "multi-objective", algorithm, *(["lora"] if library_name == "peft" else [])]
+    tags += [t for t in dict.fromkeys(extra_tags) if t and t not in tags]
+    return ModelCardData(
+        license=license,
+        base_model=base_model or None,
+        datasets=[hub_dataset] if hub_dataset else None,
+        library_name=library_name,
+        pipeline_tag="text-generation",
+        tags=tags,
+    )
+
+
+# ---- rendering and writing -----------------------------------------------------------------------------------------
+def render_model_card(
+    summary: Mapping[str, Any],
+    repo_id: str,
+    *,
+    dataset: str | None = None,
+    base_model: str | None = None,
+    library_name: str = "transformers",
+    tags: Sequence[str] = (),
+    license: str | None = None,
+    plot: str | None = PLOT_FILE,
+    secrets: Iterable[str | None] = (),
+) -> str:
+    """The model card (Markdown with YAML front matter) of a run summary; pure, writes nothing.
+
+    Args:
+        summary: the run summary (``MOGRPOTrainer.summary()`` / ``mo_summary.json``); ``{}`` gives a minimal card.
+        repo_id: the Hub repository the card describes (title and usage snippet).
+        dataset: training data (a Hub dataset id goes into the front matter, a local path only into the text).
+        base_model: the Hub id of the model the run started from (omitted when it was a local directory).
+        library_name: ``transformers`` for a full model, ``peft`` for an adapter.
+        tags: extra tags; ``mo_align, trl, grpo, multi-objective, <algorithm>`` are always there.
+        license: the license of the weights (usually the base model's); omitted when not given.
+        plot: relative path of the weight trajectory PNG next to the card, or None when there is none.
+        secrets: strings to redact (tokens); Hugging Face token shapes are redacted anyway.
+    """
+    from huggingface_hub import ModelCard
+
+    algorithm = str(summary.get("algorithm") or "unknown")
+    objectives = [str(o) for o in summary.get("objectives") or []]
+    dataset = dataset or summary.get("dataset")
+    hub_dataset = dataset if dataset and dataset != "synthetic" and hub_id(dataset) is not None else None
+    packages = ["mo_align", "trl", "transformers", "torch", *(["peft"] if library_name == "peft" else [])]
+    card = ModelCard.from_template(
+        _card_data(algorithm, library_name, tags, license, base_model, hub_dataset),
+        template_path=str(TEMPLATE),
+        model_name=repo_id.split("/")[-1],
+        repo_id=repo_id,
+        base_model=base_model,
+        adapter=library_name == "peft",
+        has_summary=bool(summary),
+        summary_file=SUMMARY_FILE,
+        algorithm=algorithm,
+        objectives=objectives,
+        evaluation=_eval_section(summary, objectives),
+        weights=_weights_section(summary, objectives),
+        plot=plot,
+        events=_events(summary),
+        dataset=dataset,
+        hub_dataset=hub_dataset is not None,
+        launch_command=summary.get("launch_command"),
+        papers=paper_links(algorithm),
+        versions=_versions(packages),
+        **_algorithm_section(summary, algorithm),
+    )
+    return redact(str(card), [*secrets, *env_secrets()])
+
+
+def write_model_card(
+    run_dir: str | os.PathLike,
+    summary: Mapping[str, Any],
+    repo_id: str,
+    dataset: str | None = None,
+    *,
+    base_model: str | None = None,
+    library_name: str | None = None,
+    tags: Sequence[str] = (),
+    license: str | None = None,
+    secrets: Iterable[str | None] = (),
+) -> str:
+    """Write ``README.md`` and ``mo_weights.png`` into ``run_dir``; return the card's text.
+
+    ``library_name`` defaults to ``peft`` when the directory holds an adapter, else ``transformers``.
+    """
+    root = Path(run_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    if library_name is None:
+        library_name = "peft" if (root / "adapter_config.json").exists() else "transformers"
+    has_plot = plot_run_weights(summary, root / PLOT_FILE)
+    text = render_model_card(
+        summary,
+        repo_id,
+        dataset=dataset,
+        base_model=base_model,
+        library_name=library_name,
+        tags=tags,
+        license=license,
+        plot=PLOT_FILE if has_plot else None,
+        secrets=secrets,
+    )
+    tmp = root / (CARD_FILE + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, root / CARD_FILE)
+    return text
+
+
+def trainer_model_card(
+    trainer: Any, model_name: str | None = None, dataset_name: str | None = None, tags: Any = None
+) -> str | None:
+    """``MOGRPOTrainer.create_model_card``: mo_align's card in ``args.output_dir`` (main process; None elsewhere)."""
+    if not trainer.is_world_process_zero():
+        return None
+    args = trainer.args
+    repo_id = getattr(trainer, "hub_model_id", None) or args.hub_model_id or model_name
+    repo_id = repo_id or Path(args.output_dir).name
+    model = trainer.model
+    peft_config = getattr(model, "peft_config", None)
+    if peft_config:
+        library_name = "peft"
+        base = getattr(next(iter(peft_config.values())), "base_model_name_or_path", None)
+    else:
+        library_name = "transformers"
+        base = getattr(getattr(model, "config", None), "name_or_path", None)
+    dataset_name = dataset_name or getattr(trainer.args, "mo_dataset_name", None)
+    extra = [tags] if isinstance(tags, str) else list(tags or [])
+    # the tags TRL put on the model (GRPOTrainer.__init__: add_model_tags); transformers' push_to_hub passes them too
+    extra += [t for t in getattr(model, "model_tags", None) or [] if t not in extra]
+    summary = trainer.summary()
+    return write_model_card(
+        args.output_dir,
+        summary,
+        repo_id,
+        dataset=dataset_name or summary.get("dataset"),
+        base_model=hub_id(base),
+        library_name=library_name,
+        tags=extra,
+        secrets=[args.hub_token],
+    )

@@ -1,0 +1,61 @@
+"""Secrets in mo_align's Hub code: hide tokens in every text it writes or prints, find files that hold one.
+
+A Hub token reaches mo_align through an environment variable (``mo-align push --token-env``, ``HF_TOKEN``) or
+``hub_token`` in a recipe. It must never appear in a model card, a log line, an error message or an uploaded file:
+:func:`redact` hides it (and anything shaped like a Hugging Face token, and the value after any ``--*token*`` flag),
+:func:`files_containing` finds the files of a run that hold it, so that the upload leaves them out.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+
+__all__ = ["TOKEN_ENV_VARS", "env_secrets", "files_containing", "looks_like_token", "redact"]
+
+TOKEN_ENV_VARS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+_TOKEN_RE = re.compile(r"\b(hf_|api_org_)[A-Za-z0-9]{8,}")
+_TOKEN_ARG_RE = re.compile(r"(?<!\S)(--?(?:[\w-]*[_-])?token)([= ])(\S+)", re.IGNORECASE)
+
+
+def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
+    """``text`` with the given secrets, anything shaped like a Hugging Face token and ``--*token* VALUE`` hidden."""
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    text = _TOKEN_RE.sub(lambda m: m.group(1) + "***", text)
+    return _TOKEN_ARG_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}***", text)
+
+
+def looks_like_token(text: str) -> bool:
+    """Whether ``text`` holds something shaped like a Hugging Face token (``hf_...``, ``api_org_...``)."""
+    return _TOKEN_RE.search(text) is not None
+
+
+def env_secrets() -> list[str]:
+    """The tokens set in the environment variables huggingface_hub reads (``HF_TOKEN``, ``HUGGING_FACE_HUB_TOKEN``)."""
+    return [os.environ[name] for name in TOKEN_ENV_VARS if os.environ.get(name)]
+
+
+def files_containing(folder: str | os.PathLike, secret: str | None, paths: Iterable[str] | None = None) -> list[str]:
+    """Those of ``paths`` (default: every file under ``folder``) whose bytes contain ``secret``."""
+    if not secret:
+        return []
+    needle = secret.encode()
+    root = Path(folder)
+    if paths is None:
+        paths = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    return [rel for rel in paths if (root / rel).is_file() and _file_holds(root / rel, needle)]
+
+
+def _file_holds(path: Path, needle: bytes) -> bool:
+    """Whether the file's bytes contain ``needle``, read in 1 MiB chunks (a match may straddle two chunks)."""
+    with open(path, "rb") as f:
+        tail = b""
+        while chunk := f.read(1 << 20):
+            if needle in tail + chunk:
+                return True
+            tail = chunk[-len(needle) :]
+    return False

@@ -1,0 +1,104 @@
+"""Compare finished training runs: per-objective tables, hypervolume, Pareto fronts, interference, plots.
+
+``mo-align report RUN_DIR [RUN_DIR ...] --out DIR`` (see :func:`write_report`) reads each run's
+``mo_summary.json`` (written in every ``output_dir``), or, for runs without one, rebuilds the same summary from
+transformers' ``trainer_state.json`` (in the run directory, else in its latest ``checkpoint-*`` subdirectory), and
+writes ``report.md``, a self-contained ``report.html``, ``report.json`` and the PNG plots into ``--out``.
+
+Conventions (every one of them is also stated in the written report):
+
+* Every objective is **maximised**; a run's point in objective space is its **final** eval mean per objective.
+* **Hypervolume** (HV) is the volume dominated by a set of points and bounded below by a reference point, computed
+  by ``moocore`` (which minimises) on the negated points. Points that are not strictly better than the reference
+  in every objective add nothing; a run with a missing final value has no HV (``None``).
+* **Default reference point**, per objective: ``0`` (the origin) when every run's final value of that objective is
+  within [0, 1]; otherwise the worst (smallest) *start* value of that objective across the runs (the smallest final
+  if no run recorded a start). ``reference=`` / ``--reference x,y,z`` overrides it.
+* **Seeds aggregate by algorithm** (the summary's ``algorithm``). Per objective: the median and the range
+  (min–max) of the seeds' final values and of their deltas (final − start). Two hypervolumes per algorithm:
+  ``hv_of_median_final`` — the HV of the single point made of the per-objective medians of the seeds' finals
+  (the console's ``HV(med)``), and ``median_run_hv`` — the median of the seeds' per-run HVs, with their range
+  (the console's ``med HV``). They differ when the seeds trade objectives differently.
+* **Non-dominated runs**: runs whose final point no other run's final point dominates (>= everywhere and > somewhere);
+  duplicates do not dominate each other, so both copies stay non-dominated.
+* **Interference**: a run shows interference if it recorded any event (``negative_covariance``, ``eval_drop``, …),
+  or if some objective's final eval mean is more than ``tolerance`` below its start while another objective
+  improved (final > start). The objectives reported are the ones that fell and the ones named by events.
+
+Plots use matplotlib's Agg canvas directly (no pyplot, no global backend switch). A plot whose data is empty in every
+run is skipped and the report says why.
+
+Modules: :mod:`~.pareto` (dominance and hypervolume, by moocore), :mod:`~.analysis` (every number),
+:mod:`~.plots` (the PNGs, and the model card's weight plot), :mod:`~.render` (markdown, html, console table).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from mo_align.runs.report.analysis import (
+    DEFAULT_TOLERANCE,
+    ReportError,
+    analyse,
+    default_reference,
+    interference,
+    parse_reference,
+)
+from mo_align.runs.report.pareto import hypervolume, non_dominated
+from mo_align.runs.report.plots import PNG_SIGNATURE, make_plots
+from mo_align.runs.report.render import blocks, format_console_table, to_html, to_markdown
+
+
+__all__ = [
+    "DEFAULT_TOLERANCE",
+    "PNG_SIGNATURE",
+    "ReportError",
+    "analyse",
+    "default_reference",
+    "format_console_table",
+    "hypervolume",
+    "interference",
+    "non_dominated",
+    "parse_reference",
+    "write_report",
+]
+
+
+def write_report(
+    runs: Sequence[Mapping[str, Any]],
+    out_dir: str | Path,
+    reference: str | Sequence[float] | None = None,
+    tolerance: float = DEFAULT_TOLERANCE,
+) -> dict[str, Any]:
+    """Write ``report.md``, ``report.html`` (self-contained), ``report.json`` and the PNG plots into ``out_dir``.
+
+    ``runs`` are summary dicts (:func:`~mo_align.runs.summary.load_runs`); ``reference`` is one value per objective (or ``"x,y,z"``),
+    ``None`` for the default (see the module docstring). Returns the numbers of :func:`analyse` plus
+    ``out_dir``, ``report_md``, ``report_html``, ``report_json``, ``plots`` (name -> path) and ``skipped_plots``
+    (name -> reason).
+    """
+    analysis = analyse(runs, reference=reference, tolerance=tolerance)
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ReportError(f"{out}: cannot create the output directory ({e})") from e
+    plots = make_plots(analysis, out)
+    document = blocks(analysis, plots)
+    md, page, js = out / "report.md", out / "report.html", out / "report.json"
+    md.write_text(to_markdown(document), encoding="utf-8")
+    page.write_text(to_html(document), encoding="utf-8")
+    result = {k: v for k, v in analysis.items() if not k.startswith("_")}
+    result.update(
+        out_dir=str(out),
+        report_md=str(md),
+        report_html=str(page),
+        report_json=str(js),
+        plots={name: str(p) for name, p in plots.written.items()},
+        skipped_plots=dict(plots.skipped),
+    )
+    js.write_text(json.dumps(result, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    return result

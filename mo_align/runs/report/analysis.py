@@ -1,0 +1,205 @@
+"""Every number of the report: reference point, per-run values, interference, seeds aggregated by algorithm.
+
+The conventions are stated in :mod:`mo_align.runs.report` (and in the written report itself).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from mo_align.runs.report.pareto import hypervolume, non_dominated
+from mo_align.runs.summary import SummaryError, _num, _unique_names, normalize_summary
+
+
+__all__ = ["DEFAULT_TOLERANCE", "ReportError", "analyse", "default_reference", "interference", "parse_reference"]
+
+DEFAULT_TOLERANCE = 0.02
+ReportError = SummaryError  # a run cannot be read or the report cannot be built (the message names path or value)
+
+
+def parse_reference(text: str | Sequence[float] | None, objectives: Sequence[str]) -> list[float] | None:
+    """``"x,y,z"`` (or a sequence) -> floats, one per objective; ``None`` stays ``None`` (use the default)."""
+    if text is None:
+        return None
+    parts = [p for p in text.replace(" ", "").split(",") if p] if isinstance(text, str) else list(text)
+    try:
+        values = [float(v) for v in parts]
+    except (TypeError, ValueError) as e:
+        raise ReportError(f"--reference {text!r}: expected comma-separated numbers, e.g. 0,0,0") from e
+    if len(values) != len(objectives):
+        raise ReportError(
+            f"--reference {text!r} has {len(values)} values but the runs have {len(objectives)} objectives "
+            f"({', '.join(objectives)})"
+        )
+    if not all(math.isfinite(v) for v in values):
+        raise ReportError(f"--reference {text!r}: every value must be finite")
+    return values
+
+
+def default_reference(runs: Sequence[Mapping[str, Any]], objectives: Sequence[str]) -> tuple[list[float], list[str]]:
+    """Per objective: 0 when every final is within [0, 1], else the worst start across runs (worst final if no run
+    recorded a start). Returns the point and a one-line reason per objective."""
+    point, reasons = [], []
+    for name in objectives:
+        finals = [v for r in runs if not math.isnan(v := r["final"].get(name, math.nan))]
+        starts = [v for r in runs if not math.isnan(v := r["start"].get(name, math.nan))]
+        if finals and all(0.0 <= v <= 1.0 for v in finals):
+            point.append(0.0)
+            reasons.append("origin: every run's final value is within [0, 1]")
+        elif starts:
+            point.append(min(starts))
+            reasons.append("worst start across runs: some final value lies outside [0, 1]")
+        elif finals:
+            point.append(min(finals))
+            reasons.append("worst final across runs: outside [0, 1] and no run recorded a start")
+        else:
+            point.append(0.0)
+            reasons.append("no run has a final value: 0")
+    return point, reasons
+
+
+def interference(run: Mapping[str, Any], tolerance: float = DEFAULT_TOLERANCE) -> dict[str, Any]:
+    """Whether ``run`` shows cross-objective interference: any recorded event, or an objective whose final eval mean
+    is more than ``tolerance`` below its start while another objective improved (final > start).
+
+    Returns ``{"interference": bool, "objectives": [...], "reasons": [...]}``.
+    """
+    objectives: list[str] = []
+    reasons: list[str] = []
+    for ev in run.get("events") or []:
+        obj = ev.get("objective")
+        if obj and obj not in objectives:
+            objectives.append(obj)
+        reasons.append(f"step {ev['step']}: {ev['kind']}" + (f" on {obj}" if obj else "") + _suffix(ev.get("message")))
+    start, final = run.get("start") or {}, run.get("final") or {}
+    delta = {k: final[k] - start[k] for k in final if k in start}
+    delta = {k: v for k, v in delta.items() if not math.isnan(v)}
+    improved = [k for k, v in delta.items() if v > 0]
+    for name, change in delta.items():
+        others = [k for k in improved if k != name]
+        if change < -tolerance and others:
+            if name not in objectives:
+                objectives.append(name)
+            reasons.append(
+                f"{name} fell by {-change:.3f} (start {start[name]:.3f} -> final {final[name]:.3f}, beyond the "
+                f"tolerance {tolerance:g}) while {', '.join(others)} improved"
+            )
+    return {"interference": bool(reasons), "objectives": objectives, "reasons": reasons}
+
+
+def _suffix(message: Any) -> str:
+    return f" ({message})" if message else ""
+
+
+def _clean(value: float | None) -> float | None:
+    return None if value is None or math.isnan(value) else float(value)
+
+
+def _stats(values: Sequence[float]) -> dict[str, Any]:
+    vals = [v for v in values if not math.isnan(v)]
+    if not vals:
+        return {"median": None, "min": None, "max": None, "n": 0}
+    return {"median": float(np.median(vals)), "min": float(min(vals)), "max": float(max(vals)), "n": len(vals)}
+
+
+def _objectives(runs: Sequence[Mapping[str, Any]]) -> list[str]:
+    objectives: list[str] = []
+    for r in runs:
+        objectives += [o for o in r["objectives"] if o not in objectives]
+    if not objectives:
+        raise ReportError("the runs record no objectives (no eval, weights or reward curves)")
+    return objectives
+
+
+def _reference(
+    runs: Sequence[Mapping[str, Any]], objectives: list[str], reference: str | Sequence[float] | None
+) -> tuple[list[float], list[str], str]:
+    """The reference point, one reason per objective, and where it came from (``default`` / ``given``)."""
+    ref = parse_reference(reference, objectives)
+    if ref is None:
+        ref, reasons = default_reference(runs, objectives)
+        return ref, reasons, "default"
+    return ref, ["given with --reference"] * len(objectives), "given"
+
+
+def _per_run(
+    runs: Sequence[Mapping[str, Any]], objectives: list[str], ref: list[float], tolerance: float
+) -> dict[str, dict[str, Any]]:
+    finals = np.array([[r["final"].get(o, math.nan) for o in objectives] for r in runs], dtype=float)
+    complete = np.isfinite(finals).all(axis=1)
+    front = non_dominated(finals)
+    per_run: dict[str, dict[str, Any]] = {}
+    for i, r in enumerate(runs):
+        flags = interference(r, tolerance)
+        per_run[r["run_name"]] = {
+            "algorithm": r["algorithm"],
+            "seed": r["seed"],
+            "output_dir": r["output_dir"],
+            "values_from": r.get("values_from", "eval"),
+            "final": {o: _clean(r["final"].get(o)) for o in objectives},
+            "best": {o: _clean(r["best"].get(o)) for o in objectives},
+            "start": {o: _clean(r["start"].get(o)) for o in objectives},
+            "delta": {o: _clean(r["delta"].get(o)) for o in objectives},
+            "hypervolume": hypervolume(finals[i : i + 1], ref) if complete[i] else None,
+            "non_dominated": bool(front[i]),
+            "interference": flags["interference"],
+            "interference_objectives": flags["objectives"],
+            "interference_reasons": flags["reasons"],
+            "num_events": len(r["events"]),
+        }
+    return per_run
+
+
+def _aggregate(members: list[dict[str, Any]], objectives: list[str], ref: list[float]) -> dict[str, Any]:
+    """The seeds of one algorithm: median and range of finals and deltas, the two hypervolumes, HV of all seeds."""
+    agg: dict[str, Any] = {}
+    agg["final"] = {o: _stats([_num(m["final"][o]) for m in members]) for o in objectives}
+    agg["delta"] = {o: _stats([_num(m["delta"][o]) for m in members]) for o in objectives}
+    median_final = [agg["final"][o]["median"] for o in objectives]
+    agg["median_final"] = dict(zip(objectives, median_final))
+    agg["hv_of_median_final"] = None if None in median_final else hypervolume([median_final], ref)
+    run_hvs = [m["hypervolume"] for m in members if m["hypervolume"] is not None]
+    agg["median_run_hv"] = float(np.median(run_hvs)) if run_hvs else None
+    agg["run_hv_range"] = [min(run_hvs), max(run_hvs)] if run_hvs else None
+    seed_points = [[_num(m["final"][o]) for o in objectives] for m in members]
+    agg["hv_of_all_seeds"] = hypervolume(seed_points, ref) if run_hvs else None
+    return agg
+
+
+def analyse(
+    runs: Sequence[Mapping[str, Any]],
+    reference: str | Sequence[float] | None = None,
+    tolerance: float = DEFAULT_TOLERANCE,
+) -> dict[str, Any]:
+    """Every number of the report (JSON-serialisable; missing values are ``None``), without writing anything."""
+    if not runs:
+        raise ReportError("no runs to report on")
+    if not (isinstance(tolerance, int | float) and math.isfinite(tolerance) and tolerance >= 0):
+        raise ReportError(f"--tolerance must be a finite number >= 0, got {tolerance!r}")
+    runs = _unique_names([normalize_summary(r) for r in runs])
+    objectives = _objectives(runs)
+    ref, reasons, ref_source = _reference(runs, objectives, reference)
+    per_run = _per_run(runs, objectives, ref, tolerance)
+    per_algorithm: dict[str, dict[str, Any]] = {}
+    for r in runs:
+        per_algorithm.setdefault(r["algorithm"], {"runs": []})["runs"].append(r["run_name"])
+    for agg in per_algorithm.values():
+        agg.update(_aggregate([per_run[n] for n in agg["runs"]], objectives, ref))
+        agg["interference_runs"] = [n for n in agg["runs"] if per_run[n]["interference"]]
+    return {
+        "objectives": objectives,
+        "reference": [float(v) for v in ref],
+        "reference_source": ref_source,
+        "reference_reasons": dict(zip(objectives, reasons)),
+        "tolerance": float(tolerance),
+        "runs": per_run,
+        "algorithms": per_algorithm,
+        "hypervolume": {n: v["hypervolume"] for n, v in per_run.items()},
+        "non_dominated": [n for n, v in per_run.items() if v["non_dominated"]],
+        "interference": {n: v["interference"] for n, v in per_run.items()},
+        "_runs": runs,  # the normalised summaries, for the plots; dropped from what write_report returns
+    }

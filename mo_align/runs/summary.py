@@ -1,0 +1,387 @@
+"""The run summary, ``mo_summary.json``: its one owner (file name, version, fields, writing, reading, rebuilding).
+
+Written by the trainer into every ``output_dir`` (:func:`summary_from_trainer`, :func:`write_summary`: atomically,
+throttled while training); read by ``mo-align report``, the lab, the model card and the Hub push (:func:`load_run`),
+which, for runs without one, rebuild the same fields from transformers' ``trainer_state.json``
+(:func:`summary_from_trainer_state`). :class:`RunSummary` declares the fields.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, TypedDict
+
+
+SUMMARY_FILE = "mo_summary.json"
+TRAINER_STATE_FILE = "trainer_state.json"
+SUMMARY_VERSION = 1
+TRAIN_FALLBACK = "training batches (no evaluation)"
+# ``mo/<segment>/...`` segments the trainer logs for every weighting; any other segment is the weighting's own name.
+_GENERIC_MO_SEGMENTS = frozenset({"weight", "reward", "adv", "grad_weight", "grad_norm", "cov_ema", "events"})
+_CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")
+_SERIES_KEYS = ("eval", "weights", "cov_ema", "train_reward")
+
+
+class RunSummary(TypedDict, total=False):
+    """The fields of ``mo_summary.json`` (version 1). Curves are lists of ``{"step": int, <key>: {objective: x}}``."""
+
+    version: int
+    run_name: str
+    output_dir: str
+    algorithm: str  # the weighting, or the run's label (``mo_run_label``, e.g. the lab's accuracy_only)
+    weighting_hyperparameters: dict[str, Any]
+    advantage_estimator: str
+    objectives: list[str]
+    seed: int | None
+    launch_command: str | None  # as typed, secrets redacted
+    dataset_name: str | None
+    eval: list[dict[str, Any]]  # {"step", "means", "completion_length"}
+    start: dict[str, float]  # the first evaluation's means
+    final: dict[str, float]
+    best: dict[str, float]
+    delta: dict[str, float]  # final − start
+    weights: list[dict[str, Any]]  # {"step", "weights"}
+    cov_ema: list[dict[str, Any]]  # {"step", "values"}
+    train_reward: list[dict[str, Any]]  # {"step", "means"}
+    events: list[dict[str, Any]]  # {"step", "kind", "objective", "message"}
+    values_from: str  # "eval", or TRAIN_FALLBACK when a run has no evaluation (set when read)
+    source: str | None  # the file it was read from (set when read)
+
+
+class SummaryError(ValueError):
+    """A run's summary cannot be read or rebuilt; the message names the offending path or value."""
+
+
+def load_runs(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
+    """:func:`load_run` on every path; run names that collide get a ``#2``, ``#3``, … suffix."""
+    runs = [load_run(p) for p in paths]
+    if not runs:
+        raise SummaryError("no run directories given")
+    return _unique_names(runs)
+
+
+def load_run(path: str | Path) -> dict[str, Any]:
+    """One run as a summary dict (the ``mo_summary.json`` schema, version 1), every field present.
+
+    ``path`` is a run's ``output_dir`` (or directly a ``mo_summary.json`` / ``trainer_state.json`` file). A
+    directory uses its ``mo_summary.json`` when there is one, else reconstructs the summary from
+    ``trainer_state.json`` in the directory or in its latest ``checkpoint-*`` subdirectory.
+
+    Raises:
+        SummaryError: the path does not exist, holds neither file, or the file is not a valid summary/state.
+    """
+    p = Path(path)
+    if p.is_file():
+        if p.name == TRAINER_STATE_FILE:
+            run_dir = p.parent.parent if _CHECKPOINT_DIR.match(p.parent.name) else p.parent
+            return _from_trainer_state(p, run_dir)
+        return _load_summary_file(p)
+    if p.is_dir():
+        summary = p / SUMMARY_FILE
+        if summary.is_file():
+            return _load_summary_file(summary)
+        state = _find_trainer_state(p)
+        if state is not None:
+            return _from_trainer_state(state, p)
+        raise SummaryError(
+            f"{p}: neither {SUMMARY_FILE} nor {TRAINER_STATE_FILE} (in the directory or a checkpoint-* "
+            "subdirectory) found; is this a training output_dir?"
+        )
+    raise SummaryError(f"{p}: no such file or directory")
+
+
+def _find_trainer_state(run_dir: Path) -> Path | None:
+    direct = run_dir / TRAINER_STATE_FILE
+    if direct.is_file():
+        return direct
+    checkpoints = []
+    for child in run_dir.iterdir():
+        m = _CHECKPOINT_DIR.match(child.name)
+        if m and (child / TRAINER_STATE_FILE).is_file():
+            checkpoints.append((int(m.group(1)), child / TRAINER_STATE_FILE))
+    return max(checkpoints)[1] if checkpoints else None
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise SummaryError(f"{path}: not valid JSON ({e})") from e
+    except OSError as e:
+        raise SummaryError(f"{path}: cannot be read ({e})") from e
+
+
+def _load_summary_file(path: Path) -> dict[str, Any]:
+    raw = _read_json(path)
+    if not isinstance(raw, dict):
+        raise SummaryError(f"{path}: expected a JSON object (the {SUMMARY_FILE} schema), got {type(raw).__name__}")
+    version = raw.get("version", SUMMARY_VERSION)
+    if version != SUMMARY_VERSION:
+        raise SummaryError(f"{path}: summary version {version!r}; this reader understands version {SUMMARY_VERSION}")
+    try:
+        run = normalize_summary(raw, default_dir=path.parent)
+    except (TypeError, ValueError, KeyError, AttributeError) as e:
+        raise SummaryError(f"{path}: malformed summary ({e})") from e
+    run["source"] = str(path.resolve())
+    return run
+
+
+def _num(value: Any) -> float:
+    """A float, NaN for None / missing / non-numeric strings."""
+    if value is None or isinstance(value, bool):
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _means(mapping: Any) -> dict[str, float]:
+    if not mapping:
+        return {}
+    return {str(k): _num(v) for k, v in dict(mapping).items()}
+
+
+def _series(entries: Any, value_key: str) -> list[dict[str, Any]]:
+    out = []
+    for entry in entries or []:
+        out.append({"step": int(entry["step"]), value_key: _means(entry.get(value_key))})
+        if "completion_length" in entry:
+            out[-1]["completion_length"] = _num(entry["completion_length"])
+    out.sort(key=lambda e: e["step"])
+    return out
+
+
+def _best_of(evals: list[dict[str, Any]]) -> dict[str, float]:
+    best: dict[str, float] = {}
+    for entry in evals:
+        for name, value in entry["means"].items():
+            if not math.isnan(value) and (name not in best or value > best[name]):
+                best[name] = value
+    return best
+
+
+def normalize_summary(raw: Mapping[str, Any], default_dir: str | Path | None = None) -> dict[str, Any]:
+    """A summary dict with every schema field present and typed; start/final/best/delta are filled from the eval
+    curve when missing, and ``delta`` from final − start. Idempotent."""
+    output_dir = raw.get("output_dir") or (str(Path(default_dir).resolve()) if default_dir is not None else "")
+    run_name = raw.get("run_name") or (Path(output_dir).name if output_dir else "run")
+    evals = _series(raw.get("eval"), "means")
+    start, final, best = _means(raw.get("start")), _means(raw.get("final")), _means(raw.get("best"))
+    if evals:
+        start = start or dict(evals[0]["means"])
+        final = final or dict(evals[-1]["means"])
+        best = best or _best_of(evals)
+    train = _series(raw.get("train_reward"), "means")
+    values_from = str(raw.get("values_from") or "eval")
+    if not evals and not final and train:
+        # a run without evaluation: its first / last / best training-batch means, labelled as such everywhere
+        start, final, best = dict(train[0]["means"]), dict(train[-1]["means"]), _best_of(train)
+        values_from = TRAIN_FALLBACK
+    delta = _means(raw.get("delta")) or {k: final[k] - start[k] for k in final if k in start}
+    objectives = [str(o) for o in raw.get("objectives") or []]
+    for source in (final, start, *(e["means"] for e in evals)):
+        objectives += [k for k in source if k not in objectives]
+    events = []
+    for ev in raw.get("events") or []:
+        events.append(
+            {
+                "step": int(ev["step"]),
+                "kind": str(ev.get("kind", "event")),
+                "objective": None if ev.get("objective") is None else str(ev["objective"]),
+                "message": str(ev.get("message") or ""),
+            }
+        )
+    return {
+        "version": SUMMARY_VERSION,
+        "run_name": str(run_name),
+        "output_dir": str(output_dir),
+        "algorithm": str(raw.get("algorithm") or "unknown"),
+        "weighting_hyperparameters": dict(raw.get("weighting_hyperparameters") or {}),
+        "objectives": objectives,
+        "seed": raw.get("seed"),
+        "launch_command": raw.get("launch_command"),
+        "dataset_name": raw.get("dataset_name"),
+        "eval": evals,
+        "start": start,
+        "final": final,
+        "best": best,
+        "delta": delta,
+        "weights": _series(raw.get("weights"), "weights"),
+        "cov_ema": _series(raw.get("cov_ema"), "values"),
+        "train_reward": train,
+        "values_from": values_from,
+        "events": sorted(events, key=lambda e: e["step"]),
+        "source": raw.get("source"),
+    }
+
+
+def _eval_objective(key: str) -> str | None:
+    """The objective of a per-objective eval mean: ``eval_<objective>/mean`` (or ``eval/<objective>/mean``, the
+    name before mo_align 0.1's transformers-style metrics); None for any other key, including TRL's own
+    ``eval_rewards/<name>/mean`` and ``eval_mo/...``."""
+    for prefix in ("eval_", "eval/"):
+        if key.startswith(prefix) and key.endswith("/mean"):
+            name = key[len(prefix) : -len("/mean")]
+            return name if name and "/" not in name else None
+    return None
+
+
+def _from_trainer_state(state_path: Path, run_dir: Path) -> dict[str, Any]:
+    """Rebuild a summary from ``log_history``: ``eval_<objective>/mean``, ``mo/weight/<objective>``,
+    ``mo/cov_ema/<objective>`` (else CTWA's ``mo/ctwa/ema/<objective>``), ``mo/reward/<objective>/mean`` and
+    ``mo/events/<kind>/<objective>`` (fired when > 0). The algorithm is the one ``mo/<name>/...`` namespace the
+    weighting logged under, else ``"unknown"``."""
+    state = _read_json(state_path)
+    history = state.get("log_history") if isinstance(state, dict) else None
+    if not isinstance(history, list):
+        raise SummaryError(f"{state_path}: no log_history list; not a transformers trainer_state.json")
+    parsed = _HistoryParser()
+    for entry in history:
+        if isinstance(entry, dict) and entry.get("step") is not None:
+            parsed.add(int(entry["step"]), entry)
+    series, objectives = parsed.series, parsed.objectives
+    for kind in ("weights", "train_reward", "cov_ema"):
+        for step in sorted(series[kind]):
+            objectives += [n for n in series[kind][step] if n not in objectives]
+    cov = series["cov_ema"] or series["ctwa_ema"]
+    evals = []
+    for step in sorted(series["eval"]):
+        evals.append({"step": step, "means": series["eval"][step]})
+        if step in parsed.eval_lengths:
+            evals[-1]["completion_length"] = parsed.eval_lengths[step]
+    raw = {
+        "run_name": run_dir.resolve().name,
+        "output_dir": str(run_dir.resolve()),
+        "algorithm": parsed.algorithms[0] if len(parsed.algorithms) == 1 else "unknown",
+        "objectives": objectives,
+        "eval": evals,
+        "weights": [{"step": s, "weights": series["weights"][s]} for s in sorted(series["weights"])],
+        "cov_ema": [{"step": s, "values": cov[s]} for s in sorted(cov)],
+        "train_reward": [{"step": s, "means": series["train_reward"][s]} for s in sorted(series["train_reward"])],
+        "events": parsed.events,
+    }
+    run = normalize_summary(raw)
+    run["source"] = str(state_path.resolve())
+    return run
+
+
+class _HistoryParser:
+    """Collects the summary's series from ``log_history`` entries (see :func:`_from_trainer_state`)."""
+
+    def __init__(self) -> None:
+        self.series: dict[str, dict[int, dict[str, float]]] = {k: {} for k in (*_SERIES_KEYS, "ctwa_ema")}
+        self.eval_lengths: dict[int, float] = {}
+        self.events: list[dict[str, Any]] = []
+        self.algorithms: list[str] = []
+        self.objectives: list[str] = []
+
+    def put(self, kind: str, step: int, name: str, value: Any) -> None:
+        self.series[kind].setdefault(step, {})[name] = _num(value)
+        if kind == "eval" and name not in self.objectives:
+            self.objectives.append(name)
+
+    def add(self, step: int, entry: Mapping[str, Any]) -> None:
+        for key, value in entry.items():
+            name = _eval_objective(key)
+            if name == "completion_length":
+                self.eval_lengths[step] = _num(value)
+            elif name is not None:
+                self.put("eval", step, name, value)
+            elif key.startswith("mo/"):
+                segment, _, rest = key[len("mo/") :].partition("/")
+                if rest:
+                    self._mo(step, key, segment, rest, value)
+
+    def _mo(self, step: int, key: str, segment: str, rest: str, value: Any) -> None:
+        if segment == "weight":
+            self.put("weights", step, rest, value)
+        elif segment == "cov_ema":
+            self.put("cov_ema", step, rest, value)
+        elif segment == "reward" and rest.endswith("/mean"):
+            self.put("train_reward", step, rest[: -len("/mean")], value)
+        elif segment == "events":
+            kind, _, objective = rest.partition("/")
+            if _num(value) > 0:
+                message = f"{kind} on {objective or 'the run'} at step {step} (from {key})"
+                self.events.append({"step": step, "kind": kind, "objective": objective or None, "message": message})
+        elif segment not in _GENERIC_MO_SEGMENTS:
+            if segment not in self.algorithms:
+                self.algorithms.append(segment)
+            if segment == "ctwa" and rest.startswith("ema/"):
+                self.put("ctwa_ema", step, rest[len("ema/") :], value)
+
+
+def _unique_names(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    seen: dict[str, int] = {}
+    out = []
+    for run in runs:
+        name = run["run_name"]
+        seen[name] = seen.get(name, 0) + 1
+        if seen[name] > 1:
+            run = {**run, "run_name": f"{name}#{seen[name]}"}
+        out.append(run)
+    return out
+
+
+# ---- writing ------------------------------------------------------------------------------------------------------
+def summary_from_trainer(trainer: Any) -> RunSummary:
+    """The summary of a running ``MOGRPOTrainer``: eval curve, weights, covariance EMAs, events, final/best/delta."""
+    from mo_align.hub import redact
+    from mo_align.launch import typed_command
+
+    t, hist = trainer, trainer.mo_history
+    evals = hist["eval"]
+    start = {k: v for k, v in (t.mo_eval_start or {}).items() if k != "__scalar__"}
+    final = dict(evals[-1]["means"]) if evals else {}
+    best = {n: max(e["means"][n] for e in evals) for n in t.objective_names} if evals else {}
+    return RunSummary(
+        version=SUMMARY_VERSION,
+        run_name=t.args.run_name or os.path.basename(os.path.normpath(t.args.output_dir)),
+        output_dir=os.path.abspath(t.args.output_dir),
+        algorithm=getattr(t.args, "mo_run_label", None) or t.weighting.name,
+        weighting_hyperparameters=json_safe(t.weighting.hyperparameters()),
+        advantage_estimator=t.args.advantage_estimator,
+        objectives=list(t.objective_names),
+        seed=t.args.seed,
+        launch_command=redact(typed_command()),
+        dataset_name=getattr(t.args, "mo_dataset_name", None),
+        eval=evals,
+        start=start,
+        final=final,
+        best=best,
+        delta={n: final[n] - start[n] for n in final if n in start},
+        weights=hist["weights"],
+        cov_ema=hist["cov_ema"],
+        train_reward=hist["train_reward"],
+        events=list(t.monitor.events) if t.monitor is not None else [],
+    )
+
+
+def write_summary(summary: Mapping[str, Any], output_dir: str | os.PathLike) -> str:
+    """Write ``<output_dir>/mo_summary.json`` atomically (a reader never sees half a file); returns its path."""
+    os.makedirs(output_dir, exist_ok=True)
+    path = os.path.join(output_dir, SUMMARY_FILE)
+    with open(path + ".tmp", "w") as f:
+        json.dump(json_safe(dict(summary)), f, indent=1)
+    os.replace(path + ".tmp", path)
+    return path
+
+
+def json_safe(value: Any) -> Any:
+    """Tensors and tuples to lists, non-finite floats to None, recursively (JSON has no NaN)."""
+    if hasattr(value, "tolist") and callable(value.tolist):
+        value = value.tolist()
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

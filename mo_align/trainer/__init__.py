@@ -1,0 +1,307 @@
+"""``MOGRPOTrainer``: TRL's GRPOTrainer with a multi-reward head and a swappable ``Weighting``. Hook wiring only.
+
+The class below overrides TRL / transformers hooks and delegates each concern to one module of this package; every
+TRL private name it touches is listed in :mod:`mo_align.trainer.trl_compat` (checked by
+``tests/test_trl_contract.py``). The override map:
+
+1. ``_calculate_rewards`` — ``super()``, each reward's output checked and timed (``mo_align.rewards.checks``), then
+   the gathered (N, K) reward matrix r is kept (``mo_rewards``).
+2. ``_generate_and_score_completions`` — ``super()``, then the weighting's advantages replace TRL's
+   (:mod:`~mo_align.trainer.scoring`): ``weighting.combine(ObjectiveStats(r, G, L, ...))`` on the gathered batch,
+   sliced to this process, the per-objective advantages carried when asked for, ``mo/...`` metrics, and the state
+   transition now or after the batch is consumed.
+3. ``compute_loss`` — gradient-space machinery (:mod:`~mo_align.trainer.gradient`: per-objective losses from one
+   forward, Gram matrices of whole batches, Σ_k α_k ∇L_k) for strategies that ``require`` a ``"gramian"``; π_old
+   kept for CTWA's exact statistic (:mod:`~mo_align.trainer.post_update`); else ``super()``.
+4. ``_save_checkpoint`` / ``train`` / ``_load_optimizer_and_scheduler`` — ``mo_state.pt`` and complete checkpoints
+   (:mod:`~mo_align.trainer.state`).
+5. ``evaluate`` / ``evaluation_loop`` — transformers' ``evaluate`` around a loop that runs TRL's (``eval_loss``)
+   and the per-objective decode (:mod:`~mo_align.trainer.evaluation`): ``eval_<objective>/mean|delta``.
+6. ``create_model_card`` / ``write_summary`` — the model card (``mo_align.hub``) and ``mo_summary.json``
+   (``mo_align.runs.summary``, its one owner).
+7. ``training_step`` — a vLLM server failure (``mo_align.vllm``) stops the run after a checkpoint of the last
+   finished step.
+
+A callback (:class:`~mo_align.trainer.post_update.MOCallback`) runs what waits for the optimizer step: CTWA's
+post-update statistic, Dynamic's batch Gram matrix, GradNorm's weight step, the throttled summary.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from typing import Any
+
+import torch
+from accelerate.utils import gather_object
+from trl import GRPOTrainer
+
+from mo_align.configs import MOGRPOConfig, resolve_config
+from mo_align.diagnostics import InterferenceMonitor
+from mo_align.rewards.checks import RewardMonitor
+from mo_align.runs.summary import summary_from_trainer, write_summary
+from mo_align.trainer import evaluation, state, trl_compat
+from mo_align.trainer.gradient import GradientSpace
+from mo_align.trainer.post_update import MOCallback, PostUpdate
+from mo_align.trainer.scoring import score_batch
+from mo_align.trainer.state import MO_STATE_FILE
+from mo_align.weightings import Weighting, get_weighting
+from mo_align.weightings.validation import check_finite_weights
+
+
+__all__ = ["MO_STATE_FILE", "MOGRPOTrainer"]
+logger = logging.getLogger("mo_align")
+
+
+class MOGRPOTrainer(GRPOTrainer):
+    """GRPO with K objectives kept apart until a ``Weighting`` combines them.
+
+    Args:
+        model, reward_funcs, train_dataset, eval_dataset, processing_class, callbacks, peft_config, ...:
+            as [`trl.GRPOTrainer`]; ``reward_funcs`` are the K objectives, in order.
+        args ([`MOGRPOConfig`], *optional*): adds ``weighting``, ``weighting_kwargs``, ``advantage_estimator``.
+            ``None`` (TRL's default config, linear weights of ones) and a plain [`trl.GRPOConfig`] (its
+            ``reward_weights`` / ``multi_objective_aggregation`` mapped to linear weights and an estimator, logged)
+            are accepted as ``GRPOTrainer`` accepts them (``mo_align.configs.resolve_config``).
+        weighting ([`Weighting`], *optional*): an instance to use instead of building ``args.weighting``
+            (dependency injection for custom strategies and tests).
+    """
+
+    _tag_names = ["trl", "grpo", "mo_align"]  # noqa: RUF012 (TRL's model tags, trl_compat.ATTRIBUTES)
+    SUMMARY_EVERY_S = 30.0  # the longest mo_summary.json lags behind a running training (seconds)
+
+    def __init__(self, model: Any, reward_funcs: Any = None, args: MOGRPOConfig | None = None, *a: Any, **kw: Any):
+        weighting: Weighting | None = kw.pop("weighting", None)
+        k = len(reward_funcs) if isinstance(reward_funcs, list) else 1
+        args = resolve_config(args, model, k)  # None or a plain trl.GRPOConfig are accepted, as GRPOTrainer does
+        if weighting is None:
+            weighting = get_weighting(args.weighting, k, **(args.weighting_kwargs or {}))
+        elif weighting.num_objectives != k:
+            raise ValueError(f"weighting has {weighting.num_objectives} objectives but {k} reward_funcs were given")
+        self.weighting = weighting
+        self.mo_needs = weighting.trainer_needs()  # what to compute for it, when it updates (TrainerNeeds)
+        self.objective_advantages: torch.Tensor | None = None  # (B, K) of the current micro-batch
+        self.mo_rewards: torch.Tensor | None = None  # (N, K) gathered rewards of the last scored batch
+        self.mo_eval_start: dict[str, float] | None = None  # the first evaluation's means (for deltas)
+        self.mo_eval_starts: dict[str, dict[str, float]] = {}  # the same for further eval datasets (a dict)
+        self.mo_history: dict[str, list] = {"eval": [], "weights": [], "cov_ema": [], "train_reward": []}
+        from mo_align.vllm.generation import server_mode  # vLLM server mode: mo_align's client, CPU weight sync
+
+        with server_mode(args):
+            super().__init__(model, reward_funcs, args, *a, **kw)
+        self._check_setup(args)
+        self.mo_gradient = GradientSpace(self)
+        self.mo_post_update = PostUpdate(self)
+        self.add_callback(MOCallback(self))
+        self.objective_names: tuple[str, ...] = tuple(self.reward_func_names)
+        self.mo_reward_monitor = RewardMonitor(self.objective_names)  # output checks, NaN warnings, timing
+        for fn in self.reward_funcs:
+            if self.accelerator.num_processes > 1 and hasattr(fn, "all_gather_lengths"):
+                # TRL scores each rank's completions locally: a running mean over this rank's lengths only would
+                # differ between ranks; every rank calls the reward on every training batch, so a gather is safe.
+                fn.all_gather_lengths = lambda xs: gather_object(list(xs))
+            if callable(getattr(fn, "warmup", None)):
+                fn.warmup()  # start worker processes now, not inside the first batch
+        self.monitor: InterferenceMonitor | None = None
+        if args.mo_diagnostics:
+            self.monitor = InterferenceMonitor(
+                self.objective_names, patience=args.mo_diagnostics_patience, tolerance=args.mo_diagnostics_tolerance
+            )
+
+    def _check_setup(self, args: MOGRPOConfig) -> None:
+        """Combinations that cannot work, refused before any step (one line naming the fields)."""
+        launched, name = int(os.environ.get("WORLD_SIZE", "1")), self.weighting.name
+        if launched != self.accelerator.num_processes:
+            # e.g. `accelerate launch` with a multi-GPU config on a machine without GPUs: every process would
+            # silently train alone (no gradient sync, no data split).
+            raise RuntimeError(
+                f"launched {launched} processes but the trainer sees {self.accelerator.num_processes}; on a machine "
+                "without GPUs set use_cpu: true (or ddp_backend: gloo) in the recipe"
+            )
+        zero3 = self.is_deepspeed_enabled and self.accelerator.state.deepspeed_plugin.zero_stage == 3
+        if self.mo_needs.gram and args.gramian_space == "parameters" and zero3:
+            # autograd.grad on ZeRO-3-partitioned parameters returns empty shards and breaks the engine's
+            # backward (STACK.md §2): the output-space Gram matrix is exact on what it measures and works.
+            raise ValueError(
+                f"weighting {name!r} with gramian_space 'parameters' is not supported under ZeRO-3; "
+                "set gramian_space: logprobs"
+            )
+        if not self.mo_needs.post_update_logps:
+            return
+        from mo_align.weightings.ctwa import exact_statistic_conflict
+
+        conflict = exact_statistic_conflict(args)
+        if conflict:
+            raise ValueError(f"weighting {name!r} with the exact post-update statistic: {conflict}")
+        generate_every = args.steps_per_generation * self.num_iterations
+        if args.gradient_accumulation_steps > generate_every:
+            # several generation batches per optimizer step: all but the last would lose their post-update statistic
+            raise ValueError(
+                f"weighting {name!r} with the exact post-update statistic needs gradient_accumulation_steps "
+                f"({args.gradient_accumulation_steps}) <= steps_per_generation x num_iterations ({generate_every}); "
+                "raise steps_per_generation or use statistic: on_policy"
+            )
+
+    # ---- 1. capture the gathered reward matrix ----------------------------------------------------------------
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        training = self.model.training
+        for fn in self.reward_funcs:
+            if hasattr(fn, "training") and not isinstance(fn, torch.nn.Module):
+                fn.training = training  # stateful rewards (running means) move on training batches only
+        with self.mo_reward_monitor.checking(self):  # each output checked (type, length, finite) and timed
+            rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self.mo_rewards = rewards.detach().float().cpu()  # (N, K), gathered over processes
+        self.mo_reward_monitor.check_batch(self.mo_rewards, trl_compat.metrics(self, "train" if training else "eval"))
+        return rewards
+
+    # ---- 2. replace the advantages ------------------------------------------------------------------------------
+    def _generate_and_score_completions(self, inputs):
+        start = time.perf_counter()
+        out = super()._generate_and_score_completions(inputs)
+        self.mo_reward_monitor.end_batch(time.perf_counter() - start)
+        return score_batch(self, out)
+
+    def mo_log_update(self, metrics: dict[str, float]) -> None:
+        """Log a state transition's metrics (``mo/<weighting>/...``) after checking the weights stayed finite."""
+        check_finite_weights(self.weighting, self.state.global_step)
+        for key, value in metrics.items():
+            trl_compat.metrics(self, "train")[f"mo/{self.weighting.name}/{key}"].append(float(value))
+
+    def mo_observe_batch(self, r: torch.Tensor, advantages: torch.Tensor, group_size: int) -> None:
+        """A training batch in the run history and the interference monitor."""
+        step, names = self.state.global_step + 1, self.objective_names  # the optimizer step this batch trains
+        hist = self.mo_history
+        hist["weights"].append({"step": step, "weights": dict(zip(names, self.weighting.weights().tolist()))})
+        hist["train_reward"].append({"step": step, "means": dict(zip(names, torch.nanmean(r, dim=0).tolist()))})
+        if self.monitor is None:
+            return
+        for key, value in self.monitor.observe_batch(r, advantages, group_size, step).items():
+            trl_compat.metrics(self, "train")[key].append(value)
+        hist["cov_ema"].append({"step": step, "values": dict(zip(names, self.monitor.ema.tolist()))})
+
+    # ---- 3. the loss --------------------------------------------------------------------------------------------
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        # `inputs` is TRL's buffered micro-batch, reused across iterations: read our keys, never pop them.
+        self.objective_advantages = inputs.get("mo_objective_advantages")
+        batch, inputs = inputs, {k: v for k, v in inputs.items() if not k.startswith("mo_")}
+        if self.mo_needs.gram and self.model.training and self.objective_advantages is not None:
+            if return_outputs:
+                raise ValueError("MOGRPOTrainer does not support returning outputs")
+            return self.mo_gradient.loss(model, inputs, self.objective_advantages)
+
+        def loss() -> Any:
+            return super(MOGRPOTrainer, self).compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+        if "mo_row_index" not in batch or "mo_old_logps" in batch:
+            return loss()
+        return self.mo_post_update.keep_old_logps(batch, loss)  # a batch awaiting the post-update statistic
+
+    # ---- 4. checkpoints -----------------------------------------------------------------------------------------
+    def mo_state_dict(self) -> dict[str, Any]:
+        return state.mo_state_dict(self)
+
+    def load_mo_state_dict(self, mo_state: dict[str, Any]) -> None:
+        state.load_mo_state_dict(self, mo_state)
+
+    def _save_checkpoint(self, model, trial):
+        state.save_checkpoint(self, lambda: super(MOGRPOTrainer, self)._save_checkpoint(model, trial), trial)
+
+    def train(self, resume_from_checkpoint=None, trial=None, ignore_keys_for_eval=None, **kwargs):
+        """``Trainer.train``; ``resume_from_checkpoint=True`` takes the newest *complete* checkpoint, and any
+        checkpoint that lacks a file an exact resume needs is refused naming the file."""
+        resume_from_checkpoint = state.resolve_resume(self, resume_from_checkpoint)
+        return super().train(resume_from_checkpoint, trial, ignore_keys_for_eval, **kwargs)
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is not None:
+            state.load_checkpoint_state(self, checkpoint)
+
+    # ---- 5. per-objective evaluation ----------------------------------------------------------------------------
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """transformers' ``evaluate`` with the per-objective loop (:meth:`evaluation_loop`): returns and logs
+        ``eval_<objective>/mean|delta`` and ``eval_completion_length/mean`` (trackers file them under ``eval/``;
+        ``metric_for_best_model: accuracy/mean`` and early stopping read them), plus ``eval_loss``. A dict of eval
+        datasets is evaluated one by one with metrics ``eval_<name>_...``, as transformers does."""
+        target, own = evaluation.resolve_target(self, eval_dataset)
+        if isinstance(target, dict):  # transformers calls back here once per dataset, prefix eval_<name>
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        cache_key, cache = (self.state.global_step, metric_key_prefix), getattr(self, "_mo_eval_cache", {})
+        if own and cache_key in cache:
+            # transformers may request a second evaluation at the same step (end of epoch): the parameters have
+            # not changed since, so reuse the result instead of decoding and logging it twice.
+            return dict(cache[cache_key])
+        self._mo_eval_target = (target, own)
+        try:
+            metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        finally:
+            self._mo_eval_target = None
+        if own:
+            self._mo_eval_cache = {k: v for k, v in cache.items() if k[0] == cache_key[0]} | {cache_key: dict(metrics)}
+        self.write_summary()
+        return metrics
+
+    def evaluation_loop(
+        self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
+    ):
+        """TRL's loop (``eval_loss``; when ``mo_eval_loss``), then the per-objective decode of the same split."""
+        from transformers.trainer_utils import EvalLoopOutput
+
+        target, own = getattr(self, "_mo_eval_target", None) or (dataloader.dataset, False)
+        metrics: dict[str, float] = {}
+        if self.args.mo_eval_loss:
+            output = super().evaluation_loop(
+                dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix
+            )
+            metrics.update(output.metrics)
+        scores, lengths = evaluation.decode_and_score(
+            self, evaluation.eval_rows(target), f"{description} (per objective)"
+        )
+        metrics.update(evaluation.eval_metrics(self, scores, lengths, metric_key_prefix, own))
+        return EvalLoopOutput(predictions=None, label_ids=None, metrics=metrics, num_samples=len(lengths))
+
+    # ---- 6. run summary and model card --------------------------------------------------------------------------
+    def summary(self) -> dict[str, Any]:
+        """The run summary (``mo_summary.json``, fields in ``mo_align.runs.summary.RunSummary``)."""
+        return dict(summary_from_trainer(self))
+
+    def write_summary(self, force: bool = True) -> None:
+        """Write ``<output_dir>/mo_summary.json`` (main process). During training it is rewritten at most every
+        ``SUMMARY_EVERY_S`` seconds (``force=False``, on log) and always after an evaluation, at a checkpoint and at
+        the end of training, so the whole history is not re-serialised at every log step."""
+        if not self.args.mo_diagnostics or not self.accelerator.is_main_process:
+            return
+        now = time.monotonic()
+        if not force and now - getattr(self, "_mo_summary_time", -math.inf) < self.SUMMARY_EVERY_S:
+            return
+        self._mo_summary_time = now
+        write_summary(summary_from_trainer(self), self.args.output_dir)
+
+    def create_model_card(self, model_name=None, dataset_name=None, tags=None):
+        """mo_align's model card (``mo_align.hub``): algorithm, objectives, eval table, weight plot, events, command.
+        Called by transformers' ``push_to_hub`` and by TRL at every checkpoint (main process only)."""
+        from mo_align.hub import trainer_model_card
+
+        trainer_model_card(self, model_name=model_name, dataset_name=dataset_name, tags=tags)
+
+    # ---- 7. vLLM server mode ------------------------------------------------------------------------------------
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        """A vLLM server failure (``VLLMServerError``, raised on every process) stops the run after a checkpoint of
+        the last finished step is written, so the work done so far is kept."""
+        from mo_align.vllm.client import VLLMServerError
+
+        try:
+            return super().training_step(model, inputs, num_items_in_batch)
+        except VLLMServerError as exc:
+            raise type(exc)(f"{exc}\n{self._mo_vllm_rescue()}") from exc
+
+    def _mo_vllm_rescue(self) -> str:
+        step, strategy = self.state.global_step, getattr(self.args.save_strategy, "value", self.args.save_strategy)
+        if strategy == "no" or step == 0:
+            return f"no checkpoint written (save_strategy={strategy!r}, global_step={step})"
+        # Optimizer step `step` is complete (checkpoints never hold partial gradients): save the state after it.
+        self._save_checkpoint(self.model_wrapped, trial=None)
+        path = os.path.join(self.args.output_dir, f"checkpoint-{step}")
+        return f"checkpoint of step {step} saved to {path}; resume with --resume_from_checkpoint {path}"

@@ -1,0 +1,107 @@
+"""Checkpointed state beyond transformers' (override 4): ``mo_state.pt`` and the completeness of a checkpoint.
+
+``mo_state.pt`` holds the weighting's state, the state of stateful reward functions (running means), the first
+evaluation's means (deltas), the interference monitor and the run history, as TRL persists its entropy controller.
+A checkpoint is complete once :mod:`mo_align.checkpoints` marks it (written last); resume takes the newest complete
+one, and a checkpoint lacking a file an exact resume needs is refused naming the file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import torch
+from transformers.trainer_utils import rotate_checkpoints
+
+from mo_align import checkpoints
+from mo_align.trainer import trl_compat
+
+
+MO_STATE_FILE = "mo_state.pt"
+logger = logging.getLogger("mo_align")
+
+
+def mo_state_dict(trainer: Any) -> dict[str, Any]:
+    t = trainer
+    rewards = {
+        name: fn.state_dict()
+        for name, fn in zip(t.reward_func_names, t.reward_funcs, strict=True)
+        if hasattr(fn, "state_dict") and not isinstance(fn, torch.nn.Module)
+    }
+    return {
+        "weighting": t.weighting.name,
+        "weighting_state": t.weighting.state_dict(),
+        "rewards": rewards,
+        "eval_start": t.mo_eval_start,
+        "eval_starts": t.mo_eval_starts,  # further eval datasets (a dict of them)
+        "monitor": t.monitor.state_dict() if t.monitor is not None else None,
+        "history": t.mo_history,
+    }
+
+
+def load_mo_state_dict(trainer: Any, state: dict[str, Any]) -> None:
+    t = trainer
+    if state["weighting"] != t.weighting.name:
+        raise ValueError(f"checkpoint holds weighting {state['weighting']!r}, run uses {t.weighting.name!r}")
+    t.weighting.load_state_dict(state["weighting_state"])
+    t.mo_eval_start = state.get("eval_start")
+    t.mo_eval_starts = dict(state.get("eval_starts") or {})
+    if t.monitor is not None and state.get("monitor") is not None:
+        t.monitor.load_state_dict(state["monitor"])
+    if state.get("history") is not None:
+        t.mo_history = state["history"]
+    for name, fn in zip(t.reward_func_names, t.reward_funcs, strict=True):
+        if name in state["rewards"]:
+            fn.load_state_dict(state["rewards"][name])
+
+
+def save_checkpoint(trainer: Any, save: Any, trial: Any) -> None:
+    """transformers' checkpoint (``save()``) + ``mo_state.pt``, then the completeness marker; older checkpoints are
+    rotated away only once this one is complete."""
+    t = trainer
+    run_dir = trl_compat.output_dir(t, trial)
+    folder = os.path.join(run_dir, f"checkpoint-{t.state.global_step}")
+    if t.args.should_save:
+        checkpoints.unmark(folder)
+    limit, t.args.save_total_limit = t.args.save_total_limit, None
+    try:
+        save()
+    finally:
+        t.args.save_total_limit = limit
+    if t.args.should_save:
+        torch.save(mo_state_dict(t), os.path.join(folder, MO_STATE_FILE))
+    t.accelerator.wait_for_everyone()  # every rank's files (RNG states, shards) are written
+    if t.args.should_save:
+        checkpoints.mark_complete(folder)
+        rotate_checkpoints(run_dir, limit, t.state.best_model_checkpoint, use_mtime=True)
+
+
+def resolve_resume(trainer: Any, resume_from_checkpoint: Any) -> Any:
+    """``True`` -> the newest complete checkpoint (naming the ones skipped); a path -> checked for every file an
+    exact resume needs (an error naming the missing one)."""
+    t = trainer
+    if resume_from_checkpoint is True:
+        resume_from_checkpoint, skipped = checkpoints.last_complete_checkpoint(t.args.output_dir)
+        for folder, reason in skipped:
+            logger.warning("skipping incomplete checkpoint %s: %s", folder, reason)
+        if resume_from_checkpoint is None:
+            raise ValueError(f"No complete checkpoint found in output directory ({t.args.output_dir})")
+    if isinstance(resume_from_checkpoint, str):
+        sharded = t.is_deepspeed_enabled or t.is_fsdp_enabled
+        required = checkpoints.required_files(t.args.world_size, t.args.process_index, sharded, t.args.save_only_model)
+        checkpoints.check_resumable(resume_from_checkpoint, required)
+    return resume_from_checkpoint
+
+
+def load_checkpoint_state(trainer: Any, checkpoint: str) -> None:
+    """Restore ``mo_state.pt`` of ``checkpoint`` (an error naming the file when it is missing or unreadable)."""
+    path = os.path.join(checkpoint, MO_STATE_FILE)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} is missing: cannot restore the weighting state of this checkpoint")
+    try:
+        state = torch.load(path, weights_only=False)
+    except Exception as exc:  # truncated / empty: name the file, not only "PytorchStreamReader failed"
+        raise RuntimeError(f"{path} is unreadable (truncated or corrupt): {type(exc).__name__}") from exc
+    load_mo_state_dict(trainer, state)
