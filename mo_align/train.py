@@ -283,8 +283,8 @@ def cli(argv: Sequence[str] | None = None) -> None:
         _fail(exc, recipe)
     try:
         main(script_args, training_args, model_args)
-    except ConfigError as exc:
-        _fail(exc, recipe)
+    except ConfigError as exc:  # a missing optional package is the machine's, not the recipe's: no file named
+        _fail(exc, None if isinstance(exc.__cause__, MissingExtraError) else recipe)
 
 
 if __name__ == "__main__":
