@@ -1,13 +1,21 @@
 """Run the lab: warm start once, train every (algorithm, seed) in parallel worker processes, report.
 
-``python -m mo_align.lab [--quick] [--algorithms linear ctwa ...] [--seeds 0 1 2] [--steps N] [--jobs 2]``
+``python -m mo_align.lab [--task tradeoff|easy] [--quick] [--algorithms linear ctwa ...] [--seeds 0 1 2]
+[--steps N] [--jobs 2] [--compact-share S] [--compact-accuracy A]``
 
 Every run uses the real ``MOGRPOTrainer`` on the warm-started model with the same budget: 8 prompts × 8 completions
 per step, ≤ 64 completion tokens, T = 1, lr 1e-4 constant, no KL (LAB_NOTES §5). Evaluation is *sampled* (T = 1,
-4 completions for each of the 64 held-out prompts) at step 0 and every ``eval_steps``; conciseness is evaluated
+4 completions for each of the 256 held-out prompts) at step 0 and every ``eval_steps``; conciseness is evaluated
 against a fixed reference (the warm-started policy's sampled mean length) with the running-mean value logged beside
-it. Each weighting runs with the paper recipe's hyperparameters; the task, not the algorithms, is tuned for the lab.
-``accuracy_only`` is the single-objective control (linear weights [1, 0, 0]).
+it. Each weighting runs with the paper recipe's hyperparameters; the task (``--task``, :mod:`mo_align.lab.task`),
+not the algorithms, is tuned for the lab. ``accuracy_only`` is the single-objective control (linear weights
+[1, 0, 0]). ``--compact-share`` / ``--compact-accuracy`` replace the regime by the base mix plus the compact style G
+at that share / accuracy (the knob of the regime sweep).
+
+Evidence: each worker keeps the per-prompt scores of every evaluation (``lab_eval_scores.json``, through a lab-only
+wrapper around the trainer's eval scorer) and the lab prints, per run, the paired-bootstrap 95 % CI of every
+objective's Δ (final − start) and of the optimised scalar's; an objective *interferes* when its CI lies entirely
+below 0 while the scalar rose (:mod:`mo_align.lab.stats`); ``interference.json`` holds the table.
 """
 
 from __future__ import annotations
@@ -57,6 +65,101 @@ def lab_datasets() -> tuple[Any, Any]:
     return rows(train), rows(held_out)
 
 
+EVAL_SCORES_FILE = "lab_eval_scores.json"
+EVIDENCE_FILE = "interference.json"
+
+
+class EvalScoreRecorder:
+    """Lab-only hook: wraps the trainer's eval scorer on the instance and keeps every evaluation's per-sample scores.
+
+    Rows of the trainer's eval are prompt-major (``samples`` consecutive rows per prompt, one process), so the
+    (rows, K) matrix reshapes to (prompts, samples, K). The objective columns are taken as the trainer reports them:
+    with ``mo_eval_fixed_reference`` an objective with a fixed reference (conciseness) uses that column. The scalar
+    is ``weighting.scalarize`` (pure) with the weights current at that evaluation, as the trainer's eval scalar.
+    """
+
+    def __init__(self, trainer: Any) -> None:
+        self.trainer = trainer
+        self.inner = trainer._mo_score_eval
+        self.records: list[dict[str, Any]] = []
+        trainer._mo_score_eval = self
+
+    def __call__(self, dataset: Any) -> Any:
+        scores, lengths = self.inner(dataset)
+        tr = self.trainer
+        if dataset is tr.eval_dataset and tr.accelerator.num_processes == 1:
+            k_obj = len(tr.objective_names)
+            rewards = scores[:, :k_obj].clone()
+            if tr.args.mo_eval_fixed_reference:
+                for j, k in enumerate(tr._mo_fixed_reference_columns()):
+                    rewards[:, k] = scores[:, k_obj + j]
+            samples = max(1, tr.args.mo_eval_num_samples)
+            scalar = tr.weighting.scalarize(rewards)
+            self.records.append(
+                {
+                    "step": tr.state.global_step,
+                    "rewards": rewards.reshape(-1, samples, k_obj).tolist(),
+                    "scalar": scalar.reshape(-1, samples).tolist(),
+                    "lengths": lengths.reshape(-1, samples).tolist(),
+                }
+            )
+        return scores, lengths
+
+    def write(self, path: str) -> None:
+        payload = {"objectives": list(self.trainer.objective_names), "evals": self.records}
+        with open(path, "w") as f:
+            json.dump(payload, f)
+
+
+def run_evidence(run_dir: str, level: float = 0.95, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """Paired Δ CIs (first vs last evaluation) of every objective and of the scalar of one run, and its verdict."""
+    import numpy as np
+
+    from mo_align.lab.stats import interfering, paired_delta_ci
+
+    with open(os.path.join(run_dir, EVAL_SCORES_FILE)) as f:
+        data = json.load(f)
+    first, last = data["evals"][0], data["evals"][-1]
+    start, final = np.asarray(first["rewards"], dtype=float), np.asarray(last["rewards"], dtype=float)
+    deltas = {
+        name: paired_delta_ci(start[:, :, k], final[:, :, k], level, n_boot, seed)
+        for k, name in enumerate(data["objectives"])
+    }
+    scalar = paired_delta_ci(first["scalar"], last["scalar"], level, n_boot, seed)
+    return {
+        "run": os.path.basename(os.path.normpath(run_dir)),
+        "steps": [first["step"], last["step"]],
+        "prompts": int(start.shape[0]),
+        "samples": int(start.shape[1]),
+        "start": {name: float(np.nanmean(start[:, :, k])) for k, name in enumerate(data["objectives"])},
+        "delta": {name: ci._asdict() for name, ci in deltas.items()},
+        "scalar_delta": scalar._asdict(),
+        "interfering": interfering(deltas, scalar.estimate),
+    }
+
+
+def format_evidence(rows: list[dict[str, Any]]) -> str:
+    """Console table: per run, Δ [95 % CI] per objective and for the scalar, and the interfering objectives."""
+    from mo_align.lab.stats import CI
+
+    if not rows:
+        return ""
+    names = list(rows[0]["delta"])
+    head = ["run", *[f"Δ {n} [95% CI]" for n in names], "Δ scalar [95% CI]", "interferes"]
+    body = [
+        [r["run"], *[CI(**r["delta"][n]).format() for n in names], CI(**r["scalar_delta"]).format(),
+         ",".join(r["interfering"]) or "-"]
+        for r in rows
+    ]  # fmt: skip
+    widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in [head, *body]]
+    by_algo: dict[str, list[bool]] = {}
+    for r in rows:
+        by_algo.setdefault(r["run"].rsplit("-seed", 1)[0], []).append(bool(r["interfering"]))
+    tally = ", ".join(f"{a} {sum(v)}/{len(v)}" for a, v in by_algo.items())
+    return "\n".join([*lines, f"seeds with significant interference: {tally}"])
+
+
 def train_one(algo: str, seed: int, sft_dir: str, reference_length: float, out: str, steps: int, eval_steps: int):
     """One lab run in this process (used by the worker subprocess)."""
     from mo_align.configs import MOGRPOConfig
@@ -81,8 +184,10 @@ def train_one(algo: str, seed: int, sft_dir: str, reference_length: float, out: 
     train, held_out = lab_datasets()
     trainer = MOGRPOTrainer(model=sft_dir, reward_funcs=funcs, args=args, train_dataset=train, eval_dataset=held_out)
     trainer.mo_run_label = algo  # the report groups seeds by this (accuracy_only is a linear weighting)
+    recorder = EvalScoreRecorder(trainer)
     trainer.train()
     trainer.write_summary()
+    recorder.write(os.path.join(out, EVAL_SCORES_FILE))
 
 
 def _worker(argv: list[str]) -> None:
@@ -118,10 +223,12 @@ def _launch(job: dict[str, Any], log_dir: str) -> tuple[str, float, int]:
 
 
 def run_lab(algorithms: list[str], seeds: list[int], steps: int, eval_steps: int, out_root: str, jobs: int,
-            sft_steps: int, cache: str = os.path.join("outputs", "lab-cache")) -> dict[str, Any]:  # fmt: skip
+            sft_steps: int, cache: str = os.path.join("outputs", "lab-cache"), task: str | None = None,
+            regime: Any = None) -> dict[str, Any]:  # fmt: skip
     import torch
 
     from mo_align.lab.sft import warm_start
+    from mo_align.lab.task import DEFAULT_TASK, get_regime
     from mo_align.report import format_console_table, load_runs, write_report
 
     def say(msg: str) -> None:
@@ -133,7 +240,10 @@ def run_lab(algorithms: list[str], seeds: list[int], steps: int, eval_steps: int
         raise SystemExit(f"mo-align lab: unknown algorithm(s) {unknown}; choose from {list(LAB_WEIGHTINGS)}")
     t0 = time.time()
     torch.set_num_threads(max(1, os.cpu_count() or 1))
-    sft_dir, meta = warm_start(cache, steps=sft_steps, log=say)
+    task = task or DEFAULT_TASK
+    regime = regime or get_regime(task)
+    say(f"task {task}: style shares {regime.key()['shares']}, G correct {regime.compact_accuracy:.0%}")
+    sft_dir, meta = warm_start(cache, steps=sft_steps, log=say, regime=regime, task=task)
     say(f"warm start: {sft_dir} ({meta['parameters']:,} params, reference length {meta['reference_length']:.1f})")
     os.makedirs(out_root, exist_ok=True)
     logs = os.path.join(out_root, "logs")
@@ -149,11 +259,12 @@ def run_lab(algorithms: list[str], seeds: list[int], steps: int, eval_steps: int
     # longest first (a parameter-space Gram costs K or K + 1 backward passes per step): shortest total time
     todo.sort(key=lambda job: -RELATIVE_COST.get(job["algo"], 1.0))
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        done = []
+        done, seconds = [], {}
         for future in as_completed([pool.submit(_launch, job, logs) for job in todo]):
             out, secs, rc = future.result()
             say(f"{os.path.basename(out)}: {'ok' if rc == 0 else f'FAILED (rc {rc}, see logs/)'} in {secs:.0f} s")
             done.append((out, rc))
+            seconds[os.path.basename(out)] = secs
     done.sort(key=lambda item: order[item[0]])  # report in algorithm order
     ok = [out for out, rc in done if rc == 0]
     if not ok:
@@ -161,19 +272,31 @@ def run_lab(algorithms: list[str], seeds: list[int], steps: int, eval_steps: int
     result = write_report(load_runs(ok), os.path.join(out_root, "report"))
     table = format_console_table(result)
     sys.stdout.write("\n" + table + "\n")
+    evidence = [{**run_evidence(o), "seconds": seconds[os.path.basename(o)]} for o in ok]
+    with open(os.path.join(out_root, EVIDENCE_FILE), "w") as f:
+        json.dump({"task": task, "regime": regime.key(), "steps": steps, "runs": evidence}, f, indent=1)
+    sys.stdout.write("\n" + format_evidence(evidence) + "\n")
     say(f"total {time.time() - t0:.0f} s; report: {os.path.join(out_root, 'report', 'report.md')}")
     with open(os.path.join(out_root, "lab_result.json"), "w") as f:
-        json.dump({"seconds": time.time() - t0, "failed": [o for o, rc in done if rc], "sft": meta}, f, indent=1)
+        json.dump({"seconds": time.time() - t0, "failed": [o for o, rc in done if rc], "sft": meta, "task": task,
+                   "run_seconds": seconds}, f, indent=1)  # fmt: skip
     return result
 
 
 def main(argv: list[str] | None = None) -> None:
+    from mo_align.lab.task import DEFAULT_TASK, REGIMES, compact_regime
+
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "worker":
         _worker(argv[1:])
         return
     p = argparse.ArgumentParser(prog="python -m mo_align.lab", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="linear vs ctwa, one seed (make demo / make lab-quick)")
+    p.add_argument("--task", default=None, help=f"task regime, one of {sorted(REGIMES)} (default {DEFAULT_TASK})")
+    p.add_argument("--compact-share", type=float, default=None, help="base mix + compact style G at this share")
+    p.add_argument(
+        "--compact-accuracy", type=float, default=None, help="how often G is correct (with --compact-share)"
+    )
     p.add_argument("--algorithms", nargs="+", default=None, help=f"subset of {list(LAB_WEIGHTINGS)}")
     p.add_argument("--seeds", nargs="+", type=int, default=None)
     p.add_argument("--steps", type=int, default=None, help="GRPO steps per run")
@@ -183,10 +306,21 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default=None)
     p.add_argument("--cache", default=os.path.join("outputs", "lab-cache"), help="warm-start cache directory")
     a = p.parse_args(argv)
+    if a.task is not None and a.task not in REGIMES:
+        p.error(f"--task: unknown task {a.task!r}; choose from {sorted(REGIMES)}")
+    task, regime = a.task or DEFAULT_TASK, None
+    if a.compact_accuracy is not None and a.compact_share is None:
+        p.error("--compact-accuracy needs --compact-share")
+    if a.compact_share is not None:
+        try:
+            regime = compact_regime(a.compact_share, 0.7 if a.compact_accuracy is None else a.compact_accuracy)
+        except ValueError as exc:
+            p.error(f"--compact-share/--compact-accuracy: {exc}")
+        task = f"compact-{a.compact_share:g}" + ("" if a.compact_accuracy is None else f"-acc{a.compact_accuracy:g}")
     algorithms = a.algorithms or (QUICK if a.quick else list(LAB_WEIGHTINGS))
     seeds = a.seeds or ([0] if a.quick else [0, 1, 2])
     steps = a.steps or (75 if a.quick else 50)
     out = a.out or os.path.join("outputs", "lab-quick" if a.quick else "lab")
     eval_steps = a.eval_steps or 25
     sft_steps = a.sft_steps or (400 if a.quick else 600)  # the quick lab's shorter warm start keeps make demo < 5 min
-    run_lab(algorithms, seeds, steps, eval_steps, out, a.jobs, sft_steps, a.cache)
+    run_lab(algorithms, seeds, steps, eval_steps, out, a.jobs, sft_steps, a.cache, task=task, regime=regime)

@@ -22,12 +22,18 @@ weighting from bad.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 from mo_align.data.synthetic import all_problems
 
 
 Problem = tuple[int, str, int, str, int, int]
+# the tradeoff regime's knob values, chosen by the sweep in the module docstring
+TRADEOFF_SHARE = 0.05
+TRADEOFF_ACCURACY = 0.7
 
 MODEL_CONFIG = {
     "hidden_size": 128,
@@ -86,32 +92,89 @@ def style_f(p: Problem, rng: random.Random) -> str:
     return f"Step 1: {s1}.\nStep 2: {s2}.\nThe answer is {end}."
 
 
-def style_g(p: Problem, rng: random.Random) -> str:
-    _, _, end = _steps(p, slip=_slip(rng) if rng.random() < 0.3 else 0)
+def style_g(p: Problem, rng: random.Random, accuracy: float = 0.7) -> str:
+    _, _, end = _steps(p, slip=_slip(rng) if rng.random() < 1.0 - accuracy else 0)
     a, o1, b, _, _, _ = p
     mid = a + b if o1 == "+" else a - b
     return f"1. {mid}\n2. {end}\n\\boxed{{{end}}}"
 
 
-STYLES: dict[str, tuple[float, Callable[[Problem, random.Random], str]]] = {
-    "A": (0.25, style_a),
-    "B": (0.15, style_b),
-    "C": (0.15, style_c),
-    "D": (0.10, style_d),
-    "E": (0.10, style_e),
-    "F": (0.05, style_f),
-    "G": (0.20, style_g),
+STYLE_FUNCS: dict[str, Callable[..., str]] = {
+    "A": style_a,
+    "B": style_b,
+    "C": style_c,
+    "D": style_d,
+    "E": style_e,
+    "F": style_f,
+    "G": style_g,
 }
+# the 6-style mix of LAB_NOTES §1 (no compact style): step-by-step answers are the accurate ones
+BASE_SHARES = {"A": 0.30, "B": 0.20, "C": 0.20, "D": 0.15, "E": 0.10, "F": 0.05}
+EVAL_PROMPTS = 256  # held-out prompts (x 4 samples at eval): SE of a mean ~0.015, of a paired delta ~0.02
 
 
-def sample_completion(p: Problem, rng: random.Random) -> tuple[str, str]:
-    """(style name, completion text) drawn from the style mix."""
-    names = list(STYLES)
-    name = rng.choices(names, weights=[STYLES[n][0] for n in names])[0]
-    return name, STYLES[name][1](p, rng)
+@dataclass(frozen=True)
+class Regime:
+    """A task regime: the warm start's style shares (sum 1) and how often the compact style G is correct."""
+
+    shares: Mapping[str, float]
+    compact_accuracy: float = 0.7
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.shares) - set(STYLE_FUNCS))
+        if unknown:
+            raise ValueError(f"regime shares: unknown style(s) {unknown}; styles are {sorted(STYLE_FUNCS)}")
+        if any(v < 0 for v in self.shares.values()) or abs(sum(self.shares.values()) - 1.0) > 1e-9:
+            raise ValueError(f"regime shares must be >= 0 and sum to 1, got {dict(self.shares)}")
+        if not 0.0 <= self.compact_accuracy <= 1.0:
+            raise ValueError(f"regime compact_accuracy must be in [0, 1], got {self.compact_accuracy}")
+
+    def key(self) -> dict[str, Any]:
+        """JSON-able identity (part of the warm-start cache key)."""
+        shares = {k: round(v, 12) for k, v in sorted(self.shares.items()) if v > 0}
+        return {"shares": shares, "compact_accuracy": self.compact_accuracy, "eval_prompts": EVAL_PROMPTS}
+
+    def styles(self) -> dict[str, tuple[float, Callable[[Problem, random.Random], str]]]:
+        """style -> (share, completion function) for the styles with a positive share."""
+        out = {}
+        for name, share in self.shares.items():
+            if share > 0:
+                fn = STYLE_FUNCS[name]
+                out[name] = (share, partial(fn, accuracy=self.compact_accuracy) if name == "G" else fn)
+        return out
 
 
-def split_problems(n_eval: int = 64, seed: int = 0) -> tuple[list[Problem], list[Problem]]:
+def compact_regime(share: float, accuracy: float = 0.7) -> Regime:
+    """:data:`BASE_SHARES` scaled by ``1 - share`` plus the compact style G at ``share`` (the sweep's knob)."""
+    if not 0.0 <= share < 1.0:
+        raise ValueError(f"compact share must be in [0, 1), got {share}")
+    return Regime({**{k: v * (1.0 - share) for k, v in BASE_SHARES.items()}, "G": share}, accuracy)
+
+
+REGIMES: dict[str, Regime] = {
+    # the lab before issue 15: G common (20 %) and 70 % correct, so equal weights find it and trade nothing away
+    "easy": Regime({"A": 0.25, "B": 0.15, "C": 0.15, "D": 0.10, "E": 0.10, "F": 0.05, "G": 0.20}, 0.7),
+    "tradeoff": compact_regime(TRADEOFF_SHARE, TRADEOFF_ACCURACY),
+}
+DEFAULT_TASK = "tradeoff"
+STYLES = REGIMES["easy"].styles()  # the easy regime's mix (kept for callers of the pre-regime API)
+
+
+def get_regime(name: str) -> Regime:
+    if name not in REGIMES:
+        raise ValueError(f"unknown task {name!r}; choose from {sorted(REGIMES)}")
+    return REGIMES[name]
+
+
+def sample_completion(p: Problem, rng: random.Random, regime: Regime | None = None) -> tuple[str, str]:
+    """(style name, completion text) drawn from the regime's style mix (default: :data:`DEFAULT_TASK`)."""
+    styles = (regime or REGIMES[DEFAULT_TASK]).styles()
+    names = list(styles)
+    name = rng.choices(names, weights=[styles[n][0] for n in names])[0]
+    return name, styles[name][1](p, rng)
+
+
+def split_problems(n_eval: int = EVAL_PROMPTS, seed: int = 0) -> tuple[list[Problem], list[Problem]]:
     """(train, held-out eval) problems: a fixed shuffle of all 1,899 problems."""
     problems = all_problems()
     random.Random(seed).shuffle(problems)
