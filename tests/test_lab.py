@@ -145,3 +145,37 @@ def test_lab_quick_end_to_end_and_report_cli(tmp_path):
     assert rc == 0
     md = (tmp_path / "r2" / "report.md").read_text()
     assert "linear-seed0" in md and "ctwa-seed0" in md and "pareto_" in md
+
+
+def test_run_evidence_flags_a_significant_drop_while_the_scalar_rises(tmp_path):
+    """Hand-made per-prompt scores: accuracy 0 -> 1 and conciseness 1 -> 0 on 40 of 64 prompts (scalar +0.125 with
+    weights 1/2, 1/4, 1/4): conciseness's Δ = −0.625 with a CI below 0 interferes; clarity (unchanged) does not."""
+    from mo_align.lab.run import EVAL_SCORES_FILE, format_evidence, run_evidence
+
+    n, s = 64, 2
+    start = [[[0.0, 1.0, 0.5] for _ in range(s)] for _ in range(n)]
+    final = [[[1.0, 0.0, 0.5] if i < 40 else [0.0, 1.0, 0.5] for _ in range(s)] for i in range(n)]
+
+    def scalar(rows):
+        return [[0.5 * r[0] + 0.25 * r[1] + 0.25 * r[2] for r in prompt] for prompt in rows]
+
+    payload = {
+        "objectives": ["accuracy", "conciseness", "clarity"],
+        "evals": [
+            {"step": 0, "rewards": start, "scalar": scalar(start), "lengths": [[10] * s] * n},
+            {"step": 50, "rewards": final, "scalar": scalar(final), "lengths": [[30] * s] * n},
+        ],
+    }
+    run = tmp_path / "linear-seed0"
+    run.mkdir()
+    (run / EVAL_SCORES_FILE).write_text(json.dumps(payload))
+    ev = run_evidence(str(run))
+    assert ev["steps"] == [0, 50] and ev["prompts"] == n and ev["samples"] == s
+    assert ev["delta"]["accuracy"]["estimate"] == pytest.approx(40 / 64)
+    assert ev["delta"]["conciseness"]["estimate"] == pytest.approx(-40 / 64)
+    assert ev["delta"]["conciseness"]["high"] < 0 < ev["delta"]["accuracy"]["low"]
+    assert ev["delta"]["clarity"] == {"estimate": 0.0, "low": 0.0, "high": 0.0}
+    assert ev["scalar_delta"]["estimate"] == pytest.approx(0.25 * 40 / 64)
+    assert ev["interfering"] == ["conciseness"]
+    table = format_evidence([ev])
+    assert "linear-seed0" in table and "conciseness" in table and "linear 1/1" in table

@@ -145,12 +145,15 @@ def format_evidence(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return ""
     names = list(rows[0]["delta"])
+
+    def verdict(row: dict[str, Any]) -> str:
+        return ",".join(row["interfering"]) or "-"
+
     head = ["run", *[f"Δ {n} [95% CI]" for n in names], "Δ scalar [95% CI]", "interferes"]
     body = [
-        [r["run"], *[CI(**r["delta"][n]).format() for n in names], CI(**r["scalar_delta"]).format(),
-         ",".join(r["interfering"]) or "-"]
+        [r["run"], *[CI(**r["delta"][n]).format() for n in names], CI(**r["scalar_delta"]).format(), verdict(r)]
         for r in rows
-    ]  # fmt: skip
+    ]
     widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in [head, *body]]
     by_algo: dict[str, list[bool]] = {}
@@ -223,8 +226,8 @@ def _launch(job: dict[str, Any], log_dir: str) -> tuple[str, float, int]:
 
 
 def run_lab(algorithms: list[str], seeds: list[int], steps: int, eval_steps: int, out_root: str, jobs: int,
-            sft_steps: int, cache: str = os.path.join("outputs", "lab-cache"), task: str | None = None,
-            regime: Any = None) -> dict[str, Any]:  # fmt: skip
+            sft_steps: int | None, cache: str = os.path.join("outputs", "lab-cache"), task: str | None = None,
+            regime: Any = None, sft_threads: int = 0) -> dict[str, Any]:  # fmt: skip
     import torch
 
     from mo_align.lab.sft import warm_start
@@ -239,10 +242,13 @@ def run_lab(algorithms: list[str], seeds: list[int], steps: int, eval_steps: int
     if unknown:
         raise SystemExit(f"mo-align lab: unknown algorithm(s) {unknown}; choose from {list(LAB_WEIGHTINGS)}")
     t0 = time.time()
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    # one warm-start process: every core by default; 1 on a machine shared with other jobs (an oversubscribed
+    # 2-thread run measured 4x slower per step than a 1-thread one)
+    torch.set_num_threads(sft_threads if sft_threads > 0 else max(1, os.cpu_count() or 1))
     task = task or DEFAULT_TASK
     regime = regime or get_regime(task)
     say(f"task {task}: style shares {regime.key()['shares']}, G correct {regime.compact_accuracy:.0%}")
+    sft_steps = sft_steps or regime.warm_start_steps
     sft_dir, meta = warm_start(cache, steps=sft_steps, log=say, regime=regime, task=task)
     say(f"warm start: {sft_dir} ({meta['parameters']:,} params, reference length {meta['reference_length']:.1f})")
     os.makedirs(out_root, exist_ok=True)
@@ -278,8 +284,17 @@ def run_lab(algorithms: list[str], seeds: list[int], steps: int, eval_steps: int
     sys.stdout.write("\n" + format_evidence(evidence) + "\n")
     say(f"total {time.time() - t0:.0f} s; report: {os.path.join(out_root, 'report', 'report.md')}")
     with open(os.path.join(out_root, "lab_result.json"), "w") as f:
-        json.dump({"seconds": time.time() - t0, "failed": [o for o, rc in done if rc], "sft": meta, "task": task,
-                   "run_seconds": seconds}, f, indent=1)  # fmt: skip
+        json.dump(
+            {
+                "seconds": time.time() - t0,
+                "failed": [o for o, rc in done if rc],
+                "sft": meta,
+                "task": task,
+                "run_seconds": seconds,
+            },
+            f,
+            indent=1,
+        )
     return result
 
 
@@ -302,7 +317,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=None, help="GRPO steps per run")
     p.add_argument("--eval-steps", type=int, default=None, help="evaluate every N steps (default 25)")
     p.add_argument("--jobs", type=int, default=2, help="runs in parallel (1 thread each when > 1)")
-    p.add_argument("--sft-steps", type=int, default=None, help="warm-start steps (default 400 quick / 600 full)")
+    p.add_argument("--sft-steps", type=int, default=None, help="warm-start steps (default: the task regime's)")
+    p.add_argument("--sft-threads", type=int, default=0, help="warm-start threads (default 0 = every core)")
     p.add_argument("--out", default=None)
     p.add_argument("--cache", default=os.path.join("outputs", "lab-cache"), help="warm-start cache directory")
     a = p.parse_args(argv)
@@ -322,5 +338,6 @@ def main(argv: list[str] | None = None) -> None:
     steps = a.steps or (75 if a.quick else 50)
     out = a.out or os.path.join("outputs", "lab-quick" if a.quick else "lab")
     eval_steps = a.eval_steps or 25
-    sft_steps = a.sft_steps or (400 if a.quick else 600)  # the quick lab's shorter warm start keeps make demo < 5 min
-    run_lab(algorithms, seeds, steps, eval_steps, out, a.jobs, sft_steps, a.cache, task=task, regime=regime)
+    # one warm start per regime, shared by make lab, make demo and the sweep (the regime sets its length)
+    cache, threads = a.cache, a.sft_threads
+    run_lab(algorithms, seeds, steps, eval_steps, out, a.jobs, a.sft_steps, cache, task, regime, threads)

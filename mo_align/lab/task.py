@@ -115,10 +115,13 @@ EVAL_PROMPTS = 256  # held-out prompts (x 4 samples at eval): SE of a mean ~0.01
 
 @dataclass(frozen=True)
 class Regime:
-    """A task regime: the warm start's style shares (sum 1) and how often the compact style G is correct."""
+    """A task regime: the warm start's style shares (sum 1), how often the compact style G is correct, and the
+    warm start's length (steps of 64 sequences; with fewer steps the model imitates the styles' arithmetic less
+    well, which sets how accurate each style is *as sampled*)."""
 
     shares: Mapping[str, float]
     compact_accuracy: float = 0.7
+    warm_start_steps: int = 400
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.shares) - set(STYLE_FUNCS))
@@ -128,6 +131,8 @@ class Regime:
             raise ValueError(f"regime shares must be >= 0 and sum to 1, got {dict(self.shares)}")
         if not 0.0 <= self.compact_accuracy <= 1.0:
             raise ValueError(f"regime compact_accuracy must be in [0, 1], got {self.compact_accuracy}")
+        if self.warm_start_steps < 1:
+            raise ValueError(f"regime warm_start_steps must be >= 1, got {self.warm_start_steps}")
 
     def key(self) -> dict[str, Any]:
         """JSON-able identity (part of the warm-start cache key)."""
@@ -144,16 +149,16 @@ class Regime:
         return out
 
 
-def compact_regime(share: float, accuracy: float = 0.7) -> Regime:
+def compact_regime(share: float, accuracy: float = 0.7, warm_start_steps: int = 400) -> Regime:
     """:data:`BASE_SHARES` scaled by ``1 - share`` plus the compact style G at ``share`` (the sweep's knob)."""
     if not 0.0 <= share < 1.0:
         raise ValueError(f"compact share must be in [0, 1), got {share}")
-    return Regime({**{k: v * (1.0 - share) for k, v in BASE_SHARES.items()}, "G": share}, accuracy)
+    return Regime({**{k: v * (1.0 - share) for k, v in BASE_SHARES.items()}, "G": share}, accuracy, warm_start_steps)
 
 
 REGIMES: dict[str, Regime] = {
     # the lab before issue 15: G common (20 %) and 70 % correct, so equal weights find it and trade nothing away
-    "easy": Regime({"A": 0.25, "B": 0.15, "C": 0.15, "D": 0.10, "E": 0.10, "F": 0.05, "G": 0.20}, 0.7),
+    "easy": Regime({"A": 0.25, "B": 0.15, "C": 0.15, "D": 0.10, "E": 0.10, "F": 0.05, "G": 0.20}, 0.7, 600),
     "tradeoff": compact_regime(TRADEOFF_SHARE, TRADEOFF_ACCURACY),
 }
 DEFAULT_TASK = "tradeoff"
