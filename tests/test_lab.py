@@ -179,3 +179,13 @@ def test_run_evidence_flags_a_significant_drop_while_the_scalar_rises(tmp_path):
     assert ev["interfering"] == ["conciseness"]
     table = format_evidence([ev])
     assert "linear-seed0" in table and "conciseness" in table and "linear 1/1" in table
+
+
+def test_warm_start_uses_one_thread_on_a_busy_machine(monkeypatch):
+    from mo_align.lab import run
+
+    monkeypatch.setattr(run.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(run.os, "getloadavg", lambda: (0.4, 0.0, 0.0))
+    assert run.warm_start_threads() == 2
+    monkeypatch.setattr(run.os, "getloadavg", lambda: (5.8, 0.0, 0.0))
+    assert run.warm_start_threads() == 1

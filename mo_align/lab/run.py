@@ -225,6 +225,17 @@ def _launch(job: dict[str, Any], log_dir: str) -> tuple[str, float, int]:
     return job["out"], time.time() - t0, rc
 
 
+def warm_start_threads() -> int:
+    """Threads for the single warm-start process: every core on an idle machine, 1 on a busy one.
+
+    Measured on the 2-core lab machine while other jobs ran (load average ≈ 5): one SFT step took 2.9 s on 2 threads
+    and 0.64–0.74 s on 1 (oversubscribed OpenMP threads wait on each other); idle, 2 threads take 0.21 s
+    (LAB_NOTES §3). "Busy" = a 1-minute load average above half the cores.
+    """
+    cores = max(1, os.cpu_count() or 1)
+    return cores if os.getloadavg()[0] <= cores / 2 else 1
+
+
 def run_lab(algorithms: list[str], seeds: list[int], steps: int, eval_steps: int, out_root: str, jobs: int,
             sft_steps: int | None, cache: str = os.path.join("outputs", "lab-cache"), task: str | None = None,
             regime: Any = None, sft_threads: int = 0) -> dict[str, Any]:  # fmt: skip
@@ -242,13 +253,13 @@ def run_lab(algorithms: list[str], seeds: list[int], steps: int, eval_steps: int
     if unknown:
         raise SystemExit(f"mo-align lab: unknown algorithm(s) {unknown}; choose from {list(LAB_WEIGHTINGS)}")
     t0 = time.time()
-    # one warm-start process: every core by default; 1 on a machine shared with other jobs (an oversubscribed
-    # 2-thread run measured 4x slower per step than a 1-thread one)
-    torch.set_num_threads(sft_threads if sft_threads > 0 else max(1, os.cpu_count() or 1))
+    sft_threads = sft_threads if sft_threads > 0 else warm_start_threads()
+    torch.set_num_threads(sft_threads)
     task = task or DEFAULT_TASK
     regime = regime or get_regime(task)
     say(f"task {task}: style shares {regime.key()['shares']}, G correct {regime.compact_accuracy:.0%}")
     sft_steps = sft_steps or regime.warm_start_steps
+    say(f"warm start: {sft_steps} steps on {sft_threads} thread(s)")
     sft_dir, meta = warm_start(cache, steps=sft_steps, log=say, regime=regime, task=task)
     say(f"warm start: {sft_dir} ({meta['parameters']:,} params, reference length {meta['reference_length']:.1f})")
     os.makedirs(out_root, exist_ok=True)
@@ -318,7 +329,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--eval-steps", type=int, default=None, help="evaluate every N steps (default 25)")
     p.add_argument("--jobs", type=int, default=2, help="runs in parallel (1 thread each when > 1)")
     p.add_argument("--sft-steps", type=int, default=None, help="warm-start steps (default: the task regime's)")
-    p.add_argument("--sft-threads", type=int, default=0, help="warm-start threads (default 0 = every core)")
+    p.add_argument(
+        "--sft-threads",
+        type=int,
+        default=0,
+        help="warm-start threads (default 0 = every core, or 1 on a busy machine)",
+    )
     p.add_argument("--out", default=None)
     p.add_argument("--cache", default=os.path.join("outputs", "lab-cache"), help="warm-start cache directory")
     a = p.parse_args(argv)
