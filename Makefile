@@ -11,6 +11,7 @@ ALGORITHMS := linear tchebycheff smooth_tchebycheff lagrangian mgda gradnorm dyn
 MODEL ?= qwen2.5-1.5b
 ACCELERATE ?= ddp
 ARGS ?=
+TASK ?=
 TINY_MODEL_DIR ?= outputs/tiny-model
 PYTEST_ARGS ?=
 
@@ -34,7 +35,7 @@ check_algo = $(if $(filter $(1),$(ALGORITHMS)),,$(error unknown algorithm '$(1)'
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_%-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort | awk -F'\t' '{printf "  %-16s %s\n", $$1, $$2}'
 	@echo "  algorithms: $(ALGORITHMS)"
-	@echo "  variables: MODEL=$(MODEL) ACCELERATE=$(ACCELERATE) ARGS='...'"
+	@echo "  variables: MODEL=$(MODEL) ACCELERATE=$(ACCELERATE) TASK=$(TASK) (lab regime) ARGS='...'"
 
 install: $(STAMP) ## create .venv with the pinned stack (fast when current)
 
@@ -67,10 +68,10 @@ tiny-model: install ## write the offline tiny model + tokenizer to outputs/tiny-
 demo: lab-quick ## the interference lab, quick: linear vs CTWA on CPU (<= 5 min), table + report
 
 lab-quick: install ## warm start (cached) + linear vs ctwa, one seed, two runs in parallel
-	$(PY) -m mo_align.lab --quick $(ARGS)
+	$(PY) -m mo_align.lab --quick $(if $(TASK),--task $(TASK)) $(ARGS)
 
 lab: install ## every algorithm x 3 seeds + accuracy-only control, report in outputs/lab/report
-	$(PY) -m mo_align.lab $(ARGS)
+	$(PY) -m mo_align.lab $(if $(TASK),--task $(TASK)) $(ARGS)
 
 bench: install ## step-time ratios of every strategy vs linear (+ rollout and reward throughput) -> bench/results.md
 	$(PY) bench/run.py

@@ -6,7 +6,21 @@ import sys
 
 import pytest
 
-from mo_align.lab.task import STYLES, prompt_text, sample_completion, split_problems
+from mo_align.lab.sft import sft_key
+from mo_align.lab.task import (
+    BASE_SHARES,
+    EVAL_PROMPTS,
+    REGIMES,
+    STYLES,
+    TRADEOFF_SHARE,
+    Regime,
+    compact_regime,
+    get_regime,
+    prompt_text,
+    sample_completion,
+    split_problems,
+    style_g,
+)
 from mo_align.rewards import get_reward_funcs
 
 
@@ -32,9 +46,65 @@ def test_styles_have_the_documented_objective_profiles(tiny_model_dir):
     assert clar([""], [g], [[0]])[0] == 1.0 and "\\boxed{" in g
     assert abs(sum(share for share, _ in STYLES.values()) - 1.0) < 1e-9
     train, held_out = split_problems()
-    assert len(train) + len(held_out) == 1899 and not set(train) & set(held_out)
+    assert len(train) + len(held_out) == 1899 and not set(train) & set(held_out) and len(held_out) == EVAL_PROMPTS
     assert prompt_text(p) == "Compute 8 + 7 + 6."
     assert sample_completion(p, random.Random(0))[0] in STYLES
+
+
+def test_regimes_are_declarative_and_valid():
+    """easy = the pre-issue-15 mix (G 20 %); tradeoff = the 6-style base mix scaled down plus a rare G."""
+    import random
+
+    assert set(REGIMES) >= {"easy", "tradeoff"}
+    assert dict(REGIMES["easy"].shares) == {
+        "A": 0.25,
+        "B": 0.15,
+        "C": 0.15,
+        "D": 0.10,
+        "E": 0.10,
+        "F": 0.05,
+        "G": 0.20,
+    }
+    assert STYLES.keys() == REGIMES["easy"].styles().keys() and STYLES["G"][0] == 0.20
+    trade = get_regime("tradeoff")
+    assert trade.shares["G"] == TRADEOFF_SHARE
+    for name, share in BASE_SHARES.items():
+        assert trade.shares[name] == pytest.approx(share * (1 - TRADEOFF_SHARE))
+    assert "G" not in compact_regime(0.0).styles()  # a zero share never samples the style
+    rng = random.Random(0)
+    styles = compact_regime(0.5).styles()
+    drawn = [sample_completion((8, "+", 7, "+", 6, 21), rng, compact_regime(0.5))[0] for _ in range(400)]
+    assert 0.42 < drawn.count("G") / 400 < 0.58 and set(drawn) <= set(styles)
+    p = (8, "+", 7, "+", 6, 21)
+    assert all(style_g(p, random.Random(i), accuracy=1.0).endswith("\\boxed{21}") for i in range(50))
+    assert not any(style_g(p, random.Random(i), accuracy=0.0).endswith("\\boxed{21}") for i in range(50))
+    with pytest.raises(ValueError, match="sum to 1"):
+        Regime({"A": 0.5, "B": 0.4})
+    with pytest.raises(ValueError, match="unknown style"):
+        Regime({"Z": 1.0})
+    with pytest.raises(ValueError, match="compact_accuracy"):
+        compact_regime(0.1, accuracy=1.5)
+    with pytest.raises(ValueError, match="unknown task"):
+        get_regime("hard")
+
+
+def test_warm_start_cache_key_includes_the_regime():
+    base = sft_key(0, 600, 64, 2e-3, REGIMES["tradeoff"])
+    assert base == sft_key(0, 600, 64, 2e-3, compact_regime(TRADEOFF_SHARE))  # same mix, same warm start
+    assert base != sft_key(0, 600, 64, 2e-3, REGIMES["easy"])
+    assert base != sft_key(0, 600, 64, 2e-3, compact_regime(TRADEOFF_SHARE, accuracy=0.5))
+    assert base != sft_key(1, 600, 64, 2e-3, REGIMES["tradeoff"])
+
+
+def test_lab_cli_refuses_an_unknown_task(capsys):
+    from mo_align.lab.run import main
+
+    with pytest.raises(SystemExit):
+        main(["--task", "hard"])
+    assert "--task: unknown task 'hard'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--compact-share", "1.5"])
+    assert "compact share must be in [0, 1)" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -51,6 +121,24 @@ def test_lab_quick_end_to_end_and_report_cli(tmp_path):
         assert [e["step"] for e in summary["eval"]] == [0, 3]
         assert set(summary["final"]) == {"accuracy", "conciseness", "clarity"}
     assert (out / "report" / "report.md").exists() and (out / "report" / "report.html").exists()
+    # per-prompt evidence: the recorded (prompts, samples, K) scores reproduce the trainer's logged eval means
+    import numpy as np
+
+    for run in ("linear-seed0", "ctwa-seed0"):
+        scores = json.loads((out / run / "lab_eval_scores.json").read_text())
+        summary = json.loads((out / run / "mo_summary.json").read_text())
+        assert [e["step"] for e in scores["evals"]] == [0, 3]
+        for rec, logged in zip(scores["evals"], summary["eval"]):
+            rewards = np.asarray(rec["rewards"], dtype=float)
+            assert rewards.shape == (EVAL_PROMPTS, 4, 3)
+            for k, name in enumerate(scores["objectives"]):
+                assert np.nanmean(rewards[:, :, k]) == pytest.approx(logged["means"][name], abs=1e-6)
+    evidence = json.loads((out / "interference.json").read_text())
+    assert evidence["task"] == "tradeoff" and len(evidence["runs"]) == 2
+    for row in evidence["runs"]:
+        for ci in [*row["delta"].values(), row["scalar_delta"]]:
+            assert ci["low"] <= ci["estimate"] <= ci["high"]
+    assert "seeds with significant interference" in proc.stdout
 
     from mo_align.cli import main
 
@@ -84,3 +172,47 @@ def test_warm_start_learning_rate_schedule():
             assert ours == pytest.approx(theirs, rel=1e-12), step
         opt.step()
         sched.step()
+
+
+def test_run_evidence_flags_a_significant_drop_while_the_scalar_rises(tmp_path):
+    """Hand-made per-prompt scores: accuracy 0 -> 1 and conciseness 1 -> 0 on 40 of 64 prompts (scalar +0.125 with
+    weights 1/2, 1/4, 1/4): conciseness's Δ = −0.625 with a CI below 0 interferes; clarity (unchanged) does not."""
+    from mo_align.lab.run import EVAL_SCORES_FILE, format_evidence, run_evidence
+
+    n, s = 64, 2
+    start = [[[0.0, 1.0, 0.5] for _ in range(s)] for _ in range(n)]
+    final = [[[1.0, 0.0, 0.5] if i < 40 else [0.0, 1.0, 0.5] for _ in range(s)] for i in range(n)]
+
+    def scalar(rows):
+        return [[0.5 * r[0] + 0.25 * r[1] + 0.25 * r[2] for r in prompt] for prompt in rows]
+
+    payload = {
+        "objectives": ["accuracy", "conciseness", "clarity"],
+        "evals": [
+            {"step": 0, "rewards": start, "scalar": scalar(start), "lengths": [[10] * s] * n},
+            {"step": 50, "rewards": final, "scalar": scalar(final), "lengths": [[30] * s] * n},
+        ],
+    }
+    run = tmp_path / "linear-seed0"
+    run.mkdir()
+    (run / EVAL_SCORES_FILE).write_text(json.dumps(payload))
+    ev = run_evidence(str(run))
+    assert ev["steps"] == [0, 50] and ev["prompts"] == n and ev["samples"] == s
+    assert ev["delta"]["accuracy"]["estimate"] == pytest.approx(40 / 64)
+    assert ev["delta"]["conciseness"]["estimate"] == pytest.approx(-40 / 64)
+    assert ev["delta"]["conciseness"]["high"] < 0 < ev["delta"]["accuracy"]["low"]
+    assert ev["delta"]["clarity"] == {"estimate": 0.0, "low": 0.0, "high": 0.0}
+    assert ev["scalar_delta"]["estimate"] == pytest.approx(0.25 * 40 / 64)
+    assert ev["interfering"] == ["conciseness"]
+    table = format_evidence([ev])
+    assert "linear-seed0" in table and "conciseness" in table and "linear 1/1" in table
+
+
+def test_warm_start_uses_one_thread_on_a_busy_machine(monkeypatch):
+    from mo_align.lab import run
+
+    monkeypatch.setattr(run.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(run.os, "getloadavg", lambda: (0.4, 0.0, 0.0))
+    assert run.warm_start_threads() == 2
+    monkeypatch.setattr(run.os, "getloadavg", lambda: (5.8, 0.0, 0.0))
+    assert run.warm_start_threads() == 1

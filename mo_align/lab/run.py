@@ -1,14 +1,22 @@
 """Run the lab: warm start once, train every (algorithm, seed) in parallel worker processes, report.
 
-``python -m mo_align.lab [--quick] [--algorithms linear ctwa ...] [--seeds 0 1 2] [--steps N] [--jobs 2]``
+``python -m mo_align.lab [--task tradeoff|easy] [--quick] [--algorithms linear ctwa ...] [--seeds 0 1 2]
+[--steps N] [--jobs 2] [--compact-share S] [--compact-accuracy A]``
 
 Every run uses the real ``MOGRPOTrainer`` on the warm-started model with the same budget: 8 prompts × 8 completions
 per step, ≤ 64 completion tokens, T = 1, lr 1e-4 constant, no KL (LAB_NOTES §5). Evaluation is *sampled* (T = 1,
-4 completions for each of the 64 held-out prompts) at step 0 and every ``eval_steps``; conciseness is evaluated
+4 completions for each of the 256 held-out prompts) at step 0 and every ``eval_steps``; conciseness is evaluated
 against a fixed reference (the warm-started policy's sampled mean length) with the running-mean value logged beside
 it; TRL's eval loss is not computed (``mo_eval_loss=False``: it would sample 8 more completions per prompt). Each
-weighting runs with the paper recipe's hyperparameters; the task, not the algorithms, is tuned for the lab.
-``accuracy_only`` is the single-objective control (linear weights [1, 0, 0]).
+weighting runs with the paper recipe's hyperparameters; the task (``--task``, :mod:`mo_align.lab.task`), not the
+algorithms, is tuned for the lab. ``accuracy_only`` is the single-objective control (linear weights [1, 0, 0]).
+``--compact-share`` / ``--compact-accuracy`` replace the regime by the base mix plus the compact style G at that share
+/ accuracy (the knob of the regime sweep).
+
+Evidence: each worker keeps the per-prompt scores of every evaluation (``lab_eval_scores.json``, from the trainer's
+``mo_eval_samples``) and the lab prints, per run, the paired-bootstrap 95 % CI of every objective's Δ (final − start)
+and of the optimised scalar's; an objective *interferes* when its CI lies entirely below 0 while the scalar rose
+(:mod:`mo_align.lab.stats`); ``interference.json`` holds the table.
 """
 
 from __future__ import annotations
@@ -56,6 +64,75 @@ def lab_datasets() -> tuple[Any, Any]:
 
     train, held_out = split_problems()
     return rows(train), rows(held_out)
+
+
+EVAL_SCORES_FILE = "lab_eval_scores.json"
+EVIDENCE_FILE = "interference.json"
+
+
+class EvalScoreRecorder:
+    """Writes the trainer's per-sample scores of every evaluation of its own split (``mo_eval_samples``: rewards
+    (prompts, samples, K) as the trainer reports them, the optimised scalar and the lengths (prompts, samples))."""
+
+    def __init__(self, trainer: Any) -> None:
+        self.trainer = trainer
+
+    def write(self, path: str) -> None:
+        payload = {"objectives": list(self.trainer.objective_names), "evals": self.trainer.mo_eval_samples}
+        with open(path, "w") as f:
+            json.dump(payload, f)
+
+
+def run_evidence(run_dir: str, level: float = 0.95, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """Paired Δ CIs (first vs last evaluation) of every objective and of the scalar of one run, and its verdict."""
+    import numpy as np
+
+    from mo_align.lab.stats import interfering, paired_delta_ci
+
+    with open(os.path.join(run_dir, EVAL_SCORES_FILE)) as f:
+        data = json.load(f)
+    first, last = data["evals"][0], data["evals"][-1]
+    start, final = np.asarray(first["rewards"], dtype=float), np.asarray(last["rewards"], dtype=float)
+    deltas = {
+        name: paired_delta_ci(start[:, :, k], final[:, :, k], level, n_boot, seed)
+        for k, name in enumerate(data["objectives"])
+    }
+    scalar = paired_delta_ci(first["scalar"], last["scalar"], level, n_boot, seed)
+    return {
+        "run": os.path.basename(os.path.normpath(run_dir)),
+        "steps": [first["step"], last["step"]],
+        "prompts": int(start.shape[0]),
+        "samples": int(start.shape[1]),
+        "start": {name: float(np.nanmean(start[:, :, k])) for k, name in enumerate(data["objectives"])},
+        "delta": {name: ci._asdict() for name, ci in deltas.items()},
+        "scalar_delta": scalar._asdict(),
+        "interfering": interfering(deltas, scalar.estimate),
+    }
+
+
+def format_evidence(rows: list[dict[str, Any]]) -> str:
+    """Console table: per run, Δ [95 % CI] per objective and for the scalar, and the interfering objectives."""
+    from mo_align.lab.stats import CI
+
+    if not rows:
+        return ""
+    names = list(rows[0]["delta"])
+
+    def verdict(row: dict[str, Any]) -> str:
+        return ",".join(row["interfering"]) or "-"
+
+    head = ["run", *[f"Δ {n} [95% CI]" for n in names], "Δ scalar [95% CI]", "interferes"]
+    body = [
+        [r["run"], *[CI(**r["delta"][n]).format() for n in names], CI(**r["scalar_delta"]).format(), verdict(r)]
+        for r in rows
+    ]
+    widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in [head, *body]]
+    by_algo: dict[str, list[bool]] = {}
+    for r in rows:
+        by_algo.setdefault(r["run"].rsplit("-seed", 1)[0], []).append(bool(r["interfering"]))
+    tally = ", ".join(f"{a} {sum(v)}/{len(v)}" for a, v in by_algo.items())
+    return "\n".join([*lines, f"seeds with significant interference: {tally}"])
 
 
 def train_one(algo: str, seed: int, sft_dir: str, reference_length: float, out: str, steps: int, eval_steps: int):
@@ -108,8 +185,10 @@ def train_one(algo: str, seed: int, sft_dir: str, reference_length: float, out: 
     )
     train, held_out = lab_datasets()
     trainer = MOGRPOTrainer(model=sft_dir, reward_funcs=funcs, args=args, train_dataset=train, eval_dataset=held_out)
+    recorder = EvalScoreRecorder(trainer)
     trainer.train()
     trainer.write_summary()
+    recorder.write(os.path.join(out, EVAL_SCORES_FILE))
 
 
 def _worker(argv: list[str]) -> None:
@@ -147,19 +226,32 @@ def _launch(job: dict[str, Any], log_dir: str) -> tuple[str, float, int]:
     return job["out"], time.time() - t0, rc
 
 
-def _run_jobs(todo: list[dict[str, Any]], jobs: int, logs: str, say: Any) -> list[tuple[str, int]]:
-    """Run the worker processes ``jobs`` at a time, longest first; ``(out, returncode)`` in the order of ``todo``."""
+def _run_jobs(todo: list[dict[str, Any]], jobs: int, logs: str, say: Any) -> tuple[list[tuple[str, int]], dict]:
+    """Run the worker processes ``jobs`` at a time, longest first: ``(out, returncode)`` in the order of ``todo``,
+    and each run's seconds."""
     order = {job["out"]: i for i, job in enumerate(todo)}
     # longest first (a parameter-space Gram costs K or K + 1 backward passes per step): shortest total time
     todo = sorted(todo, key=lambda job: -RELATIVE_COST.get(job["algo"], 1.0))
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        done = []
+        done, seconds = [], {}
         for future in as_completed([pool.submit(_launch, job, logs) for job in todo]):
             out, secs, rc = future.result()
             say(f"{os.path.basename(out)}: {'ok' if rc == 0 else f'FAILED (rc {rc}, see logs/)'} in {secs:.0f} s")
             done.append((out, rc))
+            seconds[os.path.basename(out)] = secs
     done.sort(key=lambda item: order[item[0]])  # report in algorithm order
-    return done
+    return done, seconds
+
+
+def warm_start_threads() -> int:
+    """Threads for the single warm-start process: every core on an idle machine, 1 on a busy one.
+
+    Measured on the 2-core lab machine while other jobs ran (load average ≈ 5): one SFT step took 2.9 s on 2 threads
+    and 0.64–0.74 s on 1 (oversubscribed OpenMP threads wait on each other); idle, 2 threads take 0.21 s
+    (LAB_NOTES §3). "Busy" = a 1-minute load average above half the cores.
+    """
+    cores = max(1, os.cpu_count() or 1)
+    return cores if os.getloadavg()[0] <= cores / 2 else 1
 
 
 def run_lab(
@@ -169,14 +261,16 @@ def run_lab(
     eval_steps: int,
     out_root: str,
     jobs: int,
-    sft_steps: int,
+    sft_steps: int | None,
     cache: str = os.path.join("outputs", "lab-cache"),
+    task: str | None = None,
+    regime: Any = None,
+    sft_threads: int = 0,
 ) -> dict[str, Any]:
     import torch
 
     from mo_align.lab.sft import warm_start
-    from mo_align.runs.report import format_console_table, write_report
-    from mo_align.runs.summary import load_runs
+    from mo_align.lab.task import DEFAULT_TASK, get_regime
 
     def say(msg: str) -> None:
         sys.stdout.write(f"[lab {time.strftime('%H:%M:%S')}] {msg}\n")
@@ -186,52 +280,99 @@ def run_lab(
     if unknown:
         raise SystemExit(f"mo-align lab: unknown algorithm(s) {unknown}; choose from {list(LAB_WEIGHTINGS)}")
     t0 = time.time()
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
-    sft_dir, meta = warm_start(cache, steps=sft_steps, log=say)
+    sft_threads = sft_threads if sft_threads > 0 else warm_start_threads()
+    torch.set_num_threads(sft_threads)
+    task = task or DEFAULT_TASK
+    regime = regime or get_regime(task)
+    say(f"task {task}: style shares {regime.key()['shares']}, G correct {regime.compact_accuracy:.0%}")
+    sft_steps = sft_steps or regime.warm_start_steps
+    say(f"warm start: {sft_steps} steps on {sft_threads} thread(s)")
+    sft_dir, meta = warm_start(cache, steps=sft_steps, log=say, regime=regime, task=task)
     say(f"warm start: {sft_dir} ({meta['parameters']:,} params, reference length {meta['reference_length']:.1f})")
+    os.makedirs(out_root, exist_ok=True)
     logs = os.path.join(out_root, "logs")
     os.makedirs(logs, exist_ok=True)
+    threads = 1 if jobs > 1 else max(1, os.cpu_count() or 1)
     shared = {"sft": sft_dir, "reference_length": meta["reference_length"], "steps": steps, "eval_steps": eval_steps}
-    shared["threads"] = 1 if jobs > 1 else max(1, os.cpu_count() or 1)
+    shared["threads"] = threads
     todo = [
         {"algo": a, "seed": s, **shared, "out": os.path.join(out_root, f"{a}-seed{s}")}
         for s in seeds
         for a in algorithms
     ]
     say(f"{len(todo)} runs, {jobs} at a time, {steps} steps each")
-    done = _run_jobs(todo, jobs, logs, say)
-    ok = [out for out, rc in done if rc == 0]
-    if not ok:
-        raise SystemExit("mo-align lab: every run failed; see " + logs)
-    result = write_report(load_runs(ok), os.path.join(out_root, "report"))
-    table = format_console_table(result)
-    sys.stdout.write("\n" + table + "\n")
+    done, seconds = _run_jobs(todo, jobs, logs, say)
+    result = _write_results(done, seconds, out_root, {"task": task, "regime": regime.key(), "steps": steps}, meta)
     say(f"total {time.time() - t0:.0f} s; report: {os.path.join(out_root, 'report', 'report.md')}")
     with open(os.path.join(out_root, "lab_result.json"), "w") as f:
-        json.dump({"seconds": time.time() - t0, "failed": [o for o, rc in done if rc], "sft": meta}, f, indent=1)
+        record = {"seconds": time.time() - t0, "failed": [o for o, rc in done if rc], "sft": meta, "task": task}
+        json.dump({**record, "run_seconds": seconds}, f, indent=1)
+    return result
+
+
+def _write_results(done: list, seconds: dict, out_root: str, setting: dict[str, Any], meta: dict) -> dict[str, Any]:
+    """The report of the finished runs, its console table and the paired-CI interference table (printed and
+    written to ``interference.json``)."""
+    from mo_align.runs.report import format_console_table, write_report
+    from mo_align.runs.summary import load_runs
+
+    ok = [out for out, rc in done if rc == 0]
+    if not ok:
+        raise SystemExit("mo-align lab: every run failed; see " + os.path.join(out_root, "logs"))
+    result = write_report(load_runs(ok), os.path.join(out_root, "report"))
+    sys.stdout.write("\n" + format_console_table(result) + "\n")
+    evidence = [{**run_evidence(o), "seconds": seconds[os.path.basename(o)]} for o in ok]
+    with open(os.path.join(out_root, EVIDENCE_FILE), "w") as f:
+        json.dump({**setting, "runs": evidence}, f, indent=1)
+    sys.stdout.write("\n" + format_evidence(evidence) + "\n")
     return result
 
 
 def main(argv: list[str] | None = None) -> None:
+    from mo_align.lab.task import DEFAULT_TASK, REGIMES, compact_regime
+
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "worker":
         _worker(argv[1:])
         return
     p = argparse.ArgumentParser(prog="python -m mo_align.lab", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="linear vs ctwa, one seed (make demo / make lab-quick)")
+    p.add_argument("--task", default=None, help=f"task regime, one of {sorted(REGIMES)} (default {DEFAULT_TASK})")
+    p.add_argument("--compact-share", type=float, default=None, help="base mix + compact style G at this share")
+    p.add_argument(
+        "--compact-accuracy", type=float, default=None, help="how often G is correct (with --compact-share)"
+    )
     p.add_argument("--algorithms", nargs="+", default=None, help=f"subset of {list(LAB_WEIGHTINGS)}")
     p.add_argument("--seeds", nargs="+", type=int, default=None)
     p.add_argument("--steps", type=int, default=None, help="GRPO steps per run")
     p.add_argument("--eval-steps", type=int, default=None, help="evaluate every N steps (default 25)")
     p.add_argument("--jobs", type=int, default=2, help="runs in parallel (1 thread each when > 1)")
-    p.add_argument("--sft-steps", type=int, default=None, help="warm-start steps (default 400 quick / 600 full)")
+    p.add_argument("--sft-steps", type=int, default=None, help="warm-start steps (default: the task regime's)")
+    p.add_argument(
+        "--sft-threads",
+        type=int,
+        default=0,
+        help="warm-start threads (default 0 = every core, or 1 on a busy machine)",
+    )
     p.add_argument("--out", default=None)
     p.add_argument("--cache", default=os.path.join("outputs", "lab-cache"), help="warm-start cache directory")
     a = p.parse_args(argv)
+    if a.task is not None and a.task not in REGIMES:
+        p.error(f"--task: unknown task {a.task!r}; choose from {sorted(REGIMES)}")
+    task, regime = a.task or DEFAULT_TASK, None
+    if a.compact_accuracy is not None and a.compact_share is None:
+        p.error("--compact-accuracy needs --compact-share")
+    if a.compact_share is not None:
+        try:
+            regime = compact_regime(a.compact_share, 0.7 if a.compact_accuracy is None else a.compact_accuracy)
+        except ValueError as exc:
+            p.error(f"--compact-share/--compact-accuracy: {exc}")
+        task = f"compact-{a.compact_share:g}" + ("" if a.compact_accuracy is None else f"-acc{a.compact_accuracy:g}")
     algorithms = a.algorithms or (QUICK if a.quick else list(LAB_WEIGHTINGS))
     seeds = a.seeds or ([0] if a.quick else [0, 1, 2])
     steps = a.steps or (75 if a.quick else 50)
     out = a.out or os.path.join("outputs", "lab-quick" if a.quick else "lab")
     eval_steps = a.eval_steps or 25
-    sft_steps = a.sft_steps or (400 if a.quick else 600)  # the quick lab's shorter warm start keeps make demo < 5 min
-    run_lab(algorithms, seeds, steps, eval_steps, out, a.jobs, sft_steps, a.cache)
+    # one warm start per regime, shared by make lab, make demo and the sweep (the regime sets its length)
+    cache, threads = a.cache, a.sft_threads
+    run_lab(algorithms, seeds, steps, eval_steps, out, a.jobs, a.sft_steps, cache, task, regime, threads)

@@ -21,18 +21,28 @@ from typing import Any
 
 import torch
 
-from mo_align.lab.task import MODEL_CONFIG, STYLES, prompt_text, sample_completion, split_problems
+from mo_align.lab.task import (
+    DEFAULT_TASK,
+    MODEL_CONFIG,
+    Regime,
+    get_regime,
+    prompt_text,
+    sample_completion,
+    split_problems,
+)
 from mo_align.testing import make_tiny_model
 
 
-SFT_VERSION = 2
+SFT_VERSION = 3
 
 
-def sft_key(seed: int, steps: int, batch: int, lr: float) -> str:
+def sft_key(seed: int, steps: int, batch: int, lr: float, regime: Regime | None = None) -> str:
+    """Cache key: the model, the task regime (style shares, G's accuracy, eval split size) and the SFT recipe."""
+    regime = regime or get_regime(DEFAULT_TASK)
     payload = {
         "v": SFT_VERSION,
         "model": MODEL_CONFIG,
-        "styles": {k: v[0] for k, v in STYLES.items()},
+        "task": regime.key(),
         "seed": seed,
         "steps": steps,
         "batch": batch,
@@ -45,10 +55,10 @@ def _chat(tok: Any, text: str) -> str:
     return tok.apply_chat_template([{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True)
 
 
-def _batch(tok: Any, problems: list, rng: random.Random, size: int) -> dict[str, torch.Tensor]:
+def _batch(tok: Any, problems: list, rng: random.Random, size: int, regime: Regime) -> dict[str, torch.Tensor]:
     prompts, fulls = [], []
     for p in rng.sample(problems, size):
-        _, completion = sample_completion(p, rng)
+        _, completion = sample_completion(p, rng, regime)
         prompt = _chat(tok, prompt_text(p))
         prompts.append(prompt)
         fulls.append(prompt + completion + tok.eos_token)
@@ -61,7 +71,7 @@ def _batch(tok: Any, problems: list, rng: random.Random, size: int) -> dict[str,
 
 
 @torch.no_grad()
-def sampled_mean_length(model: Any, tok: Any, problems: list, samples: int = 8, seed: int = 0) -> float:
+def sampled_mean_length(model: Any, tok: Any, problems: list, samples: int = 4, seed: int = 0) -> float:
     """Mean completion length (tokens, EOS included) of T=1 samples on the given prompts."""
     torch.manual_seed(seed)
     texts = [_chat(tok, prompt_text(p)) for p in problems for _ in range(samples)]
@@ -98,13 +108,46 @@ def lr_factor(step: int, warm: int, steps: int) -> float:
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def _fit(
+    model: Any, tok: Any, train: list, regime: Regime, rng: random.Random, steps: int, batch: int, lr: float, log: Any
+) -> torch.Tensor:
+    """The warm start's SFT loop (AdamW, :func:`lr_factor`, gradient clipping at 1); returns the last loss."""
+    t0 = time.time()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    warm = min(100, steps // 8)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, functools.partial(lr_factor, warm=warm, steps=steps))
+    loss = torch.tensor(0.0)
+    for step in range(steps):
+        loss = model(**_batch(tok, train, rng, batch, regime)).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        if log and (step + 1) % 100 == 0:
+            log(f"sft step {step + 1}/{steps} loss {loss.item():.3f} ({time.time() - t0:.0f} s)")
+    return loss
+
+
 def warm_start(
-    cache_root: str, seed: int = 0, steps: int = 700, batch: int = 64, lr: float = 2e-3, log=None
+    cache_root: str,
+    seed: int = 0,
+    steps: int = 700,
+    batch: int = 64,
+    lr: float = 2e-3,
+    log=None,
+    regime: Regime | None = None,
+    task: str | None = None,
 ) -> tuple[str, dict]:
-    """Return (model dir, metadata), training and caching it under ``cache_root/sft-<key>`` if needed."""
+    """Return (model dir, metadata), training and caching it under ``cache_root/sft-<key>`` if needed.
+
+    ``regime`` (default: the registered regime ``task``, else :data:`~mo_align.lab.task.DEFAULT_TASK`) sets the
+    style mix; it is part of the cache key, so every regime (and every knob value of a sweep) has its own warm start.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    out = os.path.join(cache_root, f"sft-{sft_key(seed, steps, batch, lr)}")
+    regime = regime or get_regime(task or DEFAULT_TASK)
+    out = os.path.join(cache_root, f"sft-{sft_key(seed, steps, batch, lr, regime)}")
     meta_path = os.path.join(out, "lab_sft.json")
     if os.path.exists(meta_path):
         with open(meta_path) as f:
@@ -117,29 +160,17 @@ def warm_start(
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32)
     model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    warm = min(100, steps // 8)
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, functools.partial(lr_factor, warm=warm, steps=steps))
     train, held_out = split_problems()
-    rng = random.Random(seed)
-    loss = torch.tensor(0.0)
-    for step in range(steps):
-        loss = model(**_batch(tok, train, rng, batch)).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        if log and (step + 1) % 100 == 0:
-            log(f"sft step {step + 1}/{steps} loss {loss.item():.3f} ({time.time() - t0:.0f} s)")
+    loss = _fit(model, tok, train, regime, random.Random(seed), steps, batch, lr, log)
     model.eval()
     meta = {
+        "task": task,
+        **regime.key(),
         "seed": seed,
         "steps": steps,
         "batch": batch,
         "lr": lr,
-        "final_loss": float(loss),
+        "final_loss": float(loss.detach()),
         "reference_length": sampled_mean_length(model, tok, held_out),
         "seconds": time.time() - t0,
         "parameters": sum(p.numel() for p in model.parameters()),

@@ -206,11 +206,11 @@ def eval_metrics(trainer: Any, scores: torch.Tensor, lengths: torch.Tensor, p: s
         metrics[f"{p}_{name}/mean"] = float(finite.mean()) if finite.numel() else float("nan")
     metrics[f"{p}_completion_length/mean"] = float(lengths.float().mean())
     if own:
-        metrics.update(_deltas(t, metrics, rewards, p))
+        metrics.update(_deltas(t, metrics, rewards, lengths, p))
     return metrics
 
 
-def _deltas(trainer: Any, metrics: dict[str, float], rewards: torch.Tensor, p: str) -> dict[str, float]:
+def _deltas(trainer: Any, metrics: dict[str, float], rewards: torch.Tensor, lengths: torch.Tensor, p: str):
     """``<p>_<objective>/delta`` against the split's first evaluation; history and monitor for the primary split."""
     t = trainer
     means = {name: metrics[f"{p}_{name}/mean"] for name in t.objective_names}
@@ -226,7 +226,10 @@ def _deltas(trainer: Any, metrics: dict[str, float], rewards: torch.Tensor, p: s
             t.mo_eval_starts[p] = start
     out = {f"{p}_{name}/delta": means[name] - start.get(name, math.nan) for name in t.objective_names}
     if primary:
-        step = t.state.global_step
+        step, samples = t.state.global_step, max(1, t.args.mo_eval_num_samples)  # rows are prompt-major
+        shaped = {"rewards": rewards.reshape(-1, samples, rewards.shape[1]), "scalar": scalar.reshape(-1, samples)}
+        shaped["lengths"] = lengths.reshape(-1, samples)
+        t.mo_eval_samples.append({"step": step, **{k: v.tolist() for k, v in shaped.items()}})
         t.mo_history["eval"].append(
             {"step": step, "means": means, "completion_length": metrics[f"{p}_completion_length/mean"]}
         )

@@ -1,0 +1,111 @@
+"""mo_align.lab.stats: hand-computable bootstrap cases, an exact-enumeration oracle, and coverage on simulated data."""
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from mo_align.lab.stats import CI, bootstrap_mean_ci, interfering, paired_delta_ci, resample_means
+
+
+def test_constant_data_has_a_degenerate_interval():
+    assert bootstrap_mean_ci([[0.5, 0.5], [0.5, 0.5], [0.5, 0.5]]) == CI(0.5, 0.5, 0.5)
+
+
+def test_a_constant_shift_is_recovered_exactly_by_the_paired_interval():
+    """final = start + 0.25 on every sample: every paired replicate is exactly 0.25, whatever the prompts drawn."""
+    start = np.array([[0.0, 1.0, 0.5, 0.0], [1.0, 1.0, 0.0, 0.5], [0.0, 0.0, 0.0, 0.0]])
+    assert paired_delta_ci(start, start + 0.25, seed=3) == pytest.approx(CI(0.25, 0.25, 0.25), abs=1e-12)
+    # unpaired, the same shift would carry the prompts' spread: the pairing is what removes it
+    assert bootstrap_mean_ci(start + 0.25).high - bootstrap_mean_ci(start + 0.25).low > 0.3
+
+
+def test_samples_of_a_prompt_are_resampled_together():
+    """Two prompts, all samples of one equal: replicate means are 0, 1/2, 1 with probability 1/4, 1/2, 1/4, so the
+    95 % interval is [0, 1]. Resampling the 8 samples independently would give [0.125, 0.875]-ish instead."""
+    values = [[0.0] * 4, [1.0] * 4]
+    reps = resample_means(values, n_boot=4000, seed=1)
+    assert set(np.unique(reps)) == {0.0, 0.5, 1.0}
+    assert abs(np.mean(reps == 0.0) - 0.25) < 0.03 and abs(np.mean(reps == 0.5) - 0.5) < 0.03
+    assert bootstrap_mean_ci(values, n_boot=4000, seed=1) == CI(0.5, 0.0, 1.0)
+    flat = bootstrap_mean_ci(np.array(values).reshape(-1, 1), n_boot=4000, seed=1)  # 8 "prompts" of one sample
+    assert 0.1 <= flat.low <= 0.25 and 0.75 <= flat.high <= 0.9
+
+
+def test_nan_scores_are_ignored_as_the_trainer_nanmean():
+    ci = bootstrap_mean_ci([[1.0, math.nan], [0.0, 0.0]])
+    assert ci.estimate == pytest.approx(1 / 3)
+    # replicates: both rows {1}/1 = 1, both rows 0 -> 0, one of each -> 1/3
+    assert set(np.round(resample_means([[1.0, math.nan], [0.0, 0.0]], n_boot=500), 6)) == {0.0, round(1 / 3, 6), 1.0}
+    assert math.isnan(bootstrap_mean_ci([[math.nan]]).estimate)
+
+
+def test_bootstrap_distribution_matches_exact_enumeration():
+    """Oracle: all 4^4 equally likely resamples of 4 prompt means; the Monte-Carlo replicates' mean, variance and
+    quantiles converge to the exact bootstrap distribution's (variance = σ̂²/n with the 1/n variance, ≈ 0.0203)."""
+    x = np.array([0.0, 0.25, 0.5, 1.0])
+    exact = np.array([x[list(idx)].mean() for idx in itertools.product(range(4), repeat=4)])
+    assert exact.var() == pytest.approx(x.var() / 4)
+    reps = resample_means(x, n_boot=40000, seed=0)
+    assert reps.mean() == pytest.approx(exact.mean(), abs=0.005)
+    assert reps.var() == pytest.approx(exact.var(), rel=0.03)
+    ci = bootstrap_mean_ci(x, n_boot=40000, seed=0)
+    # the interval's ends sit where the exact CDF crosses 2.5 % and 97.5 % (within one support step)
+    assert np.mean(exact < ci.low - 1e-9) <= 0.025 + 0.01 and np.mean(exact <= ci.low + 0.0625) >= 0.025
+    assert np.mean(exact > ci.high + 1e-9) <= 0.025 + 0.01 and np.mean(exact >= ci.high - 0.0625) >= 0.025
+
+
+def test_seeded_and_level_widens_the_interval():
+    rng = np.random.default_rng(0)
+    vals = rng.integers(0, 2, size=(64, 4)).astype(float)
+    assert bootstrap_mean_ci(vals, seed=5) == bootstrap_mean_ci(vals, seed=5)
+    narrow, wide = bootstrap_mean_ci(vals, level=0.5), bootstrap_mean_ci(vals, level=0.99)
+    assert wide.low < narrow.low < narrow.estimate < narrow.high < wide.high
+
+
+def _clustered(rng, n, s, p_prompt):
+    """(n, s) Bernoulli scores whose success probability varies by prompt (correlated samples of one prompt)."""
+    return (rng.random((n, s)) < p_prompt[:, None]).astype(float)
+
+
+def test_coverage_on_simulated_clustered_evaluations():
+    """Over 200 simulated 256 × 4 evaluations with prompt-level difficulty, the 95 % intervals of the mean and of a
+    paired Δ (true Δ = −0.1) cover the truth 91–99 % of the time (binomial SE of the coverage ≈ 1.5 %)."""
+    rng = np.random.default_rng(42)
+    n, s, trials = 256, 4, 200
+    cover_mean = cover_delta = 0
+    below = 0
+    for t in range(trials):
+        p = rng.beta(1.0, 1.0, size=n)  # true mean 0.5
+        start = _clustered(rng, n, s, p)
+        final = _clustered(rng, n, s, np.clip(p - 0.1, 0.0, 1.0))
+        true_delta = float(np.mean(np.clip(p - 0.1, 0.0, 1.0)) - np.mean(p))  # the Δ of these prompts' probabilities
+        m = bootstrap_mean_ci(start, n_boot=500, seed=t)
+        d = paired_delta_ci(start, final, n_boot=500, seed=t)
+        cover_mean += m.low <= 0.5 <= m.high
+        cover_delta += d.low <= true_delta <= d.high
+        below += d.below_zero
+    assert 0.91 <= cover_mean / trials <= 0.99
+    assert 0.91 <= cover_delta / trials <= 0.99
+    assert below / trials > 0.95  # a −0.09 change on 256 × 4 is detected almost always (power)
+
+
+def test_interfering_needs_a_rising_scalar_and_an_interval_below_zero():
+    deltas = {"accuracy": CI(0.2, 0.1, 0.3), "conciseness": CI(-0.3, -0.4, -0.2), "clarity": CI(-0.05, -0.1, 0.01)}
+    assert interfering(deltas, scalar_delta=0.05) == ["conciseness"]
+    assert interfering(deltas, scalar_delta=-0.01) == []
+    assert interfering(deltas, scalar_delta=math.nan) == []
+    assert CI(-0.3, -0.4, -0.2).below_zero and not CI(-0.05, -0.1, 0.01).below_zero and CI(0.2, 0.1, 0.3).above_zero
+    assert CI(-0.1234, -0.2, 0.05).format() == "-0.123 [-0.200, +0.050]"
+
+
+def test_bad_input_is_refused_with_the_field_named():
+    with pytest.raises(ValueError, match="same prompts"):
+        paired_delta_ci([[1.0]] * 3, [[1.0]] * 4)
+    with pytest.raises(ValueError, match="level"):
+        bootstrap_mean_ci([1.0, 0.0], level=1.5)
+    with pytest.raises(ValueError, match="n_boot"):
+        bootstrap_mean_ci([1.0, 0.0], n_boot=0)
+    with pytest.raises(ValueError, match="values"):
+        bootstrap_mean_ci([])
