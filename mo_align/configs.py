@@ -94,6 +94,10 @@ class MOGRPOConfig(GRPOConfig):
             ``metric_for_best_model``) and TRL's ``eval_reward`` / ``eval_rewards/<objective>/mean``. It samples
             ``num_generations_eval`` completions per eval prompt on top of the per-objective decode; set false to
             skip that cost (then ``eval_loss`` is absent and cannot select the best model).
+        mo_eval_ci_level (`float`, *optional*, defaults to `0.95`):
+            Confidence level of the per-objective eval CIs (bootstrap over prompts, a prompt's samples kept together),
+            of the paired CIs of Δ vs the start, of interference events (an objective whose Δ CI lies below 0 while
+            the optimised scalar rose) and of the covariance-law check (significant up / down between evaluations).
         mo_run_label (`str`, *optional*):
             The run's algorithm label in ``mo_summary.json`` and reports (default: the weighting's name); the lab
             labels its accuracy-only control, a linear weighting, this way.
@@ -137,6 +141,9 @@ class MOGRPOConfig(GRPOConfig):
     mo_eval_loss: bool = field(
         default=True, metadata={"help": "Also run TRL's evaluation loop (eval_loss, eval_reward) at each evaluation."}
     )
+    mo_eval_ci_level: float = field(
+        default=0.95, metadata={"help": "Confidence level of eval CIs and of significant-change verdicts."}
+    )
     mo_run_label: str | None = field(
         default=None, metadata={"help": "Algorithm label of the run in summaries and reports (default: weighting)."}
     )
@@ -162,6 +169,8 @@ class MOGRPOConfig(GRPOConfig):
             )
         if self.gramian_space not in ("parameters", "logprobs"):
             raise ValueError(f"gramian_space must be 'parameters' or 'logprobs', got {self.gramian_space!r}")
+        if not 0 < self.mo_eval_ci_level < 1:
+            raise ValueError(f"mo_eval_ci_level must be in (0, 1), got {self.mo_eval_ci_level}")
         if self.mo_eval_temperature < 0 or self.mo_eval_num_samples < 1:
             raise ValueError("mo_eval_temperature must be >= 0 and mo_eval_num_samples >= 1")
         if (

@@ -116,6 +116,10 @@ class InterferenceMonitor:
         self.streak = [0] * len(objectives)
         self.fired: set[tuple[str, str]] = set()
         self.events: list[dict[str, Any]] = []
+        # the covariance law's prediction for the current eval interval: Σ and count of each batch's Cov(r_k, A)
+        self.interval_cov = torch.zeros(len(objectives), dtype=torch.float64)
+        self.interval_batches = 0
+        self.law: list[dict[str, Any]] = []  # one record per (eval interval, objective)
 
     def _fire(self, kind: str, k: int, step: int, message: str) -> dict[str, float]:
         key = (kind, self.objectives[k])
@@ -133,6 +137,8 @@ class InterferenceMonitor:
         valid = ~torch.isnan(per_group)
         neg = ((per_group < 0) & valid).sum(0).double() / valid.sum(0).double().clamp(min=1)
         cov64 = cov.double()
+        self.interval_cov += cov64
+        self.interval_batches += 1
         self.ema = cov64 if self.ema is None else (1 - self.ema_tau) * self.ema + self.ema_tau * cov64
         zero_var = zero_variance_fraction(rewards, group_size)
         out: dict[str, float] = {}
@@ -157,20 +163,63 @@ class InterferenceMonitor:
         return out
 
     def observe_eval(
-        self, means: dict[str, float], start: dict[str, float], scalar: float, scalar_start: float, step: int
+        self,
+        means: dict[str, float],
+        start: dict[str, float],
+        scalar: float,
+        scalar_start: float,
+        step: int,
+        delta_ci: dict[str, tuple[float, float]] | None = None,
     ) -> dict[str, float]:
-        """Events from an evaluation: an objective fell > tolerance below its start while the scalar rose."""
+        """Events from an evaluation: an objective fell while the optimised scalar rose. With ``delta_ci`` (the
+        paired CI of each objective's Δ vs the start, issue "evidence") the fall must be significant: the whole
+        interval below 0; without it, a fall of more than ``tolerance``."""
         out: dict[str, float] = {}
         if not scalar > scalar_start:
             return out
         for k, name in enumerate(self.objectives):
             drop = start.get(name, math.nan) - means.get(name, math.nan)
-            if drop > self.tolerance:
+            ci = (delta_ci or {}).get(name)
+            if (ci[1] < 0) if ci is not None else (drop > self.tolerance):
+                shown = f" (95 % CI of Δ [{ci[0]:+.3f}, {ci[1]:+.3f}])" if ci is not None else ""
                 msg = (
-                    f"{name}: eval mean {means[name]:.3f} is {drop:.3f} below its start {start[name]:.3f} at step "
-                    f"{step} while the optimised scalar rose ({scalar_start:.3f} -> {scalar:.3f})"
+                    f"{name}: eval mean {means[name]:.3f} is {drop:.3f} below its start {start[name]:.3f}{shown} at "
+                    f"step {step} while the optimised scalar rose ({scalar_start:.3f} -> {scalar:.3f})"
                 )
                 out.update(self._fire("eval_drop", k, step, msg))
+        return out
+
+    def check_law(self, step_from: int, step_to: int, realised: dict[str, tuple[float, float, float]]) -> dict:
+        """The covariance law as a prediction: for each objective, the sign of the mean within-group covariance of its
+        reward with the optimised advantage over the interval's training batches, against the realised change of its
+        eval mean (Δ, CI low, CI high; significant up / down, or not significant). Logs
+        ``mo/law/<objective>/agreement`` (1 held, 0 did not; absent when the change is not significant) and
+        ``mo/law/<objective>/predicted_cov``; keeps one record per objective in :attr:`law`; resets the interval."""
+        out: dict[str, float] = {}
+        if not self.interval_batches:
+            return out
+        predicted = (self.interval_cov / self.interval_batches).tolist()
+        for k, name in enumerate(self.objectives):
+            delta, low, high = realised[name]
+            outcome = "up" if low > 0 else ("down" if high < 0 else "not significant")
+            held = None if outcome == "not significant" else (predicted[k] > 0) == (outcome == "up")
+            self.law.append(
+                {
+                    "from": step_from,
+                    "to": step_to,
+                    "objective": name,
+                    "predicted_cov": predicted[k],
+                    "delta": delta,
+                    "ci": [low, high],
+                    "realised": outcome,
+                    "held": held,
+                }
+            )
+            out[f"mo/law/{name}/predicted_cov"] = predicted[k]
+            if held is not None:
+                out[f"mo/law/{name}/agreement"] = float(held)
+        self.interval_cov.zero_()
+        self.interval_batches = 0
         return out
 
     def state_dict(self) -> dict[str, Any]:
@@ -179,6 +228,9 @@ class InterferenceMonitor:
             "streak": list(self.streak),
             "fired": sorted(self.fired),
             "events": list(self.events),
+            "interval_cov": self.interval_cov.clone(),
+            "interval_batches": self.interval_batches,
+            "law": list(self.law),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -186,3 +238,6 @@ class InterferenceMonitor:
         self.streak = list(state["streak"])
         self.fired = {tuple(x) for x in state["fired"]}
         self.events = list(state["events"])
+        if "interval_cov" in state:  # checkpoints written before the law check have no interval
+            self.interval_cov = state["interval_cov"].clone()
+            self.interval_batches, self.law = int(state["interval_batches"]), list(state["law"])

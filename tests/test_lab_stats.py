@@ -1,4 +1,4 @@
-"""mo_align.lab.stats: hand-computable bootstrap cases, an exact-enumeration oracle, and coverage on simulated data."""
+"""mo_align.stats: hand-computable bootstrap cases, an exact-enumeration oracle, and coverage on simulated data."""
 
 import itertools
 import math
@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from mo_align.lab.stats import CI, bootstrap_mean_ci, interfering, paired_delta_ci, resample_means
+from mo_align.stats import CI, bootstrap_mean_ci, interfering, paired_delta_ci, resample_means
 
 
 def test_constant_data_has_a_degenerate_interval():

@@ -16,7 +16,7 @@ algorithms, is tuned for the lab. ``accuracy_only`` is the single-objective cont
 Evidence: each worker keeps the per-prompt scores of every evaluation (``lab_eval_scores.json``, from the trainer's
 ``mo_eval_samples``) and the lab prints, per run, the paired-bootstrap 95 % CI of every objective's Δ (final − start)
 and of the optimised scalar's; an objective *interferes* when its CI lies entirely below 0 while the scalar rose
-(:mod:`mo_align.lab.stats`); ``interference.json`` holds the table.
+(:mod:`mo_align.stats`); ``interference.json`` holds the table.
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def run_evidence(run_dir: str, level: float = 0.95, n_boot: int = 2000, seed: in
     """Paired Δ CIs (first vs last evaluation) of every objective and of the scalar of one run, and its verdict."""
     import numpy as np
 
-    from mo_align.lab.stats import interfering, paired_delta_ci
+    from mo_align.stats import interfering, paired_delta_ci
 
     with open(os.path.join(run_dir, EVAL_SCORES_FILE)) as f:
         data = json.load(f)
@@ -112,7 +112,7 @@ def run_evidence(run_dir: str, level: float = 0.95, n_boot: int = 2000, seed: in
 
 def format_evidence(rows: list[dict[str, Any]]) -> str:
     """Console table: per run, Δ [95 % CI] per objective and for the scalar, and the interfering objectives."""
-    from mo_align.lab.stats import CI
+    from mo_align.stats import CI
 
     if not rows:
         return ""

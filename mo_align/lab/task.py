@@ -36,7 +36,7 @@ Task regimes (:data:`REGIMES`, ``python -m mo_align.lab --task NAME``); each is 
 How ``tradeoff`` was chosen (2026-11-29; 2-core CPU shared with other jobs, load average ≈ 5.8; 400-step warm start
 per knob value on 1 thread; 50 GRPO steps per run, two 1-thread runs at a time; evaluation on the 256 held-out
 prompts × 4 samples at T = 1; Δ = final − start eval mean with its 95 % paired-bootstrap CI over prompts
-(:mod:`mo_align.lab.stats`); "interferes" = a Δ CI entirely below 0 while the optimised scalar rose). The knob is the
+(:mod:`mo_align.stats`); "interferes" = a Δ CI entirely below 0 while the optimised scalar rose). The knob is the
 share of G (the rest is the base mix, scaled); the algorithms keep the lab's paper-recipe hyperparameters.
 
 G share 0.05 (start acc/conc/clar 0.262/0.478/0.487, reference length 22.3 tokens; warm start 274 s, 6 runs 655 s,

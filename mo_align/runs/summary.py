@@ -40,7 +40,7 @@ class RunSummary(TypedDict, total=False):
     seed: int | None
     launch_command: str | None  # as typed, secrets redacted
     dataset_name: str | None
-    eval: list[dict[str, Any]]  # {"step", "means", "completion_length"}
+    eval: list[dict[str, Any]]  # {"step", "means", "completion_length", "ci", "delta_ci"} (CIs: [low, high])
     start: dict[str, float]  # the first evaluation's means
     final: dict[str, float]
     best: dict[str, float]
@@ -49,6 +49,7 @@ class RunSummary(TypedDict, total=False):
     cov_ema: list[dict[str, Any]]  # {"step", "values"}
     train_reward: list[dict[str, Any]]  # {"step", "means"}
     events: list[dict[str, Any]]  # {"step", "kind", "objective", "message"}
+    law: list[dict[str, Any]]  # the covariance law per (eval interval, objective): predicted_cov, realised, held
     values_from: str  # "eval", or TRAIN_FALLBACK when a run has no evaluation (set when read)
     source: str | None  # the file it was read from (set when read)
 
@@ -154,6 +155,9 @@ def _series(entries: Any, value_key: str) -> list[dict[str, Any]]:
         out.append({"step": int(entry["step"]), value_key: _means(entry.get(value_key))})
         if "completion_length" in entry:
             out[-1]["completion_length"] = _num(entry["completion_length"])
+        for key in ("ci", "delta_ci"):  # {objective: [low, high]}
+            if entry.get(key):
+                out[-1][key] = {str(k): [_num(x) for x in v] for k, v in dict(entry[key]).items()}
     out.sort(key=lambda e: e["step"])
     return out
 
@@ -218,6 +222,7 @@ def normalize_summary(raw: Mapping[str, Any], default_dir: str | Path | None = N
         "train_reward": train,
         "values_from": values_from,
         "events": sorted(events, key=lambda e: e["step"]),
+        "law": [dict(x) for x in raw.get("law") or []],
         "source": raw.get("source"),
     }
 
@@ -361,6 +366,7 @@ def summary_from_trainer(trainer: Any) -> RunSummary:
         cov_ema=hist["cov_ema"],
         train_reward=hist["train_reward"],
         events=list(t.monitor.events) if t.monitor is not None else [],
+        law=list(t.monitor.law) if t.monitor is not None else [],
     )
 
 

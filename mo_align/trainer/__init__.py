@@ -88,7 +88,7 @@ class MOGRPOTrainer(GRPOTrainer):
         self.mo_eval_starts: dict[str, dict[str, float]] = {}  # the same for further eval datasets (a dict)
         self.mo_history: dict[str, list] = {"eval": [], "weights": [], "cov_ema": [], "train_reward": []}
         # per-sample scores of every evaluation of the own split: {"step", "rewards" (prompts, samples, K),
-        # "scalar" and "lengths" (prompts, samples)} for confidence intervals over prompts (mo_align.lab.stats)
+        # "scalar" and "lengths" (prompts, samples)} for confidence intervals over prompts (mo_align.stats)
         self.mo_eval_samples: list[dict[str, Any]] = []
         from mo_align.vllm.generation import server_mode  # vLLM server mode: mo_align's client, CPU weight sync
 

@@ -18,12 +18,14 @@ import inspect
 import math
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 from trl.models.utils import unwrap_model_for_generation
 
 from mo_align.rewards.checks import check_reward_output
 from mo_align.rewards.common import call_frozen
+from mo_align.stats import bootstrap_mean_ci, paired_delta_ci
 
 
 def eval_rows(dataset: Any) -> list[dict]:
@@ -226,13 +228,35 @@ def _deltas(trainer: Any, metrics: dict[str, float], rewards: torch.Tensor, leng
             t.mo_eval_starts[p] = start
     out = {f"{p}_{name}/delta": means[name] - start.get(name, math.nan) for name in t.objective_names}
     if primary:
-        step, samples = t.state.global_step, max(1, t.args.mo_eval_num_samples)  # rows are prompt-major
-        shaped = {"rewards": rewards.reshape(-1, samples, rewards.shape[1]), "scalar": scalar.reshape(-1, samples)}
-        shaped["lengths"] = lengths.reshape(-1, samples)
-        t.mo_eval_samples.append({"step": step, **{k: v.tolist() for k, v in shaped.items()}})
-        t.mo_history["eval"].append(
-            {"step": step, "means": means, "completion_length": metrics[f"{p}_completion_length/mean"]}
-        )
-        if t.monitor is not None:
-            out.update(t.monitor.observe_eval(means, start, scalar_mean, start.get("__scalar__", math.nan), step))
+        out.update(_primary(t, metrics, means, start, scalar, scalar_mean, rewards, lengths, p))
+    return out
+
+
+def _primary(t: Any, metrics, means, start, scalar, scalar_mean, rewards, lengths, p: str) -> dict[str, float]:
+    """The trainer's own split: per-sample scores kept (``mo_eval_samples``), 95 % CIs over prompts of each mean and
+    of each Δ vs the start (paired: the same prompts), the run history, interference events on the significant-drop
+    rule, and the covariance-law check of the interval since the previous evaluation (:mod:`mo_align.stats`)."""
+    step, samples = t.state.global_step, max(1, t.args.mo_eval_num_samples)  # rows are prompt-major
+    shaped = {"rewards": rewards.reshape(-1, samples, rewards.shape[1]), "scalar": scalar.reshape(-1, samples)}
+    shaped["lengths"] = lengths.reshape(-1, samples)
+    t.mo_eval_samples.append({"step": step, **{k: v.tolist() for k, v in shaped.items()}})
+    first, previous = t.mo_eval_samples[0], t.mo_eval_samples[-2] if len(t.mo_eval_samples) > 1 else None
+    cur, level = shaped["rewards"].double().numpy(), t.args.mo_eval_ci_level
+    out, ci, delta_ci, realised = {}, {}, {}, {}
+    for k, name in enumerate(t.objective_names):
+        c = bootstrap_mean_ci(cur[:, :, k], level)
+        d = paired_delta_ci(np.asarray(first["rewards"])[:, :, k], cur[:, :, k], level)
+        ci[name], delta_ci[name] = [c.low, c.high], [d.low, d.high]
+        out.update({f"{p}_{name}/ci_low": c.low, f"{p}_{name}/ci_high": c.high})
+        out.update({f"{p}_{name}/delta_ci_low": d.low, f"{p}_{name}/delta_ci_high": d.high})
+        if previous is not None:
+            r = paired_delta_ci(np.asarray(previous["rewards"])[:, :, k], cur[:, :, k], level)
+            realised[name] = (r.estimate, r.low, r.high)
+    entry = {"step": step, "means": means, "completion_length": metrics[f"{p}_completion_length/mean"]}
+    t.mo_history["eval"].append({**entry, "ci": ci, "delta_ci": delta_ci})
+    if t.monitor is not None:
+        scalar_start = start.get("__scalar__", math.nan)
+        out.update(t.monitor.observe_eval(means, start, scalar_mean, scalar_start, step, delta_ci=delta_ci))
+        if previous is not None:
+            out.update(t.monitor.check_law(previous["step"], step, realised))
     return out

@@ -38,6 +38,7 @@ def mo_state_dict(trainer: Any) -> dict[str, Any]:
         "eval_starts": t.mo_eval_starts,  # further eval datasets (a dict of them)
         "monitor": t.monitor.state_dict() if t.monitor is not None else None,
         "history": t.mo_history,
+        "eval_samples": t.mo_eval_samples,  # the start's per-sample scores: paired CIs after a resume
     }
 
 
@@ -52,6 +53,7 @@ def load_mo_state_dict(trainer: Any, state: dict[str, Any]) -> None:
         t.monitor.load_state_dict(state["monitor"])
     if state.get("history") is not None:
         t.mo_history = state["history"]
+    t.mo_eval_samples = list(state.get("eval_samples") or [])
     for name, fn in zip(t.reward_func_names, t.reward_funcs, strict=True):
         if name in state["rewards"]:
             fn.load_state_dict(state["rewards"][name])
