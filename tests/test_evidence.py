@@ -87,3 +87,26 @@ def test_trainer_eval_carries_cis_and_checks_the_law(tiny_model_dir, tmp_path):
         evals[-1]["eval_reward_short/delta_ci_low"],
         evals[-1]["eval_reward_short/delta_ci_high"],
     ]
+
+
+def test_console_report_counts_where_the_law_held(tmp_path):
+    """``mo-align report``'s console table counts the law checks of each run from its summary."""
+    import json
+
+    from mo_align.runs.report import format_console_table, write_report
+    from mo_align.runs.summary import load_runs
+
+    run = tmp_path / "linear-seed0"
+    run.mkdir()
+    law = [{"held": True}, {"held": False}, {"held": None}, {"held": True}]
+    summary = {
+        "run_name": "linear-seed0",
+        "algorithm": "linear",
+        "objectives": ["a", "b"],
+        "law": law,
+        "eval": [{"step": 0, "means": {"a": 0.1, "b": 0.5}}, {"step": 10, "means": {"a": 0.4, "b": 0.3}}],
+    }
+    (run / "mo_summary.json").write_text(json.dumps(summary))
+    result = write_report(load_runs([run]), tmp_path / "report")
+    assert result["runs"]["linear-seed0"]["law"] == {"held": 2, "failed": 1, "not_significant": 1}
+    assert "covariance law, linear-seed0: held in 2 of 3 significant changes" in format_console_table(result)

@@ -391,3 +391,9 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+def law_tally(law: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """A run's covariance-law checks counted: held / failed (significant changes), not significant (no verdict)."""
+    v = [x.get("held") for x in law]
+    return {"held": v.count(True), "failed": v.count(False), "not_significant": v.count(None)}

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from mo_align.runs.report.pareto import hypervolume, non_dominated
-from mo_align.runs.summary import SummaryError, _num, _unique_names, normalize_summary
+from mo_align.runs.summary import SummaryError, _num, _unique_names, law_tally, normalize_summary
 
 
 __all__ = ["DEFAULT_TOLERANCE", "ReportError", "analyse", "default_reference", "interference", "parse_reference"]
@@ -140,6 +140,7 @@ def _per_run(
             "seed": r["seed"],
             "output_dir": r["output_dir"],
             "values_from": r.get("values_from", "eval"),
+            "law": law_tally(r.get("law") or []),
             "final": {o: _clean(r["final"].get(o)) for o in objectives},
             "best": {o: _clean(r["best"].get(o)) for o in objectives},
             "start": {o: _clean(r["start"].get(o)) for o in objectives},

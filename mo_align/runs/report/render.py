@@ -280,4 +280,12 @@ def format_console_table(result: Mapping[str, Any]) -> str:
     fallback = [n for n, r in result["runs"].items() if r["values_from"] == TRAIN_FALLBACK]
     if fallback:
         out.append(f"no evaluation, values are training-batch means: {', '.join(fallback)}")
+    for name, run in result["runs"].items():
+        law = run.get("law") or {}
+        if sum(law.values()):
+            significant = law["held"] + law["failed"]
+            out.append(
+                f"covariance law, {name}: held in {law['held']} of {significant} significant changes between "
+                f"evaluations ({law['not_significant']} not significant)"
+            )
     return "\n".join(out)
