@@ -43,6 +43,7 @@ from mo_align.diagnostics import InterferenceMonitor
 from mo_align.rewards.checks import RewardMonitor
 from mo_align.runs.summary import summary_from_trainer, write_summary
 from mo_align.trainer import evaluation, state, trl_compat
+from mo_align.trainer.checks import check_setup
 from mo_align.trainer.gradient import GradientSpace
 from mo_align.trainer.post_update import MOCallback, PostUpdate
 from mo_align.trainer.scoring import score_batch
@@ -94,7 +95,7 @@ class MOGRPOTrainer(GRPOTrainer):
 
         with server_mode(args):
             super().__init__(model, reward_funcs, args, *a, **kw)
-        self._check_setup(args)
+        check_setup(self, args)
         self.mo_gradient = GradientSpace(self)
         self.mo_post_update = PostUpdate(self)
         self.add_callback(MOCallback(self))
@@ -111,40 +112,6 @@ class MOGRPOTrainer(GRPOTrainer):
         if args.mo_diagnostics:
             self.monitor = InterferenceMonitor(
                 self.objective_names, patience=args.mo_diagnostics_patience, tolerance=args.mo_diagnostics_tolerance
-            )
-
-    def _check_setup(self, args: MOGRPOConfig) -> None:
-        """Combinations that cannot work, refused before any step (one line naming the fields)."""
-        launched, name = int(os.environ.get("WORLD_SIZE", "1")), self.weighting.name
-        if launched != self.accelerator.num_processes:
-            # e.g. `accelerate launch` with a multi-GPU config on a machine without GPUs: every process would
-            # silently train alone (no gradient sync, no data split).
-            raise RuntimeError(
-                f"launched {launched} processes but the trainer sees {self.accelerator.num_processes}; on a machine "
-                "without GPUs set use_cpu: true (or ddp_backend: gloo) in the recipe"
-            )
-        zero3 = self.is_deepspeed_enabled and self.accelerator.state.deepspeed_plugin.zero_stage == 3
-        if self.mo_needs.gram and args.gramian_space == "parameters" and zero3:
-            # autograd.grad on ZeRO-3-partitioned parameters returns empty shards and breaks the engine's
-            # backward (STACK.md §2): the output-space Gram matrix is exact on what it measures and works.
-            raise ValueError(
-                f"weighting {name!r} with gramian_space 'parameters' is not supported under ZeRO-3; "
-                "set gramian_space: logprobs"
-            )
-        if not self.mo_needs.post_update_logps:
-            return
-        from mo_align.weightings.ctwa import exact_statistic_conflict
-
-        conflict = exact_statistic_conflict(args)
-        if conflict:
-            raise ValueError(f"weighting {name!r} with the exact post-update statistic: {conflict}")
-        generate_every = args.steps_per_generation * self.num_iterations
-        if args.gradient_accumulation_steps > generate_every:
-            # several generation batches per optimizer step: all but the last would lose their post-update statistic
-            raise ValueError(
-                f"weighting {name!r} with the exact post-update statistic needs gradient_accumulation_steps "
-                f"({args.gradient_accumulation_steps}) <= steps_per_generation x num_iterations ({generate_every}); "
-                "raise steps_per_generation or use statistic: on_policy"
             )
 
     # ---- 1. capture the gathered reward matrix ----------------------------------------------------------------

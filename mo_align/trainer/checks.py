@@ -1,0 +1,41 @@
+"""Combinations that cannot work, refused when the trainer is built (one line naming the fields)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+
+def check_setup(trainer: Any, args: Any) -> None:
+    """Combinations that cannot work, refused before any step (one line naming the fields)."""
+    launched, name = int(os.environ.get("WORLD_SIZE", "1")), trainer.weighting.name
+    if launched != trainer.accelerator.num_processes:
+        # e.g. `accelerate launch` with a multi-GPU config on a machine without GPUs: every process would
+        # silently train alone (no gradient sync, no data split).
+        raise RuntimeError(
+            f"launched {launched} processes but the trainer sees {trainer.accelerator.num_processes}; on a machine "
+            "without GPUs set use_cpu: true (or ddp_backend: gloo) in the recipe"
+        )
+    zero3 = trainer.is_deepspeed_enabled and trainer.accelerator.state.deepspeed_plugin.zero_stage == 3
+    if trainer.mo_needs.gram and args.gramian_space == "parameters" and zero3:
+        # autograd.grad on ZeRO-3-partitioned parameters returns empty shards and breaks the engine's
+        # backward (STACK.md §2): the output-space Gram matrix is exact on what it measures and works.
+        raise ValueError(
+            f"weighting {name!r} with gramian_space 'parameters' is not supported under ZeRO-3; "
+            "set gramian_space: logprobs"
+        )
+    if not trainer.mo_needs.post_update_logps:
+        return
+    from mo_align.weightings.ctwa import exact_statistic_conflict
+
+    conflict = exact_statistic_conflict(args)
+    if conflict:
+        raise ValueError(f"weighting {name!r} with the exact post-update statistic: {conflict}")
+    generate_every = args.steps_per_generation * trainer.num_iterations
+    if args.gradient_accumulation_steps > generate_every:
+        # several generation batches per optimizer step: all but the last would lose their post-update statistic
+        raise ValueError(
+            f"weighting {name!r} with the exact post-update statistic needs gradient_accumulation_steps "
+            f"({args.gradient_accumulation_steps}) <= steps_per_generation x num_iterations ({generate_every}); "
+            "raise steps_per_generation or use statistic: on_policy"
+        )
