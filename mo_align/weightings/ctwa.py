@@ -140,7 +140,6 @@ def ctwa_update(
 class CTWAWeighting(Weighting):
     __doc__ = __doc__
     name = "ctwa"
-    space = "reward"
 
     def __init__(
         self,

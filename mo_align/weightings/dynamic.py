@@ -51,7 +51,6 @@ from mo_align.weightings.base import ObjectiveStats, Weighting
 class DynamicWeighting(Weighting):
     __doc__ = __doc__
     name = "dynamic"
-    space = "reward"
     requires = frozenset({"gramian"})
 
     def __init__(

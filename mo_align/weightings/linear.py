@@ -32,7 +32,6 @@ class LinearWeighting(Weighting):
     """
 
     name = "linear"
-    space = "reward"
 
     def __init__(self, num_objectives: int, *, weights: list[float] | None = None) -> None:
         super().__init__(num_objectives)

@@ -52,7 +52,6 @@ class SmoothTchebycheffWeighting(Weighting):
     """
 
     name = "smooth_tchebycheff"
-    space = "reward"
 
     def __init__(
         self,

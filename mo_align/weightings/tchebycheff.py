@@ -85,7 +85,6 @@ class TchebycheffWeighting(Weighting):
     """
 
     name = "tchebycheff"
-    space = "reward"
     update_first = True
 
     def __init__(
