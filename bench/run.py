@@ -6,7 +6,7 @@ process on the same CPU benchmark model and batch (16 prompts x 8 generations x 
 Benchmarks are not tests: no threshold fails anything. ``BENCH_STEPS`` (default 20) sets the measured steps and
 ``BENCH_ONLY`` (comma-separated configuration names) runs a subset; on a 2-core CPU the full set takes about 45 min.
 ``BENCH_RESULTS`` (a path stem, default ``bench/results``) says where the ``.md`` and ``.json`` go, so a subset never
-overwrites the full table.
+overwrites the full table; ``BENCH_EXTRAS=0`` skips the P4-P6 scripts.
 """
 
 from __future__ import annotations
@@ -42,10 +42,13 @@ CONFIGS = [
     # the full-batch Gram matrix under gradient accumulation (mo_align.trainer.gram): the same 128 completions per step as 4
     # micro-batches; the accumulated per-objective gradients cost K x P float32 (column "Gram state")
     ("linear (4 micro-batches)", ["--micro-batches", "4"], "P3", 1.02),
-    ("gradnorm (parameters, 4 micro-batches)", ["--weighting", "gradnorm", "--micro-batches", "4"], "P3", 1.5),
-    ("dynamic (parameters, 4 micro-batches)", ["--weighting", "dynamic", "--micro-batches", "4"], "P3", 1.5),
+    ("gradnorm (parameters; 4 micro-batches)", ["--weighting", "gradnorm", "--micro-batches", "4"], "P3", 1.5),
+    ("dynamic (parameters; 4 micro-batches)", ["--weighting", "dynamic", "--micro-batches", "4"], "P3", 1.5),
     ("linear (again)", [], "baseline", None),
 ]
+
+
+_BENCH_ENV = ("BENCH_STEPS", "BENCH_ONLY", "BENCH_RESULTS", "BENCH_EXTRAS")
 
 
 def machine() -> str:
@@ -89,6 +92,8 @@ def extra_results(out_dir: str) -> list[str]:
     """P4 (vLLM rollout, when .venv-vllm exists), P5 (accuracy reward) and P6 (reliability bounds) lines, from their
     own scripts."""
     lines = []
+    if os.environ.get("BENCH_EXTRAS", "1") == "0":
+        return ["| P4-P6 | not run (BENCH_EXTRAS=0) | | |"]
     for script, label in (("vllm_rollout.py", "P4"), ("rewards.py", "P5"), ("reliability.py", "P6")):
         path = os.path.join(HERE, script)
         if not os.path.exists(path):
