@@ -240,17 +240,19 @@ def _primary(t: Any, metrics, means, start, scalar, scalar_mean, rewards, length
     shaped = {"rewards": rewards.reshape(-1, samples, rewards.shape[1]), "scalar": scalar.reshape(-1, samples)}
     shaped["lengths"] = lengths.reshape(-1, samples)
     t.mo_eval_samples.append({"step": step, **{k: v.tolist() for k, v in shaped.items()}})
-    first, previous = t.mo_eval_samples[0], t.mo_eval_samples[-2] if len(t.mo_eval_samples) > 1 else None
+    previous = t.mo_eval_samples[-2] if len(t.mo_eval_samples) > 1 else None
+    first = np.asarray(t.mo_eval_samples[0]["rewards"], dtype=np.float64)  # converted once, not per objective
+    before = None if previous is None else np.asarray(previous["rewards"], dtype=np.float64)
     cur, level = shaped["rewards"].double().numpy(), t.args.mo_eval_ci_level
     out, ci, delta_ci, realised = {}, {}, {}, {}
     for k, name in enumerate(t.objective_names):
         c = bootstrap_mean_ci(cur[:, :, k], level)
-        d = paired_delta_ci(np.asarray(first["rewards"])[:, :, k], cur[:, :, k], level)
+        d = paired_delta_ci(first[:, :, k], cur[:, :, k], level)
         ci[name], delta_ci[name] = [c.low, c.high], [d.low, d.high]
         out.update({f"{p}_{name}/ci_low": c.low, f"{p}_{name}/ci_high": c.high})
         out.update({f"{p}_{name}/delta_ci_low": d.low, f"{p}_{name}/delta_ci_high": d.high})
-        if previous is not None:
-            r = paired_delta_ci(np.asarray(previous["rewards"])[:, :, k], cur[:, :, k], level)
+        if before is not None:
+            r = paired_delta_ci(before[:, :, k], cur[:, :, k], level)
             realised[name] = (r.estimate, r.low, r.high)
     entry = {"step": step, "means": means, "completion_length": metrics[f"{p}_completion_length/mean"]}
     t.mo_history["eval"].append({**entry, "ci": ci, "delta_ci": delta_ci})
