@@ -1,5 +1,7 @@
 """GPU check: every weighting trains on CUDA (bf16), step times vs linear, and the exact gradient combination.
 
+``--scale paper`` runs scripts/gpu_paper.py instead: a Qwen2.5-1.5B-shaped model, 512-token completions, stage split.
+
 ``python scripts/gpu_check.py --out DIR [--steps 20]`` builds a ~5 M-parameter random Qwen2 offline, then, in one
 process, trains each configuration for ``warmup + steps`` optimizer steps (16 prompts x 8 generations x 64 tokens)
 and records the median step time, the peak CUDA memory, whether every loss was finite and whether parameters moved.
@@ -35,7 +37,16 @@ CONFIGS = [
 
 
 def main() -> None:
+    scale = argparse.ArgumentParser(add_help=False)
+    scale.add_argument("--scale", choices=["tiny", "paper"], default="tiny")
+    known, rest = scale.parse_known_args()
+    if known.scale == "paper":  # Qwen2.5-1.5B's shapes, 512-token completions: scripts/gpu_paper.py
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import gpu_paper
+
+        return gpu_paper.main(rest)
     p = argparse.ArgumentParser()
+    p.add_argument("--scale", choices=["tiny", "paper"], default="tiny", help="paper: see scripts/gpu_paper.py")
     p.add_argument("--out", required=True)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)

@@ -83,11 +83,15 @@ class GradientSpace:
         """Σ_k α_k ∇L_k from the gradients the Gram pass already holds, through a surrogate linear in the
         parameters: its value is Σ_k α_k L_k, its gradient Σ_k α_k ∇L_k (loss scaling, accumulation and DDP's
         all-reduce act on it as on any loss) — no further backward through the model."""
-        combined = alpha.to(local) @ local  # (P,)
+        alpha_local = alpha.to(local)
         surrogate, offset = torch.zeros((), device=local.device), 0
         for p, is_used in zip(self.params, used, strict=True):
             if is_used:  # a parameter no loss reached keeps grad None, as after a plain backward
-                surrogate = surrogate + (p.float() * combined[offset : offset + p.numel()].view_as(p).float()).sum()
+                # Σ_k α_k g_k on this parameter's block, element-wise: one (K,) @ (K, P) product over every
+                # parameter of a 1.5B model (K·P > 2³¹ elements) crashed CUDA with an illegal memory access
+                block = local[:, offset : offset + p.numel()]
+                combined = sum(alpha_local[k] * block[k] for k in range(block.shape[0]))
+                surrogate = surrogate + (p.float() * combined.view_as(p).float()).sum()
             offset += p.numel()
         value = sum(alpha[k] * losses[k].detach() for k in range(len(losses)))
         return value + (surrogate - surrogate.detach()).to(value)
