@@ -28,6 +28,11 @@ commands:
   push RUN_DIR --repo-id ID [--private] [--token-env HF_TOKEN]
                                           upload a finished run (model or LoRA adapter, tokenizer) with a model
                                           card written by mo_align (see mo-align push --help)
+  sweep SWEEP.yaml [--print-commands] [--jobs N]
+                                          every point of a preference / algorithm / seed grid as an ordinary run
+                                          (re-running skips finished points, resumes killed ones; --help)
+  soup RUN_A RUN_B [...] --alphas ... --out DIR
+                                          weight-interpolation front (rewarded soups): evaluate Σ α_i θ_i (--help)
   lab [--quick] [...]                     the interference lab (same as python -m mo_align.lab; --help)
   data math500 --out DIR [...]            write the paper's MATH-500 split (python -m mo_align.data.math500)
   env                                     versions, devices and installed extras, for bug reports
@@ -144,6 +149,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if command == "report":
         return report(rest)
+    if command in ("sweep", "soup"):
+        from importlib import import_module
+
+        return import_module(f"mo_align.{command}").main(rest)
     if command == "push":
         from mo_align.hub import main as push
 

@@ -1,0 +1,79 @@
+"""``mo-align sweep SWEEP.yaml [--print-commands] [--jobs N]``: a Pareto front's runs in one command.
+
+The sweep file (:mod:`mo_align.sweep.spec`) names a base recipe and the axes; every point is an ordinary
+``mo_align.train`` run with its own output_dir and ``mo_summary.json``. Locally the points run ``--jobs`` at a time
+in separate processes (:mod:`mo_align.sweep.run`); re-running skips finished points and resumes killed ones from
+their newest complete checkpoint. ``--print-commands`` runs nothing: it writes each unfinished point's recipe into its
+output_dir and prints one ``accelerate launch ... -m mo_align.train --config <point>/sweep_recipe.yaml`` line per
+point, for a cluster scheduler (``scripts/slurm_sweep.sbatch`` runs line ``$SLURM_ARRAY_TASK_ID`` of such a file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from mo_align.sweep.spec import Point, Sweep, SweepError, load_sweep, simplex_grid
+
+
+__all__ = ["Point", "Sweep", "SweepError", "load_sweep", "main", "simplex_grid"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mo-align sweep", description=__doc__.split("\n\n")[0])
+    p.add_argument("sweep_file", metavar="SWEEP.yaml")
+    p.add_argument(
+        "--print-commands",
+        action="store_true",
+        help="write each unfinished point's recipe and print one `accelerate launch` line per point; run nothing",
+    )
+    p.add_argument("--jobs", type=int, default=2, help="points run in parallel (1 thread each when > 1; default 2)")
+    p.add_argument("--accelerate-config", default=None, help="override the sweep file's accelerate_config")
+    return p
+
+
+def print_commands(sweep: Sweep, out: object = sys.stdout) -> int:
+    """One line per unfinished point (finished points are counted on stderr); returns the number of lines."""
+    from mo_align.sweep.run import accelerate_line, point_status, write_recipe
+
+    lines, finished = [], 0
+    for point in sweep.points:
+        if point_status(sweep.point_dir(point)) == "done":
+            finished += 1
+            continue
+        lines.append(accelerate_line(sweep, write_recipe(sweep, point), sweep.output_dir))
+    for line in lines:
+        out.write(line + "\n")
+    if finished:
+        sys.stderr.write(f"mo-align sweep: {finished} finished point(s) left out\n")
+    return len(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 2
+    if args.jobs < 1:
+        sys.stderr.write("mo-align: error: --jobs must be >= 1\n")
+        return 2
+    from mo_align.launch import LaunchError
+    from mo_align.sweep.run import SweepLocked, run_sweep
+
+    try:
+        sweep = load_sweep(args.sweep_file)
+        if args.accelerate_config:
+            sweep.accelerate_config = args.accelerate_config
+        if args.print_commands:
+            print_commands(sweep)
+            return 0
+        result = run_sweep(sweep, args.jobs, say=lambda m: print(f"[sweep] {m}", flush=True))
+    except (SweepError, SweepLocked, LaunchError, ImportError) as exc:
+        sys.stderr.write(f"mo-align: error: {exc}\n")
+        return 2
+    failed = [name for name, r in result.items() if r["rc"] != 0]
+    if failed:
+        sys.stderr.write(f"mo-align: error: {len(failed)} point(s) failed: {', '.join(failed)}\n")
+        return 1
+    return 0

@@ -1,0 +1,156 @@
+"""Running a sweep: each point an ordinary ``python -m mo_align.train --config <point>/sweep_recipe.yaml`` process.
+
+Re-running is safe after any kill. A point is **finished** when its output_dir holds ``sweep_done.json`` (written by
+this runner after the process exited 0 with its summary and model saved) or — a point run elsewhere, e.g. by the
+Slurm template — ``train_results.json``, ``mo_summary.json`` and the final model; a finished point is never started
+again. Any other point is started with the same command, and ``mo_align.train`` resumes it from the newest
+*complete* checkpoint of its output_dir (``mo_align.checkpoints``: a checkpoint killed mid-write is skipped), so a
+killed sweep loses at most the steps since each running point's last checkpoint (``save_strategy: steps`` in the
+recipe or the sweep's ``overrides``; with ``save_strategy: no`` a killed point restarts from step 0: the runner
+says so). One sweep at a time per output_dir (an exclusive lock, released by the kernel when the process dies), and
+on Linux the training processes die with the sweep (``PR_SET_PDEATHSIG``), so a ``kill -9`` of the sweep leaves no
+orphan writing into a point another sweep then resumes.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mo_align.sweep.spec import Point, Sweep, point_recipe
+
+
+RECIPE_FILE = "sweep_recipe.yaml"
+DONE_FILE = "sweep_done.json"
+LOCK_FILE = ".sweep.lock"
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors")
+
+
+def point_status(run_dir: str) -> str:
+    """``done``, ``resume`` (a complete checkpoint to continue from), ``restart`` (output but no complete
+    checkpoint) or ``new``."""
+    from mo_align.checkpoints import last_complete_checkpoint
+
+    if os.path.exists(os.path.join(run_dir, DONE_FILE)):
+        return "done"
+    files = ("train_results.json", "mo_summary.json")
+    if all(os.path.exists(os.path.join(run_dir, f)) for f in files) and any(
+        os.path.exists(os.path.join(run_dir, f)) for f in WEIGHT_FILES
+    ):
+        return "done"
+    if last_complete_checkpoint(run_dir)[0] is not None:
+        return "resume"
+    return "restart" if os.path.isdir(run_dir) and os.listdir(run_dir) else "new"
+
+
+def write_recipe(sweep: Sweep, point: Point) -> str:
+    """Write the point's resolved recipe into its output_dir (the command that runs it names only this file)."""
+    run_dir = sweep.point_dir(point)
+    os.makedirs(run_dir, exist_ok=True)
+    path = os.path.join(run_dir, RECIPE_FILE)
+    header = f"# point {point.name} of the sweep {sweep.path} (base recipe {sweep.recipe_path}); written by mo-align sweep\n"
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        f.write(header)
+        yaml.safe_dump(point_recipe(sweep, point), f, sort_keys=False)
+    os.replace(path + ".tmp", path)
+    return path
+
+
+def train_command(recipe: str) -> list[str]:
+    return [sys.executable, "-m", "mo_align.train", "--config", recipe]
+
+
+def accelerate_line(sweep: Sweep, recipe: str, workdir: str) -> str:
+    """``accelerate launch --config_file CFG -m mo_align.train --config RECIPE`` with absolute paths."""
+    from mo_align.launch import resolve_accelerate_config
+
+    config = resolve_accelerate_config(sweep.accelerate_config, Path(workdir))
+    parts = ["accelerate", "launch", "--config_file", os.path.abspath(config), "-m", "mo_align.train"]
+    return shlex.join([*parts, "--config", os.path.abspath(recipe)])
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def run_point(sweep: Sweep, point: Point, threads: int) -> tuple[Point, int, float]:
+    """Run (or resume) one point in its own process; mark it done when it exits 0 with its outputs."""
+    run_dir = sweep.point_dir(point)
+    recipe = write_recipe(sweep, point)
+    logs = os.path.join(sweep.output_dir, "logs")
+    os.makedirs(logs, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"}
+    start = time.time()
+    with open(os.path.join(logs, point.name + ".log"), "a") as log:  # a resumed point keeps its earlier log
+        log.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(train_command(recipe))}\n")
+        log.flush()
+        preexec = _die_with_parent if sys.platform.startswith("linux") else None
+        proc = subprocess.run(
+            train_command(recipe), stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=preexec
+        )
+    seconds = time.time() - start
+    if proc.returncode == 0 and point_status(run_dir) == "done":
+        with open(os.path.join(run_dir, DONE_FILE), "w") as f:
+            json.dump({"point": point.name, "seconds": seconds, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}, f)
+    return point, proc.returncode, seconds
+
+
+class SweepLocked(RuntimeError):
+    pass
+
+
+def lock(output_dir: str) -> Any:
+    """An exclusive lock on the sweep's output_dir, held while the returned file stays open."""
+    os.makedirs(output_dir, exist_ok=True)
+    handle = open(os.path.join(output_dir, LOCK_FILE), "w")  # noqa: SIM115 (held for the sweep's lifetime)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise SweepLocked(f"{output_dir}: another mo-align sweep is running on it") from None
+    return handle
+
+
+def run_sweep(sweep: Sweep, jobs: int, say: Any = print) -> dict[str, Any]:
+    """Run every unfinished point, ``jobs`` at a time; returns {point name: {"status", "rc", "seconds"}}."""
+    handle = lock(sweep.output_dir)
+    try:
+        status = {p.name: point_status(sweep.point_dir(p)) for p in sweep.points}
+        todo = [p for p in sweep.points if status[p.name] != "done"]
+        say(f"{len(sweep.points)} points: {len(sweep.points) - len(todo)} finished, {len(todo)} to run, {jobs} at a time")
+        for note in sweep.notes:
+            say(f"note: {note}")
+        if todo and str(point_recipe(sweep, todo[0]).get("save_strategy", "steps")) == "no":
+            say("note: save_strategy is 'no': a killed point restarts from step 0 (set save_strategy: steps)")
+        result = {p.name: {"status": "skipped (finished)", "rc": 0, "seconds": 0.0} for p in sweep.points}
+        threads = 1 if jobs > 1 else max(1, os.cpu_count() or 1)
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            futures = []
+            for p in todo:
+                say(f"{p.name}: {status[p.name]}")
+                futures.append(pool.submit(run_point, sweep, p, threads))
+            for future in as_completed(futures):
+                point, rc, seconds = future.result()
+                ok = rc == 0
+                result[point.name] = {"status": "ok" if ok else f"FAILED (rc {rc})", "rc": rc, "seconds": seconds}
+                log = os.path.join(sweep.output_dir, "logs", point.name + ".log")
+                say(f"{point.name}: {'ok' if ok else f'FAILED (rc {rc}, see {log})'} in {seconds:.0f} s")
+    finally:
+        handle.close()
+    return result
