@@ -11,6 +11,7 @@ point, for a cluster scheduler (``scripts/slurm_sweep.sbatch`` runs line ``$SLUR
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Sequence
 
@@ -62,7 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from mo_align.sweep.run import SweepLocked, run_sweep
 
     try:
-        sweep = load_sweep(args.sweep_file)
+        with contextlib.redirect_stdout(sys.stderr):  # libraries' banners never reach a commands file
+            sweep = load_sweep(args.sweep_file)
         if args.accelerate_config:
             sweep.accelerate_config = args.accelerate_config
         if args.print_commands:
