@@ -173,7 +173,9 @@ def test_print_commands_writes_self_contained_recipes_and_slurm_runs_the_right_l
         assert ran[:4] == ["ARGS", "launch", "--main_process_port", str(29500 + task)]
         assert ran[4:] == lines[task - 1].split()[2:]
     env = {**os.environ, "SLURM_ARRAY_TASK_ID": "4"}
-    bad = subprocess.run(["bash", str(ROOT / "scripts/slurm_sweep.sbatch"), str(commands)], env=env, text=True, capture_output=True)
+    bad = subprocess.run(
+        ["bash", str(ROOT / "scripts/slurm_sweep.sbatch"), str(commands)], env=env, text=True, capture_output=True
+    )
     assert bad.returncode == 2 and "has no line 4 (3 lines)" in bad.stderr
 
 
@@ -203,7 +205,9 @@ def test_a_sweep_killed_with_sigkill_and_run_again_loses_and_repeats_nothing(tmp
     os.killpg(proc.pid, signal.SIGKILL)  # the sweep and its training process, as `kill -9 -PGID` does
     proc.wait()
     assert point_status(str(first)) == "done" and point_status(str(second)) == "resume"
-    complete = sorted(int(c.name.split("-")[1]) for c in second.glob("checkpoint-*") if (c / "mo_complete.json").exists())
+    complete = sorted(
+        int(c.name.split("-")[1]) for c in second.glob("checkpoint-*") if (c / "mo_complete.json").exists()
+    )
     kept = {f: (first / f).stat().st_mtime_ns for f in ("mo_summary.json", "model.safetensors", "sweep_done.json")}
     summary_before = (first / "mo_summary.json").read_text()
 

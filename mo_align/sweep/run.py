@@ -101,9 +101,7 @@ def run_point(sweep: Sweep, point: Point, threads: int) -> tuple[Point, int, flo
         log.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(train_command(recipe))}\n")
         log.flush()
         preexec = _die_with_parent if sys.platform.startswith("linux") else None
-        proc = subprocess.run(
-            train_command(recipe), stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=preexec
-        )
+        proc = subprocess.run(train_command(recipe), stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=preexec)
     seconds = time.time() - start
     if proc.returncode == 0 and point_status(run_dir) == "done":
         with open(os.path.join(run_dir, DONE_FILE), "w") as f:
@@ -133,7 +131,9 @@ def run_sweep(sweep: Sweep, jobs: int, say: Any = print) -> dict[str, Any]:
     try:
         status = {p.name: point_status(sweep.point_dir(p)) for p in sweep.points}
         todo = [p for p in sweep.points if status[p.name] != "done"]
-        say(f"{len(sweep.points)} points: {len(sweep.points) - len(todo)} finished, {len(todo)} to run, {jobs} at a time")
+        say(
+            f"{len(sweep.points)} points: {len(sweep.points) - len(todo)} finished, {len(todo)} to run, {jobs} at a time"
+        )
         for note in sweep.notes:
             say(f"note: {note}")
         if todo and str(point_recipe(sweep, todo[0]).get("save_strategy", "steps")) == "no":

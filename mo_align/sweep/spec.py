@@ -218,7 +218,11 @@ def _read(path: str) -> dict[str, Any]:
 
 def _seeds(raw: Any, recipe: dict[str, Any], path: str) -> list[int]:
     seeds = [recipe.get("seed", 42)] if raw is None else raw
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+    if (
+        not isinstance(seeds, list)
+        or not seeds
+        or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
+    ):
         raise _fail(path, "seeds", f"{raw!r}: a non-empty list of integers")
     if len(set(seeds)) != len(seeds):
         raise _fail(path, "seeds", f"{seeds}: a seed is repeated")
