@@ -82,7 +82,7 @@ def test_points_cover_the_axes_and_use_each_weightings_preference_field(tmp_path
     }
     st = by_label["smooth_tchebycheff"][0]
     assert st.weighting_kwargs == {"preference": st.preference} and sum(st.preference) == 1.0
-    ctwa = [p for p in by_label["ctwa"] if p.preference == [0.5, 0.0, 0.5]][0]
+    ctwa = next(p for p in by_label["ctwa"] if p.preference == [0.5, 0.0, 0.5])
     assert ctwa.weighting_kwargs == {"cov_targets": [0.15, 0.08, 0.08], "weights": [0.5, 0.0, 0.5]}
     assert by_label["linear"][0].name == "linear-w1_0_0-learning_rate=0.0001-seed0"
     assert by_label["flat"][0].weighting_kwargs == {"weights": [0.333, 0.333, 0.334]}  # the recipe's own

@@ -93,6 +93,11 @@ def run_soup(runs: Sequence[str], alphas: list[list[float]], out: str, recipe: s
     return rows
 
 
+def _say(message: str) -> None:
+    sys.stdout.write(f"[soup] {message}\n")
+    sys.stdout.flush()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
@@ -107,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{recipe}: no such recipe; pass --config RECIPE (the runs' recipe: objectives, eval split)"
             )
         os.makedirs(args.out, exist_ok=True)
-        run_soup(args.runs, alphas, args.out, recipe, args.lora, say=lambda m: print(f"[soup] {m}", flush=True))
+        run_soup(args.runs, alphas, args.out, recipe, args.lora, say=_say)
     except (SoupError, ValueError, FileNotFoundError) as exc:
         sys.stderr.write(f"mo-align: error: {' '.join(str(exc).split())}\n")
         return 2

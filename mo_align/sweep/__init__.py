@@ -51,6 +51,11 @@ def print_commands(sweep: Sweep, out: object = sys.stdout) -> int:
     return len(lines)
 
 
+def _say(message: str) -> None:
+    sys.stdout.write(f"[sweep] {message}\n")
+    sys.stdout.flush()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
@@ -70,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.print_commands:
             print_commands(sweep)
             return 0
-        result = run_sweep(sweep, args.jobs, say=lambda m: print(f"[sweep] {m}", flush=True))
+        result = run_sweep(sweep, args.jobs, say=_say)
     except (SweepError, SweepLocked, LaunchError, ImportError) as exc:
         sys.stderr.write(f"mo-align: error: {exc}\n")
         return 2
