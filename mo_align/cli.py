@@ -93,6 +93,10 @@ def report(argv: Sequence[str]) -> int:
         sys.stderr.write(f"mo-align: error: {exc}\n")
         return 2
     sys.stdout.write(format_console_table(result) + "\n")
+    if result.get("fronts"):  # a preference sweep among the runs (mo_align.runs.report.fronts)
+        from mo_align.runs.report.fronts import format_fronts
+
+        sys.stdout.write(format_fronts(result["fronts"]) + "\n")
     sys.stdout.write(f"report: {result['report_md']}\n")
     return 0
 

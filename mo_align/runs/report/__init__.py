@@ -47,6 +47,7 @@ from mo_align.runs.report.analysis import (
     interference,
     parse_reference,
 )
+from mo_align.runs.report.fronts import front_blocks
 from mo_align.runs.report.pareto import hypervolume, non_dominated
 from mo_align.runs.report.plots import PNG_SIGNATURE, make_plots
 from mo_align.runs.report.render import blocks, format_console_table, to_html, to_markdown
@@ -87,7 +88,8 @@ def write_report(
     except OSError as e:
         raise ReportError(f"{out}: cannot create the output directory ({e})") from e
     plots = make_plots(analysis, out)
-    document = blocks(analysis, plots)
+    fronts, front_numbers = front_blocks(analysis, out)  # preference sweeps: each algorithm's front (fronts.py)
+    document = blocks(analysis, plots) + fronts
     md, page, js = out / "report.md", out / "report.html", out / "report.json"
     md.write_text(to_markdown(document), encoding="utf-8")
     page.write_text(to_html(document), encoding="utf-8")
@@ -99,6 +101,7 @@ def write_report(
         report_json=str(js),
         plots={name: str(p) for name, p in plots.written.items()},
         skipped_plots=dict(plots.skipped),
+        fronts=front_numbers,
     )
     js.write_text(json.dumps(result, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     return result
