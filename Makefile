@@ -21,7 +21,7 @@ export TOKENIZERS_PARALLELISM := false
 
 # Offline (no Hub, wandb offline unless WANDB_MODE is set) for tests, smoke runs, the lab, benchmarks and the demo
 # only; train-* and vllm-server download models and sync trackers. Target-specific values also reach prerequisites.
-OFFLINE_TARGETS := test test-slow test-vllm demo lab lab-quick bench bench-vllm tiny-model smoke \
+OFFLINE_TARGETS := test test-slow test-vllm demo lab lab-quick lab-front bench bench-vllm tiny-model smoke \
 	$(addprefix smoke-,$(ALGORITHMS))
 $(OFFLINE_TARGETS): export HF_HUB_OFFLINE := 1
 $(OFFLINE_TARGETS): export HF_DATASETS_OFFLINE := 1
@@ -29,7 +29,7 @@ $(OFFLINE_TARGETS): export WANDB_MODE ?= offline
 
 check_algo = $(if $(filter $(1),$(ALGORITHMS)),,$(error unknown algorithm '$(1)'; valid: $(ALGORITHMS)))
 
-.PHONY: help install test test-slow lint format demo tiny-model smoke clean lab lab-quick bench
+.PHONY: help install test test-slow lint format demo tiny-model smoke clean lab lab-quick lab-front bench
 .PHONY: $(addprefix train-,$(ALGORITHMS)) $(addprefix smoke-,$(ALGORITHMS))
 
 help: ## list the targets
@@ -72,6 +72,9 @@ lab-quick: install ## warm start (cached) + linear vs ctwa, one seed, two runs i
 
 lab: install ## every algorithm x 3 seeds + accuracy-only control, report in outputs/lab/report
 	$(PY) -m mo_align.lab $(if $(TASK),--task $(TASK)) $(ARGS)
+
+lab-front: install ## fronts on the lab's task: Linear + CTWA + UPGrad preference sweeps, soup of the corners -> outputs/lab-front
+	$(PY) -m mo_align.sweep.labfront $(if $(TASK),--task $(TASK)) $(ARGS)
 
 bench: install ## step-time ratios of every strategy vs linear (+ rollout and reward throughput) -> bench/results.md
 	$(PY) bench/run.py

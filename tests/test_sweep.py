@@ -65,6 +65,7 @@ def test_points_cover_the_axes_and_use_each_weightings_preference_field(tmp_path
             "ctwa": {"weighting_kwargs": {"cov_targets": [0.15, 0.08, 0.08]}},
             "mgda": None,
             "flat": {"weighting": "linear", "preferences": False},
+            "corners": {"weighting": "linear", "preferences": {"grid": 1}},
         },
         "seeds": [0, 1],
         "set": {"learning_rate": [1e-4, 1e-3]},
@@ -79,6 +80,7 @@ def test_points_cover_the_axes_and_use_each_weightings_preference_field(tmp_path
         "ctwa": 24,
         "mgda": 4,  # no preference vector: once per seed and learning rate
         "flat": 4,
+        "corners": 3 * 2 * 2,  # its own axis: the simplex's vertices
     }
     st = by_label["smooth_tchebycheff"][0]
     assert st.weighting_kwargs == {"preference": st.preference} and sum(st.preference) == 1.0
@@ -111,6 +113,7 @@ def test_dirichlet_preferences_are_seeded_simplex_points(tmp_path, tiny_model_di
         ({"algorithms": ["nope"]}, "algorithms.nope", "unknown weighting"),
         ({"algorithms": {"ctwa": {"weighting_kwargs": {"lambda": 1}}}}, "algorithms.ctwa", "lambda"),
         ({"algorithms": {"linear": {"prefs": False}}}, "algorithms.linear", "unknown key"),
+        ({"algorithms": {"linear": {"preferences": [[1, 0]]}}}, "algorithms.linear: preferences[0]", "3 numbers"),
         ({"set": {"learning_rat": [1e-3]}}, "set.learning_rat", "not a recipe field"),
         ({"set": {"learning_rate": 1e-3}}, "set.learning_rate", "non-empty list"),
         ({"set": {"seed": [1, 2]}}, "set.seed", "use the sweep's seeds"),

@@ -7,6 +7,7 @@ A sweep file is a YAML mapping with these keys (anything else is an error naming
     preferences: {grid: 2}                # N steps per simplex edge, or {dirichlet: {n: M, seed: S, alpha: 1.0}},
                                           # or an explicit list of K-vectors; omitted: no preference axis
     algorithms: [linear, ctwa]            # weighting names, or label -> {weighting, weighting_kwargs, preferences}
+                                          # (an algorithm's own `preferences`: false, or its own grid / list)
     seeds: [0, 1]                         # default: the recipe's seed
     set: {learning_rate: [5.0e-4, 1.0e-3]}  # any recipe field -> the values it takes (an axis each)
     overrides: {save_strategy: steps, save_steps: 2}  # fixed recipe values for every point (not an axis)
@@ -155,7 +156,12 @@ def _algorithms(raw: Any, recipe: dict[str, Any], path: str) -> dict[str, dict[s
         if not isinstance(kwargs, dict):
             raise _fail(path, f"algorithms.{label}.weighting_kwargs", "expected a mapping")
         out[str(label)] = {"weighting": name, "weighting_kwargs": {**base, **kwargs}}
-        out[str(label)]["preferences"] = spec.get("preferences", True)
+        own = spec.get("preferences", True)
+        if own is None:
+            raise _fail(
+                path, f"algorithms.{label}.preferences", "true, false, or this algorithm's own preference axis"
+            )
+        out[str(label)]["preferences"] = own
     return out
 
 
@@ -244,11 +250,13 @@ def _expand(sweep: Sweep, raw: dict[str, Any], k: int) -> None:
             get_weighting(algo["weighting"], k, **algo["weighting_kwargs"])
         except (TypeError, ValueError) as exc:
             raise _fail(path, where, str(exc)) from None
-        pref_field = preference_field(algo["weighting"], k, algo["weighting_kwargs"]) if prefs else None
-        if prefs and (pref_field is None or algo["preferences"] is False):
+        own = algo["preferences"]
+        mine = prefs if isinstance(own, bool) else _preferences(own, k, f"{path}: {where}")
+        pref_field = preference_field(algo["weighting"], k, algo["weighting_kwargs"]) if mine else None
+        if mine and (pref_field is None or own is False):
             why = "preferences: false" if pref_field else "it takes no preference vector"
             sweep.notes.append(f"{label}: one point per seed and set value ({why})")
-        use = prefs if pref_field and algo["preferences"] is not False else [None]
+        use = mine if pref_field and own is not False else [None]
         for pref, values, seed in itertools.product(use, combos, seeds):
             kwargs = dict(algo["weighting_kwargs"])
             if pref is not None:
