@@ -149,7 +149,7 @@ class JDWeighting(Weighting):
 
     def _vector(self, key: str) -> torch.Tensor | None:
         """A per-objective hyperparameter as a float64 tensor (``None`` stays ``None``)."""
-        values = per_objective(self._hparams.get(key), self.num_objectives, f"{self.name}: {key}")
+        values = per_objective(self._hparams.get(key), self.num_objectives, key)  # _build's caller names the strategy
         return None if values is None else torch.tensor(values, dtype=torch.float64)
 
     def _apply(self, jd: Any, gram: torch.Tensor, keep_rng: bool = True) -> torch.Tensor:
