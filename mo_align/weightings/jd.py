@@ -25,6 +25,8 @@ Deviations from TorchJD / the papers:
        GradDrop, TrimmedMean) are refused, naming the reason. CAGrad's ``c`` defaults to 0.4 (TorchJD: required).
     5. A non-finite G never reaches TorchJD (α is NaN: the trainer stops the run naming the strategy). TorchJD treats
        a G of trace < ``norm_eps`` as zero (log-prob Gram matrices of big batches can be that small): warned, logged.
+An objective whose advantages are all zero on a micro-batch has g_k = 0: the micro-batch is then Pareto-stationary
+and MGDA and CAGrad apply no update (metrics ``zero_gradients`` and ``update_norm`` show it), as TorchJD decides.
 """
 
 from __future__ import annotations
@@ -42,12 +44,10 @@ from mo_align.weightings.base import Weighting, per_objective
 
 logger = logging.getLogger("mo_align")
 PREFIX = "jd:"
-_AGGREGATOR_ONLY = "is a TorchJD aggregator without a Gramian weighting (it needs the Jacobian)"
-NOT_GRAMIAN = {
-    "ExcessMTL": "needs the full Jacobian (K x P: it accumulates per-parameter squared gradients), not the K x K Gram "
-    "matrix mo_align computes",
-    **dict.fromkeys(("NashMTL", "ConFIG", "GradDrop", "TrimmedMean"), _AGGREGATOR_ONLY),
-}
+NOT_GRAMIAN = dict.fromkeys(
+    ("NashMTL", "ConFIG", "GradDrop", "TrimmedMean"), "is an aggregator without a Gramian weighting"
+)
+NOT_GRAMIAN["ExcessMTL"] = "needs the full Jacobian (K x P: it sums per-parameter squared gradients), not the Gram"
 
 
 def _module_state(module: torch.nn.Module) -> dict[str, Any]:
@@ -179,6 +179,7 @@ class JDWeighting(Weighting):
         self.calls += 1
         self._last = alpha.float()
         metrics["update_norm"] = float((alpha @ g @ alpha).clamp(min=0).sqrt())
+        metrics["zero_gradients"] = float((torch.diagonal(g) <= 0).sum())  # objectives without signal here
         return alpha.float(), metrics
 
     def _check_scale(self, g: torch.Tensor) -> dict[str, float]:
@@ -232,7 +233,8 @@ class JDDualProj(JDWeighting):
 
 class JDCAGrad(JDWeighting):
     """CAGrad: maximise the worst objective's improvement within a ball of radius c‖ḡ‖ around the mean gradient
-    (Liu et al. 2021, arXiv 2110.14048; TorchJD solves it with CLARABEL through cvxpy). ``c`` defaults to 0.4."""
+    (Liu et al. 2021, arXiv 2110.14048; TorchJD solves it with CLARABEL through cvxpy). ``c`` defaults to 0.4. With
+    a zero gradient TorchJD returns α = 0 (the official code: about the mean gradient, /(1 + c²))."""
 
     name, method = "cagrad", "CAGrad"
     params = {"c": (float, 0.4), "norm_eps": (float, 1e-4)}  # noqa: RUF012

@@ -324,3 +324,20 @@ def test_registered_keys_and_jd_names_are_one_class():
         assert issubclass(cls, JDWeighting)
     validate_kwargs(METHODS["SDMGrad"], {"lambda_": 0.5, "pref_vector": [1.0, 2.0, 3.0]})
     assert repr(get_weighting("jd:GradVac", 3)) == "JDGradVac(beta=0.5, eps=1e-08, seed=0)"
+    from mo_align.hub.card import algorithm_description
+
+    assert algorithm_description("jd:GradVac") == algorithm_description("upgrad") != ""
+    assert algorithm_description("jd:GradVac").startswith("TorchJD's Gramian weightings")
+
+
+def test_a_zero_gradient_is_counted_and_makes_cagrad_and_mgda_stop():
+    """An objective without signal on a micro-batch (all advantages zero: g_k = 0) makes it Pareto-stationary:
+    TorchJD's CAGrad returns α = 0 and MGDA the zero direction, UPGrad still follows the others; all say so."""
+    gram = _gram(3, 3, 4)
+    gram[1, :] = gram[:, 1] = 0.0
+    alphas = {}
+    for name in ("cagrad", "jd:MGDA", "upgrad"):
+        alphas[name], metrics = get_weighting(name, 3).gradient_weights(gram, torch.zeros(3))
+        assert metrics["zero_gradients"] == 1.0
+        assert (metrics["update_norm"] < 1e-6) == (name != "upgrad"), (name, metrics)
+    assert torch.equal(alphas["cagrad"], torch.zeros(3))
