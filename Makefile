@@ -6,8 +6,10 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.mo_align-installed
 
-# One name in four places: weightings/<algo>.py = WEIGHTINGS key = recipes/<model>/<algo>.yaml = make train-<algo>.
-ALGORITHMS := linear tchebycheff smooth_tchebycheff lagrangian mgda gradnorm dynamic pama ctwa
+# One name in four places: weightings/<algo>.py = WEIGHTINGS key = recipes/<model>/<algo>.yaml = make train-<algo>;
+# the TorchJD adapter weightings/jd.py provides several keys (jd.REGISTERED: upgrad ... pcgrad).
+ALGORITHMS := linear tchebycheff smooth_tchebycheff lagrangian mgda gradnorm dynamic pama ctwa \
+	upgrad dualproj cagrad imtlg aligned_mtl pcgrad
 MODEL ?= qwen2.5-1.5b
 ACCELERATE ?= ddp
 ARGS ?=

@@ -39,6 +39,13 @@ CONFIGS = [
     ("mgda (logprobs)", ["--weighting", "mgda", "--gramian-space", "logprobs"], "P3", 1.05),
     ("gradnorm (logprobs)", ["--weighting", "gradnorm", "--gramian-space", "logprobs"], "P3", 1.05),
     ("dynamic (logprobs)", ["--weighting", "dynamic", "--gramian-space", "logprobs"], "P3", 1.05),
+    # TorchJD's weightings (mo_align.weightings.jd): MGDA's cost (K backward passes or the log-prob Gram) + their solver
+    ("upgrad (parameters)", ["--weighting", "upgrad"], "P3", 1.5),
+    ("dualproj (parameters)", ["--weighting", "dualproj"], "P3", 1.5),
+    ("cagrad (parameters)", ["--weighting", "cagrad"], "P3", 1.5),
+    ("upgrad (logprobs)", ["--weighting", "upgrad", "--gramian-space", "logprobs"], "P3", 1.05),
+    ("dualproj (logprobs)", ["--weighting", "dualproj", "--gramian-space", "logprobs"], "P3", 1.05),
+    ("cagrad (logprobs)", ["--weighting", "cagrad", "--gramian-space", "logprobs"], "P3", 1.05),
     # the full-batch Gram matrix under gradient accumulation (mo_align.trainer.gram): the same 128 completions per step as 4
     # micro-batches; the accumulated per-objective gradients cost K x P float32 (column "Gram state")
     ("linear (4 micro-batches)", ["--micro-batches", "4"], "P3", 1.02),

@@ -62,7 +62,8 @@ class MOGRPOConfig(GRPOConfig):
 
     Args:
         weighting (`str`, *optional*, defaults to `"linear"`):
-            Registry key of the weighting strategy (see `mo_align.weightings.WEIGHTINGS`).
+            Registry key of the weighting strategy (see `mo_align.weightings.WEIGHTINGS`), or ``"jd:<Name>"`` for any
+            TorchJD Gramian weighting (`mo_align.weightings.jd.METHODS`, e.g. ``"jd:GradVac"``).
         weighting_kwargs (`dict` or `str`, *optional*):
             Hyperparameters of the weighting, splatted into its constructor; a JSON object on the CLI.
         advantage_estimator (`str`, *optional*, defaults to `"grpo"`):
@@ -106,7 +107,9 @@ class MOGRPOConfig(GRPOConfig):
             ``dataset_name`` / ``dataset_path`` when the recipe does not.
     """
 
-    weighting: str = field(default="linear", metadata={"help": "Weighting strategy (registry key)."})
+    weighting: str = field(
+        default="linear", metadata={"help": "Weighting strategy (registry key, or jd:<Name> for a TorchJD weighting)."}
+    )
     weighting_kwargs: dict[str, Any] | str | None = field(
         default=None, metadata={"help": "Weighting hyperparameters (mapping, or JSON string on the CLI)."}
     )
@@ -154,15 +157,14 @@ class MOGRPOConfig(GRPOConfig):
     _VALID_DICT_FIELDS = [*GRPOConfig._VALID_DICT_FIELDS, "weighting_kwargs"]  # noqa: RUF012
 
     def __post_init__(self) -> None:
-        from mo_align.weightings import WEIGHTINGS, validate_kwargs
+        from mo_align.weightings import validate_kwargs, weighting_class
 
         _check_finite(self)
         if self.hub_model_id is not None:
             _check_repo_id(self.hub_model_id)
         self.weighting_kwargs = _as_dict(self.weighting_kwargs, "weighting_kwargs")
-        if self.weighting not in WEIGHTINGS:
-            raise ValueError(f"unknown weighting {self.weighting!r}; choose from {sorted(WEIGHTINGS)}")
-        validate_kwargs(WEIGHTINGS[self.weighting], self.weighting_kwargs)
+        strategy = weighting_class(self.weighting)  # a registry key or jd:<Name>; ValueError naming the valid ones
+        validate_kwargs(strategy, self.weighting_kwargs)
         if self.advantage_estimator not in ADVANTAGE_ESTIMATORS:
             raise ValueError(
                 f"unknown advantage_estimator {self.advantage_estimator!r}; choose from {list(ADVANTAGE_ESTIMATORS)}"
@@ -184,7 +186,7 @@ class MOGRPOConfig(GRPOConfig):
             )
         if self.num_generations is not None and self.num_generations < 2:
             raise ValueError(f"num_generations must be >= 2 for group baselines, got {self.num_generations}")
-        if WEIGHTINGS[self.weighting].owns_weights and self.reward_weights is not None:
+        if strategy.owns_weights and self.reward_weights is not None:
             raise ValueError(
                 f"reward_weights is set but weighting {self.weighting!r} owns the objective weights; "
                 "pass them as weighting_kwargs (e.g. {weights: [...]}) instead"

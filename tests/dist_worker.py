@@ -62,6 +62,7 @@ from mo_align.trainer import MOGRPOTrainer  # noqa: E402
 from mo_align.weightings.ctwa import CTWAWeighting  # noqa: E402
 from mo_align.weightings.dynamic import DynamicWeighting  # noqa: E402
 from mo_align.weightings.gradnorm import GradNormWeighting  # noqa: E402
+from mo_align.weightings.jd import JDGradVac  # noqa: E402
 from mo_align.weightings.mgda import MGDAWeighting  # noqa: E402
 from tests.helpers import (  # noqa: E402
     DriftWeighting,
@@ -252,6 +253,8 @@ EQUIV_SCENARIOS: dict[str, tuple[str, dict[str, Any]]] = {
     "ctwa-exact": ("ctwa-exact", {}),
     "ctwa-on_policy": ("ctwa-on_policy", {}),
     "dynamic-logprobs": ("dynamic", {"gramian_space": "logprobs"}),
+    # a TorchJD weighting that is stateful (EMA targets) and random (a seeded stream): jd:GradVac
+    "gradvac-logprobs": ("jd:GradVac", {"gramian_space": "logprobs"}),
     # full-batch Gram matrices under micro-batching (test_full_batch_gram_two_ranks): the "-mb2" layouts split each
     # rank's share of the batch into 2 micro-batches of one optimizer step; compared with the 1-process, 1
     # micro-batch layouts of the same strategy and space
@@ -333,6 +336,19 @@ class RecordingGradNorm(GradNormWeighting):
         return used, extra
 
 
+class RecordingGradVac(JDGradVac):
+    """TorchJD's GradVac that records, at every micro-batch, the global Gram matrix and the α it chose."""
+
+    def __init__(self, num_objectives: int) -> None:
+        super().__init__(num_objectives)
+        self.records: list[dict[str, Any]] = []
+
+    def gradient_weights(self, gram, losses):
+        alpha, extra = super().gradient_weights(gram, losses)
+        self.records.append({"gram": _tensor_record(gram), "alpha": alpha.tolist(), "calls": self.calls})
+        return alpha, extra
+
+
 class RecordingDynamic(DynamicWeighting):
     """Dynamic weighting that records the accumulated Gram matrix and the weights after every update."""
 
@@ -377,6 +393,8 @@ def make_weighting(kind: str):
         return RecordingGradNorm(len(OBJECTIVES))
     if kind == "dynamic":
         return RecordingDynamic(len(OBJECTIVES))
+    if kind == "jd:GradVac":
+        return RecordingGradVac(len(OBJECTIVES))
     statistic = kind.removeprefix("ctwa-")
     # High targets and step: the deficits stay open, so the log-weights move at every generation batch.
     return RecordingCTWA(len(OBJECTIVES), statistic=statistic, cov_targets=0.5, lambda_lr=0.5)

@@ -45,7 +45,7 @@ def bad_reward_type(prompts, completions, completion_ids=None, **kw):
 CASES = [
     (
         {"weighting": "nope"},
-        "unknown weighting 'nope'; choose from ['ctwa', 'dynamic', 'gradnorm', 'lagrangian', 'linear'",
+        "unknown weighting 'nope'; choose from ['aligned_mtl', 'cagrad', 'ctwa', 'dualproj', 'dynamic', 'gradnorm'",
     ),
     ({"weighting_kwargs": {"alpha": 1.0}}, "unknown kwarg 'alpha'"),
     ({"weighting_kwargs": {"weights": [0.5, 0.5]}}, "weights has 2 entries but there are 3 objectives"),

@@ -451,6 +451,28 @@ def test_mgda_two_ranks_match_one_process(layouts: dict[str, Any], space: str) -
     _check_params(one, two0, two1)
 
 
+def test_torchjd_gradvac_two_ranks_match_one_process(layouts: dict[str, Any]) -> None:
+    """TorchJD's GradVac (stateful EMA targets, a seeded random order; DDP, gloo, logprobs): α bitwise identical on
+    both ranks at every micro-batch, equal to the 1-process α, and to TorchJD's own GradVacWeighting replayed on the
+    recorded Gram matrices with torch.manual_seed(0); the model agrees too."""
+    import torch
+    from torchjd.aggregation import GradVacWeighting
+
+    one, two0, two1 = _scenario(layouts, "gradvac-logprobs")
+    assert two0["records"] == two1["records"], "the ranks' GradVac states or draws diverged"
+    assert len(one["records"]) == len(two0["records"]) == EQUIV_STEPS
+    oracle = GradVacWeighting()
+    torch.manual_seed(0)
+    for i, (a, b) in enumerate(zip(one["records"], two0["records"], strict=True)):
+        assert a["calls"] == b["calls"] == i + 1
+        assert _max_diff(a["alpha"], b["alpha"]) <= TOL, (i, a["alpha"], b["alpha"])
+        expected = oracle(torch.tensor(two0["records"][i]["gram"], dtype=torch.float64)).tolist()
+        assert _max_diff(b["alpha"], expected) <= 1e-6, (i, b["alpha"], expected)
+    assert _max_diff(one["records"][0]["alpha"], one["records"][-1]["alpha"]) > 1e-3, one["records"]
+    _check_logged_alpha(one)
+    _check_params(one, two0, two1)
+
+
 @pytest.mark.parametrize("statistic", ["exact", "on_policy"])
 def test_ctwa_two_ranks_match_one_process(layouts: dict[str, Any], statistic: str) -> None:
     """CTWA (DDP, gloo): after every generation batch, log-weights and EMA identical on both ranks and equal to the

@@ -6,16 +6,17 @@ from trl import GRPOTrainer
 
 from mo_align.trainer import MOGRPOTrainer
 from mo_align.trainer.gram import gram_of_rows
+from mo_align.weightings import WEIGHTINGS
 from mo_align.weightings.dynamic import DynamicWeighting
 from mo_align.weightings.gradnorm import GradNormWeighting
 from mo_align.weightings.mgda import MGDAWeighting
 from tests.helpers import reward_has_digit, reward_short, reward_vowels, tiny_config, tiny_dataset
 
 
-def make(tiny_model_dir, tmp_path, weighting, **overrides):
+def make(tiny_model_dir, tmp_path, weighting, rewards=None, **overrides):
     trainer = MOGRPOTrainer(
         model=tiny_model_dir,
-        reward_funcs=[reward_has_digit, reward_short, reward_vowels],
+        reward_funcs=rewards or [reward_has_digit, reward_short, reward_vowels],
         args=tiny_config(str(tmp_path), **overrides),
         train_dataset=tiny_dataset(16),
         weighting=weighting,
@@ -146,3 +147,60 @@ def test_non_finite_micro_batch_weights_stop_the_run(tiny_model_dir, tmp_path):
     trainer, batch = make(tiny_model_dir, tmp_path, Broken(3), gramian_space="logprobs")
     with pytest.raises(FloatingPointError, match=r"mgda: non-finite gradient weights .* solver diverged"):
         trainer.compute_loss(trainer.model, batch)
+
+
+def reward_vowels_not_digits(prompts, completions, completion_ids=None, **kwargs) -> list[float]:
+    """Vowel fraction minus the digit indicator: an objective in conflict with ``reward_has_digit``."""
+    pairs = zip(reward_vowels(prompts, completions), reward_has_digit(prompts, completions), strict=True)
+    return [(v or 0.0) - d for v, d in pairs]
+
+
+@pytest.mark.parametrize(("name", "space"), [("upgrad", "parameters"), ("upgrad", "logprobs"), ("imtlg", "logprobs")])
+def test_torchjd_weighting_applies_the_weighted_sum_of_gradients(tiny_model_dir, tmp_path, name, space):
+    """A TorchJD strategy: α is TorchJD's own weighting of the Gram matrix the trainer built, and the applied
+    gradient is Σ_k α_k ∇L_k (IMTL-G: weights that need not sum to 1 or stay positive)."""
+    import torchjd.aggregation as tja
+
+    seen = []
+
+    class Spy(WEIGHTINGS[name]):
+        def gradient_weights(self, gram, losses):
+            seen.append(gram.clone())
+            return super().gradient_weights(gram, losses)
+
+    rewards = [reward_has_digit, reward_vowels, reward_vowels_not_digits]  # g_1 and g_3 conflict
+    trainer, batch = make(tiny_model_dir, tmp_path, Spy(3), rewards=rewards, gramian_space=space)
+    g = per_objective_grads(trainer, batch)  # (K, P)
+    assert float((g @ g.T).min()) < 0, "no conflicting pair: UPGrad would be the mean"
+    trainer.model.zero_grad()
+    trainer.compute_loss(trainer.model, batch).backward()
+    alpha = trainer.weighting.weights()
+    torch.testing.assert_close(grads(trainer.model), alpha @ g, atol=1e-6, rtol=1e-5)
+    (gram,) = seen
+    oracle = {"upgrad": tja.UPGradWeighting, "imtlg": tja.IMTLGWeighting}[name]()
+    assert torch.equal(alpha, oracle(gram).float())
+    assert float((alpha - 1 / 3).abs().max()) > 1e-3, alpha  # not the mean: the Gram matrix mattered
+    if space == "parameters":
+        torch.testing.assert_close(gram, (g @ g.T).double(), atol=1e-6, rtol=1e-4)
+
+
+def test_upgrad_trains_end_to_end(tiny_model_dir, tmp_path):
+    """Three optimizer steps from a recipe name: parameters move, weights and TorchJD metrics are logged."""
+    trainer = MOGRPOTrainer(
+        model=tiny_model_dir,
+        reward_funcs=[reward_has_digit, reward_short, reward_vowels],
+        args=tiny_config(str(tmp_path), weighting="upgrad", max_steps=3, gramian_space="logprobs"),
+        train_dataset=tiny_dataset(32),
+    )
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.train()
+    moved = [n for n, p in trainer.model.named_parameters() if not torch.equal(before[n], p.detach())]
+    assert moved, "no parameter moved"
+    names = ("reward_has_digit", "reward_short", "reward_vowels")
+    logs = [h for h in trainer.state.log_history if "mo/grad_weight/reward_short" in h]
+    assert len(logs) == 3 and trainer.weighting.calls == 3
+    for h in logs:
+        assert all(
+            f"mo/weight/{n}" in h and h[f"mo/grad_weight/{n}"] >= 1 / 3 - 1e-6 for n in names
+        )  # UPGrad: α ≥ 1/K
+        assert h["mo/upgrad/update_norm"] > 0 and h["mo/upgrad/below_norm_eps"] == 0.0

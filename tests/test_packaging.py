@@ -18,6 +18,8 @@ from tests.test_cli import tiny_recipe
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 OPTIONAL = {"deepspeed": "deepspeed", "wandb": "wandb", "trackio": "trackio", "torchjd": "torchjd"}
+# the solvers TorchJD's weightings call (its own optional extras): UPGrad/DualProj, CAGrad, FairGrad
+SOLVERS = {"torchjd": {"quadprog", "qpsolvers", "cvxpy", "clarabel", "scipy"}}
 
 
 def _names(block: str) -> set[str]:
@@ -41,7 +43,8 @@ def test_optional_features_are_extras_and_make_install_installs_them(setup_cfg):
     core, extra = setup_cfg
     for dist, name in OPTIONAL.items():
         assert dist not in core, f"{dist} is a hard requirement"
-        assert extra[name] == {dist}
+        assert extra[name] == {dist} | SOLVERS.get(name, set())
+        assert extra[name] <= extra["all"]
         assert dist in extra["all"]
     assert extra["quantization"] == {"bitsandbytes"}
     assert "-e '.[dev,all]'" in (ROOT / "Makefile").read_text()

@@ -8,7 +8,7 @@ import torch
 from transformers import TrainerCallback
 
 from mo_align.trainer import MO_STATE_FILE, MOGRPOTrainer
-from mo_align.weightings import WEIGHTINGS, LinearWeighting, ObjectiveStats
+from mo_align.weightings import WEIGHTINGS, LinearWeighting, ObjectiveStats, weighting_class
 from tests.helpers import DriftWeighting, reward_has_digit, reward_short, reward_vowels, tiny_config, tiny_dataset
 
 
@@ -194,12 +194,13 @@ def test_per_objective_evaluation_at_start_and_every_eval_steps(tiny_model_dir, 
     assert evals[0]["eval_reward_short/mean"] == pytest.approx(1 - evals[0]["eval_completion_length/mean"] / 16)
 
 
-@pytest.mark.parametrize("name", sorted(WEIGHTINGS))
+@pytest.mark.parametrize("name", [*sorted(WEIGHTINGS), "jd:GradVac"])
 def test_exact_resume_every_weighting(tiny_model_dir, tmp_path, name):
-    """For every registered strategy: the state and parameters after resume equal the uninterrupted run."""
+    """For every registered strategy (and TorchJD's stateful, random GradVac): the state and parameters after resume
+    equal the uninterrupted run."""
     kwargs = {"ctwa": {"cov_targets": 0.5}, "dynamic": {"regularization": 1.0}}.get(name, {})
     common = {"max_steps": 4, "save_strategy": "steps", "save_steps": 2, "learning_rate": 5e-2}
-    if WEIGHTINGS[name].space == "gradient" or "gramian" in WEIGHTINGS[name].requires:
+    if weighting_class(name).space == "gradient" or "gramian" in weighting_class(name).requires:
         common["gramian_space"] = "logprobs"
 
     def make(out):

@@ -101,10 +101,13 @@ def _rows(rows: Iterable[Sequence[Any]]) -> list[list[str]]:
 def algorithm_description(algorithm: str) -> str:
     """The first line of the weighting module's docstring (``""`` for an unknown algorithm)."""
     try:
-        from mo_align.weightings import WEIGHTINGS
+        from mo_align.weightings import weighting_class
     except ImportError:  # pragma: no cover - the package always has them
         return ""
-    cls = WEIGHTINGS.get(algorithm)
+    try:
+        cls = weighting_class(algorithm)  # a registry key or jd:<Name>
+    except ValueError:
+        cls = None
     doc = sys.modules[cls.__module__].__doc__ if cls is not None else None
     if not doc:
         return ""

@@ -52,6 +52,27 @@ RANGES: dict[str, dict[str, str]] = {
         "max_weight_ratio": "[1, 1e6]",
         "subsample": "(0, 1]",
     },
+    # TorchJD (mo_align.weightings.jd): TorchJD's own admissible values, narrowed to finite ones
+    "upgrad": {"pref_vector": "[0, 1e6]", "norm_eps": "[0, 1]", "reg_eps": "[0, 1]"},
+    "dualproj": {"pref_vector": "[0, 1e6]", "norm_eps": "[0, 1]", "reg_eps": "[0, 1]"},
+    "cagrad": {"c": "[0, 100]", "norm_eps": "[0, 1]"},
+    "aligned_mtl": {"pref_vector": "[0, 1e6]"},
+    "pcgrad": {"seed": "[0, 1e9]"},
+    "jd:GradVac": {"beta": "[0, 1]", "eps": "[0, 1]", "seed": "[0, 1e9]"},
+    "jd:FairGrad": {"alpha": "[0, 100]", "max_iters": "[1, 1e7]"},
+    "jd:CRMOGM": {"alpha": "[0, 1]"},
+    "jd:MoDo": {"gamma": "(0, 1e3]", "rho": "[0, 1e3]"},
+    "jd:SDMGrad": {
+        "lr": "(0, 1e6]",
+        "momentum": "[0, 1)",
+        "n_iter": "[1, 1e6]",
+        "lambda_": "[0, 1e6]",
+        "pref_vector": "[0, 1e6]",
+    },
+    "jd:MGDA": {"epsilon": "(0, 1]", "max_iters": "[1, 1e7]"},
+    "jd:Random": {"seed": "[0, 1e9]"},
+    "jd:Krum": {"n_byzantine": "[0, 1e6]", "n_selected": "[1, 1e6]"},
+    "jd:PCD": {"tau": "[0, 1]", "beta": "[0, 1)", "eps": "[0, 1]"},
 }
 
 
@@ -114,12 +135,15 @@ def _matches(value: Any, annotation: Any) -> bool:
 
 
 def validate_kwargs(cls: type[Weighting], kwargs: dict[str, Any]) -> None:
-    """Raise ``TypeError`` naming the field for an unknown or ill-typed weighting kwarg, ``ValueError`` for a number
-    that is not finite or outside its :data:`RANGES` interval."""
+    """Raise ``TypeError`` naming the field for an unknown, ill-typed or missing (no default) weighting kwarg,
+    ``ValueError`` for a number that is not finite or outside its :data:`RANGES` interval."""
     sig = inspect.signature(cls.__init__)
     hints = typing.get_type_hints(cls.__init__)
     allowed = [p for p in sig.parameters if p not in ("self", "num_objectives")]
     ranges = RANGES.get(cls.name, {})
+    for key in allowed:
+        if sig.parameters[key].default is inspect.Parameter.empty and key not in kwargs:
+            raise TypeError(f"weighting '{cls.name}' needs the kwarg {key!r} (weighting_kwargs: {{{key}: ...}})")
     for key, value in kwargs.items():
         if key not in allowed:
             raise TypeError(f"weighting '{cls.name}' got an unknown kwarg {excerpt(key)}; valid kwargs: {allowed}")
