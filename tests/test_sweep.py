@@ -234,3 +234,17 @@ def test_a_sweep_killed_with_sigkill_and_run_again_loses_and_repeats_nothing(tmp
     steps = [h["step"] for h in state["log_history"] if "loss" in h]
     assert steps == [1, 2, 3, 4, 5, 6]
     assert point_status(str(second)) == "done"
+
+
+def test_the_readme_example_sweep_is_valid_and_shown_verbatim():
+    path = ROOT / "sweeps/tiny-front.yaml"
+    sweep = load_sweep(str(path))
+    counts = {}
+    for p in sweep.points:
+        counts[p.label] = counts.get(p.label, 0) + 1
+    assert counts == {"linear": 6 * 2 * 2, "ctwa": 24, "upgrad": 1 * 2 * 2, "mgda": 2 * 2}
+    upgrad = next(p for p in sweep.points if p.label == "upgrad")
+    assert upgrad.weighting_kwargs == {"pref_vector": [0.5, 0.25, 0.25]}
+    body = path.read_text().splitlines()[1:]
+    readme = (ROOT / "README.md").read_text()
+    assert "\n".join(body) in readme
