@@ -160,6 +160,9 @@ def _run_seconds(sweep: Any) -> dict[str, float]:
 
 
 def run_lab_front(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    from mo_align.lab.run import warm_start_threads
     from mo_align.lab.sft import warm_start
     from mo_align.lab.task import get_regime
     from mo_align.runs.report import write_report
@@ -174,6 +177,7 @@ def run_lab_front(args: argparse.Namespace) -> dict[str, Any]:
     os.makedirs(args.out, exist_ok=True)
     regime = get_regime(args.task)
     steps = args.sft_steps or regime.warm_start_steps
+    torch.set_num_threads(warm_start_threads())  # as the lab: 1 thread on a busy machine (LAB_NOTES §3)
     sft_dir, meta = warm_start(args.cache, steps=steps, log=_say, regime=regime, task=args.task)
     _say(f"warm start {sft_dir} ({meta['parameters']:,} parameters, reference length {meta['reference_length']:.1f})")
     data = write_data(args.out, args.eval_prompts)

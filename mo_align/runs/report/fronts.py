@@ -98,8 +98,9 @@ def empirical_fronts(
 
 
 def plot_fronts(fronts: Mapping[str, Any], objectives: Sequence[str], path: Path) -> bool:
-    """Every algorithm's points (hollow: dominated) and front (line, CI bars) per pair of objectives; False when
-    there are fewer than two objectives."""
+    """Per pair of objectives: every algorithm's points (filled: non-dominated over all objectives, hollow:
+    dominated), 95 % CI bars, and a line through the points non-dominated in that pair; False when there are fewer
+    than two objectives."""
     from matplotlib import colormaps
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -125,14 +126,19 @@ def plot_fronts(fronts: Mapping[str, Any], objectives: Sequence[str], path: Path
                 if cx and cy:
                     err = [[x - cx[0]], [cx[1] - x]], [[y - cy[0]], [cy[1] - y]]
                     ax.errorbar([x], [y], xerr=err[0], yerr=err[1], color=color, alpha=0.35, lw=0.8)
-            order = np.argsort(xs[nd])
+            ax.scatter(xs[nd], ys[nd], color=color, s=28)
+            pair = non_dominated(np.stack([xs, ys], axis=1))  # the line: this panel's 2-objective front
+            order = np.argsort(xs[pair])
             label = f"{algorithm} (HV {front['hypervolume']:.3f})"
-            ax.plot(xs[nd][order], ys[nd][order], "o-", color=color, label=label, ms=5)
+            ax.plot(xs[pair][order], ys[pair][order], "-", color=color, label=label)
         ax.set_xlabel(x_name)
         ax.set_ylabel(y_name)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7, loc="best")
-    fig.suptitle("Empirical fronts: final eval means per preference point (bars: 95 % CI)", fontsize=10)
+    fig.suptitle(
+        "Empirical fronts: final eval means per point (filled: non-dominated in all objectives; line: in this pair)",
+        fontsize=10,
+    )
     fig.savefig(path, dpi=110)
     return True
 
