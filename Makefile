@@ -12,6 +12,7 @@ MODEL ?= qwen2.5-1.5b
 ACCELERATE ?= ddp
 ARGS ?=
 TASK ?=
+SHARES ?=
 TINY_MODEL_DIR ?= outputs/tiny-model
 PYTEST_ARGS ?=
 
@@ -21,7 +22,7 @@ export TOKENIZERS_PARALLELISM := false
 
 # Offline (no Hub, wandb offline unless WANDB_MODE is set) for tests, smoke runs, the lab, benchmarks and the demo
 # only; train-* and vllm-server download models and sync trackers. Target-specific values also reach prerequisites.
-OFFLINE_TARGETS := test test-slow test-vllm demo lab lab-quick bench bench-vllm tiny-model smoke \
+OFFLINE_TARGETS := test test-slow test-vllm demo lab lab-quick lab-sweep bench bench-vllm tiny-model smoke \
 	$(addprefix smoke-,$(ALGORITHMS))
 $(OFFLINE_TARGETS): export HF_HUB_OFFLINE := 1
 $(OFFLINE_TARGETS): export HF_DATASETS_OFFLINE := 1
@@ -29,7 +30,7 @@ $(OFFLINE_TARGETS): export WANDB_MODE ?= offline
 
 check_algo = $(if $(filter $(1),$(ALGORITHMS)),,$(error unknown algorithm '$(1)'; valid: $(ALGORITHMS)))
 
-.PHONY: help install test test-slow lint format demo tiny-model smoke clean lab lab-quick bench
+.PHONY: help install test test-slow lint format demo tiny-model smoke clean lab lab-quick lab-sweep bench
 .PHONY: $(addprefix train-,$(ALGORITHMS)) $(addprefix smoke-,$(ALGORITHMS))
 
 help: ## list the targets
@@ -72,6 +73,9 @@ lab-quick: install ## warm start (cached) + linear vs ctwa, one seed, two runs i
 
 lab: install ## every algorithm x 3 seeds + accuracy-only control, report in outputs/lab/report
 	$(PY) -m mo_align.lab $(if $(TASK),--task $(TASK)) $(ARGS)
+
+lab-sweep: install ## phase diagram: G share x {accuracy_only, linear, ctwa} x 3 seeds -> outputs/lab-sweep/sweep.*
+	$(PY) -m mo_align.lab --sweep $(SHARES) $(ARGS)
 
 bench: install ## step-time ratios of every strategy vs linear (+ rollout and reward throughput) -> bench/results.md
 	$(PY) bench/run.py
