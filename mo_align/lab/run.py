@@ -259,7 +259,7 @@ def _write_results(done: list, seconds: dict, out_root: str, setting: dict[str, 
     if not ok:
         raise SystemExit("mo-align lab: every run failed; see " + os.path.join(out_root, "logs"))
     result = write_report(load_runs(ok), os.path.join(out_root, "report"))
-    sys.stdout.write("\n" + format_console_table(result) + "\n")
+    sys.stdout.write("\n" + format_console_table(result, per_run=False) + "\n")  # per run: the evidence table
     evidence = [{**run_evidence(o), "seconds": seconds[os.path.basename(o)]} for o in ok]
     with open(os.path.join(out_root, EVIDENCE_FILE), "w") as f:
         json.dump({**setting, "runs": evidence}, f, indent=1)
