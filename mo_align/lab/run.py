@@ -362,4 +362,9 @@ def main(argv: list[str] | None = None) -> None:
     eval_steps = a.eval_steps or 25
     # one warm start per regime, shared by make lab, make demo and the sweep (the regime sets its length)
     cache, threads = a.cache, a.sft_threads
-    run_lab(algorithms, seeds, steps, eval_steps, out, a.jobs, a.sft_steps, cache, task, regime, threads)
+    result = run_lab(algorithms, seeds, steps, eval_steps, out, a.jobs, a.sft_steps, cache, task, regime, threads)
+    from mo_align.lab.demo import demo_extras
+
+    lines = demo_extras([r["output_dir"] for r in result["runs"].values()], out, figure=a.quick)
+    sys.stdout.write("".join(f"\n{line}" for line in lines) + "\n")
+    sys.stdout.write(f"report: {os.path.join(out, 'report', 'report.md')} (and report.html)\n")
