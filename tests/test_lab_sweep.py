@@ -220,3 +220,28 @@ def test_a_minimal_sweep_end_to_end(tmp_path):
     assert [(c["share"], c["algorithm"], c["n"]) for c in saved["cells"]] == [(0.05, "linear", 1), (0.3, "linear", 1)]
     assert saved["timing"]["warm_starts"]["0.05"] > 0 and (out / "sweep.png").exists()
     assert "| 0.3 | linear |" in proc.stdout and "[lab-sweep" in proc.stdout and "total" in proc.stdout
+
+
+def test_a_finished_run_of_the_same_configuration_is_not_run_again(tmp_path):
+    """The sweep resumes: a run directory whose summary records the same worker command (algorithm, seed, warm start
+    key, reference length, steps, eval interval) and whose scores were written is reused, anything else is run."""
+    from mo_align.lab.sweep import finished
+
+    out = tmp_path / "share-0.05" / "linear-seed0"
+    job = {"algo": "linear", "seed": 0, "sft": "/x/cache/sft-abc123", "reference_length": 22.3, "steps": 50}
+    job.update(eval_steps=25, threads=1, out=str(out))
+    command = (
+        "python3 -m mo_align.lab worker --algo linear --seed 0 --sft outputs/lab-cache/sft-abc123 "
+        "--reference-length 22.3 --out outputs/lab/linear-seed0 --steps 50 --eval-steps 25 --threads 1"
+    )
+    out.mkdir(parents=True)
+    (out / "mo_summary.json").write_text(json.dumps({"launch_command": command}))
+    assert not finished(job)  # no scores yet: the run did not finish
+    (out / EVAL_SCORES_FILE).write_text("{}")
+    assert finished(job)
+    assert not finished({**job, "steps": 75})
+    assert not finished({**job, "seed": 1})
+    assert not finished({**job, "sft": "/x/cache/sft-other"})
+    assert not finished({**job, "reference_length": 20.7})
+    (out / "mo_summary.json").write_text(json.dumps({"launch_command": None}))
+    assert not finished(job)

@@ -167,7 +167,7 @@ def _launch(job: dict[str, Any], log_dir: str) -> tuple[str, float, int]:
 
 def _run_jobs(todo: list[dict[str, Any]], jobs: int, logs: str, say: Any) -> tuple[list[tuple[str, int]], dict]:
     """Run the worker processes ``jobs`` at a time, longest first: ``(out, returncode)`` in the order of ``todo``,
-    and each run's seconds."""
+    and each run's seconds (by ``out``)."""
     order = {job["out"]: i for i, job in enumerate(todo)}
     # longest first (a parameter-space Gram costs K or K + 1 backward passes per step): shortest total time
     todo = sorted(todo, key=lambda job: -RELATIVE_COST.get(job["algo"], 1.0))
@@ -177,7 +177,7 @@ def _run_jobs(todo: list[dict[str, Any]], jobs: int, logs: str, say: Any) -> tup
             out, secs, rc = future.result()
             say(f"{os.path.basename(out)}: {'ok' if rc == 0 else f'FAILED (rc {rc}, see logs/)'} in {secs:.0f} s")
             done.append((out, rc))
-            seconds[os.path.basename(out)] = secs
+            seconds[out] = secs
     done.sort(key=lambda item: order[item[0]])  # report in algorithm order
     return done, seconds
 
@@ -245,7 +245,7 @@ def run_lab(
     say(f"total {time.time() - t0:.0f} s; report: {os.path.join(out_root, 'report', 'report.md')}")
     with open(os.path.join(out_root, "lab_result.json"), "w") as f:
         record = {"seconds": time.time() - t0, "failed": [o for o, rc in done if rc], "sft": meta, "task": task}
-        json.dump({**record, "run_seconds": seconds}, f, indent=1)
+        json.dump({**record, "run_seconds": {os.path.basename(o): v for o, v in seconds.items()}}, f, indent=1)
     return result
 
 
@@ -260,7 +260,7 @@ def _write_results(done: list, seconds: dict, out_root: str, setting: dict[str, 
         raise SystemExit("mo-align lab: every run failed; see " + os.path.join(out_root, "logs"))
     result = write_report(load_runs(ok), os.path.join(out_root, "report"))
     sys.stdout.write("\n" + format_console_table(result, per_run=False) + "\n")  # per run: the evidence table
-    evidence = [{**run_evidence(o), "seconds": seconds[os.path.basename(o)]} for o in ok]
+    evidence = [{**run_evidence(o), "seconds": seconds.get(o)} for o in ok]
     with open(os.path.join(out_root, EVIDENCE_FILE), "w") as f:
         json.dump({**setting, "runs": evidence}, f, indent=1)
     sys.stdout.write("\n" + format_evidence(evidence) + "\n")

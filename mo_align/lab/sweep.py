@@ -35,6 +35,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from mo_align.lab.evidence import EVAL_SCORES_FILE
+
 
 DEFAULT_SHARES = (0.02, 0.05, 0.10, 0.20, 0.35)
 SWEEP_ALGORITHMS = ("accuracy_only", "linear", "ctwa")
@@ -102,6 +104,24 @@ def warm_starts(shares: list[float], cache: str, sft_steps: int | None, jobs: in
     return out
 
 
+def finished(job: dict[str, Any]) -> bool:
+    """Whether ``job["out"]`` already holds this run's finished results (the sweep resumes): its per-prompt scores
+    and a summary whose recorded worker command has the same algorithm, seed, warm start (``sft-<key>``, the cache
+    key of the regime and recipe), reference length, steps and eval interval."""
+    import itertools
+    import shlex
+
+    scores, summary = os.path.join(job["out"], EVAL_SCORES_FILE), os.path.join(job["out"], "mo_summary.json")
+    if not (os.path.exists(scores) and os.path.exists(summary)):
+        return False
+    with open(summary) as f:
+        argv = shlex.split(json.load(f).get("launch_command") or "")
+    flags = dict(itertools.pairwise(argv))  # each token -> the next: every "--flag" -> its value
+    want = {key: str(job[key]) for key in ("algo", "seed", "reference_length", "steps", "eval_steps")}
+    same = all(flags.get("--" + key.replace("_", "-")) == value for key, value in want.items())
+    return same and os.path.basename(flags.get("--sft", "")) == os.path.basename(job["sft"])
+
+
 def run_sweep(
     shares: Sequence[float],
     algorithms: Sequence[str],
@@ -135,8 +155,11 @@ def run_sweep(
             for algo in algorithms:
                 out = os.path.join(share_dir(out_root, share), f"{algo}-seed{seed}")
                 todo.append({"algo": algo, "seed": seed, **shared, "threads": threads, "out": out})
-    say(f"warm starts ready in {t_warm:.0f} s; {len(todo)} runs, {jobs} at a time")
-    done, seconds = _run_jobs(todo, jobs, logs, say)
+    reused = [job for job in todo if finished(job)]
+    todo = [job for job in todo if job not in reused]
+    say(f"warm starts ready in {t_warm:.0f} s; {len(todo)} runs, {jobs} at a time ({len(reused)} already finished)")
+    done, seconds = _run_jobs(todo, jobs, logs, say) if todo else ([], {})
+    done += [(job["out"], 0) for job in reused]
     t_runs = time.time() - t0 - t_warm
     for share in shares:
         prefix = share_dir(out_root, share) + os.sep
@@ -147,7 +170,8 @@ def run_sweep(
         _write_results(mine, seconds, share_dir(out_root, share), setting, starts[share][1])
     timing = {"seconds": time.time() - t0, "warm_start_seconds": t_warm, "runs_seconds": t_runs}
     timing["warm_starts"] = {f"{s:g}": starts[s][2] for s in shares}  # None = read from the cache
-    timing["run_seconds"] = seconds
+    timing["run_seconds"] = {os.path.relpath(o, out_root): v for o, v in seconds.items()}
+    timing["reused_runs"] = [os.path.relpath(job["out"], out_root) for job in reused]
     table = write_sweep(out_root, shares, algorithms, timing)
     sys.stdout.write("\n" + table["markdown"] + "\n")
     say(f"total {timing['seconds']:.0f} s (warm starts {t_warm:.0f} s, runs {t_runs:.0f} s); wrote {out_root}/sweep.*")
