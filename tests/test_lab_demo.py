@@ -93,7 +93,7 @@ def test_demo_figure_panels(tmp_path, monkeypatch):
         "eval clarity (band: 95 % CI)",
         "linear-seed0: weights",
         "ctwa-seed0: weights",
-        "ctwa-seed0: monitor's covariance EMA (dotted: targets)",
+        "ctwa-seed0: covariance EMA (dotted: targets)",
     ]
     assert all(len(ax.collections) == 2 for ax in axes[:3])  # one band per run
     targets = sorted(round(line.get_ydata()[0], 6) for line in axes[5].get_lines() if line.get_linestyle() == ":")

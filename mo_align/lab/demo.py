@@ -59,13 +59,15 @@ def demo_figure(runs: Sequence[Mapping[str, Any]], path: str) -> None:
     """One PNG: eval curves with CI bands (a panel per objective), each run's weights, a CTWA run's covariance EMA."""
     from matplotlib import colormaps
 
-    from mo_align.runs.report.plots import _cov_targets, _draw_series, _figure, _save, _styles, draw_eval_curve
+    from mo_align.runs.report.plots import _cov_targets, _draw_series, _figure, _save, _Style, draw_eval_curve
 
     objectives = list(runs[0]["objectives"])
     ctwa = [r for r in runs if _cov_targets(r, objectives) and r["cov_ema"]]
     weighted = [r for r in runs if r["weights"]]
     fig, axes = _figure(len(objectives) + len(weighted) + bool(ctwa), ncols_max=len(objectives))
-    styles, handles = _styles(runs), {}
+    palette = colormaps["tab10"].colors  # objectives take colours 0..K-1 (_draw_series), runs the next ones
+    styles = {r["run_name"]: _Style(palette[(len(objectives) + i) % 10], "-", "o") for i, r in enumerate(runs)}
+    handles: dict[str, Any] = {}
     for ax, name in zip(axes, objectives):
         for r in runs:
             line = draw_eval_curve(ax, r, name, styles[r["run_name"]])
@@ -74,19 +76,22 @@ def demo_figure(runs: Sequence[Mapping[str, Any]], path: str) -> None:
         ax.set_title(f"eval {name} (band: 95 % CI)", fontsize="medium")
         ax.set_ylabel("eval mean")
     series_handles: dict[str, Any] = {}
-    for ax, r in zip(axes[len(objectives) :], weighted):
+    weight_axes = axes[len(objectives) : len(objectives) + len(weighted)]
+    for ax, r in zip(weight_axes, weighted):
         _draw_series(ax, r["weights"], "weights", objectives, series_handles)
         ax.set_title(f"{r['run_name']}: weights", fontsize="medium")
         ax.set_ylabel("weight")
+    values = [v for r in weighted for e in r["weights"] for v in e["weights"].values() if math.isfinite(v)]
+    for ax in weight_axes:  # one scale for every run's weights, so a flat trajectory looks flat
+        ax.set_ylim(min(values) - 0.01, max(values) + 0.01)
     if ctwa:
         ax, run = axes[-1], ctwa[0]
         _draw_series(ax, run["cov_ema"], "values", objectives, series_handles)
-        palette = colormaps["tab10"].colors  # _draw_series colours objective k with palette[k]
         for name, target in _cov_targets(run, objectives).items():
             k = objectives.index(name) if name in objectives else 0
             ax.axhline(target, color=palette[k % len(palette)], linestyle=":", linewidth=1.0)
         ax.axhline(0.0, color="0.5", linewidth=0.8)
-        ax.set_title(f"{run['run_name']}: monitor's covariance EMA (dotted: targets)", fontsize="medium")
+        ax.set_title(f"{run['run_name']}: covariance EMA (dotted: targets)", fontsize="medium")
         ax.set_ylabel("covariance EMA")
     for ax in axes:
         ax.set_xlabel("step")
