@@ -149,6 +149,12 @@ def _worker(argv: list[str]) -> None:
 _WORKER_FLAGS = ("algo", "seed", "sft", "reference_length", "out", "steps", "eval_steps", "threads")
 
 
+def _label(job: dict[str, Any]) -> str:
+    """How a run is named in the log and its log file: ``job["label"]`` (the sweep's ``share-<s>/<run>``), else the
+    run directory's name."""
+    return job.get("label") or os.path.basename(job["out"])
+
+
 def _launch(job: dict[str, Any], log_dir: str) -> tuple[str, float, int]:
     cmd = [sys.executable, "-m", "mo_align.lab", "worker"]
     for key in _WORKER_FLAGS:
@@ -160,7 +166,7 @@ def _launch(job: dict[str, Any], log_dir: str) -> tuple[str, float, int]:
         "TOKENIZERS_PARALLELISM": "false",
     }
     t0 = time.time()
-    with open(os.path.join(log_dir, os.path.basename(job["out"]) + ".log"), "w") as log:
+    with open(os.path.join(log_dir, _label(job).replace("/", "_") + ".log"), "w") as log:
         rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
     return job["out"], time.time() - t0, rc
 
@@ -169,13 +175,14 @@ def _run_jobs(todo: list[dict[str, Any]], jobs: int, logs: str, say: Any) -> tup
     """Run the worker processes ``jobs`` at a time, longest first: ``(out, returncode)`` in the order of ``todo``,
     and each run's seconds (by ``out``)."""
     order = {job["out"]: i for i, job in enumerate(todo)}
+    labels = {job["out"]: _label(job) for job in todo}
     # longest first (a parameter-space Gram costs K or K + 1 backward passes per step): shortest total time
     todo = sorted(todo, key=lambda job: -RELATIVE_COST.get(job["algo"], 1.0))
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         done, seconds = [], {}
         for future in as_completed([pool.submit(_launch, job, logs) for job in todo]):
             out, secs, rc = future.result()
-            say(f"{os.path.basename(out)}: {'ok' if rc == 0 else f'FAILED (rc {rc}, see logs/)'} in {secs:.0f} s")
+            say(f"{labels[out]}: {'ok' if rc == 0 else f'FAILED (rc {rc}, see logs/)'} in {secs:.0f} s")
             done.append((out, rc))
             seconds[out] = secs
     done.sort(key=lambda item: order[item[0]])  # report in algorithm order

@@ -154,7 +154,8 @@ def run_sweep(
         for seed in seeds:
             for algo in algorithms:
                 out = os.path.join(share_dir(out_root, share), f"{algo}-seed{seed}")
-                todo.append({"algo": algo, "seed": seed, **shared, "threads": threads, "out": out})
+                label = f"share-{share:g}/{algo}-seed{seed}"  # the run names repeat across shares
+                todo.append({"algo": algo, "seed": seed, **shared, "threads": threads, "out": out, "label": label})
     reused = [job for job in todo if finished(job)]
     todo = [job for job in todo if job not in reused]
     say(f"warm starts ready in {t_warm:.0f} s; {len(todo)} runs, {jobs} at a time ({len(reused)} already finished)")
