@@ -55,7 +55,7 @@ def test_sweep_cli_defaults(monkeypatch):
     monkeypatch.setattr(sweep, "run_sweep", lambda *a: calls.append(a))
     main(["--sweep"])
     shares, algorithms, seeds, steps, eval_steps, out, jobs, sft_steps, cache = calls[0]
-    assert shares == [0.02, 0.05, 0.1, 0.2, 0.35] and algorithms == list(SWEEP_ALGORITHMS)
+    assert shares == [0.02, 0.05, 0.1, 0.2] and algorithms == list(SWEEP_ALGORITHMS)
     assert algorithms == ["accuracy_only", "linear", "ctwa"] and seeds == [0, 1, 2]
     assert (steps, eval_steps, jobs, sft_steps) == (50, 25, 2, None)
     assert out.endswith("lab-sweep") and cache.endswith("lab-cache")

@@ -290,7 +290,7 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         metavar="SHARE",
-        help="phase diagram over these G shares (default 0.02 0.05 0.1 0.2 0.35; make lab-sweep)",
+        help="phase diagram over these G shares (default 0.02 0.05 0.1 0.2; make lab-sweep)",
     )
     p.add_argument("--algorithms", nargs="+", default=None, help=f"subset of {list(LAB_WEIGHTINGS)}")
     p.add_argument("--seeds", nargs="+", type=int, default=None)
