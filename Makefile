@@ -14,6 +14,7 @@ MODEL ?= qwen2.5-1.5b
 ACCELERATE ?= ddp
 ARGS ?=
 TASK ?=
+SHARES ?=
 TINY_MODEL_DIR ?= outputs/tiny-model
 PYTEST_ARGS ?=
 
@@ -23,7 +24,7 @@ export TOKENIZERS_PARALLELISM := false
 
 # Offline (no Hub, wandb offline unless WANDB_MODE is set) for tests, smoke runs, the lab, benchmarks and the demo
 # only; train-* and vllm-server download models and sync trackers. Target-specific values also reach prerequisites.
-OFFLINE_TARGETS := test test-slow test-vllm demo lab lab-quick lab-front bench bench-vllm tiny-model smoke \
+OFFLINE_TARGETS := test test-slow test-vllm demo lab lab-quick lab-sweep lab-front bench bench-vllm tiny-model smoke \
 	$(addprefix smoke-,$(ALGORITHMS))
 $(OFFLINE_TARGETS): export HF_HUB_OFFLINE := 1
 $(OFFLINE_TARGETS): export HF_DATASETS_OFFLINE := 1
@@ -31,7 +32,7 @@ $(OFFLINE_TARGETS): export WANDB_MODE ?= offline
 
 check_algo = $(if $(filter $(1),$(ALGORITHMS)),,$(error unknown algorithm '$(1)'; valid: $(ALGORITHMS)))
 
-.PHONY: help install test test-slow lint format demo tiny-model smoke clean lab lab-quick lab-front bench
+.PHONY: help install test test-slow lint format demo tiny-model smoke clean lab lab-quick lab-sweep lab-front bench
 .PHONY: $(addprefix train-,$(ALGORITHMS)) $(addprefix smoke-,$(ALGORITHMS))
 
 help: ## list the targets
@@ -77,6 +78,9 @@ lab: install ## every algorithm x 3 seeds + accuracy-only control, report in out
 
 lab-front: install ## fronts on the lab's task: Linear + CTWA + UPGrad preference sweeps, soup of the corners -> outputs/lab-front
 	$(PY) -m mo_align.sweep.labfront $(if $(TASK),--task $(TASK)) $(ARGS)
+
+lab-sweep: install ## phase diagram: G share x {accuracy_only, linear, ctwa} x 3 seeds -> outputs/lab-sweep/sweep.*
+	$(PY) -m mo_align.lab --sweep $(SHARES) $(ARGS)
 
 bench: install ## step-time ratios of every strategy vs linear (+ rollout and reward throughput) -> bench/results.md
 	$(PY) bench/run.py

@@ -12,6 +12,10 @@ score of sample ``j`` of prompt ``i`` (``NaN`` = no score, ignored as the traine
   (numpy's default linear-interpolation quantile).
 * ``paired_delta_ci``: start and final evaluations of the *same* prompts (same order); each replicate uses the same
   prompt indices for both, ``Δ* = m*_final − m*_start``, so the prompt-difficulty variance cancels.
+* ``mean_paired_delta_ci``: the mean over R runs (seeds) evaluated on the same prompts of their paired Δ,
+  ``Δ̄ = (1/R) Σ_r Δ_r``; each replicate draws the prompt indices once and applies them to every run,
+  ``Δ̄* = (1/R) Σ_r Δ*_r``. The interval measures the evaluation noise of the seeds' mean (the prompts drawn), not the
+  spread between seeds.
 
 Interference (issue 15): an objective interferes when its Δ interval lies entirely below 0 (``high < 0``) while
 the optimised scalar rose (``interfering``). Everything is seeded (``numpy.random.default_rng(seed)``): the same
@@ -117,12 +121,31 @@ def paired_delta_ci(
     The sample counts per prompt may differ between the two evaluations; the prompt count may not.
     """
     _check(level, n_boot)
+    return _interval(_paired_estimate(start, final), resample_means(final, n_boot, seed, baseline=start), level)
+
+
+def _paired_estimate(start: Any, final: Any) -> float:
     s_sums, s_counts = _clusters(start, "start")
     f_sums, f_counts = _clusters(final, "final")
     if len(s_sums) != len(f_sums):
         raise ValueError(f"paired evaluations need the same prompts: {len(s_sums)} start vs {len(f_sums)} final")
-    estimate = float(_ratio(f_sums.sum(), f_counts.sum()) - _ratio(s_sums.sum(), s_counts.sum()))
-    return _interval(estimate, resample_means(final, n_boot, seed, baseline=start), level)
+    return float(_ratio(f_sums.sum(), f_counts.sum()) - _ratio(s_sums.sum(), s_counts.sum()))
+
+
+def mean_paired_delta_ci(pairs: Any, level: float = DEFAULT_LEVEL, n_boot: int = DEFAULT_BOOT, seed: int = 0) -> CI:
+    """Mean of the runs' paired Δ (``pairs`` = ``[(start, final), ...]``, every array over the same prompts in the
+    same order) with the joint prompt-bootstrap CI of the module docstring. One bootstrap ``seed`` for every run makes
+    :func:`resample_means` draw the same prompt indices for each (same seed, same prompt count)."""
+    _check(level, n_boot)
+    pairs = list(pairs)
+    if not pairs:
+        raise ValueError("pairs: need at least one (start, final) pair")
+    counts = {len(_clusters(start, "start")[0]) for start, _ in pairs}
+    if len(counts) > 1:
+        raise ValueError(f"pairs: every run must be evaluated on the same prompts, got prompt counts {sorted(counts)}")
+    deltas = [_paired_estimate(start, final) for start, final in pairs]
+    reps = np.mean([resample_means(final, n_boot, seed, baseline=start) for start, final in pairs], axis=0)
+    return _interval(float(np.mean(deltas)), reps, level)
 
 
 def interfering(deltas: Mapping[str, CI], scalar_delta: float) -> list[str]:

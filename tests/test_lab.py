@@ -110,7 +110,7 @@ def test_lab_cli_refuses_an_unknown_task(capsys):
 @pytest.mark.slow
 def test_lab_quick_end_to_end_and_report_cli(tmp_path):
     out = tmp_path / "lab"
-    run = ["--algorithms", "linear", "ctwa", "--seeds", "0", "--steps", "3", "--eval-steps", "3", "--sft-steps", "30"]
+    run = ["--quick", "--steps", "3", "--eval-steps", "3", "--sft-steps", "30"]  # make demo: linear vs ctwa, seed 0
     paths = ["--out", str(out), "--cache", str(tmp_path / "cache")]
     cmd = [sys.executable, "-m", "mo_align.lab", *run, *paths]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
@@ -139,6 +139,10 @@ def test_lab_quick_end_to_end_and_report_cli(tmp_path):
         for ci in [*row["delta"].values(), row["scalar_delta"]]:
             assert ci["low"] <= ci["estimate"] <= ci["high"]
     assert "seeds with significant interference" in proc.stdout
+    # the demo's extras: CTWA's targets from the monitor, the one figure, where the report is
+    assert "ctwa-seed0: CTWA's covariance targets" in proc.stdout and "CTWA's weight factors" in proc.stdout
+    assert (out / "demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"report: {out / 'report' / 'report.md'}" in proc.stdout
 
     from mo_align.cli import main
 

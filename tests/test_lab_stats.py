@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from mo_align.stats import CI, bootstrap_mean_ci, interfering, paired_delta_ci, resample_means
+from mo_align.stats import CI, bootstrap_mean_ci, interfering, mean_paired_delta_ci, paired_delta_ci, resample_means
 
 
 def test_constant_data_has_a_degenerate_interval():
@@ -109,3 +109,35 @@ def test_bad_input_is_refused_with_the_field_named():
         bootstrap_mean_ci([1.0, 0.0], n_boot=0)
     with pytest.raises(ValueError, match="values"):
         bootstrap_mean_ci([])
+
+
+def test_mean_paired_delta_of_one_run_is_its_paired_delta():
+    rng = np.random.default_rng(3)
+    start, final = rng.integers(0, 2, (40, 4)).astype(float), rng.integers(0, 2, (40, 4)).astype(float)
+    assert mean_paired_delta_ci([(start, final)], seed=7) == paired_delta_ci(start, final, seed=7)
+
+
+def test_mean_paired_delta_of_constant_shifts_is_their_mean():
+    """Run 1 shifts every score by +0.1, run 2 by −0.3: every replicate's mean is exactly −0.1."""
+    start = np.array([[0.0, 0.5], [1.0, 0.25], [0.5, 0.5]])
+    ci = mean_paired_delta_ci([(start, start + 0.1), (start, start - 0.3)], seed=2)
+    assert ci == pytest.approx(CI(-0.1, -0.1, -0.1), abs=1e-12)
+
+
+def test_mean_paired_delta_draws_the_same_prompts_for_every_run():
+    """Antithetic runs: run 2's per-prompt change is minus run 1's, so with one prompt draw shared by both runs
+    every replicate of the mean is exactly 0; independent draws would spread it (about ±0.1 here)."""
+    rng = np.random.default_rng(0)
+    start = np.full((64, 2), 0.5)
+    change = rng.choice([-0.5, 0.5], size=(64, 1)) * np.ones((1, 2))
+    ci = mean_paired_delta_ci([(start, start + change), (start, start - change)], n_boot=500)
+    assert ci == pytest.approx(CI(0.0, 0.0, 0.0), abs=1e-12)
+    single = paired_delta_ci(start, start + change, n_boot=500)
+    assert single.high - single.low > 0.15  # one run alone does carry the prompts' spread
+
+
+def test_mean_paired_delta_refuses_runs_on_different_prompts():
+    with pytest.raises(ValueError, match="same prompts"):
+        mean_paired_delta_ci([([[1.0]] * 3, [[1.0]] * 3), ([[1.0]] * 4, [[1.0]] * 4)])
+    with pytest.raises(ValueError, match="pairs"):
+        mean_paired_delta_ci([])

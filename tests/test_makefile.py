@@ -52,7 +52,7 @@ def test_train_targets_are_online(fake_venv):
     assert "--config recipes/qwen2.5-1.5b/ctwa.yaml" in line
 
 
-@pytest.mark.parametrize("target", ["smoke-linear", "lab", "lab-quick"])
+@pytest.mark.parametrize("target", ["smoke-linear", "lab", "lab-quick", "lab-sweep", "lab-front"])
 def test_test_like_targets_are_offline(fake_venv, target):
     lines = run_make(fake_venv, target)
     assert lines, "the target ran no command"
@@ -63,3 +63,10 @@ def test_test_like_targets_are_offline(fake_venv, target):
 def test_a_users_wandb_mode_wins_in_offline_targets(fake_venv):
     (line,) = run_make(fake_venv, "lab", WANDB_MODE="disabled")
     assert "HF_HUB_OFFLINE=1 WANDB_MODE=disabled" in line
+
+
+def test_lab_sweep_passes_its_shares(fake_venv):
+    (line,) = run_make(fake_venv, "lab-sweep")
+    assert line.endswith("-m mo_align.lab --sweep")  # the defaults of mo_align.lab.sweep
+    (line,) = run_make(fake_venv, "lab-sweep", SHARES="0.05 0.2")
+    assert line.endswith("-m mo_align.lab --sweep 0.05 0.2")

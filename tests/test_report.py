@@ -512,3 +512,130 @@ def test_runs_without_evaluation_report_their_training_batch_means_labelled(tmp_
     console = format_console_table(result)
     assert "no evaluation, values are training-batch means: lin, ct" in console
     assert "—" not in console.splitlines()[3]  # the linear row has numbers
+
+
+# ---- confidence intervals (issue 15) -------------------------------------------------------------------------------
+def with_cis(run, ci, delta_ci, law=()):
+    """The run with 95 % CIs on its last evaluation (as the trainer records them) and law records."""
+    run["eval"][-1]["ci"] = ci
+    run["eval"][-1]["delta_ci"] = delta_ci
+    run["law"] = list(law)
+    return run
+
+
+def test_cis_in_tables_and_seeds_counted_significant(tmp_path):
+    """Two seeds of linear with CIs: seed 0's conciseness Δ CI lies below 0, seed 1's straddles 0; accuracy rises
+    significantly on both. The per-run cells carry the intervals, the per-algorithm table counts the seeds."""
+    ci = {"accuracy": [0.55, 0.65], "conciseness": [0.40, 0.50], "clarity": [0.25, 0.35]}
+    runs = [
+        with_cis(
+            summary("linear-seed0", "linear", 0, (0.4, 0.5, 0.3), (0.6, 0.45, 0.3)),
+            ci,
+            {"accuracy": [0.15, 0.25], "conciseness": [-0.08, -0.02], "clarity": [-0.03, 0.03]},
+        ),
+        with_cis(
+            summary("linear-seed1", "linear", 1, (0.4, 0.5, 0.3), (0.5, 0.45, 0.3)),
+            ci,
+            {"accuracy": [0.05, 0.15], "conciseness": [-0.10, 0.01], "clarity": [-0.03, 0.03]},
+        ),
+    ]
+    result = write_report(runs, tmp_path / "report")
+    seed0, seed1 = result["runs"]["linear-seed0"], result["runs"]["linear-seed1"]
+    assert seed0["final_ci"]["accuracy"] == [0.55, 0.65] and seed0["delta_ci"]["conciseness"] == [-0.08, -0.02]
+    assert seed0["significant"] == {"accuracy": "rise", "conciseness": "drop", "clarity": "none"}
+    assert seed1["significant"]["conciseness"] == "none"
+    # the 0.05 fall of seed 1 is beyond the 0.02 tolerance but not significant: with CIs, no interference
+    assert seed0["interference_objectives"] == ["conciseness"] and not seed1["interference"]
+    assert "95 % CI of Δ [-0.080, -0.020] entirely below 0" in seed0["interference_reasons"][0]
+    agg = result["algorithms"]["linear"]["significant"]
+    assert agg["accuracy"] == {"drop": 0, "rise": 2, "n": 2} and agg["conciseness"] == {"drop": 1, "rise": 0, "n": 2}
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "| linear-seed0 | linear | 0 | 0.600 [0.550, 0.650] | 0.600 | +0.200 [+0.150, +0.250] |" in md
+    assert "| ↓0 ↑2 of 2 | ↓1 ↑0 of 2 | ↓0 ↑0 of 2 |" in md
+    console = format_console_table(result)
+    assert "0.550 (+0.150; ↓0 ↑2)" in console and "0.450 (-0.050; ↓1 ↑0)" in console
+    assert "per run: Δ vs start [95% paired CI]" in console
+    assert "+0.200 [+0.150, +0.250]  -0.050 [-0.080, -0.020]" in console
+    assert "per run:" not in format_console_table(result, per_run=False)
+
+
+def test_a_small_significant_fall_interferes_and_runs_without_cis_keep_the_tolerance():
+    run = with_cis(
+        summary("r", "a", 0, (0.5, 0.5, 0.5), (0.6, 0.49, 0.5)),
+        {},
+        {"accuracy": [0.05, 0.15], "conciseness": [-0.015, -0.005], "clarity": [0.0, 0.0]},
+    )
+    assert interference(run)["objectives"] == ["conciseness"]  # 0.01 < tolerance, but significant
+    assert not interference(summary("r", "a", 0, (0.5, 0.5, 0.5), (0.6, 0.49, 0.5)))["interference"]
+
+
+def test_law_disagreements_are_listed_in_the_report_and_the_console(tmp_path):
+    law = [
+        {
+            "from": 0,
+            "to": 10,
+            "objective": "accuracy",
+            "predicted_cov": 0.17,
+            "delta": -0.05,
+            "ci": [-0.08, -0.02],
+            "realised": "down",
+            "held": False,
+        },
+        {
+            "from": 0,
+            "to": 10,
+            "objective": "clarity",
+            "predicted_cov": 0.1,
+            "delta": 0.2,
+            "ci": [0.15, 0.25],
+            "realised": "up",
+            "held": True,
+        },
+        {
+            "from": 0,
+            "to": 10,
+            "objective": "conciseness",
+            "predicted_cov": -0.01,
+            "delta": 0.0,
+            "ci": [-0.03, 0.03],
+            "realised": "not significant",
+            "held": None,
+        },
+    ]
+    run = summary("ctwa-seed0", "ctwa", 0, (0.4, 0.5, 0.3), (0.35, 0.5, 0.5))
+    run["law"] = law
+    result = write_report([run], tmp_path / "report")
+    expected = (
+        "disagreement: accuracy steps 0->10: mean covariance +0.170 predicts up, eval mean went down "
+        "(Δ -0.050 [-0.080, -0.020])"
+    )
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "## Covariance law" in md and expected in md
+    assert (
+        "- covariance law, ctwa-seed0: held in 1 of 2 significant changes between evaluations (1 not significant)"
+        in md
+    )
+    assert "  " + expected in format_console_table(result)
+
+
+def test_eval_curves_draw_the_ci_band():
+    from mo_align.runs.report.plots import _figure, _Style, draw_eval_curve
+
+    run = summary("r", "a", 0, (0.4, 0.5, 0.3), (0.6, 0.5, 0.3))
+    for entry, (low, high) in zip(run["eval"], [(0.35, 0.45), (0.45, 0.55), (0.55, 0.65)]):
+        entry["ci"] = {"accuracy": [low, high]}
+    run = load_run_dict(run)
+    _fig, (ax,) = _figure(1)
+    line = draw_eval_curve(ax, run, "accuracy", _Style("C0", "-", "o"))
+    assert list(line.get_xdata()) == [0, 10, 20]
+    (band,) = ax.collections
+    vertices = {tuple(np.round(v, 6)) for v in band.get_paths()[0].vertices}
+    assert {(0, 0.35), (0, 0.45), (10, 0.45), (10, 0.55), (20, 0.55), (20, 0.65)} <= vertices
+    assert draw_eval_curve(ax, run, "conciseness", _Style("C1", "-", "o")) is not None
+    assert len(ax.collections) == 1  # no CI recorded for conciseness: no band
+
+
+def load_run_dict(raw):
+    from mo_align.runs.summary import normalize_summary
+
+    return normalize_summary(raw)

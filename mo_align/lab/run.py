@@ -1,7 +1,7 @@
 """Run the lab: warm start once, train every (algorithm, seed) in parallel worker processes, report.
 
 ``python -m mo_align.lab [--task tradeoff|easy] [--quick] [--algorithms linear ctwa ...] [--seeds 0 1 2]
-[--steps N] [--jobs 2] [--compact-share S] [--compact-accuracy A]``
+[--steps N] [--jobs 2] [--compact-share S] [--compact-accuracy A] [--sweep [SHARE ...]]``
 
 Every run uses the real ``MOGRPOTrainer`` on the warm-started model with the same budget: 8 prompts × 8 completions
 per step, ≤ 64 completion tokens, T = 1, lr 1e-4 constant, no KL (LAB_NOTES §5). Evaluation is *sampled* (T = 1,
@@ -11,12 +11,12 @@ it; TRL's eval loss is not computed (``mo_eval_loss=False``: it would sample 8 m
 weighting runs with the paper recipe's hyperparameters; the task (``--task``, :mod:`mo_align.lab.task`), not the
 algorithms, is tuned for the lab. ``accuracy_only`` is the single-objective control (linear weights [1, 0, 0]).
 ``--compact-share`` / ``--compact-accuracy`` replace the regime by the base mix plus the compact style G at that share
-/ accuracy (the knob of the regime sweep).
+/ accuracy; ``--sweep`` runs the phase diagram over the share of G (:mod:`mo_align.lab.sweep`).
 
-Evidence: each worker keeps the per-prompt scores of every evaluation (``lab_eval_scores.json``, from the trainer's
-``mo_eval_samples``) and the lab prints, per run, the paired-bootstrap 95 % CI of every objective's Δ (final − start)
-and of the optimised scalar's; an objective *interferes* when its CI lies entirely below 0 while the scalar rose
-(:mod:`mo_align.stats`); ``interference.json`` holds the table.
+Evidence (:mod:`mo_align.lab.evidence`): each worker keeps the per-prompt scores of every evaluation
+(``lab_eval_scores.json``, from the trainer's ``mo_eval_samples``) and the lab prints, per run, the paired-bootstrap
+95 % CI of every objective's Δ (final − start) and of the optimised scalar's; an objective *interferes* when its CI
+lies entirely below 0 while the scalar rose (:mod:`mo_align.stats`); ``interference.json`` holds the table.
 """
 
 from __future__ import annotations
@@ -29,6 +29,14 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
+
+from mo_align.lab.evidence import (  # the lab's evidence API, also importable from here
+    EVAL_SCORES_FILE,
+    EVIDENCE_FILE,
+    EvalScoreRecorder,
+    format_evidence,
+    run_evidence,
+)
 
 
 # The paper recipe's hyperparameters (recipes/qwen2.5-1.5b/<algo>.yaml), never tuned to the lab.
@@ -67,75 +75,6 @@ def lab_datasets() -> tuple[Any, Any]:
 
     train, held_out = split_problems()
     return rows(train), rows(held_out)
-
-
-EVAL_SCORES_FILE = "lab_eval_scores.json"
-EVIDENCE_FILE = "interference.json"
-
-
-class EvalScoreRecorder:
-    """Writes the trainer's per-sample scores of every evaluation of its own split (``mo_eval_samples``: rewards
-    (prompts, samples, K) as the trainer reports them, the optimised scalar and the lengths (prompts, samples))."""
-
-    def __init__(self, trainer: Any) -> None:
-        self.trainer = trainer
-
-    def write(self, path: str) -> None:
-        payload = {"objectives": list(self.trainer.objective_names), "evals": self.trainer.mo_eval_samples}
-        with open(path, "w") as f:
-            json.dump(payload, f)
-
-
-def run_evidence(run_dir: str, level: float = 0.95, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
-    """Paired Δ CIs (first vs last evaluation) of every objective and of the scalar of one run, and its verdict."""
-    import numpy as np
-
-    from mo_align.stats import interfering, paired_delta_ci
-
-    with open(os.path.join(run_dir, EVAL_SCORES_FILE)) as f:
-        data = json.load(f)
-    first, last = data["evals"][0], data["evals"][-1]
-    start, final = np.asarray(first["rewards"], dtype=float), np.asarray(last["rewards"], dtype=float)
-    deltas = {
-        name: paired_delta_ci(start[:, :, k], final[:, :, k], level, n_boot, seed)
-        for k, name in enumerate(data["objectives"])
-    }
-    scalar = paired_delta_ci(first["scalar"], last["scalar"], level, n_boot, seed)
-    return {
-        "run": os.path.basename(os.path.normpath(run_dir)),
-        "steps": [first["step"], last["step"]],
-        "prompts": int(start.shape[0]),
-        "samples": int(start.shape[1]),
-        "start": {name: float(np.nanmean(start[:, :, k])) for k, name in enumerate(data["objectives"])},
-        "delta": {name: ci._asdict() for name, ci in deltas.items()},
-        "scalar_delta": scalar._asdict(),
-        "interfering": interfering(deltas, scalar.estimate),
-    }
-
-
-def format_evidence(rows: list[dict[str, Any]]) -> str:
-    """Console table: per run, Δ [95 % CI] per objective and for the scalar, and the interfering objectives."""
-    from mo_align.stats import CI
-
-    if not rows:
-        return ""
-    names = list(rows[0]["delta"])
-
-    def verdict(row: dict[str, Any]) -> str:
-        return ",".join(row["interfering"]) or "-"
-
-    head = ["run", *[f"Δ {n} [95% CI]" for n in names], "Δ scalar [95% CI]", "interferes"]
-    body = [
-        [r["run"], *[CI(**r["delta"][n]).format() for n in names], CI(**r["scalar_delta"]).format(), verdict(r)]
-        for r in rows
-    ]
-    widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in [head, *body]]
-    by_algo: dict[str, list[bool]] = {}
-    for r in rows:
-        by_algo.setdefault(r["run"].rsplit("-seed", 1)[0], []).append(bool(r["interfering"]))
-    tally = ", ".join(f"{a} {sum(v)}/{len(v)}" for a, v in by_algo.items())
-    return "\n".join([*lines, f"seeds with significant interference: {tally}"])
 
 
 def train_one(algo: str, seed: int, sft_dir: str, reference_length: float, out: str, steps: int, eval_steps: int):
@@ -213,6 +152,12 @@ def _worker(argv: list[str]) -> None:
 _WORKER_FLAGS = ("algo", "seed", "sft", "reference_length", "out", "steps", "eval_steps", "threads")
 
 
+def _label(job: dict[str, Any]) -> str:
+    """How a run is named in the log and its log file: ``job["label"]`` (the sweep's ``share-<s>/<run>``), else the
+    run directory's name."""
+    return job.get("label") or os.path.basename(job["out"])
+
+
 def _launch(job: dict[str, Any], log_dir: str) -> tuple[str, float, int]:
     cmd = [sys.executable, "-m", "mo_align.lab", "worker"]
     for key in _WORKER_FLAGS:
@@ -224,24 +169,25 @@ def _launch(job: dict[str, Any], log_dir: str) -> tuple[str, float, int]:
         "TOKENIZERS_PARALLELISM": "false",
     }
     t0 = time.time()
-    with open(os.path.join(log_dir, os.path.basename(job["out"]) + ".log"), "w") as log:
+    with open(os.path.join(log_dir, _label(job).replace("/", "_") + ".log"), "w") as log:
         rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
     return job["out"], time.time() - t0, rc
 
 
 def _run_jobs(todo: list[dict[str, Any]], jobs: int, logs: str, say: Any) -> tuple[list[tuple[str, int]], dict]:
     """Run the worker processes ``jobs`` at a time, longest first: ``(out, returncode)`` in the order of ``todo``,
-    and each run's seconds."""
+    and each run's seconds (by ``out``)."""
     order = {job["out"]: i for i, job in enumerate(todo)}
+    labels = {job["out"]: _label(job) for job in todo}
     # longest first (a parameter-space Gram costs K or K + 1 backward passes per step): shortest total time
     todo = sorted(todo, key=lambda job: -RELATIVE_COST.get(job["algo"], 1.0))
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         done, seconds = [], {}
         for future in as_completed([pool.submit(_launch, job, logs) for job in todo]):
             out, secs, rc = future.result()
-            say(f"{os.path.basename(out)}: {'ok' if rc == 0 else f'FAILED (rc {rc}, see logs/)'} in {secs:.0f} s")
+            say(f"{labels[out]}: {'ok' if rc == 0 else f'FAILED (rc {rc}, see logs/)'} in {secs:.0f} s")
             done.append((out, rc))
-            seconds[os.path.basename(out)] = secs
+            seconds[out] = secs
     done.sort(key=lambda item: order[item[0]])  # report in algorithm order
     return done, seconds
 
@@ -309,7 +255,7 @@ def run_lab(
     say(f"total {time.time() - t0:.0f} s; report: {os.path.join(out_root, 'report', 'report.md')}")
     with open(os.path.join(out_root, "lab_result.json"), "w") as f:
         record = {"seconds": time.time() - t0, "failed": [o for o, rc in done if rc], "sft": meta, "task": task}
-        json.dump({**record, "run_seconds": seconds}, f, indent=1)
+        json.dump({**record, "run_seconds": {os.path.basename(o): v for o, v in seconds.items()}}, f, indent=1)
     return result
 
 
@@ -323,27 +269,31 @@ def _write_results(done: list, seconds: dict, out_root: str, setting: dict[str, 
     if not ok:
         raise SystemExit("mo-align lab: every run failed; see " + os.path.join(out_root, "logs"))
     result = write_report(load_runs(ok), os.path.join(out_root, "report"))
-    sys.stdout.write("\n" + format_console_table(result) + "\n")
-    evidence = [{**run_evidence(o), "seconds": seconds[os.path.basename(o)]} for o in ok]
+    sys.stdout.write("\n" + format_console_table(result, per_run=False) + "\n")  # per run: the evidence table
+    evidence = [{**run_evidence(o), "seconds": seconds.get(o)} for o in ok]
     with open(os.path.join(out_root, EVIDENCE_FILE), "w") as f:
         json.dump({**setting, "runs": evidence}, f, indent=1)
     sys.stdout.write("\n" + format_evidence(evidence) + "\n")
     return result
 
 
-def main(argv: list[str] | None = None) -> None:
-    from mo_align.lab.task import DEFAULT_TASK, REGIMES, compact_regime
+def _parser() -> argparse.ArgumentParser:
+    from mo_align.lab.task import DEFAULT_TASK, REGIMES
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "worker":
-        _worker(argv[1:])
-        return
     p = argparse.ArgumentParser(prog="python -m mo_align.lab", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="linear vs ctwa, one seed (make demo / make lab-quick)")
     p.add_argument("--task", default=None, help=f"task regime, one of {sorted(REGIMES)} (default {DEFAULT_TASK})")
     p.add_argument("--compact-share", type=float, default=None, help="base mix + compact style G at this share")
     p.add_argument(
         "--compact-accuracy", type=float, default=None, help="how often G is correct (with --compact-share)"
+    )
+    p.add_argument(
+        "--sweep",
+        nargs="*",
+        type=float,
+        default=None,
+        metavar="SHARE",
+        help="phase diagram over these G shares (default 0.02 0.05 0.1 0.2; make lab-sweep)",
     )
     p.add_argument("--algorithms", nargs="+", default=None, help=f"subset of {list(LAB_WEIGHTINGS)}")
     p.add_argument("--seeds", nargs="+", type=int, default=None)
@@ -359,18 +309,62 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--out", default=None)
     p.add_argument("--cache", default=os.path.join("outputs", "lab-cache"), help="warm-start cache directory")
-    a = p.parse_args(argv)
+    return p
+
+
+def _regime(p: argparse.ArgumentParser, a: argparse.Namespace) -> tuple[str, Any]:
+    """(task label, regime or None for the registered task) from --task / --compact-share / --compact-accuracy."""
+    from mo_align.lab.task import DEFAULT_TASK, REGIMES, compact_regime
+
     if a.task is not None and a.task not in REGIMES:
         p.error(f"--task: unknown task {a.task!r}; choose from {sorted(REGIMES)}")
-    task, regime = a.task or DEFAULT_TASK, None
     if a.compact_accuracy is not None and a.compact_share is None:
         p.error("--compact-accuracy needs --compact-share")
-    if a.compact_share is not None:
-        try:
-            regime = compact_regime(a.compact_share, 0.7 if a.compact_accuracy is None else a.compact_accuracy)
-        except ValueError as exc:
-            p.error(f"--compact-share/--compact-accuracy: {exc}")
-        task = f"compact-{a.compact_share:g}" + ("" if a.compact_accuracy is None else f"-acc{a.compact_accuracy:g}")
+    if a.compact_share is None:
+        return a.task or DEFAULT_TASK, None
+    try:
+        regime = compact_regime(a.compact_share, 0.7 if a.compact_accuracy is None else a.compact_accuracy)
+    except ValueError as exc:
+        p.error(f"--compact-share/--compact-accuracy: {exc}")
+    task = f"compact-{a.compact_share:g}" + ("" if a.compact_accuracy is None else f"-acc{a.compact_accuracy:g}")
+    return task, regime
+
+
+def _sweep(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
+    """``--sweep``: the phase diagram (:mod:`mo_align.lab.sweep`); the task's knob is the sweep's, so the flags that
+    pick a task are refused."""
+    from mo_align.lab.sweep import DEFAULT_SHARES, SWEEP_ALGORITHMS, check_shares, run_sweep
+
+    clash = [f for f, v in (("--task", a.task), ("--compact-share", a.compact_share)) if v is not None]
+    clash += ["--compact-accuracy"] if a.compact_accuracy is not None else []
+    clash += ["--quick"] if a.quick else []
+    if clash:
+        p.error(f"--sweep: cannot be combined with {', '.join(clash)} (the sweep sets the task: the share of G)")
+    try:
+        shares = check_shares(a.sweep or DEFAULT_SHARES)
+    except ValueError as exc:
+        p.error(f"--sweep: {exc}")
+    unknown = [x for x in a.algorithms or [] if x not in LAB_WEIGHTINGS]
+    if unknown:
+        p.error(f"--algorithms: unknown {unknown}; choose from {list(LAB_WEIGHTINGS)}")
+    algorithms, seeds = a.algorithms or list(SWEEP_ALGORITHMS), a.seeds or [0, 1, 2]
+    out = a.out or os.path.join("outputs", "lab-sweep")
+    run_sweep(shares, algorithms, seeds, a.steps or 50, a.eval_steps or 25, out, a.jobs, a.sft_steps, a.cache)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "worker":
+        _worker(argv[1:])
+        return
+    p = _parser()
+    a = p.parse_args(argv)
+    if a.jobs < 1:
+        p.error(f"--jobs must be >= 1, got {a.jobs}")
+    if a.sweep is not None:
+        _sweep(p, a)
+        return
+    task, regime = _regime(p, a)
     algorithms = a.algorithms or (QUICK if a.quick else list(LAB_WEIGHTINGS))
     seeds = a.seeds or ([0] if a.quick else [0, 1, 2])
     steps = a.steps or (75 if a.quick else 50)
@@ -378,4 +372,9 @@ def main(argv: list[str] | None = None) -> None:
     eval_steps = a.eval_steps or 25
     # one warm start per regime, shared by make lab, make demo and the sweep (the regime sets its length)
     cache, threads = a.cache, a.sft_threads
-    run_lab(algorithms, seeds, steps, eval_steps, out, a.jobs, a.sft_steps, cache, task, regime, threads)
+    result = run_lab(algorithms, seeds, steps, eval_steps, out, a.jobs, a.sft_steps, cache, task, regime, threads)
+    from mo_align.lab.demo import demo_extras
+
+    lines = demo_extras([r["output_dir"] for r in result["runs"].values()], out, figure=a.quick)
+    sys.stdout.write("".join(f"\n{line}" for line in lines) + "\n")
+    sys.stdout.write(f"report: {os.path.join(out, 'report', 'report.md')} (and report.html)\n")

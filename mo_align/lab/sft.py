@@ -129,6 +129,18 @@ def _fit(
     return loss
 
 
+def cached_warm_start(
+    cache_root: str, regime: Regime, seed: int = 0, steps: int = 700, batch: int = 64, lr: float = 2e-3
+) -> tuple[str, dict | None]:
+    """(model dir, metadata) of the cached warm start of this configuration; metadata ``None`` when not cached."""
+    out = os.path.join(cache_root, f"sft-{sft_key(seed, steps, batch, lr, regime)}")
+    meta_path = os.path.join(out, "lab_sft.json")
+    if not os.path.exists(meta_path):
+        return out, None
+    with open(meta_path) as f:
+        return out, json.load(f)
+
+
 def warm_start(
     cache_root: str,
     seed: int = 0,
@@ -147,11 +159,9 @@ def warm_start(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     regime = regime or get_regime(task or DEFAULT_TASK)
-    out = os.path.join(cache_root, f"sft-{sft_key(seed, steps, batch, lr, regime)}")
-    meta_path = os.path.join(out, "lab_sft.json")
-    if os.path.exists(meta_path):
-        with open(meta_path) as f:
-            return out, json.load(f)
+    out, meta = cached_warm_start(cache_root, regime, seed, steps, batch, lr)
+    if meta is not None:
+        return out, meta
     t0 = time.time()
     os.makedirs(cache_root, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".sft-tmp-", dir=cache_root)

@@ -75,6 +75,11 @@ parallel, load average ≈ 7): seed 3 Δ accuracy −0.153 [−0.188, −0.117] 
 (median Δ accuracy −0.081, range −0.153…−0.046). Throughout these runs accuracy's within-group covariance with the
 advantage stays positive (EMA +0.13…+0.35) while both training and held-out accuracy fall: the first-order law
 does not predict accuracy's fall here (the shared parameters move every prompt toward the short, clear styles).
+
+The phase diagram (``make lab-sweep``, :mod:`mo_align.lab.sweep`; ``docs/results/lab_sweep.md``) later ran
+{accuracy_only, linear, ctwa} × 3 seeds at G shares 0.02, 0.05, 0.10, 0.20: the linear and accuracy_only runs above
+came out identical (the lab is deterministic on CPU), and Linear interferes on 3/3 seeds at 0.02, 3/3 at 0.05, 1/3
+at 0.10 and 1/3 at 0.20.
 """
 
 from __future__ import annotations

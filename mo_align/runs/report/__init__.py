@@ -21,9 +21,15 @@ Conventions (every one of them is also stated in the written report):
   (the console's ``med HV``). They differ when the seeds trade objectives differently.
 * **Non-dominated runs**: runs whose final point no other run's final point dominates (>= everywhere and > somewhere);
   duplicates do not dominate each other, so both copies stay non-dominated.
+* **Confidence intervals**: where the trainer recorded them (``mo_summary.json``'s last eval entry, ``ci`` and
+  ``delta_ci``), a run's final eval mean carries its 95 % bootstrap CI over prompts and its Δ the paired CI
+  (:mod:`mo_align.stats`); per algorithm, ``↓k ↑k of n`` counts the seeds whose Δ CI lies entirely below / above 0.
 * **Interference**: a run shows interference if it recorded any event (``negative_covariance``, ``eval_drop``, …),
-  or if some objective's final eval mean is more than ``tolerance`` below its start while another objective
-  improved (final > start). The objectives reported are the ones that fell and the ones named by events.
+  or if some objective's final eval mean fell while another objective improved (final > start): significantly (its
+  Δ CI entirely below 0) where the run recorded CIs, else by more than ``tolerance``. The objectives reported are
+  the ones that fell and the ones named by events.
+* **Covariance law**: per run, how often the sign of an interval's mean covariance matched a significant change of
+  the eval mean, and each disagreement (the trainer's ``law`` records).
 
 Plots use matplotlib's Agg canvas directly (no pyplot, no global backend switch). A plot whose data is empty in every
 run is skipped and the report says why.

@@ -15,7 +15,15 @@ from mo_align.runs.report.pareto import hypervolume, non_dominated
 from mo_align.runs.summary import SummaryError, _num, _unique_names, law_tally, normalize_summary
 
 
-__all__ = ["DEFAULT_TOLERANCE", "ReportError", "analyse", "default_reference", "interference", "parse_reference"]
+__all__ = [
+    "DEFAULT_TOLERANCE",
+    "ReportError",
+    "analyse",
+    "default_reference",
+    "final_cis",
+    "interference",
+    "parse_reference",
+]
 
 DEFAULT_TOLERANCE = 0.02
 ReportError = SummaryError  # a run cannot be read or the report cannot be built (the message names path or value)
@@ -64,7 +72,9 @@ def default_reference(runs: Sequence[Mapping[str, Any]], objectives: Sequence[st
 
 def interference(run: Mapping[str, Any], tolerance: float = DEFAULT_TOLERANCE) -> dict[str, Any]:
     """Whether ``run`` shows cross-objective interference: any recorded event, or an objective whose final eval mean
-    is more than ``tolerance`` below its start while another objective improved (final > start).
+    fell while another objective improved (final > start). "Fell" is significant where the run recorded the paired
+    95 % CI of the final Δ (:func:`final_cis`): the whole interval below 0; otherwise a fall of more than
+    ``tolerance``.
 
     Returns ``{"interference": bool, "objectives": [...], "reasons": [...]}``.
     """
@@ -79,16 +89,52 @@ def interference(run: Mapping[str, Any], tolerance: float = DEFAULT_TOLERANCE) -
     delta = {k: final[k] - start[k] for k in final if k in start}
     delta = {k: v for k, v in delta.items() if not math.isnan(v)}
     improved = [k for k, v in delta.items() if v > 0]
+    cis = final_cis(run)[1]
     for name, change in delta.items():
         others = [k for k in improved if k != name]
-        if change < -tolerance and others:
+        ci = cis.get(name)
+        fell = ci[1] < 0 if ci is not None else change < -tolerance
+        if fell and others:
             if name not in objectives:
                 objectives.append(name)
+            why = (
+                f"95 % CI of Δ [{ci[0]:+.3f}, {ci[1]:+.3f}] entirely below 0"
+                if ci is not None
+                else f"beyond the tolerance {tolerance:g}"
+            )
             reasons.append(
-                f"{name} fell by {-change:.3f} (start {start[name]:.3f} -> final {final[name]:.3f}, beyond the "
-                f"tolerance {tolerance:g}) while {', '.join(others)} improved"
+                f"{name} fell by {-change:.3f} (start {start[name]:.3f} -> final {final[name]:.3f}, {why}) while "
+                f"{', '.join(others)} improved"
             )
     return {"interference": bool(reasons), "objectives": objectives, "reasons": reasons}
+
+
+def final_cis(run: Mapping[str, Any]) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """The last evaluation's 95 % CIs (``[low, high]``) of each objective's mean and of its paired Δ vs the start,
+    as the trainer recorded them (``mo_summary.json``); empty for runs without them (older summaries, runs rebuilt
+    from ``trainer_state.json``, runs without evaluation). Non-finite intervals are left out."""
+    evals = run.get("eval") or []
+    if not evals or run.get("values_from", "eval") != "eval":
+        return {}, {}
+
+    def finite(mapping: Any) -> dict[str, list[float]]:
+        out = {}
+        for name, pair in dict(mapping or {}).items():
+            low, high = _num(pair[0]), _num(pair[1])
+            if math.isfinite(low) and math.isfinite(high):
+                out[str(name)] = [low, high]
+        return out
+
+    return finite(evals[-1].get("ci")), finite(evals[-1].get("delta_ci"))
+
+
+def _significance(delta_ci: Mapping[str, list[float]], objectives: Sequence[str]) -> dict[str, str | None]:
+    """Per objective: ``drop`` (Δ CI entirely below 0), ``rise`` (entirely above), ``none``; ``None`` without a CI."""
+    out: dict[str, str | None] = {}
+    for name in objectives:
+        ci = delta_ci.get(name)
+        out[name] = None if ci is None else ("drop" if ci[1] < 0 else "rise" if ci[0] > 0 else "none")
+    return out
 
 
 def _suffix(message: Any) -> str:
@@ -135,16 +181,21 @@ def _per_run(
     per_run: dict[str, dict[str, Any]] = {}
     for i, r in enumerate(runs):
         flags = interference(r, tolerance)
+        mean_ci, delta_ci = final_cis(r)
         per_run[r["run_name"]] = {
             "algorithm": r["algorithm"],
             "seed": r["seed"],
             "output_dir": r["output_dir"],
             "values_from": r.get("values_from", "eval"),
             "law": law_tally(r.get("law") or []),
+            "law_disagreements": [dict(x) for x in r.get("law") or [] if x.get("held") is False],
             "final": {o: _clean(r["final"].get(o)) for o in objectives},
             "best": {o: _clean(r["best"].get(o)) for o in objectives},
             "start": {o: _clean(r["start"].get(o)) for o in objectives},
             "delta": {o: _clean(r["delta"].get(o)) for o in objectives},
+            "final_ci": {o: mean_ci.get(o) for o in objectives},
+            "delta_ci": {o: delta_ci.get(o) for o in objectives},
+            "significant": _significance(delta_ci, objectives),
             "hypervolume": hypervolume(finals[i : i + 1], ref) if complete[i] else None,
             "non_dominated": bool(front[i]),
             "interference": flags["interference"],
@@ -160,6 +211,11 @@ def _aggregate(members: list[dict[str, Any]], objectives: list[str], ref: list[f
     agg: dict[str, Any] = {}
     agg["final"] = {o: _stats([_num(m["final"][o]) for m in members]) for o in objectives}
     agg["delta"] = {o: _stats([_num(m["delta"][o]) for m in members]) for o in objectives}
+    # seeds whose own paired Δ CI lies below / above 0, out of the seeds with a CI
+    verdicts = {o: [m["significant"][o] for m in members if m["significant"][o] is not None] for o in objectives}
+    agg["significant"] = {
+        o: {"drop": v.count("drop"), "rise": v.count("rise"), "n": len(v)} for o, v in verdicts.items()
+    }
     median_final = [agg["final"][o]["median"] for o in objectives]
     agg["median_final"] = dict(zip(objectives, median_final))
     agg["hv_of_median_final"] = None if None in median_final else hypervolume([median_final], ref)

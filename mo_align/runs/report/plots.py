@@ -21,7 +21,7 @@ from mo_align.runs.report.pareto import non_dominated
 from mo_align.runs.summary import _num, normalize_summary
 
 
-__all__ = ["PNG_SIGNATURE", "Plots", "make_plots", "plot_run_weights", "plot_weights"]
+__all__ = ["PNG_SIGNATURE", "Plots", "draw_eval_curve", "make_plots", "plot_run_weights", "plot_weights"]
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _LINESTYLES = ("-", "--", ":", "-.")
@@ -89,6 +89,22 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "objective"
 
 
+def draw_eval_curve(ax, run: Mapping[str, Any], name: str, style: _Style) -> Any:
+    """One run's eval means of one objective against the step, with the 95 % CI band where the run recorded CIs
+    (``eval[i]["ci"][name]``); returns the line, or None when the run has no value of ``name``."""
+    pts = [e for e in run["eval"] if not math.isnan(e["means"].get(name, math.nan))]
+    if not pts:
+        return None
+    steps, values = [e["step"] for e in pts], [e["means"][name] for e in pts]
+    (line,) = ax.plot(steps, values, color=style.color, linestyle=style.linestyle, marker=style.marker, markersize=4)
+    banded = [(e["step"], *e["ci"][name]) for e in pts if name in (e.get("ci") or {})]
+    banded = [b for b in banded if math.isfinite(b[1]) and math.isfinite(b[2])]
+    if len(banded) >= 2:
+        x, low, high = zip(*banded)
+        ax.fill_between(x, low, high, color=style.color, alpha=0.15, linewidth=0)
+    return line
+
+
 def _plot_eval_curves(runs, objectives, styles, path: Path) -> str | None:
     if not any(r["eval"] for r in runs):
         return "no run has eval data (eval curve is empty in every run)"
@@ -96,13 +112,9 @@ def _plot_eval_curves(runs, objectives, styles, path: Path) -> str | None:
     handles = {}
     for ax, name in zip(axes, objectives):
         for r in runs:
-            pts = [(e["step"], e["means"][name]) for e in r["eval"] if not math.isnan(e["means"].get(name, math.nan))]
-            if not pts:
-                continue
-            s = styles[r["run_name"]]
-            steps, values = zip(*pts)
-            (line,) = ax.plot(steps, values, color=s.color, linestyle=s.linestyle, marker=s.marker, markersize=4)
-            handles.setdefault(r["run_name"], line)
+            line = draw_eval_curve(ax, r, name, styles[r["run_name"]])
+            if line is not None:
+                handles.setdefault(r["run_name"], line)
         ax.set_title(name)
         ax.set_xlabel("step")
         ax.set_ylabel("eval mean")

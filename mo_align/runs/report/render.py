@@ -19,7 +19,7 @@ from mo_align.runs.report.plots import Plots
 from mo_align.runs.summary import TRAIN_FALLBACK
 
 
-__all__ = ["blocks", "format_console_table", "to_html", "to_markdown"]
+__all__ = ["blocks", "format_console_table", "law_lines", "to_html", "to_markdown"]
 
 
 def _fmt(value: float | None, signed: bool = False, digits: int = 3) -> str:
@@ -40,10 +40,23 @@ class _Table:
     rows: list[list[str]]
 
 
+def _fmt_ci(value: float | None, ci: list[float] | None, signed: bool = False) -> str:
+    """``0.600`` or, with its interval, ``0.600 [0.570, 0.630]``."""
+    if ci is None or value is None:
+        return _fmt(value, signed)
+    return f"{_fmt(value, signed)} [{_fmt(ci[0], signed)}, {_fmt(ci[1], signed)}]"
+
+
+def _fmt_significant(counts: Mapping[str, int]) -> str:
+    """``↓1 ↑2 of 3``: seeds whose paired Δ CI lies below / above 0, of the seeds with a CI."""
+    return f"↓{counts['drop']} ↑{counts['rise']} of {counts['n']}" if counts["n"] else "—"
+
+
 def _algorithm_table(analysis: dict[str, Any]) -> _Table:
     objs = analysis["objectives"]
     headers = ["algorithm", "seeds"]
     headers += [f"{o} final median [min, max]" for o in objs] + [f"{o} Δ median [min, max]" for o in objs]
+    headers += [f"{o}: seeds with Δ significantly ↓ / ↑" for o in objs]
     headers += ["HV(median final)", "median run HV [min, max]", "HV(all seeds)", "runs with interference"]
     rows = []
     for algorithm, agg in analysis["algorithms"].items():
@@ -58,6 +71,7 @@ def _algorithm_table(analysis: dict[str, Any]) -> _Table:
             [algorithm, str(len(agg["runs"]))]
             + [_fmt_stats(agg["final"][o]) for o in objs]
             + [_fmt_stats(agg["delta"][o], signed=True) for o in objs]
+            + [_fmt_significant(agg["significant"][o]) for o in objs]
             + [_fmt(agg["hv_of_median_final"], digits=4), run_hv, _fmt(agg["hv_of_all_seeds"], digits=4)]
             + [f"{len(flagged)}/{len(agg['runs'])}" + (f": {', '.join(flagged)}" if flagged else "")]
         )
@@ -68,13 +82,14 @@ def _run_table(analysis: dict[str, Any]) -> _Table:
     objs = analysis["objectives"]
     headers = ["run", "algorithm", "seed"]
     for o in objs:
-        headers += [f"{o} final", f"{o} best", f"{o} Δ"]
+        headers += [f"{o} final [95% CI]", f"{o} best", f"{o} Δ [95% paired CI]"]
     headers += ["HV", "non-dominated", "interference", "values from"]
     rows = []
     for name, r in analysis["runs"].items():
         row = [name, r["algorithm"], "—" if r["seed"] is None else str(r["seed"])]
         for o in objs:
-            row += [_fmt(r["final"][o]), _fmt(r["best"][o]), _fmt(r["delta"][o], signed=True)]
+            final, delta = _fmt_ci(r["final"][o], r["final_ci"][o]), _fmt_ci(r["delta"][o], r["delta_ci"][o], True)
+            row += [final, _fmt(r["best"][o]), delta]
         flag = ("yes: " + ", ".join(r["interference_objectives"])) if r["interference"] else "no"
         if r["interference"] and not r["interference_objectives"]:
             flag = "yes"
@@ -115,7 +130,10 @@ def _intro_blocks(analysis: dict[str, Any]) -> list[tuple]:
     intro = (
         f"{len(analysis['_runs'])} runs, {len(analysis['algorithms'])} algorithms; objectives (all maximised): "
         f"{', '.join(objs)}. Values are per-objective eval means: final = last evaluation, best = highest "
-        "evaluation, Δ = final − start (first evaluation)." + _fallback_note(analysis)
+        "evaluation, Δ = final − start (first evaluation). Where the trainer recorded them, a run's final mean "
+        "carries its 95 % bootstrap CI over prompts and its Δ the paired CI (the same prompts resampled at start "
+        "and end); across seeds, ↓k / ↑k counts the seeds whose Δ CI lies entirely below / above 0."
+        + _fallback_note(analysis)
     )
     reasons = [f"{o} = {v:g}: {analysis['reference_reasons'][o]}" for o, v in zip(objs, analysis["reference"])]
     return [
@@ -145,10 +163,48 @@ def _front_blocks(analysis: dict[str, Any]) -> list[tuple]:
         + "."
     )
     rule = (
-        "A run shows interference if it recorded an event, or if an objective's final eval mean is more than "
-        f"the tolerance ({analysis['tolerance']:g}) below its start while another objective improved."
+        "A run shows interference if it recorded an event, or if an objective's final eval mean fell while another "
+        "objective improved: significantly (the paired 95 % CI of its Δ entirely below 0) where the run recorded "
+        f"CIs, else by more than the tolerance ({analysis['tolerance']:g})."
     )
     return [("h", 2, "Pareto front"), ("p", front), ("h", 2, "Interference"), ("p", rule), ("list", items)]
+
+
+def law_lines(name: str, run: Mapping[str, Any]) -> list[str]:
+    """The covariance-law check of one run (``analysis["runs"][name]``): how often it held, and every disagreement
+    (the sign of the interval's mean covariance against a significant change of the eval mean)."""
+    law = run.get("law") or {}
+    if not sum(law.values()):
+        return []
+    significant = law["held"] + law["failed"]
+    lines = [
+        f"covariance law, {name}: held in {law['held']} of {significant} significant changes between "
+        f"evaluations ({law['not_significant']} not significant)"
+    ]
+    keys = ("objective", "from", "to", "predicted_cov", "realised", "delta", "ci")
+    for x in run.get("law_disagreements") or []:
+        if not all(k in x for k in keys):  # a record without its numbers: counted above, nothing to show
+            continue
+        low, high = x["ci"]
+        lines.append(
+            f"  disagreement: {x['objective']} steps {x['from']}->{x['to']}: mean covariance {x['predicted_cov']:+.3f} "
+            f"predicts {'up' if x['predicted_cov'] > 0 else 'down'}, eval mean went {x['realised']} "
+            f"(Δ {x['delta']:+.3f} [{low:+.3f}, {high:+.3f}])"
+        )
+    return lines
+
+
+def _law_blocks(analysis: dict[str, Any]) -> list[tuple]:
+    items = [line.strip() for name, r in analysis["runs"].items() for line in law_lines(name, r)]
+    if not items:
+        return []
+    text = (
+        "For each interval between evaluations and each objective, the sign of the mean within-group covariance of "
+        "its reward with the optimised advantage over the interval's training batches (the covariance law's "
+        "first-order prediction) against the realised change of its eval mean (paired 95 % CI: significantly up, "
+        "down, or not significant, which gives no verdict)."
+    )
+    return [("h", 2, "Covariance law"), ("p", text), ("list", items)]
 
 
 def _launch_table(runs: list[dict[str, Any]]) -> _Table:
@@ -184,6 +240,7 @@ def blocks(analysis: dict[str, Any], plots: Plots) -> list[tuple]:
         ("h", 2, "Per run"),
         ("table", _run_table(analysis)),
         *_front_blocks(analysis),
+        *_law_blocks(analysis),
         ("h", 2, "Runs"),
         ("table", _launch_table(analysis["_runs"])),
         *_plot_blocks(plots),
@@ -251,28 +308,43 @@ def to_html(blocks: list[tuple]) -> str:
     return "\n".join(parts) + "\n"
 
 
-def format_console_table(result: Mapping[str, Any]) -> str:
-    """The compact per-algorithm table the CLI prints: median final (median Δ) per objective, both HVs, interference."""
+def _columns(headers: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()
+    return [line, "-" * len(line), *("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)]
+
+
+def _console_runs(result: Mapping[str, Any]) -> list[str]:
+    """Per run, each objective's Δ with its paired 95 % CI (runs that recorded CIs only)."""
+    objs = result["objectives"]
+    runs = {n: r for n, r in result["runs"].items() if any(r["delta_ci"].get(o) for o in objs)}
+    if not runs:
+        return []
+    rows = [[n, *(_fmt_ci(r["delta"][o], r["delta_ci"][o], True) for o in objs)] for n, r in runs.items()]
+    return ["per run: Δ vs start [95% paired CI]", *_columns(["run", *objs], rows)]
+
+
+def format_console_table(result: Mapping[str, Any], per_run: bool = True) -> str:
+    """The compact per-algorithm table the CLI prints: median final (median Δ; seeds with Δ significantly ↓ / ↑)
+    per objective, both HVs, interference; then (``per_run``) each run's Δ with its CI, and the law checks."""
     objs = result["objectives"]
     headers = ["algorithm", "n", *objs, "HV(med)", "med HV", "interference"]
     rows = []
     for algorithm, agg in result["algorithms"].items():
         cells = [algorithm, str(len(agg["runs"]))]
         for o in objs:
-            cells.append(f"{_fmt(agg['final'][o]['median'])} ({_fmt(agg['delta'][o]['median'], signed=True)})")
+            sig = agg["significant"][o]
+            counts = f"; ↓{sig['drop']} ↑{sig['rise']}" if sig["n"] else ""
+            cells.append(f"{_fmt(agg['final'][o]['median'])} ({_fmt(agg['delta'][o]['median'], signed=True)}{counts})")
         flagged = agg["interference_runs"]
         cells += [_fmt(agg["hv_of_median_final"], digits=4), _fmt(agg["median_run_hv"], digits=4)]
         cells.append(f"{len(flagged)}/{len(agg['runs'])}" + (f" {','.join(flagged)}" if flagged else ""))
         rows.append(cells)
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()
     out = [
-        "per algorithm: median final eval (median Δ vs start); HV(med) = HV of the median final point, "
-        "med HV = median of per-run HVs",
-        line,
-        "-" * len(line),
+        "per algorithm: median final eval (median Δ vs start; ↓/↑ seeds whose Δ 95% CI is below / above 0); "
+        "HV(med) = HV of the median final point, med HV = median of per-run HVs",
+        *_columns(headers, rows),
     ]
-    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     ref = ", ".join(f"{v:g}" for v in result["reference"])
     out.append(f"HV reference ({', '.join(objs)}) = ({ref}) [{result['reference_source']}]")
     nd = result["non_dominated"]
@@ -280,12 +352,7 @@ def format_console_table(result: Mapping[str, Any]) -> str:
     fallback = [n for n, r in result["runs"].items() if r["values_from"] == TRAIN_FALLBACK]
     if fallback:
         out.append(f"no evaluation, values are training-batch means: {', '.join(fallback)}")
+    out += _console_runs(result) if per_run else []
     for name, run in result["runs"].items():
-        law = run.get("law") or {}
-        if sum(law.values()):
-            significant = law["held"] + law["failed"]
-            out.append(
-                f"covariance law, {name}: held in {law['held']} of {significant} significant changes between "
-                f"evaluations ({law['not_significant']} not significant)"
-            )
+        out += law_lines(name, run)
     return "\n".join(out)

@@ -1,0 +1,276 @@
+"""The lab's phase diagram (``--sweep``): share validation and CLI errors, warm-start reuse, the table and plot built
+from fabricated run files with hand-computed expectations, and a minimal real sweep end to end."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from mo_align.lab import sweep
+from mo_align.lab.evidence import EVAL_SCORES_FILE, EVIDENCE_FILE, run_evidence
+from mo_align.lab.run import main
+from mo_align.lab.sweep import DEFAULT_SHARES, SWEEP_ALGORITHMS, check_shares, write_sweep
+from mo_align.runs.report import PNG_SIGNATURE
+
+
+OBJECTIVES = ["accuracy", "conciseness", "clarity"]
+
+
+def test_check_shares_sorts_and_refuses_bad_values():
+    assert check_shares([0.2, 0.02, 0.05]) == [0.02, 0.05, 0.2]
+    assert check_shares(DEFAULT_SHARES) == list(DEFAULT_SHARES)
+    with pytest.raises(ValueError, match=r"in \[0, 1\), got \[1.5\]"):
+        check_shares([0.1, 1.5])
+    with pytest.raises(ValueError, match="distinct"):
+        check_shares([0.1, 0.1])
+    with pytest.raises(ValueError, match="at least two"):
+        check_shares([0.1])
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--sweep", "0.05", "1.5"], "--sweep: every share must be in [0, 1), got [1.5]"),
+        (["--sweep", "0.1"], "--sweep: a sweep needs at least two shares"),
+        (["--sweep", "0.1", "0.1"], "--sweep: shares must be distinct"),
+        (["--sweep", "--task", "easy"], "--sweep: cannot be combined with --task"),
+        (["--sweep", "--compact-share", "0.1"], "--sweep: cannot be combined with --compact-share"),
+        (["--sweep", "--quick"], "--sweep: cannot be combined with --quick"),
+        (["--sweep", "--algorithms", "linear", "nope"], "--algorithms: unknown ['nope']"),
+        (["--sweep", "0.1", "abc"], "argument --sweep: invalid float value: 'abc'"),
+        (["--sweep", "--jobs", "0"], "--jobs must be >= 1, got 0"),
+    ],
+)
+def test_sweep_cli_errors_name_the_flag(argv, message, capsys, monkeypatch):
+    monkeypatch.setattr(sweep, "run_sweep", lambda *a, **k: pytest.fail("must not run"))
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_sweep_cli_defaults(monkeypatch):
+    calls = []
+    monkeypatch.setattr(sweep, "run_sweep", lambda *a: calls.append(a))
+    main(["--sweep"])
+    shares, algorithms, seeds, steps, eval_steps, out, jobs, sft_steps, cache = calls[0]
+    assert shares == [0.02, 0.05, 0.1, 0.2] and algorithms == list(SWEEP_ALGORITHMS)
+    assert algorithms == ["accuracy_only", "linear", "ctwa"] and seeds == [0, 1, 2]
+    assert (steps, eval_steps, jobs, sft_steps) == (50, 25, 2, None)
+    assert out.endswith("lab-sweep") and cache.endswith("lab-cache")
+    main(["--sweep", "0.3", "0.1", "--algorithms", "linear", "--seeds", "4", "--steps", "7", "--out", "x"])
+    assert calls[1][:6] == ([0.1, 0.3], ["linear"], [4], 7, 25, "x")
+
+
+def test_warm_starts_reuse_the_cache_and_train_the_rest_one_thread_each(tmp_path, monkeypatch):
+    """Share 0.05 is the tradeoff regime: its cached warm start (make lab's) is reused; 0.02 and 0.1 are trained by
+    two worker processes at once, one thread each."""
+    from mo_align.lab.sft import cached_warm_start
+    from mo_align.lab.task import REGIMES, compact_regime
+
+    cache = str(tmp_path / "cache")
+    path, meta = cached_warm_start(cache, REGIMES["tradeoff"], steps=400)
+    assert meta is None
+    (tmp_path / "cache" / path.rsplit("/", 1)[1]).mkdir(parents=True)
+    (tmp_path / "cache" / path.rsplit("/", 1)[1] / "lab_sft.json").write_text(json.dumps({"reference_length": 22.3}))
+    commands = []
+
+    def fake_run(cmd, env, capture_output):
+        commands.append((cmd, env["OMP_NUM_THREADS"]))
+        share = float(cmd[cmd.index("--warm-start") + 1])
+        target, _ = cached_warm_start(cache, compact_regime(share), steps=400)
+        (tmp_path / "cache" / target.rsplit("/", 1)[1]).mkdir()
+        (tmp_path / "cache" / target.rsplit("/", 1)[1] / "lab_sft.json").write_text('{"reference_length": 20.0}')
+        return subprocess.CompletedProcess(cmd, 0, b"", b"")
+
+    monkeypatch.setattr(sweep.subprocess, "run", fake_run)
+    got = sweep.warm_starts([0.02, 0.05, 0.1], cache, None, 2, lambda msg: None)
+    assert got[0.05] == (path, {"reference_length": 22.3}, None)  # cached: no seconds
+    assert got[0.02][1] == {"reference_length": 20.0} and got[0.02][2] >= 0
+    assert sorted(float(c[c.index("--warm-start") + 1]) for c, _ in commands) == [0.02, 0.1]
+    assert all(threads == "1" and c[c.index("--threads") + 1] == "1" for c, threads in commands)
+
+
+# ---- the table and the plot from fabricated runs -------------------------------------------------------------------
+N_PROMPTS, SAMPLES = 64, 2
+# (share, algorithm, seed) -> Δ per objective; every score of a run moves by exactly its Δ, so each paired CI is
+# the single point Δ (every bootstrap replicate equals it) and the verdicts are known by hand
+SHIFTS = {
+    (0.05, "linear", 0): (-0.1, 0.4, 0.3),  # scalar (mean) +0.2: accuracy interferes
+    (0.05, "linear", 1): (-0.2, 0.5, 0.2),  # +0.167: accuracy interferes
+    (0.05, "accuracy_only", 0): (0.2, -0.3, 0.1),  # scalar = accuracy +0.2: conciseness interferes
+    (0.05, "accuracy_only", 1): (0.0, -0.1, 0.0),  # scalar flat: conciseness fell, no interference
+    (0.2, "linear", 0): (0.1, 0.4, 0.3),
+    (0.2, "linear", 1): (0.0, 0.2, 0.2),
+    (0.2, "accuracy_only", 0): (0.1, -0.2, 0.0),
+    (0.2, "accuracy_only", 1): (0.3, -0.1, 0.1),
+}
+
+
+def _scores(shift, algorithm):
+    start = [[[(i % 4) / 4, 0.5, 0.5] for _ in range(SAMPLES)] for i in range(N_PROMPTS)]
+    final = [[[x + d for x, d in zip(sample, shift)] for sample in prompt] for prompt in start]
+
+    def scalar(rows):
+        if algorithm == "accuracy_only":
+            return [[s[0] for s in prompt] for prompt in rows]
+        return [[sum(s) / 3 for s in prompt] for prompt in rows]
+
+    return {
+        "objectives": OBJECTIVES,
+        "evals": [
+            {"step": 0, "rewards": start, "scalar": scalar(start), "lengths": [[20] * SAMPLES] * N_PROMPTS},
+            {"step": 50, "rewards": final, "scalar": scalar(final), "lengths": [[20] * SAMPLES] * N_PROMPTS},
+        ],
+    }
+
+
+def fabricate(root):
+    for share in (0.05, 0.2):
+        share_root = root / f"share-{share:g}"
+        rows = []
+        for (s, algorithm, seed), shift in SHIFTS.items():
+            if s != share:
+                continue
+            run = share_root / f"{algorithm}-seed{seed}"
+            run.mkdir(parents=True)
+            (run / EVAL_SCORES_FILE).write_text(json.dumps(_scores(shift, algorithm)))
+            rows.append(run_evidence(str(run)))
+        payload = {"task": f"compact-{share:g}", "share": share, "reference_length": 20.0 + share, "runs": rows}
+        (share_root / EVIDENCE_FILE).write_text(json.dumps(payload))
+
+
+def test_sweep_table_and_plot_from_fabricated_runs(tmp_path):
+    fabricate(tmp_path)
+    timing = {"seconds": 600.0, "warm_start_seconds": 100.0, "runs_seconds": 500.0, "warm_starts": {"0.05": None}}
+    table = write_sweep(str(tmp_path), [0.05, 0.2], ["accuracy_only", "linear"], timing)
+    cells = {(c["share"], c["algorithm"]): c for c in table["cells"]}
+    assert list(cells) == [(0.05, "accuracy_only"), (0.05, "linear"), (0.2, "accuracy_only"), (0.2, "linear")]
+
+    lin = cells[(0.05, "linear")]
+    assert (lin["n"], lin["interfering"]) == (2, 2)
+    assert lin["interfering_runs"] == {"linear-seed0": ["accuracy"], "linear-seed1": ["accuracy"]}
+    acc = lin["objectives"]["accuracy"]
+    assert acc["deltas"] == pytest.approx([-0.1, -0.2])
+    assert (acc["median"], acc["min"], acc["max"], acc["mean"]) == pytest.approx((-0.15, -0.2, -0.1, -0.15))
+    assert acc["ci"] == pytest.approx([-0.15, -0.15]) and (acc["drop"], acc["rise"]) == (2, 0)
+    assert lin["objectives"]["conciseness"]["median"] == pytest.approx(0.45)
+    assert (lin["objectives"]["conciseness"]["drop"], lin["objectives"]["conciseness"]["rise"]) == (0, 2)
+
+    ctl = cells[(0.05, "accuracy_only")]
+    assert ctl["interfering"] == 1 and ctl["interfering_runs"] == {"accuracy_only-seed0": ["conciseness"]}
+    conc = ctl["objectives"]["conciseness"]
+    assert (conc["median"], conc["drop"]) == (pytest.approx(-0.2), 2)  # seed 1 fell too, but its scalar did not rise
+    assert (ctl["objectives"]["accuracy"]["rise"], ctl["objectives"]["accuracy"]["drop"]) == (1, 0)
+
+    assert cells[(0.2, "linear")]["interfering"] == 0 and cells[(0.2, "accuracy_only")]["interfering"] == 2
+    flat = cells[(0.2, "linear")]["objectives"]["accuracy"]  # Δ 0.1 and exactly 0 (CI [0, 0]: neither)
+    assert (flat["median"], flat["rise"], flat["drop"]) == (pytest.approx(0.05), 1, 0)
+
+    assert table["starts"]["0.05"]["start"] == pytest.approx({"accuracy": 0.375, "conciseness": 0.5, "clarity": 0.5})
+    assert table["starts"]["0.2"]["reference_length"] == pytest.approx(20.2)
+
+    md = (tmp_path / "sweep.md").read_text()
+    assert md == table["markdown"]
+    assert "| 0.05 | linear | 2/2 (accuracy) | -0.150 (-0.200..-0.100); -0.150 [-0.150, -0.150]; ↓2 ↑0 of 2 |" in md
+    assert "| 0.05 | accuracy_only | 1/2 (conciseness) | " in md and "| 0.2 | linear | 0/2 | " in md
+    assert "| 0.05 | 0.375 | 0.500 | 0.500 | 20.1 |" in md
+    assert "Run time 600 s = 10.0 min (warm starts 100 s [0.05: cached], runs 500 s)." in md
+    saved = json.loads((tmp_path / "sweep.json").read_text())
+    assert saved["cells"] == json.loads(json.dumps(table["cells"])) and saved["shares"] == [0.05, 0.2]
+
+    from matplotlib import image
+
+    png = tmp_path / "sweep.png"
+    assert png.read_bytes()[:8] == PNG_SIGNATURE
+    assert image.imread(png).shape[0] > 300 and image.imread(png).shape[1] > 500
+
+
+def test_sweep_table_is_rebuilt_from_a_finished_sweep(tmp_path, capsys):
+    fabricate(tmp_path)
+    write_sweep(str(tmp_path), [0.05, 0.2], ["accuracy_only", "linear"], {})
+    (tmp_path / "sweep.md").unlink()
+    (tmp_path / "sweep.png").unlink()
+    sweep.main([str(tmp_path)])
+    assert "| 0.2 | accuracy_only | 2/2 (conciseness) |" in capsys.readouterr().out
+    assert (tmp_path / "sweep.md").exists() and (tmp_path / "sweep.png").exists()
+
+
+def test_a_missing_share_names_the_file(tmp_path):
+    fabricate(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"share-0.1/interference.json is missing"):
+        write_sweep(str(tmp_path), [0.05, 0.1], ["linear"], {})
+
+
+@pytest.mark.slow
+def test_a_minimal_sweep_end_to_end(tmp_path):
+    """Two shares, linear, one seed, 2 GRPO steps, 20-step warm starts: both warm starts trained, both runs done,
+    the per-share reports and the sweep's files written."""
+    out, cache = tmp_path / "sweep", tmp_path / "cache"
+    argv = ["--sweep", "0.05", "0.3", "--algorithms", "linear", "--seeds", "0", "--steps", "2", "--eval-steps", "2"]
+    argv += ["--sft-steps", "20", "--out", str(out), "--cache", str(cache)]
+    proc = subprocess.run([sys.executable, "-m", "mo_align.lab", *argv], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert len(list(cache.glob("sft-*/lab_sft.json"))) == 2
+    for share in ("0.05", "0.3"):
+        assert (out / f"share-{share}" / "report" / "report.md").exists()
+        assert json.loads((out / f"share-{share}" / EVIDENCE_FILE).read_text())["runs"][0]["run"] == "linear-seed0"
+    saved = json.loads((out / "sweep.json").read_text())
+    assert [(c["share"], c["algorithm"], c["n"]) for c in saved["cells"]] == [(0.05, "linear", 1), (0.3, "linear", 1)]
+    assert saved["timing"]["warm_starts"]["0.05"] > 0 and (out / "sweep.png").exists()
+    assert "| 0.3 | linear |" in proc.stdout and "[lab-sweep" in proc.stdout and "total" in proc.stdout
+
+
+def test_a_finished_run_of_the_same_configuration_is_not_run_again(tmp_path):
+    """The sweep resumes: a run directory whose summary records the same worker command (algorithm, seed, warm start
+    key, reference length, steps, eval interval) and whose scores were written is reused, anything else is run."""
+    from mo_align.lab.sweep import finished
+
+    out = tmp_path / "share-0.05" / "linear-seed0"
+    job = {"algo": "linear", "seed": 0, "sft": "/x/cache/sft-abc123", "reference_length": 22.3, "steps": 50}
+    job.update(eval_steps=25, threads=1, out=str(out))
+    command = (
+        "python3 -m mo_align.lab worker --algo linear --seed 0 --sft outputs/lab-cache/sft-abc123 "
+        "--reference-length 22.3 --out outputs/lab/linear-seed0 --steps 50 --eval-steps 25 --threads 1"
+    )
+    out.mkdir(parents=True)
+    (out / "mo_summary.json").write_text(json.dumps({"launch_command": command}))
+    assert not finished(job)  # no scores yet: the run did not finish
+    (out / EVAL_SCORES_FILE).write_text("{}")
+    assert finished(job)
+    assert not finished({**job, "steps": 75})
+    assert not finished({**job, "seed": 1})
+    assert not finished({**job, "sft": "/x/cache/sft-other"})
+    assert not finished({**job, "reference_length": 20.7})
+    (out / "mo_summary.json").write_text(json.dumps({"launch_command": None}))
+    assert not finished(job)
+
+
+def test_runs_of_different_shares_keep_their_own_logs_and_names(tmp_path, monkeypatch):
+    """linear-seed0 exists at every share: the sweep labels each run share-<s>/<run>, which names its log file and
+    its line in the console, so no log overwrites another."""
+    from mo_align.lab import run as lab_run
+
+    def fake_run(cmd, stdout, stderr, env):
+        stdout.write(f"trained {cmd[cmd.index('--out') + 1]}\n")
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(lab_run.subprocess, "run", fake_run)
+    base = {"algo": "linear", "seed": 0, "sft": "s", "reference_length": 20.0, "steps": 1, "eval_steps": 1}
+    todo = [
+        {
+            **base,
+            "threads": 1,
+            "out": str(tmp_path / f"share-{s}" / "linear-seed0"),
+            "label": f"share-{s}/linear-seed0",
+        }
+        for s in ("0.02", "0.1")
+    ]
+    said = []
+    done, seconds = lab_run._run_jobs(todo, 2, str(tmp_path), said.append)
+    assert [rc for _, rc in done] == [0, 0] and set(seconds) == {job["out"] for job in todo}
+    for s in ("0.02", "0.1"):
+        log = (tmp_path / f"share-{s}_linear-seed0.log").read_text()
+        assert log == f"trained {tmp_path / f'share-{s}' / 'linear-seed0'}\n"
+    assert sorted(line.split(":")[0] for line in said) == ["share-0.02/linear-seed0", "share-0.1/linear-seed0"]
