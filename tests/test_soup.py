@@ -175,3 +175,84 @@ def test_alphas():
     ]:
         with pytest.raises(SoupError, match=says.replace("[", r"\[").replace("]", r"\]")):
             parse_alphas(text, runs)
+
+
+# ---- bad weight files: one line naming the run, the file and the tensor ------------------------------------------
+def _edited_copy(run: str, tmp_path: Path, name: str, edit) -> Path:
+    """A copy of ``run`` whose model.safetensors is rewritten by ``edit(state_dict)``."""
+    from safetensors.torch import save_file
+
+    copy = _copy(run, tmp_path, name)
+    weights = copy / "model.safetensors"
+    state = load_file(str(weights))
+    edit(state)
+    save_file(state, str(weights), metadata={"format": "pt"})
+    return copy
+
+
+def _soup_cli(runs, tmp_path, capsys) -> tuple[int, list[str]]:
+    from mo_align.cli import main as cli
+
+    rc = cli(["soup", *map(str, runs), "--alphas", "0.5", "--out", str(tmp_path / "soup-out")])
+    return rc, capsys.readouterr().err.splitlines()
+
+
+def test_a_nan_tensor_is_refused_naming_run_file_and_tensor(full_runs, tmp_path, capsys):
+    key = next(k for k, v in load_file(str(Path(full_runs[1]) / "model.safetensors")).items() if v.ndim == 2)
+
+    def poison(state):
+        state[key] = state[key].clone()
+        state[key][0, 1] = float("nan")
+
+    bad = _edited_copy(full_runs[1], tmp_path, "nan-run", poison)
+    rc, err = _soup_cli([full_runs[0], bad], tmp_path, capsys)
+    assert rc == 2 and len(err) == 1 and len(err[0]) <= 300, err
+    assert str(bad / "model.safetensors") in err[0] and key in err[0] and "non-finite" in err[0]
+    assert not (tmp_path / "soup-out" / "soup-a0.5_0.5").exists()  # refused before any model was built
+
+
+def test_the_interpolated_weights_are_checked_finite(full_runs):
+    from mo_align.soup.interpolate import check_finite
+
+    a = load_file(str(Path(full_runs[0]) / "model.safetensors"))
+    mixed = {k: v.clone() for k, v in a.items()}
+    check_finite(mixed, "the soup")  # finite: passes
+    key = next(k for k, v in mixed.items() if v.is_floating_point())
+    mixed[key].view(-1)[3] = float("inf")
+    with pytest.raises(SoupError, match=f"the soup: tensor {key} holds 1 non-finite value"):
+        check_finite(mixed, "the soup")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_unreadable_weight_files_are_refused_in_one_line(full_runs, tmp_path, capsys, damage):
+    bad = _copy(full_runs[1], tmp_path, damage)
+    weights = bad / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2] if damage == "truncated" else bytes(range(256)) * 64)
+    rc, err = _soup_cli([full_runs[0], bad], tmp_path, capsys)
+    assert rc == 2 and len(err) == 1 and len(err[0]) <= 300, err
+    assert err[0].startswith(f"mo-align: error: {weights}: not a readable safetensors file")
+
+
+def test_a_shape_mismatch_is_one_short_line_counting_the_tensors(full_runs, tmp_path, capsys):
+    state = load_file(str(Path(full_runs[1]) / "model.safetensors"))
+    matrices = sorted(k for k, v in state.items() if v.ndim == 2)[:3]
+
+    def shrink(state):
+        for key in matrices:
+            state[key] = state[key][:-1].clone()  # one row fewer
+
+    bad = _edited_copy(full_runs[1], tmp_path, "shapes", shrink)
+    rows, cols = state[matrices[0]].shape
+    rc, err = _soup_cli([full_runs[0], bad], tmp_path, capsys)
+    assert rc == 2 and len(err) == 1 and len(err[0]) <= 300, (len(err[0]), err)
+    assert f"3 tensors differ in shape, first: {matrices[0]} ({rows}, {cols}) vs ({rows - 1}, {cols})" in err[0]
+    assert full_runs[0] in err[0] and str(bad) in err[0]
+
+    def rename(state):
+        state["extra.weight"] = torch.zeros(2)
+
+    renamed = _edited_copy(full_runs[1], tmp_path, "names", rename)
+    rc, err = _soup_cli([full_runs[0], renamed], tmp_path, capsys)
+    assert rc == 2 and len(err) == 1 and len(err[0]) <= 300, err
+    assert "1 tensor only in" in err[0] and "extra.weight" in err[0]

@@ -113,7 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         os.makedirs(args.out, exist_ok=True)
         run_soup(args.runs, alphas, args.out, recipe, args.lora, say=_say)
-    except (SoupError, ValueError, FileNotFoundError) as exc:
-        sys.stderr.write(f"mo-align: error: {' '.join(str(exc).split())}\n")
+    except (SoupError, ValueError, OSError) as exc:
+        message = " ".join(str(exc).split())  # one line, at most 300 characters with the prefix
+        sys.stderr.write(f"mo-align: error: {message if len(message) <= 283 else message[:282] + '…'}\n")
         return 2
     return 0
