@@ -90,7 +90,8 @@ def report(argv: Sequence[str]) -> int:
         runs = load_runs(args.run_dirs)
         result = write_report(runs, args.out, reference=args.reference, tolerance=args.tolerance)
     except ReportError as exc:
-        sys.stderr.write(f"mo-align: error: {exc}\n")
+        message = " ".join(str(exc).split())  # one line of at most 300 characters with the prefix
+        sys.stderr.write(f"mo-align: error: {message if len(message) <= 283 else message[:282] + '…'}\n")
         return 2
     sys.stdout.write(format_console_table(result) + "\n")
     if result.get("fronts"):  # a preference sweep among the runs (mo_align.runs.report.fronts)

@@ -4,7 +4,9 @@ the written report (markdown, self-contained html, valid PNGs), the trainer_stat
 import base64
 import itertools
 import json
+import math
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -639,3 +641,119 @@ def load_run_dict(raw):
     from mo_align.runs.summary import normalize_summary
 
     return normalize_summary(raw)
+
+
+# ---- untrusted summaries: one line naming the file, nothing written -------------------------------------------------
+def _refused(tmp_path, capsys, dirs):
+    """``mo-align report`` on ``dirs``: exit 2, one stderr line of at most 300 characters, no output directory."""
+    out = tmp_path / "out"
+    assert main(["report", *map(str, dirs), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("mo-align: error: ") and len(err[0]) <= 300, err
+    assert not out.exists()  # every summary is checked before anything is written
+    return err[0]
+
+
+def test_binary_bytes_in_a_summary_are_one_line_naming_the_file(tmp_path, capsys):
+    good, bad = write_run_dirs(tmp_path, four_runs()[:2])
+    path = f"{bad}/mo_summary.json"
+    data = Path(path).read_bytes()
+    Path(path).write_bytes(data[:40] + b"\xff\xfe\x00binary" + data[40:])
+    line = _refused(tmp_path, capsys, [good, bad])
+    assert f"{path}: not UTF-8 text (byte 0xff at offset 40)" in line
+
+
+@pytest.mark.parametrize(
+    ("edit", "field", "literal"),
+    [
+        (lambda s: s["final"].update(accuracy=float("nan")), "final.accuracy", "NaN"),
+        (lambda s: s["eval"][1]["means"].update(clarity=float("inf")), "eval[1].means.clarity", "Infinity"),
+        (lambda s: s["start"].update(accuracy=float("-inf")), "start.accuracy", "-Infinity"),
+        (lambda s: s.update(seed=float("nan")), "seed", "NaN"),
+        (
+            lambda s: s.update(law=[{"objective": "accuracy", "predicted_cov": math.nan}]),
+            "law[0].predicted_cov",
+            "NaN",
+        ),
+        (lambda s: s["final"].update(clarity="1e999"), "final.clarity", "1e999"),  # parses to inf
+    ],
+)
+def test_nan_and_infinity_in_a_summary_are_refused_naming_file_and_field(tmp_path, capsys, edit, field, literal):
+    good, bad = write_run_dirs(tmp_path, four_runs()[:2])
+    path = f"{bad}/mo_summary.json"
+    raw = json.loads(Path(path).read_text())
+    edit(raw)
+    text = json.dumps(raw).replace('"1e999"', "1e999")  # Python's json writes NaN / Infinity literals as they are
+    Path(path).write_text(text)
+    line = _refused(tmp_path, capsys, [good, bad])
+    assert f"{path}: {field} is {literal}" in line
+
+
+def test_trainer_state_nan_loss_is_kept_and_an_infinite_eval_mean_is_missing(tmp_path):
+    """transformers writes NaN losses into trainer_state.json: not a summary field, so the run still reads; an
+    infinite eval mean there counts as a missing value (like NaN), so it cannot become the run's final point."""
+    state = log_history()
+    state["log_history"][1]["loss"] = math.nan
+    state["log_history"][2]["eval_accuracy/mean"] = math.inf  # the last evaluation (step 8)
+    run = tmp_path / "old-run"
+    run.mkdir()
+    (run / "trainer_state.json").write_text(json.dumps(state))
+    loaded = load_run(run)
+    assert math.isnan(loaded["final"]["accuracy"]) and loaded["final"]["clarity"] == 0.15
+    assert loaded["best"]["accuracy"] == 0.50
+    result = write_report([loaded], tmp_path / "report")
+    assert result["runs"]["old-run"]["final"]["accuracy"] is None and result["hypervolume"]["old-run"] is None
+
+
+def test_mixed_objective_sets_are_refused_naming_the_sets_and_files(tmp_path, capsys):
+    two = summary("two-obj", "linear", 2, (0.4, 0.5), (0.5, 0.6), objectives=["accuracy", "conciseness"])
+    dirs = write_run_dirs(tmp_path, [*four_runs()[:2], two])
+    line = _refused(tmp_path, capsys, dirs)
+    assert "different objective sets" in line
+    assert "accuracy, clarity, conciseness" in line and f"{dirs[0]}/mo_summary.json" in line
+    assert "accuracy, conciseness (" in line and f"{dirs[2]}/mo_summary.json" in line
+    with pytest.raises(ReportError, match="different objective sets"):
+        analyse([four_runs()[0], two])  # the library refuses too
+    same_set = summary("reordered", "ctwa", 5, (0.4, 0.5, 0.3), (0.5, 0.6, 0.4), objectives=OBJECTIVES[::-1])
+    assert analyse([four_runs()[0], same_set])["objectives"] == OBJECTIVES  # one set, in any order
+
+
+def test_a_summary_over_the_size_cap_is_refused_before_reading(tmp_path, capsys, monkeypatch):
+    import mo_align.runs.jsonfile as jsonfile
+
+    dirs = write_run_dirs(tmp_path, four_runs()[:2])
+    size = Path(f"{dirs[0]}/mo_summary.json").stat().st_size
+    monkeypatch.setattr(jsonfile, "MAX_JSON_BYTES", size - 1)
+    line = _refused(tmp_path, capsys, dirs)
+    assert line == (
+        f"mo-align: error: {dirs[0]}/mo_summary.json: {size} bytes, over the {size - 1}-byte limit for a run's JSON"
+    )
+
+
+@pytest.mark.parametrize(
+    ("edit", "says"),
+    [
+        (lambda s: s["eval"][-1].update(ci={"accuracy": [0.4]}), "eval[2].ci.accuracy: expected [low, high]"),
+        (lambda s: s.update(law=[{"objective": "accuracy", "ci": [1]}]), "law[0].ci: expected [low, high]"),
+        (lambda s: s.update(law=["held"]), "law[0]: expected an object"),
+        (lambda s: s.update(launch_command={"argv": []}), "launch_command: expected a string or null"),
+    ],
+)
+def test_malformed_fields_are_one_line_before_any_output(tmp_path, capsys, edit, says):
+    good, bad = write_run_dirs(tmp_path, four_runs()[:2])
+    path = Path(bad) / "mo_summary.json"
+    raw = json.loads(path.read_text())
+    edit(raw)
+    path.write_text(json.dumps(raw))
+    assert f"{path}: malformed summary (ValueError: {says}" in _refused(tmp_path, capsys, [good, bad])
+
+
+def test_law_records_without_numbers_are_counted_not_shown(tmp_path):
+    """A law record whose delta is null and whose CI has a null bound: counted, but no disagreement line to format."""
+    run = summary("ctwa-seed0", "ctwa", 0, (0.4, 0.5, 0.3), (0.35, 0.5, 0.5))
+    kept = {"from": 0, "to": 10, "objective": "accuracy", "realised": "down", "held": False, "predicted_cov": 0.2}
+    run["law"] = [{**kept, "delta": None, "ci": [-0.1, None]}]
+    result = write_report([run], tmp_path / "report")
+    assert result["runs"]["ctwa-seed0"]["law"] == {"held": 0, "failed": 1, "not_significant": 0}
+    assert result["runs"]["ctwa-seed0"]["law_disagreements"] == [kept]
+    assert "disagreement:" not in (tmp_path / "report" / "report.md").read_text()

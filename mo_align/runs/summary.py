@@ -16,6 +16,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypedDict
 
+from mo_align.runs.jsonfile import SummaryError, clip, interval, law_records, read_json, text_or_none
+
 
 SUMMARY_FILE = "mo_summary.json"
 TRAINER_STATE_FILE = "trainer_state.json"
@@ -52,10 +54,6 @@ class RunSummary(TypedDict, total=False):
     law: list[dict[str, Any]]  # the covariance law per (eval interval, objective): predicted_cov, realised, held
     values_from: str  # "eval", or TRAIN_FALLBACK when a run has no evaluation (set when read)
     source: str | None  # the file it was read from (set when read)
-
-
-class SummaryError(ValueError):
-    """A run's summary cannot be read or rebuilt; the message names the offending path or value."""
 
 
 def load_runs(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
@@ -108,39 +106,32 @@ def _find_trainer_state(run_dir: Path) -> Path | None:
     return max(checkpoints)[1] if checkpoints else None
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise SummaryError(f"{path}: not valid JSON ({e})") from e
-    except OSError as e:
-        raise SummaryError(f"{path}: cannot be read ({e})") from e
-
-
 def _load_summary_file(path: Path) -> dict[str, Any]:
-    raw = _read_json(path)
+    raw = read_json(path, finite=True)  # NaN / Infinity in a summary: refused, naming the field
     if not isinstance(raw, dict):
         raise SummaryError(f"{path}: expected a JSON object (the {SUMMARY_FILE} schema), got {type(raw).__name__}")
     version = raw.get("version", SUMMARY_VERSION)
     if version != SUMMARY_VERSION:
-        raise SummaryError(f"{path}: summary version {version!r}; this reader understands version {SUMMARY_VERSION}")
+        raise SummaryError(
+            f"{path}: summary version {clip(repr(version), 40)}; this reader understands version {SUMMARY_VERSION}"
+        )
     try:
         run = normalize_summary(raw, default_dir=path.parent)
     except (TypeError, ValueError, KeyError, AttributeError) as e:
-        raise SummaryError(f"{path}: malformed summary ({e})") from e
+        raise SummaryError(f"{path}: malformed summary ({clip(f'{type(e).__name__}: {e}', 120)})") from e
     run["source"] = str(path.resolve())
     return run
 
 
 def _num(value: Any) -> float:
-    """A float, NaN for None / missing / non-numeric strings."""
+    """A float; NaN (a missing value) for None / missing / non-numeric strings / ±Infinity."""
     if value is None or isinstance(value, bool):
         return math.nan
     try:
-        return float(value)
-    except (TypeError, ValueError):
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
         return math.nan
+    return number if math.isfinite(number) else math.nan
 
 
 def _means(mapping: Any) -> dict[str, float]:
@@ -149,15 +140,15 @@ def _means(mapping: Any) -> dict[str, float]:
     return {str(k): _num(v) for k, v in dict(mapping).items()}
 
 
-def _series(entries: Any, value_key: str) -> list[dict[str, Any]]:
+def _series(entries: Any, value_key: str, field: str = "") -> list[dict[str, Any]]:
     out = []
-    for entry in entries or []:
+    for i, entry in enumerate(entries or []):
         out.append({"step": int(entry["step"]), value_key: _means(entry.get(value_key))})
         if "completion_length" in entry:
             out[-1]["completion_length"] = _num(entry["completion_length"])
         for key in ("ci", "delta_ci"):  # {objective: [low, high]}
             if entry.get(key):
-                out[-1][key] = {str(k): [_num(x) for x in v] for k, v in dict(entry[key]).items()}
+                out[-1][key] = {str(k): interval(v, f"{field}[{i}].{key}.{k}") for k, v in dict(entry[key]).items()}
     out.sort(key=lambda e: e["step"])
     return out
 
@@ -176,19 +167,21 @@ def normalize_summary(raw: Mapping[str, Any], default_dir: str | Path | None = N
     curve when missing, and ``delta`` from final − start. Idempotent."""
     output_dir = raw.get("output_dir") or (str(Path(default_dir).resolve()) if default_dir is not None else "")
     run_name = raw.get("run_name") or (Path(output_dir).name if output_dir else "run")
-    evals = _series(raw.get("eval"), "means")
+    evals = _series(raw.get("eval"), "means", "eval")
     start, final, best = _means(raw.get("start")), _means(raw.get("final")), _means(raw.get("best"))
     if evals:
         start = start or dict(evals[0]["means"])
         final = final or dict(evals[-1]["means"])
         best = best or _best_of(evals)
-    train = _series(raw.get("train_reward"), "means")
+    train = _series(raw.get("train_reward"), "means", "train_reward")
     values_from = str(raw.get("values_from") or "eval")
     if not evals and not final and train:
         # a run without evaluation: its first / last / best training-batch means, labelled as such everywhere
         start, final, best = dict(train[0]["means"]), dict(train[-1]["means"]), _best_of(train)
         values_from = TRAIN_FALLBACK
     delta = _means(raw.get("delta")) or {k: final[k] - start[k] for k in final if k in start}
+    if not isinstance(raw.get("objectives") or [], list | tuple):
+        raise ValueError(f"objectives: expected a list of names, got {type(raw['objectives']).__name__}")
     objectives = [str(o) for o in raw.get("objectives") or []]
     for source in (final, start, *(e["means"] for e in evals)):
         objectives += [k for k in source if k not in objectives]
@@ -210,19 +203,19 @@ def normalize_summary(raw: Mapping[str, Any], default_dir: str | Path | None = N
         "weighting_hyperparameters": dict(raw.get("weighting_hyperparameters") or {}),
         "objectives": objectives,
         "seed": raw.get("seed"),
-        "launch_command": raw.get("launch_command"),
-        "dataset_name": raw.get("dataset_name"),
+        "launch_command": text_or_none(raw.get("launch_command"), "launch_command"),
+        "dataset_name": text_or_none(raw.get("dataset_name"), "dataset_name"),
         "eval": evals,
         "start": start,
         "final": final,
         "best": best,
         "delta": delta,
-        "weights": _series(raw.get("weights"), "weights"),
-        "cov_ema": _series(raw.get("cov_ema"), "values"),
+        "weights": _series(raw.get("weights"), "weights", "weights"),
+        "cov_ema": _series(raw.get("cov_ema"), "values", "cov_ema"),
         "train_reward": train,
         "values_from": values_from,
         "events": sorted(events, key=lambda e: e["step"]),
-        "law": [dict(x) for x in raw.get("law") or []],
+        "law": law_records(raw.get("law") or []),
         "source": raw.get("source"),
     }
 
@@ -243,7 +236,7 @@ def _from_trainer_state(state_path: Path, run_dir: Path) -> dict[str, Any]:
     ``mo/cov_ema/<objective>`` (else CTWA's ``mo/ctwa/ema/<objective>``), ``mo/reward/<objective>/mean`` and
     ``mo/events/<kind>/<objective>`` (fired when > 0). The algorithm is the one ``mo/<name>/...`` namespace the
     weighting logged under, else ``"unknown"``."""
-    state = _read_json(state_path)
+    state = read_json(state_path)  # transformers writes NaN losses here; non-finite values read as missing (_num)
     history = state.get("log_history") if isinstance(state, dict) else None
     if not isinstance(history, list):
         raise SummaryError(f"{state_path}: no log_history list; not a transformers trainer_state.json")

@@ -5,6 +5,12 @@
 transformers' ``trainer_state.json`` (in the run directory, else in its latest ``checkpoint-*`` subdirectory), and
 writes ``report.md``, a self-contained ``report.html``, ``report.json`` and the PNG plots into ``--out``.
 
+Summaries are untrusted files (:mod:`mo_align.runs.jsonfile`): every run is read and checked before anything is
+written, and a file that is too large, not UTF-8, not JSON, or holds a ``NaN`` / ``Infinity`` (which JSON does not
+have; a missing value is ``null``) is refused in one line naming the file and the field. **Runs that measure different
+sets of objectives are refused** (naming two sets and their files), not merged: a report is one objective space, with
+one reference point and hypervolume; report each set on its own.
+
 Conventions (every one of them is also stated in the written report):
 
 * Every objective is **maximised**; a run's point in objective space is its **final** eval mean per objective.
@@ -57,6 +63,7 @@ from mo_align.runs.report.fronts import front_blocks
 from mo_align.runs.report.pareto import hypervolume, non_dominated
 from mo_align.runs.report.plots import PNG_SIGNATURE, make_plots
 from mo_align.runs.report.render import blocks, format_console_table, to_html, to_markdown
+from mo_align.runs.summary import json_safe
 
 
 __all__ = [
@@ -109,5 +116,5 @@ def write_report(
         skipped_plots=dict(plots.skipped),
         fronts=front_numbers,
     )
-    js.write_text(json.dumps(result, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    js.write_text(json.dumps(json_safe(result), indent=2, allow_nan=False) + "\n", encoding="utf-8")
     return result

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from mo_align.runs.jsonfile import clip
 from mo_align.runs.report.pareto import hypervolume, non_dominated
 from mo_align.runs.summary import SummaryError, _num, _unique_names, law_tally, normalize_summary
 
@@ -152,7 +153,26 @@ def _stats(values: Sequence[float]) -> dict[str, Any]:
     return {"median": float(np.median(vals)), "min": float(min(vals)), "max": float(max(vals)), "n": len(vals)}
 
 
+def _one_objective_set(runs: Sequence[Mapping[str, Any]]) -> None:
+    """Refuse runs that measure different sets of objectives (names, in any order), naming two sets and their files:
+    one report compares runs in one objective space (one reference point, one hypervolume). A run that records no
+    objective at all is not a set of its own."""
+    sets: dict[frozenset[str], Mapping[str, Any]] = {}
+    for r in runs:
+        if r["objectives"]:
+            sets.setdefault(frozenset(r["objectives"]), r)
+    if len(sets) > 1:
+        (a, run_a), (b, run_b) = list(sets.items())[:2]
+        names = [clip(", ".join(sorted(x)), 50) for x in (a, b)]
+        files = [clip(r.get("source") or r["run_name"], 80) for r in (run_a, run_b)]
+        raise ReportError(
+            f"the runs measure different objective sets: {names[0]} ({files[0]}) vs {names[1]} ({files[1]}); "
+            "report each set on its own"
+        )
+
+
 def _objectives(runs: Sequence[Mapping[str, Any]]) -> list[str]:
+    _one_objective_set(runs)
     objectives: list[str] = []
     for r in runs:
         objectives += [o for o in r["objectives"] if o not in objectives]
