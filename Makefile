@@ -17,6 +17,7 @@ TASK ?=
 SHARES ?=
 TINY_MODEL_DIR ?= outputs/tiny-model
 PYTEST_ARGS ?=
+WHEEL_DIR ?=
 
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
@@ -33,6 +34,7 @@ $(OFFLINE_TARGETS): export WANDB_MODE ?= offline
 check_algo = $(if $(filter $(1),$(ALGORITHMS)),,$(error unknown algorithm '$(1)'; valid: $(ALGORITHMS)))
 
 .PHONY: help install test test-slow lint format demo tiny-model smoke clean lab lab-quick lab-sweep lab-front bench
+.PHONY: wheel-check
 .PHONY: $(addprefix train-,$(ALGORITHMS)) $(addprefix smoke-,$(ALGORITHMS))
 
 help: ## list the targets
@@ -64,6 +66,9 @@ lint: install ## ruff format --check + ruff check + size check (modules <= 400 l
 format: install ## apply ruff format + fixes
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
+
+wheel-check: ## build the wheel, install it in a clean venv, train one tiny step outside the checkout (~3 min)
+	bash scripts/wheel_check.sh $(WHEEL_DIR)
 
 tiny-model: install ## write the offline tiny model + tokenizer to outputs/tiny-model
 	$(PY) -m mo_align.testing --out $(TINY_MODEL_DIR)

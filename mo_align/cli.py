@@ -19,8 +19,9 @@ USAGE = """usage: mo-align <command> [args]
 
 commands:
   train --config FILE [--key value ...]   train with a recipe (same as python -m mo_align.train)
-  train --config FILE --accelerate_config cpu|ddp|multi_gpu|zero3|FILE [--num_processes N] [--key value ...]
-                                          the same under `accelerate launch` (as trl grpo --accelerate_config)
+  train --config FILE --accelerate_config NAME|FILE [--num_processes N] [--key value ...]
+                                          the same under `accelerate launch` (as trl grpo --accelerate_config);
+                                          NAME: cpu single_gpu ddp multi_gpu zero1 zero2 zero3 fsdp1 fsdp2
   report RUN_DIR [RUN_DIR ...] --out DIR [--reference x,y,z] [--tolerance 0.02]
                                           compare finished runs: per-objective tables, seeds aggregated by
                                           algorithm, hypervolume, Pareto plots, interference

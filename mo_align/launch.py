@@ -11,6 +11,7 @@ import os
 import shlex
 import sys
 from collections.abc import Sequence
+from importlib import resources
 from pathlib import Path
 
 
@@ -41,12 +42,20 @@ def typed_command(argv: Sequence[str] | None = None, main_module: object = None)
 
 
 # ---- mo-align train --accelerate_config ----------------------------------------------------------------------------
-REPO_ROOT = Path(__file__).resolve().parents[1]
-ACCELERATE_DIR = REPO_ROOT / "configs" / "accelerate"
-# `multi_gpu` is TRL's name for data parallelism (trl/accelerate_configs/multi_gpu.yaml); ours is ddp.
+# The launch configs are package data (mo_align/resources/configs; `configs/` in the repository links to it), so a
+# wheel install resolves the same names as a checkout.
+CONFIG_ROOT = Path(str(resources.files("mo_align") / "resources" / "configs"))
+ACCELERATE_DIR = CONFIG_ROOT / "accelerate"
+# TRL's names (`trl grpo --accelerate_config single_gpu|multi_gpu|zero1|zero2|zero3|fsdp1|fsdp2`) all resolve;
+# `multi_gpu` is TRL's name for data parallelism, ours is ddp.
 ACCELERATE_ALIASES = {"multi_gpu": "ddp"}
 # accelerate launch's own options that `mo-align train` passes on to it (each takes one value)
 LAUNCHER_FLAGS = ("--num_processes", "--num_machines", "--machine_rank", "--main_process_ip", "--main_process_port")
+
+
+def accelerate_config_names() -> list[str]:
+    """Every name ``--accelerate_config`` accepts (besides a YAML file)."""
+    return sorted([p.stem for p in ACCELERATE_DIR.glob("*.yaml")] + list(ACCELERATE_ALIASES))
 
 
 class LaunchError(ValueError):
@@ -54,10 +63,12 @@ class LaunchError(ValueError):
 
 
 def resolve_accelerate_config(value: str, workdir: Path) -> Path:
-    """A named config (``cpu``, ``ddp`` = ``multi_gpu``, ``zero3``) from ``configs/accelerate/``, or a YAML file.
+    """A named config (:func:`accelerate_config_names`: ``cpu``, ``single_gpu``, ``ddp`` = ``multi_gpu``, ``zero1``,
+    ``zero2``, ``zero3``, ``fsdp1``, ``fsdp2``) from the package's ``configs/accelerate/``, or a YAML file.
 
-    A DeepSpeed config whose ``deepspeed_config_file`` is relative to the repository (``zero3.yaml``) and not found
-    from the current directory is rewritten into ``workdir`` with the absolute path, so it launches from anywhere.
+    A DeepSpeed config whose ``deepspeed_config_file`` is relative to the repository (``configs/deepspeed/...``) and
+    not found from the current directory is rewritten into ``workdir`` with the absolute path, so it launches from
+    anywhere, a wheel install included.
     """
     import yaml
 
@@ -66,8 +77,9 @@ def resolve_accelerate_config(value: str, workdir: Path) -> Path:
     if not path.suffix:
         path = ACCELERATE_DIR / f"{name}.yaml"
     if not path.is_file():
-        names = sorted([p.stem for p in ACCELERATE_DIR.glob("*.yaml")] + list(ACCELERATE_ALIASES))
-        raise LaunchError(f"--accelerate_config {value!r}: no such file; use one of {names} or a YAML file")
+        raise LaunchError(
+            f"--accelerate_config {value!r}: no such file; use one of {accelerate_config_names()} or a YAML file"
+        )
     config = yaml.safe_load(path.read_text()) or {}
     if config.get("distributed_type") == "DEEPSPEED":
         from mo_align.extras import require
@@ -76,7 +88,7 @@ def resolve_accelerate_config(value: str, workdir: Path) -> Path:
         ds = config.get("deepspeed_config") or {}
         file = ds.get("deepspeed_config_file")
         if file and not Path(file).is_absolute() and not Path(file).exists():
-            for base in (path.parent, REPO_ROOT):
+            for base in (path.parent, CONFIG_ROOT.parent):
                 if (base / file).exists():
                     ds["deepspeed_config_file"] = str((base / file).resolve())
                     break

@@ -77,7 +77,14 @@ def load_datasets(script_args: MOScriptArguments, evaluate: bool = False) -> tup
         return train, (load_split(path, eval_split) if eval_split else None)
     if script_args.dataset_name is None:
         raise ValueError("no data: set dataset_path (a directory or 'synthetic') or dataset_name")
-    ds = datasets.load_dataset(script_args.dataset_name, script_args.dataset_config)
+    try:
+        ds = datasets.load_dataset(script_args.dataset_name, script_args.dataset_config)
+    except OSError as exc:  # no network, offline mode without a cached copy, a gated or missing repository
+        reason = " ".join(str(exc).split())[:200]
+        raise ValueError(
+            f"dataset_name {script_args.dataset_name!r} could not be loaded ({type(exc).__name__}: {reason}); "
+            "for local data set dataset_path (mo-align data math500 --out data/math500 prepares MATH-500)"
+        ) from exc
     if eval_split in ("val", "validation") and eval_split not in ds:
         eval_split = "validation" if eval_split == "val" else "val"
     for split in (script_args.dataset_train_split, eval_split):
@@ -123,9 +130,52 @@ def model_init_kwargs(model_args: ModelConfig, training_args: MOGRPOConfig) -> d
     return kwargs
 
 
+TINY_MODEL_HINT = "the tiny offline model of recipes/tiny/ is written by `make tiny-model` (outputs/tiny-model)"
+
+
+def check_model_source(name: str | None) -> None:
+    """``model_name_or_path`` is a local model directory, or a Hub id that is cached (offline) or left for loading
+    (online, where :func:`load_tokenizer` names it if it cannot be fetched): one line naming it otherwise, before the
+    slow imports and downloads."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if name is None:
+        raise ValueError("model_name_or_path is required")
+    if os.path.isdir(name):
+        if not os.path.isfile(os.path.join(name, "config.json")):
+            raise ValueError(f"model_name_or_path {name!r}: a directory without config.json (not a saved model)")
+        return
+    looks_local = name.startswith((".", "/", "~")) or name.count("/") != 1 or os.path.exists(name)
+    if looks_local:
+        raise ValueError(f"model_name_or_path {name!r}: no such directory; {TINY_MODEL_HINT}")
+    if constants.HF_HUB_OFFLINE and not isinstance(try_to_load_from_cache(name, "config.json"), str):
+        raise ValueError(
+            f"model_name_or_path {name!r}: not a local directory and not in the Hugging Face cache while "
+            f"HF_HUB_OFFLINE=1 (download it online first); {TINY_MODEL_HINT}"
+        )
+
+
+def load_tokenizer(model_args: ModelConfig, training_args: MOGRPOConfig) -> Any:
+    """The tokenizer of ``model_name_or_path``; a model that cannot be found or fetched is one line naming it."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(
+            model_args.model_name_or_path,
+            revision=model_args.model_revision,
+            trust_remote_code=training_args.trust_remote_code,
+        )
+    except OSError as exc:  # not found on the Hub, no network, gated repository ...
+        reason = " ".join(str(exc).split())[:200]
+        raise ConfigError(
+            f"model_name_or_path {model_args.model_name_or_path!r} could not be loaded ({type(exc).__name__}: "
+            f"{reason}); {TINY_MODEL_HINT}"
+        ) from exc
+
+
 # ---- main -----------------------------------------------------------------------------------------------------
 def main(script_args: MOScriptArguments, training_args: MOGRPOConfig, model_args: ModelConfig) -> Any:
-    from transformers import AutoTokenizer, set_seed
+    from transformers import set_seed
 
     from mo_align.trainer import MOGRPOTrainer
 
@@ -134,13 +184,7 @@ def main(script_args: MOScriptArguments, training_args: MOGRPOConfig, model_args
     reward_funcs, weighting, train_dataset, eval_dataset = validate(script_args, training_args, model_args)
 
     # ---- tokenizer and model ------------------------------------------------------------------------------------
-    if model_args.model_name_or_path is None:
-        raise ValueError("model_name_or_path is required")
-    tokenizer = AutoTokenizer.from_pretrained(
-        model_args.model_name_or_path,
-        revision=model_args.model_revision,
-        trust_remote_code=training_args.trust_remote_code,
-    )
+    tokenizer = load_tokenizer(model_args, training_args)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     training_args.model_init_kwargs = model_init_kwargs(model_args, training_args)
@@ -182,6 +226,7 @@ def validate(script_args: MOScriptArguments, training_args: MOGRPOConfig, model_
     from mo_align.weightings import get_weighting
 
     try:
+        check_model_source(model_args.model_name_or_path)
         names = list(script_args.reward_funcs)
         reward_funcs = get_reward_funcs(names, script_args.reward_kwargs)
         weighting = get_weighting(training_args.weighting, len(names), **training_args.weighting_kwargs)

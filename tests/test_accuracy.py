@@ -1,6 +1,7 @@
 """accuracy: both modes on all MATH-500 gold answers, hand-computed reference cases, equivalences, time bounds."""
 
 import multiprocessing as mp
+import os
 import pathlib
 import pickle
 import random
@@ -18,11 +19,21 @@ from mo_align.rewards.hendrycks import is_equiv, reference_extract, reference_sc
 from mo_align.rewards.verify import HARD_TIMEOUT, OK, VerifyClient, get_pool
 
 
-SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "math500"
+# The paper's MATH-500 split (train/val/test parquet files): MO_ALIGN_MATH500_DIR, else ../shared/data/math500 beside
+# the repository (where this project's CI lays it). A copy of the project elsewhere skips the tests that read all 500
+# golds, naming the path; under CI (CI=true) a missing split fails instead of skipping.
+SHARED = pathlib.Path(
+    os.environ.get("MO_ALIGN_MATH500_DIR")
+    or pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "math500"
+)
 
 
 def _golds() -> list[str]:
-    assert SHARED.is_dir(), f"missing {SHARED}: the shared MATH-500 data must sit next to the repository"
+    if not SHARED.is_dir():
+        message = f"missing {SHARED}: set MO_ALIGN_MATH500_DIR to a MATH-500 split (train/val/test.parquet)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
     out = []
     for split in ("train", "val", "test"):
         out += [
@@ -237,7 +248,9 @@ def test_hard_timeout_kills_and_replaces_the_worker():
         (outcome, _), (ok, value) = client.run([("3", "10^{100000000}"), ("\\frac{1}{2}", "0.5")])
         elapsed = time.perf_counter() - start
         assert outcome == HARD_TIMEOUT and (ok, value) == (OK, True)
-        assert elapsed < 1.5, elapsed  # 0.5 s limit + a fork of the warm server + the second check
+        # 10^100000000 runs for minutes unkilled: a generous bound (0.5 s limit + a fork of the warm server + the
+        # second check took ~1 s idle and 1.7 s under load) that still proves the kill, without timing the machine
+        assert elapsed < 30, elapsed
         assert client.server_stats["restarts"] == 1
     finally:
         client.close()

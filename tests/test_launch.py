@@ -20,6 +20,9 @@ from tests.test_cli import tiny_recipe
 
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+# the launch configs are package data; the repository's configs/ links to this folder
+CONFIGS = ROOT / "mo_align" / "resources" / "configs"
+TRL_NAMES = ["single_gpu", "multi_gpu", "zero1", "zero2", "zero3", "fsdp1", "fsdp2"]  # trl/accelerate_configs
 LAUNCH = [sys.executable, "-m", "accelerate.commands.launch"]
 
 
@@ -29,7 +32,7 @@ def test_named_configs_build_the_accelerate_command(tmp_path, name, file):
         ["--config", "r.yaml", "--accelerate_config", name, "--num_processes", "2", "--learning_rate", "1e-3"],
         tmp_path,
     )
-    tail = ["--config_file", str(ROOT / "configs" / "accelerate" / f"{file}.yaml"), "--num_processes", "2"]
+    tail = ["--config_file", str(CONFIGS / "accelerate" / f"{file}.yaml"), "--num_processes", "2"]
     tail += ["-m", "mo_align.train", "--config", "r.yaml", "--learning_rate", "1e-3"]
     assert command == [*LAUNCH, *tail] and shown == ["accelerate", "launch", *tail]
 
@@ -48,18 +51,44 @@ def test_zero3_points_at_its_deepspeed_json_from_anywhere(tmp_path, monkeypatch)
     written = pathlib.Path(command[command.index("--config_file") + 1])
     assert written.parent == tmp_path
     config = yaml.safe_load(written.read_text())
-    assert config["deepspeed_config"]["deepspeed_config_file"] == str(ROOT / "configs" / "deepspeed" / "zero3.json")
-    original = yaml.safe_load((ROOT / "configs" / "accelerate" / "zero3.yaml").read_text())
+    assert config["deepspeed_config"]["deepspeed_config_file"] == str(CONFIGS / "deepspeed" / "zero3.json")
+    original = yaml.safe_load((CONFIGS / "accelerate" / "zero3.yaml").read_text())
     assert {k: v for k, v in config.items() if k != "deepspeed_config"} == {
         k: v for k, v in original.items() if k != "deepspeed_config"
     }
 
 
+def test_the_repository_configs_link_to_the_package_data():
+    assert (ROOT / "configs").resolve() == CONFIGS.resolve()
+    assert sorted(p.name for p in (ROOT / "configs" / "accelerate").glob("*.yaml")) == sorted(
+        p.name for p in (CONFIGS / "accelerate").glob("*.yaml")
+    )
+
+
+@pytest.mark.parametrize("name", TRL_NAMES)
+def test_every_trl_accelerate_config_name_resolves_and_parses(tmp_path, monkeypatch, name):
+    """TRL's names launch as with ``trl grpo --accelerate_config NAME``: accelerate's own loader reads the file, a
+    DeepSpeed config's JSON exists and holds the stage its name says, from a directory outside the repository."""
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    monkeypatch.chdir(tmp_path)
+    command, _ = accelerate_command(["--accelerate_config", name, "--config", "r.yaml"], tmp_path)
+    path = command[command.index("--config_file") + 1]
+    config = load_config_from_file(path)
+    expected = {"single_gpu": "NO", "multi_gpu": "MULTI_GPU"}.get(name, "DEEPSPEED" if "zero" in name else "FSDP")
+    assert config.distributed_type.value == expected
+    if expected == "DEEPSPEED":
+        ds_file = pathlib.Path(config.deepspeed_config["deepspeed_config_file"])
+        assert ds_file.is_absolute() and ds_file.is_file()
+        assert json.loads(ds_file.read_text())["zero_optimization"]["stage"] == int(name[-1])
+    if expected == "FSDP":
+        assert config.fsdp_config["fsdp_version"] == int(name[-1])
+
+
 def test_bad_launch_arguments_are_one_line_errors(tmp_path, monkeypatch, capsys):
     assert cli_main(["train", "--config", "r.yaml", "--accelerate_config", "tpu"]) == 2
-    assert "--accelerate_config 'tpu': no such file; use one of ['cpu', 'ddp', 'multi_gpu', 'zero3']" in (
-        capsys.readouterr().err
-    )
+    names = ["cpu", "ddp", "fsdp1", "fsdp2", "multi_gpu", "single_gpu", "zero1", "zero2", "zero3"]
+    assert f"--accelerate_config 'tpu': no such file; use one of {names}" in capsys.readouterr().err
     with pytest.raises(LaunchError, match="--num_processes needs --accelerate_config"):
         accelerate_command(["--config", "r.yaml", "--num_processes", "2"], tmp_path)
     monkeypatch.setattr(extras, "is_installed", lambda module: module != "deepspeed")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import configparser
 import importlib.metadata
+import os
 import pathlib
 import re
 
@@ -96,3 +97,75 @@ def test_missing_extra_is_one_line_naming_it(
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("mo-align: error: ") and message in err[-1], err[-1]
+
+
+def _requirements(block: str) -> dict[str, str]:
+    reqs = {}
+    for line in block.strip().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            name = re.split(r"[=<>!~\[ ;]", line, maxsplit=1)[0]
+            reqs[name.lower().replace("_", "-")] = line[len(name) :].strip()
+    return reqs
+
+
+def _constraints() -> dict[str, str]:
+    pins = {}
+    for line in (ROOT / "constraints-cpu.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, version = line.split("==")
+            pins[name.strip().lower().replace("_", "-")] = version.strip()
+    return pins
+
+
+def test_install_requires_are_ranges_from_the_tested_version_and_the_constraints_pin_them():
+    """Users get compatible ranges; the exact tested set lives in constraints-cpu.txt. TRL alone is exact (the
+    trainer overrides its private hooks); every other lower bound is the version the constraints file pins."""
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg")
+    pins = _constraints()
+    blocks = [cfg["options"]["install_requires"]] + [
+        v for k, v in cfg["options.extras_require"].items() if k != "quantization"
+    ]
+    for block in blocks:
+        for name, spec in _requirements(block).items():
+            assert name in pins, f"{name} is not pinned in constraints-cpu.txt"
+            if name == "trl":
+                assert spec == f"=={pins[name]}"
+                continue
+            assert "==" not in spec, f"{name}{spec}: an exact pin in setup.cfg"
+            lower = re.search(r">=([0-9.]+)", spec)
+            assert lower and re.search(r"<[0-9]", spec), f"{name}{spec}: needs a lower and an upper bound"
+            tested = [int(x) for x in pins[name].split("+")[0].split(".")]
+            bound = [int(x) for x in lower.group(1).split(".")]
+            assert bound <= tested[: len(bound)], f"{name}: lower bound {bound} above the tested {pins[name]}"
+            assert tested[: len(bound)] == bound, f"{name}: lower bound {bound} is not the tested {pins[name]}"
+
+
+def test_the_wheel_carries_every_launch_config_and_the_card_template(tmp_path):
+    """A non-editable install resolves `--accelerate_config NAME` from package data (built from the tracked files,
+    as a user's `pip install .` would)."""
+    import subprocess
+    import sys
+    import zipfile
+
+    src = tmp_path / "src"
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    for name in files:
+        target = src / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if (ROOT / name).is_symlink():
+            target.symlink_to(os.readlink(ROOT / name))
+        elif (ROOT / name).is_file():
+            target.write_bytes((ROOT / name).read_bytes())
+    build = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path)]
+    subprocess.run([*build, str(src)], check=True, capture_output=True, timeout=600)
+    (wheel,) = tmp_path.glob("mo_align-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    configs = ROOT / "mo_align" / "resources" / "configs"
+    expected = {f"mo_align/resources/configs/{p.relative_to(configs)}" for p in configs.rglob("*") if p.is_file()}
+    assert {"mo_align/resources/configs/accelerate/cpu.yaml", "mo_align/resources/configs/deepspeed/zero3.json"} <= (
+        expected
+    )
+    assert expected <= names, f"missing from the wheel: {sorted(expected - names)}"
+    assert "mo_align/hub/model_card.md" in names

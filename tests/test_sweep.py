@@ -156,7 +156,7 @@ def test_print_commands_writes_self_contained_recipes_and_slurm_runs_the_right_l
     for line, w in zip(lines, body["preferences"], strict=True):
         name = f"linear-w{w[0]}_{w[1]}_{w[2]}-seed0"
         recipe = tmp_path / "out" / name / "sweep_recipe.yaml"
-        cfg = ROOT / "configs/accelerate/cpu.yaml"
+        cfg = ROOT / "mo_align/resources/configs/accelerate/cpu.yaml"  # package data (configs/ links here)
         assert line == f"accelerate launch --config_file {cfg} -m mo_align.train --config {recipe}"
         written = yaml.safe_load(recipe.read_text())
         assert written["weighting_kwargs"] == {"weights": w} and written["output_dir"] == str(recipe.parent)

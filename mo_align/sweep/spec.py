@@ -318,7 +318,9 @@ def load_sweep(path: str, check_recipes: bool = True) -> Sweep:
     overrides = _axis_values(raw.get("overrides"), path, "overrides")
     accelerate = raw.get("accelerate_config", "ddp")
     if not isinstance(accelerate, str):
-        raise _fail(path, "accelerate_config", f"{accelerate!r}: a name (cpu, ddp, zero3) or a file")
+        raise _fail(
+            path, "accelerate_config", f"{accelerate!r}: a name (cpu, ddp, zero3, ...: see mo-align --help) or a file"
+        )
     sweep = Sweep(path, raw["recipe"], recipe, raw["output_dir"], [], overrides, accelerate)
     _expand(sweep, raw, len(objectives))
     if check_recipes:

@@ -17,11 +17,13 @@ def check_setup(trainer: Any, args: Any) -> None:
             "without GPUs set use_cpu: true (or ddp_backend: gloo) in the recipe"
         )
     zero3 = trainer.is_deepspeed_enabled and trainer.accelerator.state.deepspeed_plugin.zero_stage == 3
-    if trainer.mo_needs.gram and args.gramian_space == "parameters" and zero3:
-        # autograd.grad on ZeRO-3-partitioned parameters returns empty shards and breaks the engine's
-        # backward (STACK.md §2): the output-space Gram matrix is exact on what it measures and works.
+    sharded = "ZeRO-3" if zero3 else "FSDP" if trainer.is_fsdp_enabled else None
+    if trainer.mo_needs.gram and args.gramian_space == "parameters" and sharded:
+        # autograd.grad on ZeRO-3-partitioned parameters returns empty shards and breaks the engine's backward;
+        # FSDP shards parameters the same way (not supported): the output-space Gram matrix is exact on what it
+        # measures and works.
         raise ValueError(
-            f"weighting {name!r} with gramian_space 'parameters' is not supported under ZeRO-3; "
+            f"weighting {name!r} with gramian_space 'parameters' is not supported under {sharded}; "
             "set gramian_space: logprobs"
         )
     if not trainer.mo_needs.post_update_logps:
