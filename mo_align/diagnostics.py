@@ -66,6 +66,23 @@ def reward_correlation(rewards: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def within_group_reward_cov(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
+    """(K, K) pooled within-group covariance of the rewards: over the rows whose rewards are all finite, each group
+    centred on its own mean, Σ_groups Σ_i r̃_i r̃_iᵀ / Σ_groups n_g (groups with fewer than 2 such rows left out)."""
+    n, k = rewards.shape
+    r = rewards.double()
+    pad = -n % group_size
+    if pad:
+        r = torch.cat([r, torch.full((pad, k), float("nan"), dtype=torch.float64)])
+    r = r.view(-1, group_size, k)
+    ok = torch.isfinite(r).all(-1)  # (P, G)
+    cnt = ok.sum(1)
+    r0 = torch.where(ok.unsqueeze(-1), r, 0.0)
+    centred = torch.where(ok.unsqueeze(-1), r0 - (r0.sum(1) / cnt.clamp(min=1).unsqueeze(-1)).unsqueeze(1), 0.0)
+    use = cnt >= 2
+    return torch.einsum("pgi,pgj->ij", centred[use], centred[use]) / cnt[use].sum().clamp(min=1)
+
+
 def pareto_dominated_fraction(rewards: torch.Tensor, advantages: torch.Tensor, group_size: int) -> float:
     """Fraction of groups whose highest-advantage completion is dominated (>= everywhere, > somewhere) in-group."""
     n, k = rewards.shape
@@ -116,8 +133,11 @@ class InterferenceMonitor:
         self.streak = [0] * len(objectives)
         self.fired: set[tuple[str, str]] = set()
         self.events: list[dict[str, Any]] = []
-        # the covariance law's prediction for the current eval interval: Σ and count of each batch's Cov(r_k, A)
+        # the covariance law's prediction for the current eval interval: Σ, Σ of squares and count of each batch's
+        # Cov(r_k, A) (its t interval over the interval's batches), and Σ of the batches' within-group reward covariance
         self.interval_cov = torch.zeros(len(objectives), dtype=torch.float64)
+        self.interval_cov_sq = torch.zeros(len(objectives), dtype=torch.float64)
+        self.interval_reward_cov = torch.zeros(len(objectives), len(objectives), dtype=torch.float64)
         self.interval_batches = 0
         self.law: list[dict[str, Any]] = []  # one record per (eval interval, objective)
 
@@ -138,6 +158,8 @@ class InterferenceMonitor:
         neg = ((per_group < 0) & valid).sum(0).double() / valid.sum(0).double().clamp(min=1)
         cov64 = cov.double()
         self.interval_cov += cov64
+        self.interval_cov_sq += cov64 * cov64
+        self.interval_reward_cov += within_group_reward_cov(rewards, group_size)
         self.interval_batches += 1
         self.ema = cov64 if self.ema is None else (1 - self.ema_tau) * self.ema + self.ema_tau * cov64
         zero_var = zero_variance_fraction(rewards, group_size)
@@ -189,36 +211,59 @@ class InterferenceMonitor:
                 out.update(self._fire("eval_drop", k, step, msg))
         return out
 
-    def check_law(self, step_from: int, step_to: int, realised: dict[str, tuple[float, float, float]]) -> dict:
-        """The covariance law as a prediction: for each objective, the sign of the mean within-group covariance of its
-        reward with the optimised advantage over the interval's training batches, against the realised change of its
-        eval mean (Δ, CI low, CI high; significant up / down, or not significant). Logs
-        ``mo/law/<objective>/agreement`` (1 held, 0 did not; absent when the change is not significant) and
-        ``mo/law/<objective>/predicted_cov``; keeps one record per objective in :attr:`law`; resets the interval."""
+    def check_law(
+        self, step_from: int, step_to: int, realised: dict[str, tuple[float, float, float]], level: float = 0.95
+    ) -> dict:
+        """The covariance law as a prediction: for each objective, the mean within-group covariance of its reward with
+        the optimised advantage over the interval's training batches, with its t interval over those batches
+        (``level``): ``up`` / ``down`` when the interval excludes 0, ``undetermined`` when it straddles 0 (or the
+        interval had one batch); against the realised change of its eval mean (Δ, CI low, CI high; significant up /
+        down, or not significant). ``held`` is ``None`` (no verdict) unless both are determined. Logs
+        ``mo/law/<objective>/agreement`` (1 held, 0 did not; absent without a verdict) and
+        ``mo/law/<objective>/predicted_cov``; keeps one record per objective in :attr:`law` (with the interval's
+        mean within-group reward covariance matrix, ``reward_cov``); resets the interval."""
+        from mo_align.stats import t_ppf
+
         out: dict[str, float] = {}
-        if not self.interval_batches:
+        n = self.interval_batches
+        if not n:
             return out
-        predicted = (self.interval_cov / self.interval_batches).tolist()
+        mean = self.interval_cov / n
+        if n >= 2:
+            var = ((self.interval_cov_sq - n * mean * mean) / (n - 1)).clamp(min=0.0)
+            half = t_ppf((1.0 + level) / 2.0, n - 1) * torch.sqrt(var / n)
+        else:
+            half = torch.full_like(mean, float("nan"))
+        low, high = (mean - half).tolist(), (mean + half).tolist()
+        reward_cov = (self.interval_reward_cov / n).tolist()
         for k, name in enumerate(self.objectives):
-            delta, low, high = realised[name]
-            outcome = "up" if low > 0 else ("down" if high < 0 else "not significant")
-            held = None if outcome == "not significant" else (predicted[k] > 0) == (outcome == "up")
+            delta, r_low, r_high = realised[name]
+            outcome = "up" if r_low > 0 else ("down" if r_high < 0 else "not significant")
+            predicted = "up" if low[k] > 0 else ("down" if high[k] < 0 else "undetermined")
+            decided = outcome != "not significant" and predicted != "undetermined"
+            held = predicted == outcome if decided else None
             self.law.append(
                 {
                     "from": step_from,
                     "to": step_to,
                     "objective": name,
-                    "predicted_cov": predicted[k],
+                    "predicted_cov": float(mean[k]),
+                    "cov_ci": [low[k], high[k]],
+                    "batches": n,
+                    "predicted": predicted,
                     "delta": delta,
-                    "ci": [low, high],
+                    "ci": [r_low, r_high],
                     "realised": outcome,
                     "held": held,
+                    "reward_cov": reward_cov,
                 }
             )
-            out[f"mo/law/{name}/predicted_cov"] = predicted[k]
+            out[f"mo/law/{name}/predicted_cov"] = float(mean[k])
             if held is not None:
                 out[f"mo/law/{name}/agreement"] = float(held)
         self.interval_cov.zero_()
+        self.interval_cov_sq.zero_()
+        self.interval_reward_cov.zero_()
         self.interval_batches = 0
         return out
 
@@ -229,6 +274,8 @@ class InterferenceMonitor:
             "fired": sorted(self.fired),
             "events": list(self.events),
             "interval_cov": self.interval_cov.clone(),
+            "interval_cov_sq": self.interval_cov_sq.clone(),
+            "interval_reward_cov": self.interval_reward_cov.clone(),
             "interval_batches": self.interval_batches,
             "law": list(self.law),
         }
@@ -241,3 +288,9 @@ class InterferenceMonitor:
         if "interval_cov" in state:  # checkpoints written before the law check have no interval
             self.interval_cov = state["interval_cov"].clone()
             self.interval_batches, self.law = int(state["interval_batches"]), list(state["law"])
+        if "interval_cov_sq" in state:
+            self.interval_cov_sq = state["interval_cov_sq"].clone()
+            self.interval_reward_cov = state["interval_reward_cov"].clone()
+        elif self.interval_batches:  # an older checkpoint kept no spread: this interval's prediction is undetermined
+            self.interval_cov_sq.fill_(float("nan"))
+            self.interval_reward_cov.fill_(float("nan"))

@@ -17,14 +17,31 @@ score of sample ``j`` of prompt ``i`` (``NaN`` = no score, ignored as the traine
   ``Δ̄* = (1/R) Σ_r Δ*_r``. The interval measures the evaluation noise of the seeds' mean (the prompts drawn), not the
   spread between seeds.
 
-Interference (issue 15): an objective interferes when its Δ interval lies entirely below 0 (``high < 0``) while
-the optimised scalar rose (``interfering``). Everything is seeded (``numpy.random.default_rng(seed)``): the same
-inputs and seed give the same interval.
+Seed-level statistics (training randomness, not only evaluation noise): every seed contributes one number (its Δ, or
+its paired difference with another algorithm at the same seed), and
+
+* ``t_test``: the mean over the ``n`` seeds with the Student t interval ``x̄ ± t_{n−1, 1−α/2} · s / √n`` (``s`` the
+  sample standard deviation, ``n − 1`` in its denominator) and the two-sided p-value of ``x̄ = 0``; the t
+  distribution is evaluated through the regularized incomplete beta function,
+  ``P(|T| ≥ t) = I_{ν/(ν+t²)}(ν/2, 1/2)`` (Abramowitz & Stegun 26.7.1; the beta function's continued fraction,
+  A&S 26.5.8, evaluated by the modified Lentz method);
+* ``holm_adjust`` / ``holm_levels``: Holm's step-down adjustment (Holm 1979) of a family of ``m`` p-values, and the
+  per-test level that makes each t interval agree with it: sorted ``p_(1) ≤ … ≤ p_(m)``, the procedure rejects
+  ``p_(i)`` while ``p_(j) ≤ α/(m − j + 1)`` for every ``j ≤ i``; a rejected test gets its interval at level
+  ``1 − α/(m − i + 1)``, every other test at the level where the procedure stopped, so an interval excludes 0
+  exactly when its Holm-adjusted p-value is ≤ α;
+* ``hierarchical_delta_ci``: a two-stage bootstrap (seeds with replacement, then, for each drawn seed, prompts with
+  replacement; Davison & Hinkley 1997, §3.8) of the seeds' mean Δ against a per-prompt baseline.
+
+Interference: an objective interferes when its Δ interval lies entirely below 0 (``high < 0``) while the fixed
+scalar's Δ interval lies entirely above 0 (``interfering``). Everything is seeded
+(``numpy.random.default_rng(seed)``): the same inputs and seed give the same interval.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -148,8 +165,166 @@ def mean_paired_delta_ci(pairs: Any, level: float = DEFAULT_LEVEL, n_boot: int =
     return _interval(float(np.mean(deltas)), reps, level)
 
 
-def interfering(deltas: Mapping[str, CI], scalar_delta: float) -> list[str]:
-    """Objectives whose Δ interval lies entirely below 0 while the optimised scalar rose (``scalar_delta > 0``)."""
-    if not (math.isfinite(scalar_delta) and scalar_delta > 0):
+def interfering(deltas: Mapping[str, CI], scalar: CI) -> list[str]:
+    """Objectives whose Δ interval lies entirely below 0 while the fixed scalar's Δ interval lies entirely above 0
+    (both intervals from the same procedure)."""
+    if not scalar.above_zero:
         return []
     return [name for name, ci in deltas.items() if ci.below_zero]
+
+
+# ---- seed-level statistics -----------------------------------------------------------------------------------------
+class TTest(NamedTuple):
+    """The seeds' mean with its t interval, the two-sided p-value of "mean = 0" and the number of seeds."""
+
+    estimate: float
+    low: float
+    high: float
+    p: float
+    n: int
+
+    @property
+    def ci(self) -> CI:
+        return CI(self.estimate, self.low, self.high)
+
+
+def _beta_fraction(a: float, b: float, x: float) -> float:
+    """The continued fraction of I_x(a, b) (A&S 26.5.8), modified Lentz: 1 / (1 + d_1 / (1 + d_2 / (1 + …)))."""
+    tiny = 1e-300
+
+    def guard(v: float) -> float:
+        return v if abs(v) > tiny else tiny
+
+    c, d = 1.0, 1.0 / guard(1.0 - (a + b) * x / (a + 1.0))
+    h = d
+    for m in range(1, 1000):
+        even = m * (b - m) * x / ((a + 2 * m - 1.0) * (a + 2 * m))
+        odd = -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1.0))
+        for coef in (even, odd):
+            d = 1.0 / guard(1.0 + coef * d)
+            c = guard(1.0 + coef / c)
+            h *= d * c
+        if abs(d * c - 1.0) < 1e-16:
+            break
+    return h
+
+
+def betainc(a: float, b: float, x: float) -> float:
+    """The regularized incomplete beta function I_x(a, b) for a, b > 0 and 0 ≤ x ≤ 1."""
+    if x <= 0.0 or x >= 1.0:
+        return 0.0 if x <= 0.0 else 1.0
+    if x > (a + 1.0) / (a + b + 2.0):  # the fraction converges fast below this point: use the symmetry
+        return 1.0 - betainc(b, a, 1.0 - x)
+    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    return math.exp(log_front) * _beta_fraction(a, b, x) / a
+
+
+def t_two_sided_p(t: float, df: float) -> float:
+    """``P(|T| ≥ |t|)`` for Student's t with ``df`` degrees of freedom (A&S 26.7.1)."""
+    if math.isnan(t):
+        return math.nan
+    if math.isinf(t):
+        return 0.0
+    return betainc(df / 2.0, 0.5, df / (df + t * t))
+
+
+def t_cdf(t: float, df: float) -> float:
+    """``P(T ≤ t)``."""
+    tail = t_two_sided_p(t, df) / 2.0
+    return 1.0 - tail if t > 0 else tail
+
+
+def t_ppf(q: float, df: float) -> float:
+    """The ``q`` quantile of Student's t: bisection on ``x = df / (df + t²)`` for the two-sided tail ``2 min(q, 1−q)``
+    (I_x(df/2, 1/2) increases with x), then ``t = √(df (1 − x) / x)`` with the sign of ``q − 1/2``."""
+    if not 0.0 < q < 1.0:
+        raise ValueError(f"quantile must be in (0, 1), got {q}")
+    if q == 0.5:
+        return 0.0
+    tail = 2.0 * min(q, 1.0 - q)
+    lo, hi = 0.0, 1.0
+    for _ in range(300):
+        mid = (lo + hi) / 2.0
+        if mid in (lo, hi):
+            break
+        lo, hi = (mid, hi) if betainc(df / 2.0, 0.5, mid) < tail else (lo, mid)
+    x = (lo + hi) / 2.0
+    t = math.sqrt(df * (1.0 - x) / x)
+    return t if q > 0.5 else -t
+
+
+def t_test(values: Any, level: float = DEFAULT_LEVEL) -> TTest:
+    """Mean of ``values`` (one number per seed; non-finite ones left out) with its t interval and p-value.
+
+    Fewer than 2 values: no interval and no p-value (``NaN``). Values that are all equal: a zero-width interval and
+    ``p = 0`` (``1`` when they are all 0)."""
+    _check(level, 1)
+    x = np.asarray(values, dtype=np.float64).ravel()
+    x = x[np.isfinite(x)]
+    n = int(x.size)
+    if n == 0:
+        return TTest(math.nan, math.nan, math.nan, math.nan, 0)
+    mean = float(x.mean())
+    if n < 2:
+        return TTest(mean, math.nan, math.nan, math.nan, n)
+    se = float(x.std(ddof=1)) / math.sqrt(n)
+    half = t_ppf((1.0 + level) / 2.0, n - 1) * se
+    p = (0.0 if mean != 0 else 1.0) if se == 0 else t_two_sided_p(mean / se, n - 1)
+    return TTest(mean, mean - half, mean + half, p, n)
+
+
+def _ranked(pvalues: Any) -> tuple[np.ndarray, np.ndarray]:
+    p = np.asarray(pvalues, dtype=np.float64).ravel()
+    finite = np.flatnonzero(np.isfinite(p))
+    return p, finite[np.argsort(p[finite], kind="stable")]
+
+
+def holm_adjust(pvalues: Any) -> list[float]:
+    """Holm-adjusted p-values over the finite entries (``m`` = their count): sorted ascending,
+    ``p̃_(i) = max_{j ≤ i} min(1, (m − j + 1) p_(j))``; non-finite entries (no test) stay ``NaN``."""
+    p, order = _ranked(pvalues)
+    out = np.full(p.shape, math.nan)
+    m, running = len(order), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        out[i] = running
+    return [float(v) for v in out]
+
+
+def holm_levels(pvalues: Any, alpha: float = 1.0 - DEFAULT_LEVEL) -> list[float]:
+    """Per test, the α of its interval under Holm's procedure at family level ``alpha`` (module docstring): the
+    step's ``α/(m − i + 1)`` for a rejected test, the stopping step's for the rest; ``NaN`` where there is no test."""
+    p, order = _ranked(pvalues)
+    out = np.full(p.shape, math.nan)
+    m, stopped = len(order), None
+    for rank, i in enumerate(order):
+        step = alpha / (m - rank)
+        if stopped is None and p[i] > step:
+            stopped = step
+        out[i] = step if stopped is None else stopped
+    return [float(v) for v in out]
+
+
+def hierarchical_delta_ci(
+    finals: Any, baseline: Any, level: float = DEFAULT_LEVEL, n_boot: int = DEFAULT_BOOT, seed: int = 0
+) -> CI:
+    """The seeds' mean Δ = mean_s (mean_i f_si − mean_i b_i) with a two-stage bootstrap interval: each replicate
+    draws the seeds with replacement, then for every drawn seed the prompts with replacement, and scores the drawn
+    seed's final and the baseline on the same drawn prompts. ``finals``: (seeds, prompts) per-prompt final means;
+    ``baseline``: (prompts,) per-prompt baseline means (``NaN`` prompts ignored)."""
+    _check(level, n_boot)
+    f, b = np.asarray(finals, dtype=np.float64), np.asarray(baseline, dtype=np.float64).ravel()
+    if f.ndim != 2 or f.shape[0] == 0 or f.shape[1] != b.size or b.size == 0:
+        raise ValueError(f"finals: expected (seeds, {b.size}) per-prompt means, got {f.shape}")
+    diff = f - b[None, :]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        estimate = float(np.nanmean(np.nanmean(diff, axis=1)))
+    rng = np.random.default_rng(seed)
+    seeds = rng.integers(0, f.shape[0], size=(n_boot, f.shape[0]))
+    prompts = rng.integers(0, b.size, size=(n_boot, f.shape[0], b.size))
+    drawn = diff[seeds[:, :, None], prompts]  # (n_boot, seeds, prompts)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a replicate of only NaN prompts is NaN, then dropped
+        reps = np.nanmean(np.nanmean(drawn, axis=2), axis=1)
+    return _interval(estimate, reps, level)

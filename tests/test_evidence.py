@@ -78,19 +78,54 @@ def test_trainer_eval_carries_cis_and_checks_the_law(tiny_model_dir, tmp_path):
         assert x["realised"] in ("up", "down", "not significant") and math.isfinite(x["predicted_cov"])
         low, high = x["ci"]
         assert (x["realised"] == "up") == (low > 0) and (x["realised"] == "down") == (high < 0)
-        assert (
-            x["held"] is None
-            if x["realised"] == "not significant"
-            else x["held"] == ((x["predicted_cov"] > 0) == (x["realised"] == "up"))
-        )
+        # the prediction: the sign of the covariance where its t interval over the interval's 2 batches excludes 0
+        c_low, c_high = x["cov_ci"]
+        assert x["batches"] == 2 and c_low <= x["predicted_cov"] <= c_high
+        assert x["predicted"] == ("up" if c_low > 0 else "down" if c_high < 0 else "undetermined")
+        decided = x["realised"] != "not significant" and x["predicted"] != "undetermined"
+        assert x["held"] == (x["predicted"] == x["realised"] if decided else None)
+        assert np.asarray(x["reward_cov"]).shape == (3, 3)
     assert trainer.summary()["eval"][-1]["delta_ci"]["reward_short"] == [
         evals[-1]["eval_reward_short/delta_ci_low"],
         evals[-1]["eval_reward_short/delta_ci_high"],
     ]
 
 
-def test_console_report_counts_where_the_law_held(tmp_path):
-    """``mo-align report``'s console table counts the law checks of each run from its summary."""
+def test_law_prediction_carries_its_interval_over_the_batches():
+    """Three batches of one group of 2 rows, advantages (+1, −1): objective a's rewards (2c, 0) give Cov = c with
+    c = 0.1, 0.2, 0.3 (mean 0.2, s = 0.1: t interval 0.2 ± 4.302653 · 0.1/√3 straddles 0: undetermined, no verdict
+    although a went up); b's rewards (1, 0) give Cov = 0.5 every batch (no spread: up), b went down: a failure. The
+    interval's within-group reward covariance, by hand: rows ±(c, 1/2) -> [[c², c/2], [c/2, 1/4]], averaged over c."""
+    mon = InterferenceMonitor(("a", "b"))
+    adv = torch.tensor([1.0, -1.0])
+    for step, c in enumerate((0.1, 0.2, 0.3), start=1):
+        mon.observe_batch(torch.tensor([[2 * c, 1.0], [0.0, 0.0]]), adv, group_size=2, step=step)
+    out = mon.check_law(0, 3, {"a": (0.2, 0.1, 0.3), "b": (-0.2, -0.3, -0.1)})
+    a, b = mon.law
+    half = 4.302652729911275 * 0.1 / math.sqrt(3)
+    assert a["predicted_cov"] == pytest.approx(0.2) and a["cov_ci"] == pytest.approx([0.2 - half, 0.2 + half])
+    assert (a["predicted"], a["realised"], a["held"], a["batches"]) == ("undetermined", "up", None, 3)
+    assert (b["predicted"], b["realised"], b["held"]) == ("up", "down", False)
+    assert b["cov_ci"] == pytest.approx([0.5, 0.5], abs=1e-9)
+    assert np.asarray(a["reward_cov"]) == pytest.approx(np.array([[(0.01 + 0.04 + 0.09) / 3, 0.1], [0.1, 0.25]]))
+    assert "mo/law/a/agreement" not in out and out["mo/law/b/agreement"] == 0.0
+    mon.observe_batch(torch.tensor([[0.2, 1.0], [0.0, 0.0]]), adv, group_size=2, step=4)
+    mon.check_law(3, 4, {"a": (0.2, 0.1, 0.3), "b": (0.2, 0.1, 0.3)})
+    assert [x["predicted"] for x in mon.law[2:]] == ["undetermined"] * 2  # one batch: no interval
+
+
+def test_within_group_reward_covariance_by_hand():
+    """Group 1 rows (1, 0), (0, 1): centred ±(1/2, −1/2); group 2 rows equal: nothing. Pooled over 4 rows."""
+    from mo_align.diagnostics import within_group_reward_cov
+
+    r = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [1.0, 1.0]])
+    assert within_group_reward_cov(r, 2).numpy() == pytest.approx(np.array([[0.125, -0.125], [-0.125, 0.125]]))
+    with_nan = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, float("nan")], [1.0, 1.0]])  # group 2 has one usable row
+    assert within_group_reward_cov(with_nan, 2).numpy() == pytest.approx(np.array([[0.25, -0.25], [-0.25, 0.25]]))
+
+
+def test_console_report_scores_the_law_against_the_baselines(tmp_path):
+    """``mo-align report``'s console: the law's hit rate beside the two baselines', from the summary's records."""
     import json
 
     from mo_align.runs.report import format_console_table, write_report
@@ -98,15 +133,30 @@ def test_console_report_counts_where_the_law_held(tmp_path):
 
     run = tmp_path / "linear-seed0"
     run.mkdir()
-    law = [{"held": True}, {"held": False}, {"held": None}, {"held": True}]
+
+    def rec(obj, predicted, realised, delta):
+        return {"from": 0, "to": 10, "objective": obj, "predicted": predicted, "predicted_cov": 0.1,
+                "realised": realised, "delta": delta, "ci": [delta - 0.01, delta + 0.01],
+                "held": None if "undetermined" in (predicted,) or realised == "not significant" else predicted == realised,
+                "reward_cov": [[0.25, 0.05], [0.05, 0.25]]}  # fmt: skip
+
+    law = [rec("a", "up", "up", 0.2), rec("b", "up", "down", -0.2)]
     summary = {
         "run_name": "linear-seed0",
         "algorithm": "linear",
         "objectives": ["a", "b"],
         "law": law,
-        "eval": [{"step": 0, "means": {"a": 0.1, "b": 0.5}}, {"step": 10, "means": {"a": 0.4, "b": 0.3}}],
+        "weights": [{"step": s, "weights": {"a": 0.5, "b": 0.5}} for s in range(1, 11)],
+        "eval": [{"step": 0, "means": {"a": 0.1, "b": 0.5}}, {"step": 10, "means": {"a": 0.3, "b": 0.3}}],
     }
     (run / "mo_summary.json").write_text(json.dumps(summary))
     result = write_report(load_runs([run]), tmp_path / "report")
-    assert result["runs"]["linear-seed0"]["law"] == {"held": 2, "failed": 1, "not_significant": 1}
-    assert "covariance law, linear-seed0: held in 2 of 3 significant changes" in format_console_table(result)
+    assert result["runs"]["linear-seed0"]["law"] == {"held": 1, "failed": 1, "not_significant": 0}
+    console = format_console_table(result)
+    # equal weights: both are "the largest", both predicted up; C w = (0.15, 0.15) > 0: fixed by construction
+    assert (
+        "covariance law, linear-seed0: hit rate 1/2 (50%) vs baselines largest weight rises 1/2 (50%), previous "
+        "change's sign 0/0 (of 2 checks: 0 changes not significant, 0 covariance signs undetermined)" in console
+    )
+    assert "  fixed by construction in 1 of 1 intervals" in console
+    assert "covariance law, all runs: hit rate law 1/2 (50%), largest weight rises 1/2 (50%)" in console

@@ -138,7 +138,9 @@ def test_lab_quick_end_to_end_and_report_cli(tmp_path):
     for row in evidence["runs"]:
         for ci in [*row["delta"].values(), row["scalar_delta"]]:
             assert ci["low"] <= ci["estimate"] <= ci["high"]
-    assert "seeds with significant interference" in proc.stdout
+    assert "seed level: Δ vs the warm start, over seeds" in proc.stdout and "Holm-adjusted over" in proc.stdout
+    assert "per run: Δ = final − the warm start's baseline" in proc.stdout and "of n" not in proc.stdout
+    assert evidence["seed_level"]["vs_reference"]["rows"]["ctwa"]["n"] == 1  # one seed: paired, but no interval
     # the demo's extras: CTWA's targets from the monitor, the one figure, where the report is
     assert "ctwa-seed0: CTWA's covariance targets" in proc.stdout and "CTWA's weight factors" in proc.stdout
     assert (out / "demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -178,38 +180,56 @@ def test_warm_start_learning_rate_schedule():
         sched.step()
 
 
-def test_run_evidence_flags_a_significant_drop_while_the_scalar_rises(tmp_path):
-    """Hand-made per-prompt scores: accuracy 0 -> 1 and conciseness 1 -> 0 on 40 of 64 prompts (scalar +0.125 with
-    weights 1/2, 1/4, 1/4): conciseness's Δ = −0.625 with a CI below 0 interferes; clarity (unchanged) does not."""
-    from mo_align.lab.run import EVAL_SCORES_FILE, format_evidence, run_evidence
+def test_lab_evidence_uses_one_warm_start_baseline_and_no_per_run_verdicts(tmp_path):
+    """Two seeds of linear, 64 prompts × 2 samples. Step-0 accuracy: seed 0 scores 0 everywhere, seed 1 scores 1 on
+    prompts 0–31 (two draws of one warm start), so the per-prompt baseline is 1/2 on prompts 0–31, 0 elsewhere (mean
+    1/4). Seed 0 ends at 1 on prompts 0–39 (Δ vs the baseline 40/64 − 1/4 = 3/8; vs its own draw it would be 5/8),
+    seed 1 ends where it started (Δ +1/4, not 0). Conciseness 1 -> 0 on prompts 0–39 for both (Δ −5/8); clarity
+    stays 1/2 (CI [0, 0]). Fixed scalar weights (1/2, 1/4, 1/4): Δ +1/32 and −1/32. Over the 2 seeds: accuracy's Δ
+    mean 5/16, s/√2 = 1/16, t = 5 with 1 df: p = 1 − 2 atan(5)/π."""
+    import math
+
+    from mo_align.lab.run import EVAL_SCORES_FILE, format_evidence, lab_evidence
 
     n, s = 64, 2
-    start = [[[0.0, 1.0, 0.5] for _ in range(s)] for _ in range(n)]
-    final = [[[1.0, 0.0, 0.5] if i < 40 else [0.0, 1.0, 0.5] for _ in range(s)] for i in range(n)]
 
-    def scalar(rows):
-        return [[0.5 * r[0] + 0.25 * r[1] + 0.25 * r[2] for r in prompt] for prompt in rows]
+    def scores(acc_start, acc_final):
+        def rows(acc, conc):
+            return [[[acc(i), conc(i), 0.5] for _ in range(s)] for i in range(n)]
 
-    payload = {
-        "objectives": ["accuracy", "conciseness", "clarity"],
-        "evals": [
-            {"step": 0, "rewards": start, "scalar": scalar(start), "lengths": [[10] * s] * n},
-            {"step": 50, "rewards": final, "scalar": scalar(final), "lengths": [[30] * s] * n},
-        ],
+        start, final = rows(acc_start, lambda i: 1.0), rows(acc_final, lambda i: float(i >= 40))
+        evals = [{"step": 0, "rewards": start}, {"step": 50, "rewards": final}]
+        return {"objectives": ["accuracy", "conciseness", "clarity"], "evals": evals}
+
+    dirs = []
+    payloads = {
+        "linear-seed0": scores(lambda i: 0.0, lambda i: float(i < 40)),
+        "linear-seed1": scores(lambda i: float(i < 32), lambda i: float(i < 32)),
     }
-    run = tmp_path / "linear-seed0"
-    run.mkdir()
-    (run / EVAL_SCORES_FILE).write_text(json.dumps(payload))
-    ev = run_evidence(str(run))
-    assert ev["steps"] == [0, 50] and ev["prompts"] == n and ev["samples"] == s
-    assert ev["delta"]["accuracy"]["estimate"] == pytest.approx(40 / 64)
-    assert ev["delta"]["conciseness"]["estimate"] == pytest.approx(-40 / 64)
-    assert ev["delta"]["conciseness"]["high"] < 0 < ev["delta"]["accuracy"]["low"]
-    assert ev["delta"]["clarity"] == {"estimate": 0.0, "low": 0.0, "high": 0.0}
-    assert ev["scalar_delta"]["estimate"] == pytest.approx(0.25 * 40 / 64)
-    assert ev["interfering"] == ["conciseness"]
-    table = format_evidence([ev])
-    assert "linear-seed0" in table and "conciseness" in table and "linear 1/1" in table
+    for name, payload in payloads.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / EVAL_SCORES_FILE).write_text(json.dumps(payload))
+        dirs.append(str(tmp_path / name))
+    ev = lab_evidence(dirs, preference=[0.5, 0.25, 0.25], n_boot=500)
+    assert ev["baseline"] == pytest.approx({"accuracy": 0.25, "conciseness": 1.0, "clarity": 0.5})
+    r0, r1 = ev["runs"]
+    assert r0["delta"]["accuracy"]["estimate"] == pytest.approx(3 / 8)
+    assert r1["delta"]["accuracy"]["estimate"] == pytest.approx(1 / 4) and r1["start"]["accuracy"] == 0.5
+    assert r0["delta"]["conciseness"]["estimate"] == pytest.approx(-5 / 8)
+    assert r0["delta"]["clarity"] == {"estimate": 0.0, "low": 0.0, "high": 0.0}
+    assert r0["scalar_delta"]["estimate"] == pytest.approx(1 / 32) and r1["scalar_delta"]["estimate"] == pytest.approx(
+        -1 / 32
+    )
+    assert "interfering" not in r0  # no per-run verdict
+    acc = ev["seed_level"]["vs_start"]["rows"]["linear"]["cells"]["accuracy"]
+    assert (acc["estimate"], acc["p"]) == pytest.approx((5 / 16, 1 - 2 * math.atan(5) / math.pi))
+    assert ev["seed_level"]["vs_start"]["tests"] == 4 and ev["seed_level"]["preference"] == [0.5, 0.25, 0.25]
+    hier = ev["hierarchical"]["linear"]
+    assert set(hier) == {"accuracy", "conciseness", "clarity", "scalar"}
+    assert hier["accuracy"]["estimate"] == pytest.approx(5 / 16) and hier["clarity"]["low"] == 0.0
+    table = format_evidence(ev["runs"])
+    assert "linear-seed0" in table and "Δ scalar (w = 0.5, 0.25, 0.25)" in table
+    assert "no verdict" in table and "1/1" not in table and "interfer" not in table
 
 
 def test_warm_start_uses_one_thread_on_a_busy_machine(monkeypatch):

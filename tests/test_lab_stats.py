@@ -1,4 +1,5 @@
-"""mo_align.stats: hand-computable bootstrap cases, an exact-enumeration oracle, and coverage on simulated data."""
+"""mo_align.stats: hand-computable bootstrap cases, an exact-enumeration oracle, coverage on simulated data; the
+seed-level statistics (t distribution, t intervals, Holm, two-stage bootstrap) against closed forms and scipy."""
 
 import itertools
 import math
@@ -6,7 +7,21 @@ import math
 import numpy as np
 import pytest
 
-from mo_align.stats import CI, bootstrap_mean_ci, interfering, mean_paired_delta_ci, paired_delta_ci, resample_means
+from mo_align.stats import (
+    CI,
+    bootstrap_mean_ci,
+    hierarchical_delta_ci,
+    holm_adjust,
+    holm_levels,
+    interfering,
+    mean_paired_delta_ci,
+    paired_delta_ci,
+    resample_means,
+    t_cdf,
+    t_ppf,
+    t_test,
+    t_two_sided_p,
+)
 
 
 def test_constant_data_has_a_degenerate_interval():
@@ -91,11 +106,13 @@ def test_coverage_on_simulated_clustered_evaluations():
     assert below / trials > 0.95  # a −0.09 change on 256 × 4 is detected almost always (power)
 
 
-def test_interfering_needs_a_rising_scalar_and_an_interval_below_zero():
+def test_interfering_needs_both_intervals_the_scalar_above_and_the_objective_below_zero():
     deltas = {"accuracy": CI(0.2, 0.1, 0.3), "conciseness": CI(-0.3, -0.4, -0.2), "clarity": CI(-0.05, -0.1, 0.01)}
-    assert interfering(deltas, scalar_delta=0.05) == ["conciseness"]
-    assert interfering(deltas, scalar_delta=-0.01) == []
-    assert interfering(deltas, scalar_delta=math.nan) == []
+    assert interfering(deltas, CI(0.05, 0.01, 0.09)) == ["conciseness"]
+    # the scalar's point estimate rose but its interval straddles 0: no verdict (the old rule read the point only)
+    assert interfering(deltas, CI(0.05, -0.01, 0.11)) == []
+    assert interfering(deltas, CI(-0.01, -0.02, 0.0)) == []
+    assert interfering(deltas, CI(math.nan, math.nan, math.nan)) == []
     assert CI(-0.3, -0.4, -0.2).below_zero and not CI(-0.05, -0.1, 0.01).below_zero and CI(0.2, 0.1, 0.3).above_zero
     assert CI(-0.1234, -0.2, 0.05).format() == "-0.123 [-0.200, +0.050]"
 
@@ -141,3 +158,68 @@ def test_mean_paired_delta_refuses_runs_on_different_prompts():
         mean_paired_delta_ci([([[1.0]] * 3, [[1.0]] * 3), ([[1.0]] * 4, [[1.0]] * 4)])
     with pytest.raises(ValueError, match="pairs"):
         mean_paired_delta_ci([])
+
+
+# ---- seed-level statistics -----------------------------------------------------------------------------------------
+def test_t_quantiles_and_cdf_match_closed_forms_and_scipy():
+    """df 1 (Cauchy): t_q = tan(π (q − 1/2)); df 2: t_q = (2q − 1) / √(2q(1 − q)), P(|T| ≥ t) = 1 − t / √(2 + t²);
+    every df against scipy.stats.t (in the dev environment)."""
+    from scipy import stats as scipy_stats
+
+    for q in (0.6, 0.975, 0.995, 0.999375, 0.025):
+        assert t_ppf(q, 1) == pytest.approx(math.tan(math.pi * (q - 0.5)), rel=1e-9)
+        assert t_ppf(q, 2) == pytest.approx((2 * q - 1) / math.sqrt(2 * q * (1 - q)), rel=1e-9)
+    assert t_ppf(0.975, 2) == pytest.approx(4.302652729911275, rel=1e-9)  # the textbook table's 4.303
+    assert t_two_sided_p(2 * math.sqrt(3), 2) == pytest.approx(1 - 2 * math.sqrt(3) / math.sqrt(14), rel=1e-12)
+    assert t_ppf(0.5, 7) == 0.0 and t_two_sided_p(math.inf, 3) == 0.0 and t_two_sided_p(0.0, 3) == pytest.approx(1.0)
+    for df in (1, 2, 3, 7, 30, 200):
+        for q in (0.55, 0.9, 0.975, 0.995, 0.9999, 0.01):
+            assert t_ppf(q, df) == pytest.approx(scipy_stats.t.ppf(q, df), rel=1e-9), (q, df)
+        for t in (-12.0, -2.5, -0.3, 0.0, 0.7, 1.96, 4.0, 40.0):
+            assert t_cdf(t, df) == pytest.approx(scipy_stats.t.cdf(t, df), abs=1e-12), (t, df)
+    with pytest.raises(ValueError, match="quantile"):
+        t_ppf(1.0, 3)
+
+
+def test_t_test_over_seeds_by_hand():
+    """[0.1, 0.2, 0.3]: mean 0.2, s = 0.1, s/√3; the 95 % interval 0.2 ± 4.302653 · 0.1/√3; t = 2√3, p = 1 − 2√3/√14."""
+    res = t_test([0.1, 0.2, 0.3])
+    half = 4.302652729911275 * 0.1 / math.sqrt(3)
+    assert (res.estimate, res.low, res.high) == pytest.approx((0.2, 0.2 - half, 0.2 + half), rel=1e-9)
+    assert res.p == pytest.approx(1 - 2 * math.sqrt(3) / math.sqrt(14), rel=1e-9) and res.n == 3
+    assert res.ci == pytest.approx(CI(0.2, 0.2 - half, 0.2 + half), rel=1e-9)
+    one = t_test([0.4, math.nan])  # NaN dropped: one seed, no interval and no test
+    assert one.estimate == 0.4 and one.n == 1 and math.isnan(one.low) and math.isnan(one.p)
+    assert t_test([0.05, 0.05]).p == 0.0 and t_test([0.0, 0.0]).p == 1.0  # no spread
+    assert t_test([0.05, 0.05])[:3] == pytest.approx((0.05, 0.05, 0.05))
+    wide = t_test([0.1, 0.2, 0.3], level=1 - 0.05 / 8)  # a Holm step's level: the df-2 closed form
+    q = 1 - 0.05 / 16
+    assert wide.high - 0.2 == pytest.approx((2 * q - 1) / math.sqrt(2 * q * (1 - q)) * 0.1 / math.sqrt(3), rel=1e-9)
+
+
+def test_holm_by_hand_and_its_intervals_agree_with_the_adjusted_p_values():
+    """p = (0.01, 0.04, 0.03, —, 0.005), m = 4: sorted 0.005 · 4 = 0.02, 0.01 · 3 = 0.03, 0.03 · 2 = 0.06,
+    max(0.06, 0.04 · 1) = 0.06. Step-down at 0.05: 0.005 ≤ 0.05/4, 0.01 ≤ 0.05/3, 0.03 > 0.05/2 stops: the first two
+    are rejected at their steps' levels, the rest get the stopping level 0.05/2."""
+    p = [0.01, 0.04, 0.03, math.nan, 0.005]
+    adjusted, levels = holm_adjust(p), holm_levels(p)
+    assert adjusted[:3] + adjusted[4:] == pytest.approx([0.03, 0.06, 0.06, 0.02]) and math.isnan(adjusted[3])
+    assert levels[:3] + levels[4:] == pytest.approx([0.05 / 3, 0.05 / 2, 0.05 / 2, 0.05 / 4]) and math.isnan(levels[3])
+    assert holm_adjust([0.2]) == [0.2] and holm_adjust([]) == []
+    rng = np.random.default_rng(0)
+    for _ in range(300):  # invariant: a test passes its level exactly when its adjusted p-value is <= 0.05
+        p = rng.uniform(0, 0.1, size=rng.integers(1, 12)) ** rng.uniform(1, 3)
+        assert [pi <= a for pi, a in zip(p, holm_levels(p))] == [q <= 0.05 for q in holm_adjust(p)]
+
+
+def test_hierarchical_bootstrap_resamples_seeds_then_prompts():
+    """(a) Two seeds shifted by exactly 0 and 1 on every prompt: only the seed draw matters, replicates 0, 1/2, 1
+    with probability 1/4, 1/2, 1/4, so the 95 % interval is [0, 1]. (b) One seed whose change is −1/2 on one prompt
+    and +1/2 on the other: only the prompt draw matters, the same three-point law scaled to [−1/2, 1/2]."""
+    baseline = np.array([0.2, 0.4, 0.6, 0.8])
+    ci = hierarchical_delta_ci(np.stack([baseline, baseline + 1.0]), baseline, n_boot=4000, seed=1)
+    assert ci == pytest.approx(CI(0.5, 0.0, 1.0))
+    one = hierarchical_delta_ci([[0.0, 1.0]], [0.5, 0.5], n_boot=4000, seed=1)
+    assert one == pytest.approx(CI(0.0, -0.5, 0.5))
+    with pytest.raises(ValueError, match="finals"):
+        hierarchical_delta_ci([[0.0, 1.0]], [0.5, 0.5, 0.5])

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from mo_align.lab import sweep
-from mo_align.lab.evidence import EVAL_SCORES_FILE, EVIDENCE_FILE, run_evidence
+from mo_align.lab.evidence import EVAL_SCORES_FILE, EVIDENCE_FILE, lab_evidence
 from mo_align.lab.run import main
 from mo_align.lab.sweep import DEFAULT_SHARES, SWEEP_ALGORITHMS, check_shares, write_sweep
 from mo_align.runs.report import PNG_SIGNATURE
@@ -94,13 +94,14 @@ def test_warm_starts_reuse_the_cache_and_train_the_rest_one_thread_each(tmp_path
 
 # ---- the table and the plot from fabricated runs -------------------------------------------------------------------
 N_PROMPTS, SAMPLES = 64, 2
-# (share, algorithm, seed) -> Δ per objective; every score of a run moves by exactly its Δ, so each paired CI is
-# the single point Δ (every bootstrap replicate equals it) and the verdicts are known by hand
+# (share, algorithm, seed) -> Δ per objective; every score of a run moves by exactly its Δ and every run of a share
+# starts from the same scores, so each seed's Δ vs the share's baseline is exactly its shift. Fixed scalar weights
+# 1/3 each. Over 2 seeds (1 df) only a cell without spread between its seeds is significant after Holm.
 SHIFTS = {
-    (0.05, "linear", 0): (-0.1, 0.4, 0.3),  # scalar (mean) +0.2: accuracy interferes
-    (0.05, "linear", 1): (-0.2, 0.5, 0.2),  # +0.167: accuracy interferes
-    (0.05, "accuracy_only", 0): (0.2, -0.3, 0.1),  # scalar = accuracy +0.2: conciseness interferes
-    (0.05, "accuracy_only", 1): (0.0, -0.1, 0.0),  # scalar flat: conciseness fell, no interference
+    (0.05, "linear", 0): (-0.1, 0.4, 0.3),  # identical seeds: accuracy down (p = 0), scalar +0.2 up: interferes
+    (0.05, "linear", 1): (-0.1, 0.4, 0.3),
+    (0.05, "accuracy_only", 0): (0.2, -0.3, 0.1),  # seed 0 alone would "interfere"; over seeds nothing is significant
+    (0.05, "accuracy_only", 1): (0.0, -0.1, 0.0),
     (0.2, "linear", 0): (0.1, 0.4, 0.3),
     (0.2, "linear", 1): (0.0, 0.2, 0.2),
     (0.2, "accuracy_only", 0): (0.1, -0.2, 0.0),
@@ -108,40 +109,35 @@ SHIFTS = {
 }
 
 
-def _scores(shift, algorithm):
+def _scores(shift):
     start = [[[(i % 4) / 4, 0.5, 0.5] for _ in range(SAMPLES)] for i in range(N_PROMPTS)]
     final = [[[x + d for x, d in zip(sample, shift)] for sample in prompt] for prompt in start]
-
-    def scalar(rows):
-        if algorithm == "accuracy_only":
-            return [[s[0] for s in prompt] for prompt in rows]
-        return [[sum(s) / 3 for s in prompt] for prompt in rows]
-
-    return {
-        "objectives": OBJECTIVES,
-        "evals": [
-            {"step": 0, "rewards": start, "scalar": scalar(start), "lengths": [[20] * SAMPLES] * N_PROMPTS},
-            {"step": 50, "rewards": final, "scalar": scalar(final), "lengths": [[20] * SAMPLES] * N_PROMPTS},
-        ],
-    }
+    return {"objectives": OBJECTIVES, "evals": [{"step": 0, "rewards": start}, {"step": 50, "rewards": final}]}
 
 
 def fabricate(root):
     for share in (0.05, 0.2):
         share_root = root / f"share-{share:g}"
-        rows = []
+        dirs = []
         for (s, algorithm, seed), shift in SHIFTS.items():
             if s != share:
                 continue
             run = share_root / f"{algorithm}-seed{seed}"
             run.mkdir(parents=True)
-            (run / EVAL_SCORES_FILE).write_text(json.dumps(_scores(shift, algorithm)))
-            rows.append(run_evidence(str(run)))
-        payload = {"task": f"compact-{share:g}", "share": share, "reference_length": 20.0 + share, "runs": rows}
+            (run / EVAL_SCORES_FILE).write_text(json.dumps(_scores(shift)))
+            dirs.append(str(run))
+        evidence = lab_evidence(dirs, preference=[1 / 3] * 3, n_boot=200)
+        payload = {"task": f"compact-{share:g}", "share": share, "reference_length": 20.0 + share, **evidence}
         (share_root / EVIDENCE_FILE).write_text(json.dumps(payload))
 
 
 def test_sweep_table_and_plot_from_fabricated_runs(tmp_path):
+    """Holm over 4 cells × 4 quantities = 16 tests: the four zero-spread cells of (0.05, linear) are rejected at
+    0.05/16 … 0.05/13; the next smallest p-value, 0.205 ((0.2, linear) conciseness: 0.4 and 0.2, t = 3, 1 df),
+    exceeds 0.05/12, so every other interval is at level 1 − 0.05/12, e.g. (0.2, linear) accuracy (0.1 and 0.0):
+    0.05 ± tan(π (1/2 − 0.05/24)) · 0.05."""
+    import math
+
     fabricate(tmp_path)
     timing = {"seconds": 600.0, "warm_start_seconds": 100.0, "runs_seconds": 500.0, "warm_starts": {"0.05": None}}
     table = write_sweep(str(tmp_path), [0.05, 0.2], ["accuracy_only", "linear"], timing)
@@ -149,32 +145,31 @@ def test_sweep_table_and_plot_from_fabricated_runs(tmp_path):
     assert list(cells) == [(0.05, "accuracy_only"), (0.05, "linear"), (0.2, "accuracy_only"), (0.2, "linear")]
 
     lin = cells[(0.05, "linear")]
-    assert (lin["n"], lin["interfering"]) == (2, 2)
-    assert lin["interfering_runs"] == {"linear-seed0": ["accuracy"], "linear-seed1": ["accuracy"]}
-    acc = lin["objectives"]["accuracy"]
-    assert acc["deltas"] == pytest.approx([-0.1, -0.2])
-    assert (acc["median"], acc["min"], acc["max"], acc["mean"]) == pytest.approx((-0.15, -0.2, -0.1, -0.15))
-    assert acc["ci"] == pytest.approx([-0.15, -0.15]) and (acc["drop"], acc["rise"]) == (2, 0)
-    assert lin["objectives"]["conciseness"]["median"] == pytest.approx(0.45)
-    assert (lin["objectives"]["conciseness"]["drop"], lin["objectives"]["conciseness"]["rise"]) == (0, 2)
+    assert (lin["n"], lin["interfering"]) == (2, ["accuracy"])
+    acc, scalar = lin["objectives"]["accuracy"], lin["objectives"]["scalar"]
+    assert acc["deltas"] == pytest.approx([-0.1, -0.1]) and acc["ci"] == pytest.approx([-0.1, -0.1])
+    assert (acc["verdict"], acc["p"], acc["level"]) == ("down", 0.0, pytest.approx(1 - 0.05 / 16))
+    assert (scalar["mean"], scalar["verdict"]) == (pytest.approx(0.2), "up")
 
     ctl = cells[(0.05, "accuracy_only")]
-    assert ctl["interfering"] == 1 and ctl["interfering_runs"] == {"accuracy_only-seed0": ["conciseness"]}
     conc = ctl["objectives"]["conciseness"]
-    assert (conc["median"], conc["drop"]) == (pytest.approx(-0.2), 2)  # seed 1 fell too, but its scalar did not rise
-    assert (ctl["objectives"]["accuracy"]["rise"], ctl["objectives"]["accuracy"]["drop"]) == (1, 0)
+    assert ctl["interfering"] == [] and conc["verdict"] == "not significant"
+    assert (conc["median"], conc["min"], conc["max"]) == pytest.approx((-0.2, -0.3, -0.1))
 
-    assert cells[(0.2, "linear")]["interfering"] == 0 and cells[(0.2, "accuracy_only")]["interfering"] == 2
-    flat = cells[(0.2, "linear")]["objectives"]["accuracy"]  # Δ 0.1 and exactly 0 (CI [0, 0]: neither)
-    assert (flat["median"], flat["rise"], flat["drop"]) == (pytest.approx(0.05), 1, 0)
+    flat = cells[(0.2, "linear")]["objectives"]["accuracy"]
+    half = math.tan(math.pi * (0.5 - 0.05 / 24)) * 0.05
+    assert flat["ci"] == pytest.approx([0.05 - half, 0.05 + half]) and flat["level"] == pytest.approx(1 - 0.05 / 12)
+    assert cells[(0.2, "linear")]["objectives"]["conciseness"]["p"] == pytest.approx(1 - 2 * math.atan(3) / math.pi)
+    assert all(c["interfering"] == [] for key, c in cells.items() if key != (0.05, "linear"))
 
     assert table["starts"]["0.05"]["start"] == pytest.approx({"accuracy": 0.375, "conciseness": 0.5, "clarity": 0.5})
     assert table["starts"]["0.2"]["reference_length"] == pytest.approx(20.2)
 
     md = (tmp_path / "sweep.md").read_text()
     assert md == table["markdown"]
-    assert "| 0.05 | linear | 2/2 (accuracy) | -0.150 (-0.200..-0.100); -0.150 [-0.150, -0.150]; ↓2 ↑0 of 2 |" in md
-    assert "| 0.05 | accuracy_only | 1/2 (conciseness) | " in md and "| 0.2 | linear | 0/2 | " in md
+    assert "| 0.05 | linear | 2 | accuracy | -0.100 [-0.100, -0.100] down; -0.100 (-0.100..-0.100) |" in md
+    assert "| 0.05 | accuracy_only | 2 | none | " in md and "Holm-adjusted over 16 tests (family level 95%)" in md
+    assert "↓" not in md and "/2" not in md
     assert "| 0.05 | 0.375 | 0.500 | 0.500 | 20.1 |" in md
     assert "Run time 600 s = 10.0 min (warm starts 100 s [0.05: cached], runs 500 s)." in md
     saved = json.loads((tmp_path / "sweep.json").read_text())
@@ -193,7 +188,7 @@ def test_sweep_table_is_rebuilt_from_a_finished_sweep(tmp_path, capsys):
     (tmp_path / "sweep.md").unlink()
     (tmp_path / "sweep.png").unlink()
     sweep.main([str(tmp_path)])
-    assert "| 0.2 | accuracy_only | 2/2 (conciseness) |" in capsys.readouterr().out
+    assert "| 0.05 | linear | 2 | accuracy | " in capsys.readouterr().out
     assert (tmp_path / "sweep.md").exists() and (tmp_path / "sweep.png").exists()
 
 

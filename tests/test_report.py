@@ -446,8 +446,12 @@ def test_cli_end_to_end(tmp_path, capsys):
     ctwa = next(line for line in lines if line.startswith("ctwa "))
     # median final (median delta): accuracy finals 0.60 / 0.50, deltas +0.20 / +0.10
     assert re.split(r"\s{2,}", ctwa)[:3] == ["ctwa", "2", "0.550 (+0.150)"]
-    assert "1/2 ctwa-seed1" in ctwa
-    assert next(line for line in lines if line.startswith("linear ")).endswith("1/2 linear-seed1")
+    # the interference column is the seed-level verdict: 2 seeds per algorithm, nothing significant after Holm (the
+    # per-run flags of ctwa-seed1's event and linear-seed1's fall are no verdict across seeds)
+    assert ctwa.endswith("  none") and next(line for line in lines if line.startswith("linear ")).endswith("  none")
+    assert "seed level: Δ vs the warm start, over seeds" in printed and "Holm-adjusted over 8 tests" in printed
+    assert "seed level: each algorithm − linear, paired by seed" in printed and "Holm-adjusted over 4 tests" in printed
+    assert "↓" not in printed and " of 2" not in printed
     assert "HV reference (accuracy, conciseness, clarity) = (0, 0, 0) [default]" in printed
     assert lines[-1] == f"report: {out / 'report.md'}"
     assert {p.name for p in out.glob("*.png")} == ALL_PNGS and (out / "report.html").exists()
@@ -456,8 +460,9 @@ def test_cli_end_to_end(tmp_path, capsys):
     assert main(["report", *dirs, "--out", str(out), "--reference", "0.1,0.1,0.1", "--tolerance", "0.5"]) == 0
     printed = capsys.readouterr().out
     assert "= (0.1, 0.1, 0.1) [given]" in printed
-    assert next(line for line in printed.splitlines() if line.startswith("linear ")).endswith("0/2")
-    assert "(0.1, 0.1, 0.1) — given" in (out / "report.md").read_text()
+    md = (out / "report.md").read_text()
+    assert "(0.1, 0.1, 0.1) — given" in md
+    assert "yes: conciseness" not in md and "yes: clarity" in md  # linear-seed1's 0.1 fall is within 0.5; the event
 
 
 def test_cli_errors_exit_2_with_one_line(tmp_path, capsys):
@@ -525,9 +530,15 @@ def with_cis(run, ci, delta_ci, law=()):
     return run
 
 
-def test_cis_in_tables_and_seeds_counted_significant(tmp_path):
+def test_cis_in_tables_and_the_seed_level_verdicts(tmp_path):
     """Two seeds of linear with CIs: seed 0's conciseness Δ CI lies below 0, seed 1's straddles 0; accuracy rises
-    significantly on both. The per-run cells carry the intervals, the per-algorithm table counts the seeds."""
+    significantly on both. The per-run cells carry the intervals; the verdicts across seeds are the seed-level ones
+    (no "k of n seeds" counts). By hand, baseline (0.4, 0.5, 0.3); Δ per seed: accuracy 0.2, 0.1 (t = 3, df 1,
+    p = 1 − 2 atan(3) / π); conciseness −0.05 twice (no spread: p = 0); clarity 0 twice (p = 1); scalar (equal weights:
+    the linear runs record none) 0.05, 1/60 (t = 2, p = 1 − 2 atan(2) / π). Holm over 4 tests: conciseness is rejected
+    at α/4, accuracy's 0.205 > α/3 stops the procedure, so accuracy, clarity and the scalar get intervals at 1 − α/3."""
+    import math
+
     ci = {"accuracy": [0.55, 0.65], "conciseness": [0.40, 0.50], "clarity": [0.25, 0.35]}
     runs = [
         with_cis(
@@ -546,17 +557,30 @@ def test_cis_in_tables_and_seeds_counted_significant(tmp_path):
     assert seed0["final_ci"]["accuracy"] == [0.55, 0.65] and seed0["delta_ci"]["conciseness"] == [-0.08, -0.02]
     assert seed0["significant"] == {"accuracy": "rise", "conciseness": "drop", "clarity": "none"}
     assert seed1["significant"]["conciseness"] == "none"
-    # the 0.05 fall of seed 1 is beyond the 0.02 tolerance but not significant: with CIs, no interference
+    # the 0.05 fall of seed 1 is beyond the 0.02 tolerance but not significant: with CIs, no per-run flag
     assert seed0["interference_objectives"] == ["conciseness"] and not seed1["interference"]
     assert "95 % CI of Δ [-0.080, -0.020] entirely below 0" in seed0["interference_reasons"][0]
-    agg = result["algorithms"]["linear"]["significant"]
-    assert agg["accuracy"] == {"drop": 0, "rise": 2, "n": 2} and agg["conciseness"] == {"drop": 1, "rise": 0, "n": 2}
+    assert "significant" not in result["algorithms"]["linear"]  # no per-algorithm seed counts any more
+    seeds = result["seed_level"]
+    assert seeds["preference"] == pytest.approx([1 / 3] * 3) and seeds["vs_reference"] is None
+    row = seeds["vs_start"]["rows"]["linear"]
+    acc, conc, clar, scalar = (row["cells"][q] for q in ("accuracy", "conciseness", "clarity", "scalar"))
+    assert (acc["estimate"], acc["p"]) == pytest.approx((0.15, 1 - 2 * math.atan(3) / math.pi))
+    half = math.tan(math.pi * (0.5 - 0.05 / 6)) * 0.05  # df 1: t quantile = tan(π (q − 1/2)); s / √n = 0.05
+    assert (acc["low"], acc["high"], acc["level"]) == pytest.approx((0.15 - half, 0.15 + half, 1 - 0.05 / 3))
+    assert (conc["estimate"], conc["low"], conc["high"], conc["p"]) == pytest.approx((-0.05, -0.05, -0.05, 0.0))
+    assert (conc["level"], conc["verdict"], conc["p_holm"]) == (pytest.approx(1 - 0.05 / 4), "down", 0.0)
+    assert (clar["p"], clar["verdict"]) == (1.0, "not significant")
+    assert (scalar["estimate"], scalar["p"]) == pytest.approx((0.1 / 3, 1 - 2 * math.atan(2) / math.pi))
+    assert acc["p_holm"] == pytest.approx(3 * acc["p"]) and scalar["p_holm"] == pytest.approx(3 * acc["p"])
+    assert seeds["vs_start"]["tests"] == 4 and row["interference"] == []  # the scalar did not rise significantly
     md = (tmp_path / "report" / "report.md").read_text()
     assert "| linear-seed0 | linear | 0 | 0.600 [0.550, 0.650] | 0.600 | +0.200 [+0.150, +0.250] |" in md
-    assert "| ↓0 ↑2 of 2 | ↓1 ↑0 of 2 | ↓0 ↑0 of 2 |" in md
+    assert "| linear | 2 | +0.150 [" in md and "] not significant | -0.050 [-0.050, -0.050] down |" in md
+    assert "Holm-adjusted over 4 tests (family level 95%)" in md and "↓" not in md and " of 2 " not in md
     console = format_console_table(result)
-    assert "0.550 (+0.150; ↓0 ↑2)" in console and "0.450 (-0.050; ↓1 ↑0)" in console
-    assert "per run: Δ vs start [95% paired CI]" in console
+    assert "0.550 (+0.150)" in console and "0.450 (-0.050)" in console and "↓" not in console
+    assert "per run: Δ vs start [95% paired CI" in console
     assert "+0.200 [+0.150, +0.250]  -0.050 [-0.080, -0.020]" in console
     assert "per run:" not in format_console_table(result, per_run=False)
 
@@ -613,9 +637,11 @@ def test_law_disagreements_are_listed_in_the_report_and_the_console(tmp_path):
     )
     md = (tmp_path / "report" / "report.md").read_text()
     assert "## Covariance law" in md and expected in md
+    # the law called 1 of the 2 significant changes; the largest weight (clarity's, rising over steps 1..10 in
+    # summary()) called both: clarity up, accuracy (a smaller weight) down; no previous interval, no covariances
     assert (
-        "- covariance law, ctwa-seed0: held in 1 of 2 significant changes between evaluations (1 not significant)"
-        in md
+        "- covariance law, ctwa-seed0: hit rate 1/2 (50%) vs baselines largest weight rises 2/2 (100%), previous "
+        "change's sign 0/0 (of 3 checks: 1 changes not significant, 0 covariance signs undetermined)" in md
     )
     assert "  " + expected in format_console_table(result)
 
@@ -710,8 +736,10 @@ def test_mixed_objective_sets_are_refused_naming_the_sets_and_files(tmp_path, ca
     dirs = write_run_dirs(tmp_path, [*four_runs()[:2], two])
     line = _refused(tmp_path, capsys, dirs)
     assert "different objective sets" in line
-    assert "accuracy, clarity, conciseness" in line and f"{dirs[0]}/mo_summary.json" in line
-    assert "accuracy, conciseness (" in line and f"{dirs[2]}/mo_summary.json" in line
+    # long paths keep their end (the line is capped at 300 characters, whatever the temporary directory's length)
+    first, other = (f"{Path(d).name}/mo_summary.json" for d in (dirs[0], dirs[2]))
+    assert "accuracy, clarity, conciseness (" in line and f"{first})" in line
+    assert "accuracy, conciseness (" in line and f"{other})" in line
     with pytest.raises(ReportError, match="different objective sets"):
         analyse([four_runs()[0], two])  # the library refuses too
     same_set = summary("reordered", "ctwa", 5, (0.4, 0.5, 0.3), (0.5, 0.6, 0.4), objectives=OBJECTIVES[::-1])
@@ -757,3 +785,135 @@ def test_law_records_without_numbers_are_counted_not_shown(tmp_path):
     assert result["runs"]["ctwa-seed0"]["law"] == {"held": 0, "failed": 1, "not_significant": 0}
     assert result["runs"]["ctwa-seed0"]["law_disagreements"] == [kept]
     assert "disagreement:" not in (tmp_path / "report" / "report.md").read_text()
+
+
+# ---- seed-level comparison ----------------------------------------------------------------------------------------
+def three_seed_table():
+    """linear and ctwa at seeds 0, 1, 2. The step-0 evaluation is one draw per seed, shared by both algorithms:
+    accuracy 0.40 / 0.50 / 0.45, conciseness 0.60 / 0.50 / 0.55, clarity 0.5. Finals:
+    linear accuracy 0.55 / 0.65 / 0.75, conciseness 0.35 / 0.45 / 0.40; ctwa accuracy 0.60 / 0.75 / 0.90,
+    conciseness 0.55 each; clarity 0.5 everywhere."""
+    starts = [(0.40, 0.60, 0.5), (0.50, 0.50, 0.5), (0.45, 0.55, 0.5)]
+    finals = {
+        "linear": [(0.55, 0.35, 0.5), (0.65, 0.45, 0.5), (0.75, 0.40, 0.5)],
+        "ctwa": [(0.60, 0.55, 0.5), (0.75, 0.55, 0.5), (0.90, 0.55, 0.5)],
+    }
+    runs = []
+    for algorithm, rows in finals.items():
+        for seed, (start, final) in enumerate(zip(starts, rows)):
+            run = summary(f"{algorithm}-seed{seed}", algorithm, seed, start, final)
+            run["weighting_hyperparameters"] = {"weights": [0.333, 0.333, 0.334]} if algorithm == "linear" else {}
+            runs.append(run)
+    return runs
+
+
+def test_seed_level_by_hand_one_baseline_paired_seeds_and_holm():
+    """The baseline is the mean of all six step-0 evaluations (0.45, 0.55, 0.5), not each run's own draw.
+    linear's accuracy Δ per seed = 0.10 / 0.20 / 0.30 (against its own draws it would be 0.15 / 0.15 / 0.30): mean 0.2,
+    s = 0.1, t = 2√3, p = 1 − 2√3/√14 = 0.0742. ctwa − linear per seed, accuracy 0.05 / 0.10 / 0.15 (same t, same p),
+    conciseness 0.20 / 0.10 / 0.15 (t = 3√3), scalar 0.333 · 0.25 / 0.20 / 0.30 (t = 5√3, p = 0.0131: below 0.05
+    alone, not after Holm's 0.05/4). No p-value of either table passes its first Holm step (0.05/8, 0.05/4), so every
+    interval is at that level and every verdict is "not significant"."""
+    import math
+
+    from mo_align.runs.report.seeds import seed_level
+
+    res = seed_level(three_seed_table(), OBJECTIVES)
+    assert res["preference"] == [0.333, 0.333, 0.334] and res["preference_source"] == "the linear runs' weights"
+    assert res["baseline"] == {
+        "": pytest.approx({"accuracy": 0.45, "conciseness": 0.55, "clarity": 0.5, "scalar": 0.5})
+    }
+    lin = res["vs_start"]["rows"]["linear"]
+    acc = lin["cells"]["accuracy"]
+    p_2sqrt3 = 1 - 2 * math.sqrt(3) / math.sqrt(14)
+    assert (acc["estimate"], acc["p"]) == pytest.approx((0.2, p_2sqrt3))
+    q = 1 - 0.05 / 16  # the first Holm step of 8 tests, two-sided
+    half = (2 * q - 1) / math.sqrt(2 * q * (1 - q)) * 0.1 / math.sqrt(3)
+    assert (acc["low"], acc["high"], acc["level"]) == pytest.approx((0.2 - half, 0.2 + half, 1 - 0.05 / 8))
+    conc = lin["cells"]["conciseness"]  # Δ −0.20 / −0.10 / −0.15: t = −3√3
+    assert (conc["estimate"], conc["p"]) == pytest.approx((-0.15, 1 - 3 * math.sqrt(3) / math.sqrt(29)))
+    assert res["vs_start"]["tests"] == 8 and lin["n"] == 3 and lin["interference"] == []
+    assert {c["verdict"] for row in res["vs_start"]["rows"].values() for c in row["cells"].values()} == {
+        "not significant"
+    }
+    ref = res["vs_reference"]
+    assert ref["reference"] == "linear" and ref["tests"] == 4 and list(ref["rows"]) == ["ctwa"]
+    ctwa = ref["rows"]["ctwa"]
+    assert ctwa["n"] == 3 and (ctwa["cells"]["accuracy"]["estimate"], ctwa["cells"]["accuracy"]["p"]) == pytest.approx(
+        (0.1, p_2sqrt3)
+    )
+    scalar = ctwa["cells"]["scalar"]
+    assert scalar["estimate"] == pytest.approx(0.333 * 0.25 + 0.334 * 0.0)
+    assert scalar["p"] == pytest.approx(1 - 5 * math.sqrt(3) / math.sqrt(77)) and scalar["p"] < 0.05
+    assert scalar["p_holm"] == pytest.approx(4 * scalar["p"]) and scalar["verdict"] == "not significant"
+    assert scalar["level"] == pytest.approx(1 - 0.05 / 4)
+    assert ctwa["cells"]["clarity"]["p"] == 1.0  # no difference at any seed
+
+
+def test_seed_level_interference_needs_the_fixed_scalar_up_and_the_objective_down():
+    """Every seed of linear gains accuracy +0.3 and loses conciseness −0.2 exactly (no spread: p = 0), so with the
+    fixed weights (0.5, 0.25, 0.25) the scalar rises by 0.1 at every seed: interference on conciseness. ctwa gains
+    accuracy +0.3 too but its conciseness moves −0.1 / +0.1 / 0: no interference although its scalar rose. Its
+    pairing with linear is by (warm start, seed): seeds from another warm start are not paired."""
+    from mo_align.runs.report.seeds import seed_level
+
+    runs = []
+    for seed, conc in enumerate((-0.1, 0.1, 0.0)):
+        runs.append(summary(f"linear-seed{seed}", "linear", seed, (0.4, 0.5, 0.5), (0.7, 0.3, 0.5)))
+        runs.append(summary(f"ctwa-seed{seed}", "ctwa", seed, (0.4, 0.5, 0.5), (0.7, 0.5 + conc, 0.5)))
+    other = summary("ctwa-seed7", "ctwa", 7, (0.4, 0.5, 0.5), (0.7, 0.5, 0.5))
+    for r in [*runs, other]:
+        r["launch_command"] = f"python -m mo_align.lab worker --sft {'/b' if r is other else '/a'}"
+    res = seed_level([*runs, other], OBJECTIVES, preference=[0.5, 0.25, 0.25])
+    lin = res["vs_start"]["rows"]["linear"]
+    assert lin["cells"]["scalar"]["estimate"] == pytest.approx(0.1) and lin["cells"]["scalar"]["verdict"] == "up"
+    assert lin["cells"]["conciseness"]["verdict"] == "down" and lin["interference"] == ["conciseness"]
+    ctwa = res["vs_start"]["rows"]["ctwa"]
+    assert ctwa["n"] == 4 and ctwa["cells"]["scalar"]["verdict"] == "up" and ctwa["interference"] == []
+    assert res["warm_starts"] == 2 and res["vs_reference"]["rows"]["ctwa"]["n"] == 3
+    with pytest.raises(ValueError, match="preference"):
+        seed_level(runs, OBJECTIVES, preference=[1.0, -1.0, 1.0])
+
+
+def test_law_scored_against_the_baselines_and_fixed_by_construction():
+    """Two intervals, two objectives. Weights: a larger over steps 1..10, b larger over 11..20. Interval 0->10: a up
+    (law up: hit; largest weight a up: hit), b down (law undetermined; largest weight b down: hit). Interval 10->20:
+    a down (law up: miss; largest weight a down: hit; previous change +0.1 up: miss), b up (law up: hit; largest weight
+    b up: hit; previous −0.1 down: miss). Reward covariance: interval 1 anti-correlated (C w < 0: not fixed),
+    interval 2 positively correlated (C w > 0 with w >= 0: fixed by construction)."""
+    from mo_align.runs.report.law import forced_by_construction, law_scores, predictions
+
+    def rec(frm, to, obj, predicted, realised, delta, cov):
+        return {"from": frm, "to": to, "objective": obj, "predicted": predicted, "predicted_cov": 0.1,
+                "realised": realised, "delta": delta, "ci": [delta - 0.01, delta + 0.01], "reward_cov": cov}  # fmt: skip
+
+    anti, pos = [[0.25, -0.3], [-0.3, 0.25]], [[0.25, 0.05], [0.05, 0.25]]
+    law = [
+        rec(0, 10, "a", "up", "up", 0.1, anti),
+        rec(0, 10, "b", "undetermined", "down", -0.1, anti),
+        rec(10, 20, "a", "up", "down", -0.1, pos),
+        rec(10, 20, "b", "up", "up", 0.1, pos),
+    ]
+    weights = [
+        {"step": s, "weights": {"a": 0.6 if s <= 10 else 0.4, "b": 0.4 if s <= 10 else 0.6}} for s in range(1, 21)
+    ]
+    preds = predictions(law, weights, ["a", "b"])
+    assert [p["largest_weight"] for p in preds] == ["up", "down", "down", "up"]
+    assert [p["previous_change"] for p in preds] == [None, None, "up", "down"]
+    assert [p["forced"] for p in preds] == [False, False, True, True]
+    scores = law_scores({"law": law, "weights": weights}, ["a", "b"])
+    assert scores["hit_rates"] == {
+        "law": {"hits": 2, "n": 3},
+        "largest_weight": {"hits": 4, "n": 4},
+        "previous_change": {"hits": 0, "n": 2},
+    }
+    assert (scores["undetermined"], scores["forced_intervals"], scores["judged_intervals"]) == (1, 1, 2)
+    # by hand: C w with w = (1/3, 1/3, 1/3) and correlation −0.9 between unit-variance rewards stays > 0 (fixed);
+    # a larger variance of the second reward turns the first one's covariance with the scalar negative
+    w = [1 / 3] * 3
+    assert forced_by_construction(w, [[1, -0.9, 0], [-0.9, 1, 0], [0, 0, 1]]) is True
+    assert forced_by_construction(w, [[1, -1.8, 0], [-1.8, 4, 0], [0, 0, 1]]) is False
+    assert (
+        forced_by_construction([0.5, -0.1, 0.6], np.eye(3)) is False
+        and forced_by_construction(None, np.eye(3)) is None
+    )

@@ -13,10 +13,13 @@ algorithms, is tuned for the lab. ``accuracy_only`` is the single-objective cont
 ``--compact-share`` / ``--compact-accuracy`` replace the regime by the base mix plus the compact style G at that share
 / accuracy; ``--sweep`` runs the phase diagram over the share of G (:mod:`mo_align.lab.sweep`).
 
-Evidence (:mod:`mo_align.lab.evidence`): each worker keeps the per-prompt scores of every evaluation
-(``lab_eval_scores.json``, from the trainer's ``mo_eval_samples``) and the lab prints, per run, the paired-bootstrap
-95 % CI of every objective's Δ (final − start) and of the optimised scalar's; an objective *interferes* when its CI
-lies entirely below 0 while the scalar rose (:mod:`mo_align.stats`); ``interference.json`` holds the table.
+Evidence (:mod:`mo_align.lab.evidence`, :mod:`mo_align.runs.report.seeds`): each worker keeps the per-prompt scores
+of every evaluation (``lab_eval_scores.json``, from the trainer's ``mo_eval_samples``). The lab prints the seed-level
+tables — each algorithm's Δ against the warm start's baseline (the mean of every run's step-0 evaluation) and its
+paired difference with linear at the same seed, t intervals over seeds, Holm-adjusted per table — where an algorithm
+*interferes* when the fixed scalar (the linear recipe's weights, for every algorithm) rose and an objective fell, both
+by those intervals; then per run the Δ with its prompt-bootstrap CI (evaluation noise only);
+``interference.json`` holds the numbers.
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ from mo_align.lab.evidence import (  # the lab's evidence API, also importable f
     EVIDENCE_FILE,
     EvalScoreRecorder,
     format_evidence,
-    run_evidence,
+    lab_evidence,
+    run_evidence,  # noqa: F401 (re-exported: the lab's evidence API)
 )
 
 
@@ -260,20 +264,23 @@ def run_lab(
 
 
 def _write_results(done: list, seconds: dict, out_root: str, setting: dict[str, Any], meta: dict) -> dict[str, Any]:
-    """The report of the finished runs, its console table and the paired-CI interference table (printed and
-    written to ``interference.json``)."""
+    """The report of the finished runs and its console table (with the seed-level tables), then the per-run table of
+    Δ vs the warm start's baseline (printed) and the evidence (``interference.json``)."""
     from mo_align.runs.report import format_console_table, write_report
     from mo_align.runs.summary import load_runs
 
     ok = [out for out, rc in done if rc == 0]
     if not ok:
         raise SystemExit("mo-align lab: every run failed; see " + os.path.join(out_root, "logs"))
-    result = write_report(load_runs(ok), os.path.join(out_root, "report"))
+    preference = LAB_WEIGHTINGS["linear"][1]["weights"]  # one fixed scalar for every algorithm
+    result = write_report(load_runs(ok), os.path.join(out_root, "report"), preference=preference)
     sys.stdout.write("\n" + format_console_table(result, per_run=False) + "\n")  # per run: the evidence table
-    evidence = [{**run_evidence(o), "seconds": seconds.get(o)} for o in ok]
+    evidence = lab_evidence(ok, preference)
+    for row, out in zip(evidence["runs"], ok):
+        row["seconds"] = seconds.get(out)
     with open(os.path.join(out_root, EVIDENCE_FILE), "w") as f:
-        json.dump({**setting, "runs": evidence}, f, indent=1)
-    sys.stdout.write("\n" + format_evidence(evidence) + "\n")
+        json.dump({**setting, **evidence}, f, indent=1)
+    sys.stdout.write("\n" + format_evidence(evidence["runs"]) + "\n")
     return result
 
 

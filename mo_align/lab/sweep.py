@@ -10,16 +10,14 @@ hyperparameters — goes through the lab's own worker pool (``jobs`` at a time, 
 report and ``interference.json`` are written as by ``make lab`` (``<out>/share-<s>/``); across shares ``sweep.md``,
 ``sweep.json`` and ``sweep.png``.
 
-Per (share, algorithm), over its ``n`` seeds:
+Per (share, algorithm), over its ``n`` seeds (the seed is the unit; :mod:`mo_align.runs.report.seeds`):
 
-* **interference rate** ``k/n``: seeds on which some objective's paired Δ CI (final − start eval mean, 256 held-out
-  prompts × 4 samples) lies entirely below 0 while the optimised scalar rose — the lab's rule
-  (:func:`mo_align.stats.interfering`);
-* per objective, the seeds' Δ: **median** and **range** (min … max); their **mean** with a 95 % CI from one *joint*
-  prompt bootstrap (:func:`mo_align.stats.mean_paired_delta_ci`: each replicate draws the held-out prompts once and
-  applies the draw to every seed's start and final scores). That interval is the evaluation noise of the seeds' mean;
-  the spread between seeds (training randomness) is what the range shows. A seed-level bootstrap would have only
-  10 distinct resamples of 3 seeds, too few for an interval; ``↓k ↑k``: seeds whose own Δ CI lies below / above 0.
+* per objective and for the **fixed scalar** ``Σ w_k r_k`` (the linear recipe's weights, the same for every
+  algorithm), each seed's Δ = final eval mean − the share's **warm-start baseline** (per held-out prompt, the mean of
+  every run's step-0 evaluation; 256 prompts × 4 samples); the seeds' **mean** with a **t interval over seeds**, every
+  cell and quantity of the table **Holm-adjusted** together (the count is stated under the table), and the verdict
+  it gives (up / down / not significant); the seeds' median and range (min … max) beside it;
+* **interferes**: the objectives whose adjusted interval lies below 0 while the scalar's lies above 0.
 
 The table and the plot are built from the written files (:func:`collect`), so they can be rebuilt from a finished
 sweep (``python -m mo_align.lab.sweep OUT``).

@@ -1,22 +1,27 @@
 """The phase diagram's numbers, table and plot, from a sweep's files (the statistics are stated in
 :mod:`mo_align.lab.sweep`).
 
-Layout read: ``<out>/share-<s>/interference.json`` (the lab's per-run Δ CIs and verdicts, :func:`run_evidence`) and
-``<out>/share-<s>/<algorithm>-seed<n>/lab_eval_scores.json`` (the per-prompt scores of every evaluation).
+Layout read: ``<out>/share-<s>/interference.json`` (the lab's per-run Δ against the share's warm-start baseline, of
+every objective and of the fixed scalar: :func:`~mo_align.lab.evidence.lab_evidence`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from mo_align.lab.run import EVAL_SCORES_FILE, EVIDENCE_FILE
+from mo_align.lab.run import EVIDENCE_FILE
 from mo_align.lab.sweep import share_dir
-from mo_align.stats import mean_paired_delta_ci
+from mo_align.runs.report.seeds import ALPHA, family, verdict
+
+
+SCALAR = "scalar"
+_SEED = re.compile(r"-seed\d+$")
 
 
 def _read(path: str) -> Any:
@@ -27,103 +32,120 @@ def _read(path: str) -> Any:
         raise FileNotFoundError(f"lab sweep: {path} is missing (did every run of this share finish?)") from None
 
 
-def _pairs(run_dir: str) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """(objectives, start rewards, final rewards): the run's first and last evaluations, (prompts, samples, K)."""
-    data = _read(os.path.join(run_dir, EVAL_SCORES_FILE))
-    start = np.asarray(data["evals"][0]["rewards"], dtype=float)
-    final = np.asarray(data["evals"][-1]["rewards"], dtype=float)
-    return list(data["objectives"]), start, final
-
-
-def _cell(share: float, algorithm: str, rows: list[dict[str, Any]], share_root: str) -> dict[str, Any]:
-    """One (share, algorithm): interference rate and, per objective, the seeds' Δ summarised."""
-    objectives = list(rows[0]["delta"])
-    scores = [_pairs(os.path.join(share_root, r["run"])) for r in rows]
-    per_objective = {}
-    for k, name in enumerate(objectives):
-        deltas = [r["delta"][name]["estimate"] for r in rows]
-        pooled = mean_paired_delta_ci([(start[:, :, k], final[:, :, k]) for _, start, final in scores])
-        per_objective[name] = {
-            "deltas": deltas,
-            "median": float(np.median(deltas)),
-            "min": float(min(deltas)),
-            "max": float(max(deltas)),
-            "mean": pooled.estimate,
-            "ci": [pooled.low, pooled.high],
-            "drop": sum(r["delta"][name]["high"] < 0 for r in rows),
-            "rise": sum(r["delta"][name]["low"] > 0 for r in rows),
-        }
-    flagged = [r for r in rows if r["interfering"]]
-    return {
-        "share": share,
-        "algorithm": algorithm,
-        "n": len(rows),
-        "runs": [r["run"] for r in rows],
-        "interfering": len(flagged),
-        "interfering_runs": {r["run"]: list(r["interfering"]) for r in flagged},
-        "objectives": per_objective,
-    }
+def _seed_deltas(row: Mapping[str, Any], path: str) -> dict[str, float]:
+    """One run's Δ vs its warm start's baseline, per objective and for the fixed scalar."""
+    if "preference" not in row:
+        raise ValueError(
+            f"lab sweep: {path} was written before the warm-start baseline and the fixed scalar; rerun the sweep "
+            "(finished runs are reused, only the tables are rebuilt)"
+        )
+    deltas = {**{q: ci["estimate"] for q, ci in row["delta"].items()}, SCALAR: row["scalar_delta"]["estimate"]}
+    return {q: None if v is None else round(v, 12) for q, v in deltas.items()}  # no float noise read as an effect
 
 
 def collect(
     out_root: str, shares: Sequence[float], algorithms: Sequence[str]
 ) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
-    """The cells (one per share and algorithm that has runs) and, per share, its start means (averaged over the
-    share's runs) and the warm start's conciseness reference length."""
-    cells, starts = [], {}
+    """The cells (one per share and algorithm that has runs), Holm-adjusted together over every cell and quantity,
+    and, per share, its warm-start baseline and the warm start's conciseness reference length."""
+    groups, starts = {}, {}
     for share in shares:
         root = share_dir(out_root, share)
-        evidence = _read(os.path.join(root, EVIDENCE_FILE))
+        path = os.path.join(root, EVIDENCE_FILE)
+        evidence = _read(path)
         runs = evidence["runs"]
         if not runs:
             raise ValueError(f"lab sweep: {root}/{EVIDENCE_FILE} lists no finished run")
-        names = list(runs[0]["start"])
-        starts[f"{share:g}"] = {
-            "start": {n: float(np.mean([r["start"][n] for r in runs])) for n in names},
-            "reference_length": evidence.get("reference_length"),
+        baseline = evidence.get("baseline") or {
+            n: float(np.mean([r["start"][n] for r in runs])) for n in runs[0]["start"]
         }
+        starts[f"{share:g}"] = {"start": baseline, "reference_length": evidence.get("reference_length")}
         for algorithm in algorithms:
-            rows = [r for r in runs if r["run"].rsplit("-seed", 1)[0] == algorithm]
+            rows = [r for r in runs if _SEED.sub("", r["run"]) == algorithm]
             if rows:
-                cells.append(_cell(share, algorithm, rows, root))
-    return cells, starts
+                groups[(share, algorithm)] = (rows, [_seed_deltas(r, path) for r in rows])
+    quantities = [*next(iter(groups.values()))[0][0]["delta"], SCALAR] if groups else []
+    tests = family({(key, q): [d[q] for d in deltas] for key, (_, deltas) in groups.items() for q in quantities})
+    cells = []
+    for (share, algorithm), (rows, deltas) in groups.items():
+        stats = {}
+        for q in quantities:
+            values, cell = [d[q] for d in deltas], tests[((share, algorithm), q)]
+            stats[q] = {
+                "deltas": values,
+                "median": float(np.median(values)),
+                "min": float(min(values)),
+                "max": float(max(values)),
+                "mean": cell["estimate"],
+                "ci": [cell["low"], cell["high"]],
+                "p": cell["p"],
+                "p_holm": cell["p_holm"],
+                "level": cell["level"],
+                "verdict": verdict(cell, "vs_start"),
+            }
+        up = stats[SCALAR]["verdict"] == "up"
+        flagged = [q for q in quantities[:-1] if up and stats[q]["verdict"] == "down"]
+        cells.append(
+            {
+                "share": share,
+                "algorithm": algorithm,
+                "n": len(rows),
+                "runs": [r["run"] for r in rows],
+                "interfering": flagged,
+                "objectives": stats,
+            }
+        )
+    n_tests = sum(1 for c in tests.values() if c["level"] is not None)
+    return _finite(cells), {**starts, "_tests": n_tests}
 
 
-def _num(x: float) -> str:
-    return f"{x:+.3f}"
+def _finite(value: Any) -> Any:
+    """NaN -> None, recursively (JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return None if isinstance(value, float) and not np.isfinite(value) else value
 
 
-def format_cell(stats: Mapping[str, Any], n: int) -> str:
-    """``median (min..max); mean [CI]; ↓k ↑k`` of one objective's Δ over the seeds."""
+def _num(x: float | None) -> str:
+    return "—" if x is None else f"{x:+.3f}"
+
+
+def format_cell(stats: Mapping[str, Any]) -> str:
+    """``mean [adjusted CI] verdict; median (min..max)`` of one quantity's Δ over the seeds."""
     low, high = stats["ci"]
-    return (
-        f"{_num(stats['median'])} ({_num(stats['min'])}..{_num(stats['max'])}); "
-        f"{_num(stats['mean'])} [{_num(low)}, {_num(high)}]; ↓{stats['drop']} ↑{stats['rise']} of {n}"
-    )
+    interval = f"[{_num(low)}, {_num(high)}] {stats['verdict']}" if low is not None else f"({stats['verdict']})"
+    return f"{_num(stats['mean'])} {interval}; {_num(stats['median'])} ({_num(stats['min'])}..{_num(stats['max'])})"
 
 
 def format_markdown(cells: list[dict[str, Any]], starts: Mapping[str, Any], timing: Mapping[str, Any]) -> str:
-    """The phase diagram as markdown: the per-(share, algorithm) table, the starts, the run time."""
+    """The phase diagram as markdown: the per-(share, algorithm) table, the baselines, the run time."""
     if not cells:
         return "lab sweep: no finished runs\n"
-    objectives = list(cells[0]["objectives"])
+    quantities = list(cells[0]["objectives"])
     lines = [
-        "Δ = final − start eval mean (256 held-out prompts × 4 samples, T = 1). Per objective: median over seeds "
-        "(range min..max); mean over seeds [95 % CI, joint prompt bootstrap: evaluation noise of the mean, not the "
-        "spread between seeds]; seeds with a significant drop ↓ / rise ↑ (own paired CI). interferes = seeds with "
-        "an objective's Δ CI entirely below 0 while the optimised scalar rose.",
-        "",
-        "| G share | algorithm | interferes | " + " | ".join(f"Δ {o}" for o in objectives) + " |",
-        "|---" * (3 + len(objectives)) + "|",
+        "| G share | algorithm | seeds | interferes | " + " | ".join(f"Δ {q}" for q in quantities) + " |",
+        "|---" * (4 + len(quantities)) + "|",
     ]
     for c in cells:
-        flagged = sorted({o for objs in c["interfering_runs"].values() for o in objs})
-        verdict = f"{c['interfering']}/{c['n']}" + (f" ({', '.join(flagged)})" if flagged else "")
-        row = [f"{c['share']:g}", c["algorithm"], verdict]
-        lines.append("| " + " | ".join(row + [format_cell(c["objectives"][o], c["n"]) for o in objectives]) + " |")
-    lines += ["", "| G share | " + " | ".join(f"start {o}" for o in objectives) + " | reference length |"]
+        row = [f"{c['share']:g}", c["algorithm"], str(c["n"]), ", ".join(c["interfering"]) or "none"]
+        lines.append("| " + " | ".join(row + [format_cell(c["objectives"][q]) for q in quantities]) + " |")
+    lines += [
+        "",
+        f"Holm-adjusted over {starts.get('_tests', 0)} tests (family level {1 - ALPHA:.0%}). Δ = a seed's final eval "
+        "mean − its share's warm-start baseline (per held-out prompt, the mean of every run's step-0 evaluation; "
+        "256 prompts × 4 samples, T = 1). Per quantity: mean over seeds [t interval over seeds at the Holm step's "
+        "level] and its verdict (up / down / not significant); median (min..max) over seeds. scalar = Σ w_k r_k "
+        "with the linear recipe's weights for every algorithm; interferes = the scalar's interval above 0 and the "
+        "objective's below 0.",
+    ]
+    objectives = quantities[:-1]
+    lines += ["", "| G share | " + " | ".join(f"baseline {o}" for o in objectives) + " | reference length |"]
     lines.append("|---" * (2 + len(objectives)) + "|")
     for share, s in starts.items():
+        if share.startswith("_"):
+            continue
         ref = s.get("reference_length")
         cells_ = [f"{s['start'][o]:.3f}" for o in objectives] + ["—" if ref is None else f"{ref:.1f}"]
         lines.append(f"| {share} | " + " | ".join(cells_) + " |")
@@ -140,42 +162,39 @@ def format_markdown(cells: list[dict[str, Any]], starts: Mapping[str, Any], timi
 
 
 def plot_sweep(cells: list[dict[str, Any]], path: str) -> None:
-    """One PNG: a panel per objective (x = G share, y = Δ: the seeds' mean with its CI as error bar, each seed a
-    faint dot, one colour per algorithm) and a panel of the interference rate."""
+    """One PNG: a panel per objective and one for the fixed scalar (x = G share, y = Δ: the seeds' mean with its
+    Holm-adjusted t interval as a bar, each seed a faint dot, one colour per algorithm)."""
     from matplotlib import colormaps
 
     from mo_align.runs.report.plots import _figure, _save
 
-    objectives = list(cells[0]["objectives"])
+    quantities = list(cells[0]["objectives"])
     algorithms = list(dict.fromkeys(c["algorithm"] for c in cells))
     shares = sorted({c["share"] for c in cells})
     step = min(np.diff(shares)) if len(shares) > 1 else 0.1
     palette = colormaps["tab10"].colors
-    fig, axes = _figure(len(objectives) + 1, ncols_max=2, panel=(5.2, 3.6))
+    fig, axes = _figure(len(quantities), ncols_max=2, panel=(5.2, 3.6))
     handles = {}
     for i, algorithm in enumerate(algorithms):
         mine = sorted((c for c in cells if c["algorithm"] == algorithm), key=lambda c: c["share"])
-        offset = (i - (len(algorithms) - 1) / 2) * step * 0.12  # keep the error bars apart
+        offset = (i - (len(algorithms) - 1) / 2) * step * 0.12  # keep the bars apart
         x = np.array([c["share"] for c in mine]) + offset
         color = palette[i % len(palette)]
-        for ax, name in zip(axes, objectives):
+        for ax, name in zip(axes, quantities):
             stats = [c["objectives"][name] for c in mine]
             (line,) = ax.plot(x, [s["mean"] for s in stats], color=color, marker="o")
-            # the interval as drawn bars (a percentile interval need not contain the mean: no errorbar offsets)
-            ax.vlines(x, [s["ci"][0] for s in stats], [s["ci"][1] for s in stats], color=color, linewidth=2.5)
+            bars = [(xi, s["ci"]) for xi, s in zip(x, stats) if s["ci"][0] is not None]
+            if bars:
+                ax.vlines(
+                    [b[0] for b in bars], [b[1][0] for b in bars], [b[1][1] for b in bars], color=color, linewidth=2.5
+                )
             for xi, s in zip(x, stats):
                 ax.plot([xi] * len(s["deltas"]), s["deltas"], "o", color=color, alpha=0.3, markersize=3)
             handles.setdefault(algorithm, line)
-        rate = [c["interfering"] / c["n"] for c in mine]
-        axes[-1].plot(x, rate, color=color, marker="o")
-    for ax, name in zip(axes, objectives):
+    for ax, name in zip(axes, quantities):
         ax.axhline(0.0, color="0.5", linewidth=0.8)
-        ax.set_title(f"Δ {name} (mean of seeds, 95 % CI; dots: seeds)", fontsize="medium")
+        ax.set_title(f"Δ {name} (mean of seeds, Holm-adjusted t interval; dots: seeds)", fontsize="medium")
         ax.set_ylabel(f"Δ {name}")
-    axes[-1].set_title("interference rate (share of seeds that interfere)", fontsize="medium")
-    axes[-1].set_ylabel("share of seeds")
-    axes[-1].set_ylim(-0.05, 1.05)
-    for ax in axes:
         ax.set_xlabel("share of the compact style G in the warm start")
         ax.set_xticks(shares)
         ax.grid(alpha=0.3)

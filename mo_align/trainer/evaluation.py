@@ -260,5 +260,5 @@ def _primary(t: Any, metrics, means, start, scalar, scalar_mean, rewards, length
         scalar_start = start.get("__scalar__", math.nan)
         out.update(t.monitor.observe_eval(means, start, scalar_mean, scalar_start, step, delta_ci=delta_ci))
         if previous is not None:
-            out.update(t.monitor.check_law(previous["step"], step, realised))
+            out.update(t.monitor.check_law(previous["step"], step, realised, level))
     return out

@@ -29,13 +29,20 @@ Conventions (every one of them is also stated in the written report):
   duplicates do not dominate each other, so both copies stay non-dominated.
 * **Confidence intervals**: where the trainer recorded them (``mo_summary.json``'s last eval entry, ``ci`` and
   ``delta_ci``), a run's final eval mean carries its 95 % bootstrap CI over prompts and its Δ the paired CI
-  (:mod:`mo_align.stats`); per algorithm, ``↓k ↑k of n`` counts the seeds whose Δ CI lies entirely below / above 0.
-* **Interference**: a run shows interference if it recorded any event (``negative_covariance``, ``eval_drop``, …),
-  or if some objective's final eval mean fell while another objective improved (final > start): significantly (its
-  Δ CI entirely below 0) where the run recorded CIs, else by more than ``tolerance``. The objectives reported are
-  the ones that fell and the ones named by events.
-* **Covariance law**: per run, how often the sign of an interval's mean covariance matched a significant change of
-  the eval mean, and each disagreement (the trainer's ``law`` records).
+  (:mod:`mo_align.stats`): the evaluation noise of that one run, no verdict across seeds.
+* **Seed-level comparison** (:mod:`~.seeds`): the seed is the unit. Per algorithm, each seed's Δ against its warm
+  start's baseline (the mean of the step-0 evaluations of every run from that warm start) and each seed's paired
+  difference with linear at the same seed, with t intervals over seeds, Holm-adjusted over each table's tests
+  (stated under the table); verdicts up / down or better / worse / not significant come from those intervals.
+* **Interference**: per algorithm (seed level), the fixed scalar ``Σ w_k r_k`` (one weight vector for every
+  algorithm) rose and an objective fell, both by their adjusted intervals. Per run, a descriptive flag: the run
+  recorded an event (``negative_covariance``, ``eval_drop``, …), or some objective's final eval mean fell while
+  another improved (final > start): significantly (its Δ CI entirely below 0) where the run recorded CIs, else by
+  more than ``tolerance``.
+* **Covariance law** (:mod:`~.law`): per run, the hit rate of the law's prediction (the sign of an interval's mean
+  covariance when its t interval excludes 0) on the significant changes of the eval mean, against two baseline
+  predictors (the largest weight's objective rises; the previous interval's sign), the intervals where the law's
+  prediction is fixed by construction, and each disagreement (the trainer's ``law`` records).
 
 Plots use matplotlib's Agg canvas directly (no pyplot, no global backend switch). A plot whose data is empty in every
 run is skipped and the report says why.
@@ -86,15 +93,17 @@ def write_report(
     out_dir: str | Path,
     reference: str | Sequence[float] | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
+    preference: Sequence[float] | None = None,
 ) -> dict[str, Any]:
     """Write ``report.md``, ``report.html`` (self-contained), ``report.json`` and the PNG plots into ``out_dir``.
 
     ``runs`` are summary dicts (:func:`~mo_align.runs.summary.load_runs`); ``reference`` is one value per objective (or ``"x,y,z"``),
-    ``None`` for the default (see the module docstring). Returns the numbers of :func:`analyse` plus
+    ``None`` for the default (see the module docstring); ``preference`` the seed-level comparison's fixed scalar
+    weights (default: the linear runs' weights, else equal weights). Returns the numbers of :func:`analyse` plus
     ``out_dir``, ``report_md``, ``report_html``, ``report_json``, ``plots`` (name -> path) and ``skipped_plots``
     (name -> reason).
     """
-    analysis = analyse(runs, reference=reference, tolerance=tolerance)
+    analysis = analyse(runs, reference=reference, tolerance=tolerance, preference=preference)
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,9 @@ from typing import Any
 import numpy as np
 
 from mo_align.runs.jsonfile import clip
+from mo_align.runs.report.law import law_scores
 from mo_align.runs.report.pareto import hypervolume, non_dominated
+from mo_align.runs.report.seeds import seed_level
 from mo_align.runs.summary import SummaryError, _num, _unique_names, law_tally, normalize_summary
 
 
@@ -208,6 +210,7 @@ def _per_run(
             "output_dir": r["output_dir"],
             "values_from": r.get("values_from", "eval"),
             "law": law_tally(r.get("law") or []),
+            "law_scores": law_scores(r, objectives),
             "law_disagreements": [dict(x) for x in r.get("law") or [] if x.get("held") is False],
             "final": {o: _clean(r["final"].get(o)) for o in objectives},
             "best": {o: _clean(r["best"].get(o)) for o in objectives},
@@ -231,11 +234,6 @@ def _aggregate(members: list[dict[str, Any]], objectives: list[str], ref: list[f
     agg: dict[str, Any] = {}
     agg["final"] = {o: _stats([_num(m["final"][o]) for m in members]) for o in objectives}
     agg["delta"] = {o: _stats([_num(m["delta"][o]) for m in members]) for o in objectives}
-    # seeds whose own paired Δ CI lies below / above 0, out of the seeds with a CI
-    verdicts = {o: [m["significant"][o] for m in members if m["significant"][o] is not None] for o in objectives}
-    agg["significant"] = {
-        o: {"drop": v.count("drop"), "rise": v.count("rise"), "n": len(v)} for o, v in verdicts.items()
-    }
     median_final = [agg["final"][o]["median"] for o in objectives]
     agg["median_final"] = dict(zip(objectives, median_final))
     agg["hv_of_median_final"] = None if None in median_final else hypervolume([median_final], ref)
@@ -251,8 +249,11 @@ def analyse(
     runs: Sequence[Mapping[str, Any]],
     reference: str | Sequence[float] | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
+    preference: Sequence[float] | None = None,
 ) -> dict[str, Any]:
-    """Every number of the report (JSON-serialisable; missing values are ``None``), without writing anything."""
+    """Every number of the report (JSON-serialisable; missing values are ``None``), without writing anything.
+    ``preference``: the fixed scalar's weights of the seed-level comparison (:mod:`~.seeds`; default: the linear
+    runs' weights, else equal weights)."""
     if not runs:
         raise ReportError("no runs to report on")
     if not (isinstance(tolerance, int | float) and math.isfinite(tolerance) and tolerance >= 0):
@@ -264,9 +265,15 @@ def analyse(
     per_algorithm: dict[str, dict[str, Any]] = {}
     for r in runs:
         per_algorithm.setdefault(r["algorithm"], {"runs": []})["runs"].append(r["run_name"])
-    for agg in per_algorithm.values():
+    try:
+        seeds = seed_level(runs, objectives, preference)
+    except ValueError as e:
+        raise ReportError(str(e)) from e
+    for algorithm, agg in per_algorithm.items():
         agg.update(_aggregate([per_run[n] for n in agg["runs"]], objectives, ref))
-        agg["interference_runs"] = [n for n in agg["runs"] if per_run[n]["interference"]]
+        agg["interference_runs"] = [n for n in agg["runs"] if per_run[n]["interference"]]  # per-run flags
+        row = seeds["vs_start"]["rows"].get(algorithm)
+        agg["seed_interference"] = None if row is None else row["interference"]
     return {
         "objectives": objectives,
         "reference": [float(v) for v in ref],
@@ -278,5 +285,6 @@ def analyse(
         "hypervolume": {n: v["hypervolume"] for n, v in per_run.items()},
         "non_dominated": [n for n, v in per_run.items() if v["non_dominated"]],
         "interference": {n: v["interference"] for n, v in per_run.items()},
+        "seed_level": seeds,
         "_runs": runs,  # the normalised summaries, for the plots; dropped from what write_report returns
     }

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mo_align.runs.report.law import law_lines, pooled_lines
 from mo_align.runs.report.plots import Plots
+from mo_align.runs.report.seeds import seed_tables
 from mo_align.runs.summary import TRAIN_FALLBACK
 
 
@@ -47,17 +49,11 @@ def _fmt_ci(value: float | None, ci: list[float] | None, signed: bool = False) -
     return f"{_fmt(value, signed)} [{_fmt(ci[0], signed)}, {_fmt(ci[1], signed)}]"
 
 
-def _fmt_significant(counts: Mapping[str, int]) -> str:
-    """``↓1 ↑2 of 3``: seeds whose paired Δ CI lies below / above 0, of the seeds with a CI."""
-    return f"↓{counts['drop']} ↑{counts['rise']} of {counts['n']}" if counts["n"] else "—"
-
-
 def _algorithm_table(analysis: dict[str, Any]) -> _Table:
     objs = analysis["objectives"]
     headers = ["algorithm", "seeds"]
     headers += [f"{o} final median [min, max]" for o in objs] + [f"{o} Δ median [min, max]" for o in objs]
-    headers += [f"{o}: seeds with Δ significantly ↓ / ↑" for o in objs]
-    headers += ["HV(median final)", "median run HV [min, max]", "HV(all seeds)", "runs with interference"]
+    headers += ["HV(median final)", "median run HV [min, max]", "HV(all seeds)"]
     rows = []
     for algorithm, agg in analysis["algorithms"].items():
         hv_range = agg["run_hv_range"]
@@ -66,14 +62,11 @@ def _algorithm_table(analysis: dict[str, Any]) -> _Table:
             if hv_range is None
             else f"{_fmt(agg['median_run_hv'], digits=4)} [{_fmt(hv_range[0], digits=4)}, {_fmt(hv_range[1], digits=4)}]"
         )
-        flagged = agg["interference_runs"]
         rows.append(
             [algorithm, str(len(agg["runs"]))]
             + [_fmt_stats(agg["final"][o]) for o in objs]
             + [_fmt_stats(agg["delta"][o], signed=True) for o in objs]
-            + [_fmt_significant(agg["significant"][o]) for o in objs]
             + [_fmt(agg["hv_of_median_final"], digits=4), run_hv, _fmt(agg["hv_of_all_seeds"], digits=4)]
-            + [f"{len(flagged)}/{len(agg['runs'])}" + (f": {', '.join(flagged)}" if flagged else "")]
         )
     return _Table(headers, rows)
 
@@ -132,8 +125,8 @@ def _intro_blocks(analysis: dict[str, Any]) -> list[tuple]:
         f"{', '.join(objs)}. Values are per-objective eval means: final = last evaluation, best = highest "
         "evaluation, Δ = final − start (first evaluation). Where the trainer recorded them, a run's final mean "
         "carries its 95 % bootstrap CI over prompts and its Δ the paired CI (the same prompts resampled at start "
-        "and end); across seeds, ↓k / ↑k counts the seeds whose Δ CI lies entirely below / above 0."
-        + _fallback_note(analysis)
+        "and end): the evaluation noise of that one run. Verdicts between algorithms come from the seed-level "
+        "comparison (seeds as the unit, Holm-adjusted per table)." + _fallback_note(analysis)
     )
     reasons = [f"{o} = {v:g}: {analysis['reference_reasons'][o]}" for o, v in zip(objs, analysis["reference"])]
     return [
@@ -163,48 +156,41 @@ def _front_blocks(analysis: dict[str, Any]) -> list[tuple]:
         + "."
     )
     rule = (
-        "A run shows interference if it recorded an event, or if an objective's final eval mean fell while another "
-        "objective improved: significantly (the paired 95 % CI of its Δ entirely below 0) where the run recorded "
-        f"CIs, else by more than the tolerance ({analysis['tolerance']:g})."
+        "Per-run flags (one run's evaluation noise, not a verdict across seeds): a run is flagged if it recorded an "
+        "event, or if an objective's final eval mean fell while another objective improved: significantly (the "
+        "paired 95 % CI of its Δ entirely below 0) where the run recorded CIs, else by more than the tolerance "
+        f"({analysis['tolerance']:g}). The interference verdict per algorithm is the seed-level one (fixed scalar "
+        "up and the objective down, both by their adjusted intervals over seeds)."
     )
     return [("h", 2, "Pareto front"), ("p", front), ("h", 2, "Interference"), ("p", rule), ("list", items)]
-
-
-def law_lines(name: str, run: Mapping[str, Any]) -> list[str]:
-    """The covariance-law check of one run (``analysis["runs"][name]``): how often it held, and every disagreement
-    (the sign of the interval's mean covariance against a significant change of the eval mean)."""
-    law = run.get("law") or {}
-    if not sum(law.values()):
-        return []
-    significant = law["held"] + law["failed"]
-    lines = [
-        f"covariance law, {name}: held in {law['held']} of {significant} significant changes between "
-        f"evaluations ({law['not_significant']} not significant)"
-    ]
-    keys = ("objective", "from", "to", "predicted_cov", "realised", "delta", "ci")
-    for x in run.get("law_disagreements") or []:
-        if not all(k in x for k in keys):  # a record without its numbers: counted above, nothing to show
-            continue
-        low, high = x["ci"]
-        lines.append(
-            f"  disagreement: {x['objective']} steps {x['from']}->{x['to']}: mean covariance {x['predicted_cov']:+.3f} "
-            f"predicts {'up' if x['predicted_cov'] > 0 else 'down'}, eval mean went {x['realised']} "
-            f"(Δ {x['delta']:+.3f} [{low:+.3f}, {high:+.3f}])"
-        )
-    return lines
 
 
 def _law_blocks(analysis: dict[str, Any]) -> list[tuple]:
     items = [line.strip() for name, r in analysis["runs"].items() for line in law_lines(name, r)]
     if not items:
         return []
+    items = pooled_lines(analysis) + items
     text = (
-        "For each interval between evaluations and each objective, the sign of the mean within-group covariance of "
-        "its reward with the optimised advantage over the interval's training batches (the covariance law's "
-        "first-order prediction) against the realised change of its eval mean (paired 95 % CI: significantly up, "
-        "down, or not significant, which gives no verdict)."
+        "For each interval between evaluations and each objective, the covariance law's first-order prediction — "
+        "the sign of the mean within-group covariance of its reward with the optimised advantage over the "
+        "interval's training batches, when its 95 % t interval over those batches excludes 0 (else undetermined) — "
+        "against the realised change of its eval mean (paired 95 % CI: significantly up, down, or not significant, "
+        "which gives no verdict). Two baseline predictors are scored on the same changes: the objective(s) with "
+        "the largest mean weight over the interval rise (the others fall), and the sign of the previous "
+        "interval's change. Where every weight is >= 0 and the rewards' within-group covariance makes every "
+        "Cov(r_k, Σ_j w_j r_j) > 0, the law predicts that every objective rises by construction; the report says "
+        "in how many intervals that held."
     )
     return [("h", 2, "Covariance law"), ("p", text), ("list", items)]
+
+
+def _seed_blocks(analysis: dict[str, Any]) -> list[tuple]:
+    """The seed-level tables (:mod:`~.seeds`), each with its Holm statement under it."""
+    tables = seed_tables(analysis["seed_level"]) if analysis["seed_level"]["vs_start"]["rows"] else []
+    out: list[tuple] = [("h", 2, "Seed-level comparison")] if tables else []
+    for t in tables:
+        out += [("h", 3, t["title"]), ("table", _Table(t["headers"], t["rows"])), ("p", t["note"])]
+    return out
 
 
 def _launch_table(runs: list[dict[str, Any]]) -> _Table:
@@ -237,6 +223,7 @@ def blocks(analysis: dict[str, Any], plots: Plots) -> list[tuple]:
         *_intro_blocks(analysis),
         ("h", 2, "Per algorithm (seeds aggregated)"),
         ("table", _algorithm_table(analysis)),
+        *_seed_blocks(analysis),
         ("h", 2, "Per run"),
         ("table", _run_table(analysis)),
         *_front_blocks(analysis),
@@ -321,28 +308,43 @@ def _console_runs(result: Mapping[str, Any]) -> list[str]:
     if not runs:
         return []
     rows = [[n, *(_fmt_ci(r["delta"][o], r["delta_ci"][o], True) for o in objs)] for n, r in runs.items()]
-    return ["per run: Δ vs start [95% paired CI]", *_columns(["run", *objs], rows)]
+    head = "per run: Δ vs start [95% paired CI: that run's evaluation noise only, no verdict]"
+    return [head, *_columns(["run", *objs], rows)]
+
+
+def _seed_verdict(agg: Mapping[str, Any]) -> str:
+    """The console's interference cell: the seed-level verdict (objectives, ``none``, ``n < 2``; ``no eval`` for an
+    algorithm whose runs have no evaluation to compare)."""
+    flagged = agg.get("seed_interference")
+    if flagged is None:
+        return "no eval"
+    return ",".join(flagged) or ("n < 2" if len(agg["runs"]) < 2 else "none")
+
+
+def _console_seeds(result: Mapping[str, Any]) -> list[str]:
+    out: list[str] = []
+    if not result["seed_level"]["vs_start"]["rows"]:
+        return out
+    for t in seed_tables(result["seed_level"]):
+        out += [f"seed level: {t['title']}", *_columns(t["headers"], t["rows"]), t["note"]]
+    return out
 
 
 def format_console_table(result: Mapping[str, Any], per_run: bool = True) -> str:
-    """The compact per-algorithm table the CLI prints: median final (median Δ; seeds with Δ significantly ↓ / ↑)
-    per objective, both HVs, interference; then (``per_run``) each run's Δ with its CI, and the law checks."""
+    """The compact per-algorithm table the CLI prints: median final (median Δ) per objective, both HVs, the
+    seed-level interference verdict; the seed-level tables; then (``per_run``) each run's Δ with its CI; the law."""
     objs = result["objectives"]
     headers = ["algorithm", "n", *objs, "HV(med)", "med HV", "interference"]
     rows = []
     for algorithm, agg in result["algorithms"].items():
         cells = [algorithm, str(len(agg["runs"]))]
         for o in objs:
-            sig = agg["significant"][o]
-            counts = f"; ↓{sig['drop']} ↑{sig['rise']}" if sig["n"] else ""
-            cells.append(f"{_fmt(agg['final'][o]['median'])} ({_fmt(agg['delta'][o]['median'], signed=True)}{counts})")
-        flagged = agg["interference_runs"]
+            cells.append(f"{_fmt(agg['final'][o]['median'])} ({_fmt(agg['delta'][o]['median'], signed=True)})")
         cells += [_fmt(agg["hv_of_median_final"], digits=4), _fmt(agg["median_run_hv"], digits=4)]
-        cells.append(f"{len(flagged)}/{len(agg['runs'])}" + (f" {','.join(flagged)}" if flagged else ""))
-        rows.append(cells)
+        rows.append([*cells, _seed_verdict(agg)])
     out = [
-        "per algorithm: median final eval (median Δ vs start; ↓/↑ seeds whose Δ 95% CI is below / above 0); "
-        "HV(med) = HV of the median final point, med HV = median of per-run HVs",
+        "per algorithm: median final eval (median Δ vs start); HV(med) = HV of the median final point, med HV = "
+        "median of per-run HVs; interference = the seed-level verdict (fixed scalar up, objective down)",
         *_columns(headers, rows),
     ]
     ref = ", ".join(f"{v:g}" for v in result["reference"])
@@ -352,7 +354,9 @@ def format_console_table(result: Mapping[str, Any], per_run: bool = True) -> str
     fallback = [n for n, r in result["runs"].items() if r["values_from"] == TRAIN_FALLBACK]
     if fallback:
         out.append(f"no evaluation, values are training-batch means: {', '.join(fallback)}")
+    out += _console_seeds(result)
     out += _console_runs(result) if per_run else []
+    out += pooled_lines(result)
     for name, run in result["runs"].items():
         out += law_lines(name, run)
     return "\n".join(out)
