@@ -52,15 +52,18 @@ def test_sweep_cli_errors_name_the_flag(argv, message, capsys, monkeypatch):
 
 def test_sweep_cli_defaults(monkeypatch):
     calls = []
-    monkeypatch.setattr(sweep, "run_sweep", lambda *a: calls.append(a))
+    monkeypatch.setattr(sweep, "run_sweep", lambda *a, **kw: calls.append((*a, kw)))
     main(["--sweep"])
-    shares, algorithms, seeds, steps, eval_steps, out, jobs, sft_steps, cache = calls[0]
+    shares, algorithms, seeds, steps, eval_steps, out, jobs, sft_steps, cache, kwargs = calls[0]
+    assert kwargs == {"eta": "paper"}  # the recipes' step sizes unless --eta matched
     assert shares == [0.02, 0.05, 0.1, 0.2] and algorithms == list(SWEEP_ALGORITHMS)
     assert algorithms == ["accuracy_only", "linear", "ctwa"] and seeds == [0, 1, 2]
     assert (steps, eval_steps, jobs, sft_steps) == (50, 25, 2, None)
     assert out.endswith("lab-sweep") and cache.endswith("lab-cache")
     main(["--sweep", "0.3", "0.1", "--algorithms", "linear", "--seeds", "4", "--steps", "7", "--out", "x"])
     assert calls[1][:6] == ([0.1, 0.3], ["linear"], [4], 7, 25, "x")
+    main(["--sweep", "0.3", "0.1", "--eta", "matched"])
+    assert calls[2][-1] == {"eta": "matched"}
 
 
 def test_warm_starts_reuse_the_cache_and_train_the_rest_one_thread_each(tmp_path, monkeypatch):
@@ -219,7 +222,10 @@ def test_a_minimal_sweep_end_to_end(tmp_path):
 
 def test_a_finished_run_of_the_same_configuration_is_not_run_again(tmp_path):
     """The sweep resumes: a run directory whose summary records the same worker command (algorithm, seed, warm start
-    key, reference length, steps, eval interval) and whose scores were written is reused, anything else is run."""
+    key, reference length, steps, eval interval), whose recorded settings are the lab's now and whose scores were
+    written is reused, anything else is run."""
+    from mo_align.lab.protocol import write_settings
+    from mo_align.lab.scaling import lab_settings
     from mo_align.lab.sweep import finished
 
     out = tmp_path / "share-0.05" / "linear-seed0"
@@ -231,9 +237,16 @@ def test_a_finished_run_of_the_same_configuration_is_not_run_again(tmp_path):
     )
     out.mkdir(parents=True)
     (out / "mo_summary.json").write_text(json.dumps({"launch_command": command}))
+    (out / EVAL_SCORES_FILE).write_text("{}")
+    assert not finished(job)  # no recorded settings: a run from before the recipes drove the lab
+    settings = lab_settings("linear", 50, output_dir="elsewhere", seed=0, eval_steps=25)  # a moved sweep is fine
+    write_settings(str(out), {**settings, "advantage_estimator": "reinforce_pp"})
+    assert not finished(job)  # trained with other settings than the recipe and the scaling rule give now
+    write_settings(str(out), settings)
+    (out / EVAL_SCORES_FILE).unlink()
     assert not finished(job)  # no scores yet: the run did not finish
     (out / EVAL_SCORES_FILE).write_text("{}")
-    assert finished(job)
+    assert finished(job) and finished({**job, "eta": "matched"})  # linear has no step size to match
     assert not finished({**job, "steps": 75})
     assert not finished({**job, "seed": 1})
     assert not finished({**job, "sft": "/x/cache/sft-other"})

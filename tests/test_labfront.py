@@ -4,6 +4,7 @@ and its one-line refusal of an algorithm the checkout lacks."""
 import json
 
 import pytest
+import yaml
 
 from mo_align.sweep import labfront
 from mo_align.weightings import WEIGHTINGS
@@ -38,3 +39,41 @@ def test_lab_front_writes_fronts_for_linear_ctwa_and_the_soup(tmp_path):
     table = (out / "front.md").read_text()
     assert "`make lab-front`" in table and "| soup | 6 |" in table and "| ctwa | 2 |" in table
     assert (out / "report/fronts.png").stat().st_size > 1000
+
+
+def test_lab_front_points_are_lab_runs_with_no_settings_of_their_own(tmp_path):
+    """Each point of the lab-front sweep trains exactly what a lab run of its algorithm trains (the recipe under the
+    lab's scaling rule, --eta included), except the sweep's own harness (resume, eval schedule), its name, seed and
+    preference; nothing is written, nothing trained."""
+    import argparse
+    import dataclasses
+    import warnings
+
+    from mo_align.lab.scaling import lab_config, lab_settings
+    from mo_align.sweep import load_sweep
+    from mo_align.sweep.spec import point_recipe
+    from mo_align.train import parse_args
+
+    (tmp_path / "data").mkdir()
+    args = argparse.Namespace(
+        out=str(tmp_path), algorithms=["linear", "ctwa", "soup"], seeds=[0], steps=12, eta="matched"
+    )
+    sweep = load_sweep(labfront.write_sweep_file(args, "sft-dir", str(tmp_path / "data"), {"reference_length": 21.0}))
+    assert sorted({p.label for p in sweep.points}) == ["ctwa", "linear"]
+    own = {"output_dir", "run_name", "seed", "eval_steps", "save_strategy", "save_steps", "save_total_limit"}
+    for point in sweep.points:
+        (tmp_path / "p.yaml").write_text(yaml.safe_dump(point_recipe(sweep, point)))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _, got, _ = parse_args(["--config", str(tmp_path / "p.yaml")])
+        want = lab_config(point.label, 12, "matched", output_dir="x", seed=point.seed)
+        diff = {f.name for f in dataclasses.fields(got) if getattr(got, f.name) != getattr(want, f.name)}
+        assert diff - own <= {"weighting_kwargs"}, point.name
+        pref = "weights"  # linear's and CTWA's preference field: their (initial) weights
+        assert {**got.weighting_kwargs, pref: None} == {**want.weighting_kwargs, pref: None}
+        assert got.weighting_kwargs[pref] == point.preference
+    ctwa = lab_settings("ctwa", 12, "matched")
+    assert ctwa["weighting_kwargs"]["lambda_lr"] == pytest.approx(0.05 * 810 / 6)  # 12 steps = 6 batches
+    assert (
+        ctwa["weighting_kwargs"]["obj_targets"] == [1.0, 0.95, 0.95] and ctwa["advantage_estimator"] == "reinforce_pp"
+    )

@@ -4,6 +4,7 @@ and a sweep killed with SIGKILL mid-run and run again (nothing lost or repeated)
 import json
 import math
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -248,3 +249,49 @@ def test_the_readme_example_sweep_is_valid_and_shown_verbatim():
     body = path.read_text().splitlines()[1:]
     readme = (ROOT / "README.md").read_text()
     assert "\n".join(body) in readme
+
+
+def test_an_algorithm_may_start_from_its_own_recipe(tmp_path, tiny_model_dir):
+    """``algorithms.<label>.recipe``: the points of that algorithm are its recipe (estimator, kwargs, every field)
+    plus the sweep's overrides and axes; a recipe of other objectives or a missing one is one line."""
+    own = yaml.safe_load((ROOT / "recipes/tiny/ctwa.yaml").read_text())
+    own.update(model_name_or_path=tiny_model_dir, learning_rate=2e-4)
+    (tmp_path / "ctwa.yaml").write_text(yaml.safe_dump(own))
+    body = {"recipe": _recipe(tmp_path, tiny_model_dir), "output_dir": str(tmp_path / "out"), "seeds": [0]}
+    body["algorithms"] = {"linear": None, "ctwa": {"recipe": str(tmp_path / "ctwa.yaml")}}
+    body["preferences"] = [[0.5, 0.25, 0.25]]
+    body["overrides"] = {"max_steps": 3}
+    from mo_align.sweep.spec import point_recipe
+
+    sweep = load_sweep(_sweep(tmp_path, body))
+    points = {p.label: p for p in sweep.points}
+    ctwa, linear = point_recipe(sweep, points["ctwa"]), point_recipe(sweep, points["linear"])
+    assert ctwa["advantage_estimator"] == "reinforce_pp" and ctwa["learning_rate"] == 2e-4 and ctwa["max_steps"] == 3
+    assert ctwa["weighting_kwargs"] == {**own["weighting_kwargs"], "weights": [0.5, 0.25, 0.25]}
+    assert linear["advantage_estimator"] == "grpo" and linear["learning_rate"] == 5e-4
+    assert sweep.base_recipe(points["ctwa"])[0] == str(tmp_path / "ctwa.yaml")
+    other = {**own, "reward_funcs": ["accuracy", "conciseness"]}
+    (tmp_path / "two.yaml").write_text(yaml.safe_dump(other))
+    for recipe, says in (("two.yaml", "scores ['accuracy', 'conciseness']"), ("none.yaml", "no such recipe file")):
+        body["algorithms"]["ctwa"] = {"recipe": str(tmp_path / recipe)}
+        with pytest.raises(SweepError, match=r"algorithms\.ctwa\.recipe: .*" + re.escape(says)) as info:
+            load_sweep(_sweep(tmp_path, body))
+        assert "\n" not in str(info.value)
+
+
+def test_sweep_files_carry_no_weighting_hyperparameter_that_differs_from_the_recipes():
+    """A weighting kwarg written in a sweep file is the value of that weighting's recipe beside the base recipe (or
+    of its own ``recipe``): the recipes stay the one source of the hyperparameters."""
+    checked = 0
+    for path in sorted((ROOT / "sweeps").glob("*.yaml")):
+        raw = yaml.safe_load(path.read_text())
+        folder = (ROOT / raw["recipe"]).parent
+        algorithms = raw.get("algorithms") or {}
+        for label, spec in algorithms.items() if isinstance(algorithms, dict) else []:
+            spec = spec or {}
+            recipe = ROOT / spec["recipe"] if "recipe" in spec else folder / f"{spec.get('weighting', label)}.yaml"
+            kwargs = yaml.safe_load(recipe.read_text())["weighting_kwargs"]
+            for key, value in (spec.get("weighting_kwargs") or {}).items():
+                assert kwargs.get(key) == value, f"{path.name}: algorithms.{label}.{key} differs from {recipe}"
+                checked += 1
+    assert checked >= 1  # sweeps/tiny-front.yaml's CTWA cov_targets

@@ -1,15 +1,21 @@
 """Run the lab: warm start once, train every (algorithm, seed) in parallel worker processes, report.
 
 ``python -m mo_align.lab [--task tradeoff|easy] [--quick] [--algorithms linear ctwa ...] [--seeds 0 1 2]
-[--steps N] [--jobs 2] [--compact-share S] [--compact-accuracy A] [--sweep [SHARE ...]]``
+[--steps N] [--jobs 2] [--eta paper|matched] [--compact-share S] [--compact-accuracy A] [--sweep [SHARE ...]]
+[--print-protocol]``
 
-Every run uses the real ``MOGRPOTrainer`` on the warm-started model with the same budget: 8 prompts × 8 completions
-per step, ≤ 64 completion tokens, T = 1, lr 1e-4 constant, no KL (LAB_NOTES §5). Evaluation is *sampled* (T = 1,
+Every run uses the real ``MOGRPOTrainer`` on the warm-started model, built from its paper recipe
+(``recipes/qwen2.5-1.5b/<algo>.yaml``: weighting and its kwargs, estimator, KL β, clipping, loss, schedule, 2
+optimizer steps per generation batch) with only the fields of the lab's scaling rule changed
+(:mod:`mo_align.lab.scaling`: 8 prompts × 8 completions per optimizer step, ≤ 64 completion tokens, lr 1e-4,
+``--steps`` steps; printed before training, written into ``lab_result.json`` and ``interference.json``;
+``--print-protocol`` prints the paper-vs-lab table of ``docs/lab_protocol.md``). ``--eta matched`` scales each
+adaptive weighting's step size by the paper's weight updates over the lab's. Evaluation is *sampled* (T = 1,
 4 completions for each of the 256 held-out prompts) at step 0 and every ``eval_steps``; conciseness is evaluated
 against a fixed reference (the warm-started policy's sampled mean length) with the running-mean value logged beside
-it; TRL's eval loss is not computed (``mo_eval_loss=False``: it would sample 8 more completions per prompt). Each
-weighting runs with the paper recipe's hyperparameters; the task (``--task``, :mod:`mo_align.lab.task`), not the
-algorithms, is tuned for the lab. ``accuracy_only`` is the single-objective control (linear weights [1, 0, 0]).
+it; TRL's eval loss is not computed (``mo_eval_loss=False``: it would sample 8 more completions per prompt). The task
+(``--task``, :mod:`mo_align.lab.task`), not the algorithms, is tuned for the lab. ``accuracy_only`` is the
+single-objective control (the Linear recipe with weights [1, 0, 0]).
 ``--compact-share`` / ``--compact-accuracy`` replace the regime by the base mix plus the compact style G at that share
 / accuracy; ``--sweep`` runs the phase diagram over the share of G (:mod:`mo_align.lab.sweep`).
 
@@ -41,24 +47,18 @@ from mo_align.lab.evidence import (  # the lab's evidence API, also importable f
     lab_evidence,
     run_evidence,  # noqa: F401 (re-exported: the lab's evidence API)
 )
+from mo_align.lab.scaling import (
+    ALGORITHMS,
+    DEFAULT_ETA,
+    ETA_MODES,
+    LabRecipeError,
+    check_recipes,
+    lab_settings,
+)
 
 
-# The paper recipe's hyperparameters (recipes/qwen2.5-1.5b/<algo>.yaml), never tuned to the lab.
-LAB_WEIGHTINGS: dict[str, tuple[str, dict[str, Any]]] = {
-    "linear": ("linear", {"weights": [0.333, 0.333, 0.334]}),
-    "accuracy_only": ("linear", {"weights": [1.0, 0.0, 0.0]}),
-    "tchebycheff": ("tchebycheff", {"weights": [0.333, 0.333, 0.334], "ideal": "running_max"}),
-    "smooth_tchebycheff": ("smooth_tchebycheff", {"preference": [0.333, 0.333, 0.334], "omd_lr": 0.3}),
-    "lagrangian": ("lagrangian", {"primary": 0, "thresholds": [0.9, 0.9], "dual_lr": 0.01}),
-    "mgda": ("mgda", {}),
-    "upgrad": ("upgrad", {}),
-    "dualproj": ("dualproj", {}),
-    "cagrad": ("cagrad", {"c": 0.4}),
-    "gradnorm": ("gradnorm", {"alpha": 1.5, "lr": 0.025}),
-    "dynamic": ("dynamic", {"weights": [0.333, 0.333, 0.334], "regularization": 1e-5}),
-    "pama": ("pama", {}),
-    "ctwa": ("ctwa", {"weights": [0.333, 0.333, 0.334], "cov_targets": [0.15, 0.08, 0.08], "lambda_lr": 0.05}),
-}
+# every algorithm is its paper recipe (recipes/qwen2.5-1.5b/<algo>.yaml) changed only by the lab's scaling rule
+LAB_ALGORITHMS = list(ALGORITHMS)
 QUICK = ["linear", "ctwa"]
 # measured run time relative to linear on 2 cores (K + 1 or K backward passes per step), for scheduling only
 RELATIVE_COST = {"dynamic": 2.0, "mgda": 1.6, "gradnorm": 1.6}
@@ -81,46 +81,26 @@ def lab_datasets() -> tuple[Any, Any]:
     return rows(train), rows(held_out)
 
 
-def train_one(algo: str, seed: int, sft_dir: str, reference_length: float, out: str, steps: int, eval_steps: int):
-    """One lab run in this process (used by the worker subprocess)."""
+def train_one(
+    algo: str,
+    seed: int,
+    sft_dir: str,
+    reference_length: float,
+    out: str,
+    steps: int,
+    eval_steps: int,
+    eta: str = DEFAULT_ETA,
+):
+    """One lab run in this process (used by the worker subprocess): the algorithm's paper recipe under the lab's
+    scaling rule (:func:`mo_align.lab.scaling.lab_settings`)."""
     from mo_align.configs import MOGRPOConfig
+    from mo_align.lab.protocol import write_settings
     from mo_align.rewards import get_reward_funcs
     from mo_align.trainer import MOGRPOTrainer
 
-    name, kwargs = LAB_WEIGHTINGS[algo]
-    args = MOGRPOConfig(
-        output_dir=out,
-        run_name=f"{algo}-seed{seed}",
-        mo_run_label=algo,
-        seed=seed,
-        use_cpu=True,
-        bf16=False,
-        activation_checkpointing=False,
-        per_device_train_batch_size=64,
-        num_generations=8,
-        max_completion_length=64,
-        temperature=1.0,
-        learning_rate=1e-4,
-        lr_scheduler_type="constant",
-        max_steps=steps,
-        beta=0.0,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-        eval_strategy="steps",
-        eval_steps=eval_steps,
-        eval_on_start=True,
-        per_device_eval_batch_size=128,
-        mo_eval_temperature=1.0,
-        mo_eval_num_samples=4,
-        mo_eval_fixed_reference=True,
-        mo_eval_loss=False,
-        weighting=name,
-        weighting_kwargs=kwargs,
-        advantage_estimator="grpo",
-    )
+    settings = lab_settings(algo, steps, eta, output_dir=out, seed=seed, eval_steps=eval_steps)
+    write_settings(out, settings)
+    args = MOGRPOConfig(**settings)
     funcs = get_reward_funcs(
         ["accuracy", "conciseness", "clarity"],
         {
@@ -148,12 +128,13 @@ def _worker(argv: list[str]) -> None:
     p.add_argument("--steps", type=int, required=True)
     p.add_argument("--eval-steps", type=int, required=True)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--eta", choices=ETA_MODES, default=DEFAULT_ETA)
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
-    train_one(a.algo, a.seed, a.sft, a.reference_length, a.out, a.steps, a.eval_steps)
+    train_one(a.algo, a.seed, a.sft, a.reference_length, a.out, a.steps, a.eval_steps, a.eta)
 
 
-_WORKER_FLAGS = ("algo", "seed", "sft", "reference_length", "out", "steps", "eval_steps", "threads")
+_WORKER_FLAGS = ("algo", "seed", "sft", "reference_length", "out", "steps", "eval_steps", "threads", "eta")
 
 
 def _label(job: dict[str, Any]) -> str:
@@ -164,7 +145,7 @@ def _label(job: dict[str, Any]) -> str:
 
 def _launch(job: dict[str, Any], log_dir: str) -> tuple[str, float, int]:
     cmd = [sys.executable, "-m", "mo_align.lab", "worker"]
-    for key in _WORKER_FLAGS:
+    for key in (k for k in _WORKER_FLAGS if k in job):  # no "eta": the worker's default
         cmd += ["--" + key.replace("_", "-"), str(job[key])]
     env = {
         **os.environ,
@@ -219,6 +200,7 @@ def run_lab(
     task: str | None = None,
     regime: Any = None,
     sft_threads: int = 0,
+    eta: str = DEFAULT_ETA,
 ) -> dict[str, Any]:
     import torch
 
@@ -229,9 +211,10 @@ def run_lab(
         sys.stdout.write(f"[lab {time.strftime('%H:%M:%S')}] {msg}\n")
         sys.stdout.flush()
 
-    unknown = [a for a in algorithms if a not in LAB_WEIGHTINGS]
+    unknown = [a for a in algorithms if a not in LAB_ALGORITHMS]
     if unknown:
-        raise SystemExit(f"mo-align lab: unknown algorithm(s) {unknown}; choose from {list(LAB_WEIGHTINGS)}")
+        raise SystemExit(f"mo-align lab: unknown algorithm(s) {unknown}; choose from {list(LAB_ALGORITHMS)}")
+    scaling = lab_scaling(algorithms, steps, eta, eval_steps, say)  # every recipe read before the warm start
     t0 = time.time()
     sft_threads = sft_threads if sft_threads > 0 else warm_start_threads()
     torch.set_num_threads(sft_threads)
@@ -247,7 +230,7 @@ def run_lab(
     os.makedirs(logs, exist_ok=True)
     threads = 1 if jobs > 1 else max(1, os.cpu_count() or 1)
     shared = {"sft": sft_dir, "reference_length": meta["reference_length"], "steps": steps, "eval_steps": eval_steps}
-    shared["threads"] = threads
+    shared.update(threads=threads, eta=eta)
     todo = [
         {"algo": a, "seed": s, **shared, "out": os.path.join(out_root, f"{a}-seed{s}")}
         for s in seeds
@@ -255,12 +238,30 @@ def run_lab(
     ]
     say(f"{len(todo)} runs, {jobs} at a time, {steps} steps each")
     done, seconds = _run_jobs(todo, jobs, logs, say)
-    result = _write_results(done, seconds, out_root, {"task": task, "regime": regime.key(), "steps": steps}, meta)
+    setting = {"task": task, "regime": regime.key(), "steps": steps, "lab_scaling": scaling}
+    result = _write_results(done, seconds, out_root, setting, meta)
     say(f"total {time.time() - t0:.0f} s; report: {os.path.join(out_root, 'report', 'report.md')}")
     with open(os.path.join(out_root, "lab_result.json"), "w") as f:
-        record = {"seconds": time.time() - t0, "failed": [o for o, rc in done if rc], "sft": meta, "task": task}
-        json.dump({**record, "run_seconds": {os.path.basename(o): v for o, v in seconds.items()}}, f, indent=1)
+        summary = {"seconds": time.time() - t0, "failed": [o for o, rc in done if rc], "sft": meta, "task": task}
+        summary.update(run_seconds={os.path.basename(o): v for o, v in seconds.items()}, lab_scaling=scaling)
+        json.dump(summary, f, indent=1)
     return result
+
+
+def lab_scaling(algorithms: list[str], steps: int, eta: str, eval_steps: int | None, say: Any = None) -> dict:
+    """The scaling rule of these runs as JSON (:func:`mo_align.lab.protocol.record`), each of its lines passed to
+    ``say`` (:func:`mo_align.lab.protocol.describe`); a missing or unreadable paper recipe stops the lab in one
+    line."""
+    from mo_align.lab.protocol import describe, record
+
+    try:
+        check_recipes(algorithms, steps, eta)
+        rule = record(algorithms, steps, eta, eval_steps)
+    except LabRecipeError as exc:
+        raise SystemExit(str(exc)) from None
+    for line in describe(algorithms, steps, eta, eval_steps) if say is not None else []:
+        say(line)
+    return rule
 
 
 def _write_results(done: list, seconds: dict, out_root: str, setting: dict[str, Any], meta: dict) -> dict[str, Any]:
@@ -302,7 +303,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SHARE",
         help="phase diagram over these G shares (default 0.02 0.05 0.1 0.2; make lab-sweep)",
     )
-    p.add_argument("--algorithms", nargs="+", default=None, help=f"subset of {list(LAB_WEIGHTINGS)}")
+    p.add_argument("--algorithms", nargs="+", default=None, help=f"subset of {list(LAB_ALGORITHMS)}")
     p.add_argument("--seeds", nargs="+", type=int, default=None)
     p.add_argument("--steps", type=int, default=None, help="GRPO steps per run")
     p.add_argument("--eval-steps", type=int, default=None, help="evaluate every N steps (default 25)")
@@ -314,6 +315,13 @@ def _parser() -> argparse.ArgumentParser:
         default=0,
         help="warm-start threads (default 0 = every core, or 1 on a busy machine)",
     )
+    p.add_argument(
+        "--eta",
+        choices=ETA_MODES,
+        default=DEFAULT_ETA,
+        help="adaptive step sizes: 'paper' (the recipes', default) or 'matched' (× paper / lab weight updates)",
+    )
+    p.add_argument("--print-protocol", action="store_true", help="print the paper-vs-lab table (docs/lab_protocol.md)")
     p.add_argument("--out", default=None)
     p.add_argument("--cache", default=os.path.join("outputs", "lab-cache"), help="warm-start cache directory")
     return p
@@ -351,12 +359,13 @@ def _sweep(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
         shares = check_shares(a.sweep or DEFAULT_SHARES)
     except ValueError as exc:
         p.error(f"--sweep: {exc}")
-    unknown = [x for x in a.algorithms or [] if x not in LAB_WEIGHTINGS]
+    unknown = [x for x in a.algorithms or [] if x not in LAB_ALGORITHMS]
     if unknown:
-        p.error(f"--algorithms: unknown {unknown}; choose from {list(LAB_WEIGHTINGS)}")
+        p.error(f"--algorithms: unknown {unknown}; choose from {list(LAB_ALGORITHMS)}")
     algorithms, seeds = a.algorithms or list(SWEEP_ALGORITHMS), a.seeds or [0, 1, 2]
     out = a.out or os.path.join("outputs", "lab-sweep")
-    run_sweep(shares, algorithms, seeds, a.steps or 50, a.eval_steps or 25, out, a.jobs, a.sft_steps, a.cache)
+    steps, eval_steps = a.steps or 50, a.eval_steps or 25
+    run_sweep(shares, algorithms, seeds, steps, eval_steps, out, a.jobs, a.sft_steps, a.cache, eta=a.eta)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -366,20 +375,27 @@ def main(argv: list[str] | None = None) -> None:
         return
     p = _parser()
     a = p.parse_args(argv)
+    if a.print_protocol:
+        from mo_align.lab.protocol import protocol_markdown
+
+        sys.stdout.write(protocol_markdown())
+        return
     if a.jobs < 1:
         p.error(f"--jobs must be >= 1, got {a.jobs}")
     if a.sweep is not None:
         _sweep(p, a)
         return
     task, regime = _regime(p, a)
-    algorithms = a.algorithms or (QUICK if a.quick else list(LAB_WEIGHTINGS))
+    algorithms = a.algorithms or (QUICK if a.quick else list(LAB_ALGORITHMS))
     seeds = a.seeds or ([0] if a.quick else [0, 1, 2])
     steps = a.steps or (75 if a.quick else 50)
     out = a.out or os.path.join("outputs", "lab-quick" if a.quick else "lab")
     eval_steps = a.eval_steps or 25
     # one warm start per regime, shared by make lab, make demo and the sweep (the regime sets its length)
     cache, threads = a.cache, a.sft_threads
-    result = run_lab(algorithms, seeds, steps, eval_steps, out, a.jobs, a.sft_steps, cache, task, regime, threads)
+    result = run_lab(
+        algorithms, seeds, steps, eval_steps, out, a.jobs, a.sft_steps, cache, task, regime, threads, eta=a.eta
+    )
     from mo_align.lab.demo import demo_extras
 
     lines = demo_extras([r["output_dir"] for r in result["runs"].values()], out, figure=a.quick)

@@ -34,6 +34,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from mo_align.lab.evidence import EVAL_SCORES_FILE
+from mo_align.lab.protocol import same_settings
+from mo_align.lab.scaling import DEFAULT_ETA, lab_settings
 
 
 DEFAULT_SHARES = (0.02, 0.05, 0.10, 0.20)  # the README's diagram; add 0.35 for the far end (SHARES=...)
@@ -105,7 +107,8 @@ def warm_starts(shares: list[float], cache: str, sft_steps: int | None, jobs: in
 def finished(job: dict[str, Any]) -> bool:
     """Whether ``job["out"]`` already holds this run's finished results (the sweep resumes): its per-prompt scores
     and a summary whose recorded worker command has the same algorithm, seed, warm start (``sft-<key>``, the cache
-    key of the regime and recipe), reference length, steps and eval interval."""
+    key of the regime and recipe), reference length, steps and eval interval, and whose recorded settings
+    (``lab_settings.json``) are those the recipes and the scaling rule give now."""
     import itertools
     import shlex
 
@@ -117,7 +120,11 @@ def finished(job: dict[str, Any]) -> bool:
     flags = dict(itertools.pairwise(argv))  # each token -> the next: every "--flag" -> its value
     want = {key: str(job[key]) for key in ("algo", "seed", "reference_length", "steps", "eval_steps")}
     same = all(flags.get("--" + key.replace("_", "-")) == value for key, value in want.items())
-    return same and os.path.basename(flags.get("--sft", "")) == os.path.basename(job["sft"])
+    same = same and os.path.basename(flags.get("--sft", "")) == os.path.basename(job["sft"])
+    eta = job.get("eta", DEFAULT_ETA)
+    run = {"output_dir": job["out"], "seed": job["seed"], "eval_steps": job["eval_steps"]}
+    settings = lab_settings(job["algo"], job["steps"], eta, **run)
+    return same and same_settings(job["out"], settings)  # recipes, scaling rule and --eta as they are now
 
 
 def run_sweep(
@@ -130,9 +137,10 @@ def run_sweep(
     jobs: int,
     sft_steps: int | None = None,
     cache: str = os.path.join("outputs", "lab-cache"),
+    eta: str = DEFAULT_ETA,
 ) -> dict[str, Any]:
     """Warm starts, every run through the lab's worker pool, the per-share reports, then the sweep's table and plot."""
-    from mo_align.lab.run import _run_jobs, _write_results
+    from mo_align.lab.run import _run_jobs, _write_results, lab_scaling
 
     def say(msg: str) -> None:
         sys.stdout.write(f"[lab-sweep {time.strftime('%H:%M:%S')}] {msg}\n")
@@ -141,6 +149,7 @@ def run_sweep(
     shares = check_shares(shares)
     t0 = time.time()
     say(f"G shares {shares}; algorithms {list(algorithms)}; seeds {list(seeds)}; {steps} steps; {jobs} at a time")
+    scaling = lab_scaling(list(algorithms), steps, eta, eval_steps, say)  # every recipe read before warm starts
     starts = warm_starts(shares, cache, sft_steps, jobs, say)
     t_warm = time.time() - t0
     logs = os.path.join(out_root, "logs")
@@ -153,7 +162,8 @@ def run_sweep(
             for algo in algorithms:
                 out = os.path.join(share_dir(out_root, share), f"{algo}-seed{seed}")
                 label = f"share-{share:g}/{algo}-seed{seed}"  # the run names repeat across shares
-                todo.append({"algo": algo, "seed": seed, **shared, "threads": threads, "out": out, "label": label})
+                job = {"algo": algo, "seed": seed, **shared, "threads": threads, "eta": eta, "out": out}
+                todo.append({**job, "label": label})
     reused = [job for job in todo if finished(job)]
     todo = [job for job in todo if job not in reused]
     say(f"warm starts ready in {t_warm:.0f} s; {len(todo)} runs, {jobs} at a time ({len(reused)} already finished)")
@@ -163,7 +173,7 @@ def run_sweep(
     for share in shares:
         prefix = share_dir(out_root, share) + os.sep
         mine = [(o, rc) for o, rc in done if o.startswith(prefix)]
-        setting = {"task": f"compact-{share:g}", "share": share, "steps": steps}
+        setting = {"task": f"compact-{share:g}", "share": share, "steps": steps, "lab_scaling": scaling}
         setting["reference_length"] = starts[share][1]["reference_length"]
         sys.stdout.write(f"\n== G share {share:g} ==")
         _write_results(mine, seconds, share_dir(out_root, share), setting, starts[share][1])

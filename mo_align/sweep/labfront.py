@@ -4,12 +4,15 @@ single-objective runs — on the lab's task, with hypervolumes and run times.
 ``python -m mo_align.sweep.labfront [--task tradeoff] [--steps 50] [--seeds 0] [--jobs 2] [--algorithms ...]``
 
 Everything goes through the user-facing commands: the warm start of the lab (cached, :mod:`mo_align.lab.sft`), the
-lab's data written as a local dataset (``train.jsonl``, ``test.jsonl``), a base recipe with the lab's training and
-evaluation settings (those of ``mo_align.lab.run.train_one``: 8 prompts × 8 completions per step, lr 1e-4, no KL,
-sampled evaluation at T = 1 with 4 samples per held-out prompt, conciseness against the warm-started policy's
-length), a sweep file run by ``mo-align sweep`` (:mod:`mo_align.sweep`), ``mo-align soup`` over the three
+lab's data written as a local dataset (``train.jsonl``, ``test.jsonl``), one recipe per algorithm with exactly the
+settings of a lab run (:func:`mo_align.lab.scaling.lab_settings`: the paper recipe under the lab's scaling rule, with
+``--eta``; sampled evaluation at T = 1 with 4 samples per held-out prompt, conciseness against the warm-started
+policy's length) plus checkpoints for the sweep's resume, a sweep file run by ``mo-align sweep``
+(:mod:`mo_align.sweep`; each algorithm on its own recipe), ``mo-align soup`` over the three
 single-objective Linear runs (the simplex corners) and ``mo-align report`` with its fronts section. Writes
 ``OUT/front.md`` (the table below the README's figure) and ``OUT/report/fronts.png``.
+
+The lab's scaling rule is printed first and written to ``OUT/lab_scaling.json``.
 
 Preference points (kept few to fit 30 minutes on 2 cores): Linear at the three corners and at two interior points,
 CTWA and UPGrad (``pref_vector``) at the two interior points; the soup at every point of the simplex grid with 2
@@ -28,11 +31,14 @@ from typing import Any
 
 import yaml
 
+from mo_align.lab.scaling import DEFAULT_ETA, ETA_MODES
+
 
 CORNERS = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
 INTERIOR = [[0.5, 0.25, 0.25], [0.334, 0.333, 0.333]]
 ALGORITHMS = ("linear", "ctwa", "upgrad", "soup")
-CTWA_KWARGS = {"cov_targets": [0.15, 0.08, 0.08], "lambda_lr": 0.05}  # the paper recipe's, as the lab
+# the sweep's own settings (resume and evaluation schedule), beside the lab's: no hyperparameter among them
+SWEEP_HARNESS = ("output_dir", "eval_steps", "save_strategy", "save_steps", "save_total_limit")
 
 
 def _say(message: str) -> None:
@@ -54,50 +60,30 @@ def write_data(out: str, eval_prompts: int | None) -> str:
     return data
 
 
-def base_recipe(sft_dir: str, data: str, reference_length: float, steps: int) -> dict[str, Any]:
-    """The lab's run settings (``mo_align.lab.run.train_one``) as a recipe."""
-    return {
+def lab_recipe(algorithm: str, sft_dir: str, data: str, reference_length: float, steps: int, eta: str) -> dict:
+    """A lab run's settings (:func:`mo_align.lab.scaling.lab_settings`) as a recipe on the lab's model and data,
+    evaluated at the start and the end, checkpointed at half-way (a killed sweep resumes)."""
+    from mo_align.lab.scaling import lab_settings, paper_recipe
+
+    paper = paper_recipe(algorithm)
+    settings = lab_settings(algorithm, steps, eta, output_dir=os.path.join(data, "unused"), eval_steps=steps)
+    for key in ("seed", "run_name", "mo_run_label"):  # the sweep sets them per point
+        settings.pop(key)
+    task = {
         "model_name_or_path": sft_dir,
         "dtype": "float32",
         "dataset_path": data,
+        "dataset_train_split": paper["dataset_train_split"],
         "eval_split": "test",
-        "reward_funcs": ["accuracy", "conciseness", "clarity"],
+        "reward_funcs": paper["reward_funcs"],
         "reward_kwargs": {
             "accuracy": {"mode": "reference"},
             "conciseness": {"eval_reference_length": reference_length},
             "clarity": {"strict": True},
         },
-        "weighting": "linear",
-        "weighting_kwargs": {"weights": [0.334, 0.333, 0.333]},
-        "advantage_estimator": "grpo",
-        "output_dir": os.path.join(data, "unused"),
-        "use_cpu": True,
-        "bf16": False,
-        "activation_checkpointing": False,
-        "per_device_train_batch_size": 64,
-        "num_generations": 8,
-        "max_completion_length": 64,
-        "temperature": 1.0,
-        "learning_rate": 1e-4,
-        "lr_scheduler_type": "constant",
-        "max_steps": steps,
-        "beta": 0.0,
-        "logging_steps": 1,
-        "save_strategy": "steps",
-        "save_steps": max(1, steps // 2),
-        "save_total_limit": 1,
-        "report_to": "none",
-        "disable_tqdm": True,
-        "dataloader_num_workers": 0,
-        "eval_strategy": "steps",
-        "eval_steps": steps,
-        "eval_on_start": True,
-        "per_device_eval_batch_size": 128,
-        "mo_eval_temperature": 1.0,
-        "mo_eval_num_samples": 4,
-        "mo_eval_fixed_reference": True,
-        "mo_eval_loss": False,
     }
+    harness = {"save_strategy": "steps", "save_steps": max(1, steps // 2), "save_total_limit": 1}
+    return {**task, **settings, **harness}
 
 
 def check_algorithms(algorithms: Sequence[str]) -> None:
@@ -120,16 +106,40 @@ def check_algorithms(algorithms: Sequence[str]) -> None:
             ) from None
 
 
-def _points(algorithms: Sequence[str]) -> dict[str, Any]:
-    """Per algorithm of the sweep: its own preference axis (CTWA, UPGrad: interior points only)."""
+def _points(algorithms: Sequence[str], recipes: dict[str, str]) -> dict[str, Any]:
+    """Per algorithm of the sweep: its own lab recipe and preference axis (CTWA, UPGrad: interior points only)."""
     algos: dict[str, Any] = {}
     if "linear" in algorithms or "soup" in algorithms:
         algos["linear"] = {"preferences": CORNERS + INTERIOR if "linear" in algorithms else CORNERS}
-    if "ctwa" in algorithms:
-        algos["ctwa"] = {"weighting_kwargs": CTWA_KWARGS, "preferences": INTERIOR}
-    if "upgrad" in algorithms:
-        algos["upgrad"] = {"preferences": INTERIOR}
+    for name in ("ctwa", "upgrad"):
+        if name in algorithms:
+            algos[name] = {"recipe": recipes[name], "preferences": INTERIOR}
     return algos
+
+
+def write_recipes(out: str, algorithms: Sequence[str], sft_dir: str, data: str, meta: dict, args: Any) -> dict:
+    """``OUT/recipes/<algorithm>.yaml`` for Linear (the sweep's base recipe) and each other algorithm swept."""
+    folder = os.path.join(out, "recipes")
+    os.makedirs(folder, exist_ok=True)
+    recipes = {}
+    for name in ["linear", *(a for a in algorithms if a not in ("linear", "soup"))]:
+        recipes[name] = os.path.join(folder, f"{name}.yaml")
+        body = lab_recipe(name, sft_dir, data, meta["reference_length"], args.steps, args.eta)
+        with open(recipes[name], "w") as f:
+            yaml.safe_dump(body, f, sort_keys=False)
+    return recipes
+
+
+def write_sweep_file(args: Any, sft_dir: str, data: str, meta: dict) -> str:
+    """``OUT/recipes/*.yaml`` (:func:`write_recipes`) and ``OUT/sweep.yaml`` on them; returns the sweep file."""
+    recipes = write_recipes(args.out, args.algorithms, sft_dir, data, meta, args)
+    body = {"recipe": recipes["linear"], "output_dir": os.path.join(args.out, "runs")}
+    body["algorithms"] = _points(args.algorithms, recipes)
+    body.update(seeds=list(args.seeds), accelerate_config="cpu")
+    path = os.path.join(args.out, "sweep.yaml")
+    with open(path, "w") as f:
+        yaml.safe_dump(body, f, sort_keys=False)
+    return path
 
 
 def front_table(result: dict[str, Any], seconds: dict[str, float]) -> str:
@@ -162,7 +172,7 @@ def _run_seconds(sweep: Any) -> dict[str, float]:
 def run_lab_front(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from mo_align.lab.run import warm_start_threads
+    from mo_align.lab.run import lab_scaling, warm_start_threads
     from mo_align.lab.sft import warm_start
     from mo_align.lab.task import get_regime
     from mo_align.runs.report import write_report
@@ -174,21 +184,18 @@ def run_lab_front(args: argparse.Namespace) -> dict[str, Any]:
 
     t0 = time.time()
     check_algorithms(args.algorithms)
+    swept = ["linear", *(a for a in args.algorithms if a not in ("linear", "soup"))]
+    scaling = lab_scaling(swept, args.steps, args.eta, args.steps, _say)  # every recipe read before the warm start
     os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "lab_scaling.json"), "w") as f:
+        json.dump(scaling, f, indent=1)
     regime = get_regime(args.task)
     steps = args.sft_steps or regime.warm_start_steps
     torch.set_num_threads(warm_start_threads())  # as the lab: 1 thread on a busy machine (LAB_NOTES §3)
     sft_dir, meta = warm_start(args.cache, steps=steps, log=_say, regime=regime, task=args.task)
     _say(f"warm start {sft_dir} ({meta['parameters']:,} parameters, reference length {meta['reference_length']:.1f})")
     data = write_data(args.out, args.eval_prompts)
-    recipe = os.path.join(args.out, "base.yaml")
-    with open(recipe, "w") as f:
-        yaml.safe_dump(base_recipe(sft_dir, data, meta["reference_length"], args.steps), f, sort_keys=False)
-    body = {"recipe": recipe, "output_dir": os.path.join(args.out, "runs"), "algorithms": _points(args.algorithms)}
-    body.update(seeds=list(args.seeds), accelerate_config="cpu")
-    with open(os.path.join(args.out, "sweep.yaml"), "w") as f:
-        yaml.safe_dump(body, f, sort_keys=False)
-    sweep = load_sweep(os.path.join(args.out, "sweep.yaml"))
+    sweep = load_sweep(write_sweep_file(args, sft_dir, data, meta))
     results = run_sweep(sweep, args.jobs, say=_say)
     dirs = [sweep.point_dir(p) for p in sweep.points if results[p.name]["rc"] == 0]
     seconds = _run_seconds(sweep)
@@ -208,7 +215,7 @@ def run_lab_front(args: argparse.Namespace) -> dict[str, Any]:
     table = front_table(result, seconds)
     total = time.time() - t0
     stamp = time.strftime("%Y-%m-%d")
-    setting = f"task {args.task}, {args.steps} steps, seeds {list(args.seeds)}, {args.jobs} jobs"
+    setting = f"task {args.task}, {args.steps} steps, --eta {args.eta}, seeds {list(args.seeds)}, {args.jobs} jobs"
     head = f"`make lab-front` ({stamp}, {setting}): {total:.0f} s in all"
     with open(os.path.join(args.out, "front.md"), "w") as f:
         f.write(head + "\n\n" + table + "\n")
@@ -228,6 +235,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--cache", default=os.path.join("outputs", "lab-cache"), help="the lab's warm-start cache")
     p.add_argument("--sft-steps", type=int, default=None, help="warm-start steps (default: the task's)")
     p.add_argument("--eval-prompts", type=int, default=None, help="held-out prompts evaluated (default: all)")
+    p.add_argument("--eta", choices=ETA_MODES, default=DEFAULT_ETA, help="adaptive step sizes, as the lab's --eta")
     run_lab_front(p.parse_args(argv))
 
 

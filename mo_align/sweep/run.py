@@ -59,7 +59,8 @@ def write_recipe(sweep: Sweep, point: Point) -> str:
     run_dir = sweep.point_dir(point)
     os.makedirs(run_dir, exist_ok=True)
     path = os.path.join(run_dir, RECIPE_FILE)
-    header = f"# point {point.name} of the sweep {sweep.path} (base recipe {sweep.recipe_path}); written by mo-align sweep\n"
+    base = sweep.base_recipe(point)[0]
+    header = f"# point {point.name} of the sweep {sweep.path} (base recipe {base}); written by mo-align sweep\n"
     with open(path + ".tmp", "w", encoding="utf-8") as f:
         f.write(header)
         yaml.safe_dump(point_recipe(sweep, point), f, sort_keys=False)

@@ -6,8 +6,9 @@ A sweep file is a YAML mapping with these keys (anything else is an error naming
     output_dir: outputs/sweeps/tiny       # where the points' output_dirs go (required)
     preferences: {grid: 2}                # N steps per simplex edge, or {dirichlet: {n: M, seed: S, alpha: 1.0}},
                                           # or an explicit list of K-vectors; omitted: no preference axis
-    algorithms: [linear, ctwa]            # weighting names, or label -> {weighting, weighting_kwargs, preferences}
-                                          # (an algorithm's own `preferences`: false, or its own grid / list)
+    algorithms: [linear, ctwa]            # weighting names, or label -> {weighting, weighting_kwargs, preferences,
+                                          # recipe} (an algorithm's own `preferences`: false, or its own grid /
+                                          # list; its own base `recipe`, e.g. recipes/tiny/ctwa.yaml)
     seeds: [0, 1]                         # default: the recipe's seed
     set: {learning_rate: [5.0e-4, 1.0e-3]}  # any recipe field -> the values it takes (an axis each)
     overrides: {save_strategy: steps, save_steps: 2}  # fixed recipe values for every point (not an axis)
@@ -38,7 +39,7 @@ import yaml
 
 
 KEYS = ("recipe", "output_dir", "preferences", "algorithms", "seeds", "set", "overrides", "accelerate_config")
-ALGORITHM_KEYS = ("weighting", "weighting_kwargs", "preferences")
+ALGORITHM_KEYS = ("weighting", "weighting_kwargs", "preferences", "recipe")
 PREFERENCE_FIELDS = ("preference", "pref_vector", "weights")  # the first one a weighting accepts
 RESERVED = {
     "output_dir": "the sweep's output_dir places every point",
@@ -79,6 +80,11 @@ class Sweep:
     overrides: dict[str, Any]
     accelerate_config: str
     notes: list[str] = field(default_factory=list)
+    algorithm_recipes: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)  # label -> (path, recipe)
+
+    def base_recipe(self, point: Point) -> tuple[str, dict[str, Any]]:
+        """(path, recipe) a point starts from: its algorithm's own ``recipe``, else the sweep's."""
+        return self.algorithm_recipes.get(point.label, (self.recipe_path, self.recipe))
 
     def point_dir(self, point: Point) -> str:
         return os.path.join(self.output_dir, point.name)
@@ -136,8 +142,23 @@ def _preferences(raw: Any, k: int, path: str) -> list[list[float]] | None:
     return dirichlet_points(k, spec["n"], int(spec.get("seed", 0)), float(alpha))
 
 
+def _own_recipe(spec: dict[str, Any], recipe: dict[str, Any], path: str, where: str) -> tuple[str, dict] | None:
+    """An algorithm's own base recipe (``recipe: FILE``), read and checked to score the sweep's objectives."""
+    own = spec.get("recipe")
+    if own is None:
+        return None
+    if not isinstance(own, str) or not os.path.isfile(own):
+        raise _fail(path, f"{where}.recipe", f"{own!r}: no such recipe file")
+    body = _read(own)
+    if not isinstance(body, dict) or body.get("reward_funcs") != recipe.get("reward_funcs"):
+        got = body.get("reward_funcs") if isinstance(body, dict) else None
+        raise _fail(path, f"{where}.recipe", f"{own} scores {got}, the sweep's recipe {recipe.get('reward_funcs')}")
+    return own, body
+
+
 def _algorithms(raw: Any, recipe: dict[str, Any], path: str) -> dict[str, dict[str, Any]]:
-    """label -> {"weighting", "weighting_kwargs", "preferences"}; the recipe's own weighting keeps its kwargs."""
+    """label -> {"weighting", "weighting_kwargs", "preferences", "recipe"}; an algorithm whose weighting is its base
+    recipe's (the sweep's, or its own ``recipe``) keeps that recipe's kwargs."""
     if raw is None:
         raw = [recipe.get("weighting", "linear")]
     if isinstance(raw, list):
@@ -150,18 +171,20 @@ def _algorithms(raw: Any, recipe: dict[str, Any], path: str) -> dict[str, dict[s
         if not isinstance(spec, dict) or set(spec) - set(ALGORITHM_KEYS):
             bad = sorted(set(spec) - set(ALGORITHM_KEYS)) if isinstance(spec, dict) else spec
             raise _fail(path, f"algorithms.{label}", f"unknown key(s) {bad}; keys: {', '.join(ALGORITHM_KEYS)}")
-        name = spec.get("weighting", label)
-        base = dict(recipe.get("weighting_kwargs") or {}) if name == recipe.get("weighting") else {}
+        own = _own_recipe(spec, recipe, path, f"algorithms.{label}")
+        base_recipe = recipe if own is None else own[1]
+        name = spec.get("weighting", label if own is None else base_recipe.get("weighting", label))
+        base = dict(base_recipe.get("weighting_kwargs") or {}) if name == base_recipe.get("weighting") else {}
         kwargs = spec.get("weighting_kwargs") or {}
         if not isinstance(kwargs, dict):
             raise _fail(path, f"algorithms.{label}.weighting_kwargs", "expected a mapping")
-        out[str(label)] = {"weighting": name, "weighting_kwargs": {**base, **kwargs}}
-        own = spec.get("preferences", True)
-        if own is None:
+        out[str(label)] = {"weighting": name, "weighting_kwargs": {**base, **kwargs}, "recipe": own}
+        own_prefs = spec.get("preferences", True)
+        if own_prefs is None:
             raise _fail(
                 path, f"algorithms.{label}.preferences", "true, false, or this algorithm's own preference axis"
             )
-        out[str(label)]["preferences"] = own
+        out[str(label)]["preferences"] = own_prefs
     return out
 
 
@@ -246,6 +269,8 @@ def _expand(sweep: Sweep, raw: dict[str, Any], k: int) -> None:
     combos = [dict(zip(axes, values)) for values in itertools.product(*axes.values())]
     for label, algo in _algorithms(raw.get("algorithms"), sweep.recipe, path).items():
         where = f"algorithms.{label}"
+        if algo["recipe"] is not None:
+            sweep.algorithm_recipes[label] = algo["recipe"]
         try:
             get_weighting(algo["weighting"], k, **algo["weighting_kwargs"])
         except (TypeError, ValueError) as exc:
@@ -271,8 +296,9 @@ def _expand(sweep: Sweep, raw: dict[str, Any], k: int) -> None:
 
 
 def point_recipe(sweep: Sweep, point: Point) -> dict[str, Any]:
-    """The point's whole recipe: the base recipe, the overrides, the point's values, its name and place."""
-    recipe = {**sweep.recipe, **sweep.overrides, **point.values}
+    """The point's whole recipe: its base recipe (its algorithm's own, else the sweep's), the overrides, the point's
+    values, its name and place."""
+    recipe = {**sweep.base_recipe(point)[1], **sweep.overrides, **point.values}
     recipe.update(
         output_dir=sweep.point_dir(point),
         run_name=point.name,
