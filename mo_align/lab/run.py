@@ -9,23 +9,18 @@ Every run uses the real ``MOGRPOTrainer`` on the warm-started model, built from 
 optimizer steps per generation batch) with only the fields of the lab's scaling rule changed
 (:mod:`mo_align.lab.scaling`: 8 prompts × 8 completions per optimizer step, ≤ 64 completion tokens, lr 1e-4,
 ``--steps`` steps; printed before training, written into ``lab_result.json`` and ``interference.json``;
-``--print-protocol`` prints the paper-vs-lab table of ``docs/lab_protocol.md``). ``--eta matched`` scales each
-adaptive weighting's step size by the paper's weight updates over the lab's. Evaluation is *sampled* (T = 1,
-4 completions for each of the 256 held-out prompts) at step 0 and every ``eval_steps``; conciseness is evaluated
-against a fixed reference (the warm-started policy's sampled mean length) with the running-mean value logged beside
-it; TRL's eval loss is not computed (``mo_eval_loss=False``: it would sample 8 more completions per prompt). The task
-(``--task``, :mod:`mo_align.lab.task`), not the algorithms, is tuned for the lab. ``accuracy_only`` is the
-single-objective control (the Linear recipe with weights [1, 0, 0]).
-``--compact-share`` / ``--compact-accuracy`` replace the regime by the base mix plus the compact style G at that share
-/ accuracy; ``--sweep`` runs the phase diagram over the share of G (:mod:`mo_align.lab.sweep`).
+``--print-protocol``: the paper-vs-lab table). ``--eta matched`` scales each adaptive weighting's step size by the
+paper's weight updates over the lab's. Evaluation is *sampled* (T = 1, 4 completions for each of the 256 held-out
+prompts) at step 0 and every ``eval_steps``, conciseness against a fixed reference (the warm start's sampled mean
+length), no eval loss. The task (``--task``, :mod:`mo_align.lab.task`), not the algorithms, is tuned for the lab. ``accuracy_only`` is the control (the Linear recipe with weights [1, 0, 0]).
+``--compact-share`` / ``--compact-accuracy`` set G's share / accuracy; ``--sweep``: :mod:`mo_align.lab.sweep`.
 
 Evidence (:mod:`mo_align.lab.evidence`, :mod:`mo_align.runs.report.seeds`): each worker keeps the per-prompt scores
 of every evaluation (``lab_eval_scores.json``, from the trainer's ``mo_eval_samples``). The lab prints the seed-level
 tables — each algorithm's Δ against the warm start's baseline (the mean of every run's step-0 evaluation) and its
 paired difference with linear at the same seed, t intervals over seeds, Holm-adjusted per table — where an algorithm
 *interferes* when the fixed scalar (the linear recipe's weights, for every algorithm) rose and an objective fell, both
-by those intervals; then per run the Δ with its prompt-bootstrap CI (evaluation noise only);
-``interference.json`` holds the numbers.
+by those intervals; then per run the Δ with its prompt-bootstrap CI (evaluation noise only); ``interference.json``.
 """
 
 from __future__ import annotations
@@ -54,6 +49,7 @@ from mo_align.lab.scaling import (
     LabRecipeError,
     check_recipes,
     lab_settings,
+    paper_recipe,
 )
 
 
@@ -273,7 +269,7 @@ def _write_results(done: list, seconds: dict, out_root: str, setting: dict[str, 
     ok = [out for out, rc in done if rc == 0]
     if not ok:
         raise SystemExit("mo-align lab: every run failed; see " + os.path.join(out_root, "logs"))
-    preference = LAB_WEIGHTINGS["linear"][1]["weights"]  # one fixed scalar for every algorithm
+    preference = paper_recipe("linear")["weighting_kwargs"]["weights"]  # one fixed scalar for every algorithm
     result = write_report(load_runs(ok), os.path.join(out_root, "report"), preference=preference)
     sys.stdout.write("\n" + format_console_table(result, per_run=False) + "\n")  # per run: the evidence table
     evidence = lab_evidence(ok, preference)
