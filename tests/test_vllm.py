@@ -541,7 +541,7 @@ def test_vllm_sync_follows_the_trained_policy(vllm_server, tmp_path):
 
 
 def test_vllm_cli_flags(vllm_server, tmp_path):
-    """The README's command: the tiny recipe, switched to server mode by flags only."""
+    """docs/vllm.md's command: the tiny recipe, switched to server mode by flags only."""
     cmd = [
         sys.executable,
         "-m",
