@@ -31,6 +31,8 @@ from typing import Any
 
 import pytest
 
+from mo_align.process_group import run_group
+
 
 pytestmark = pytest.mark.distributed
 
@@ -105,7 +107,8 @@ def _run_worker(
     cmd = [*launcher, str(WORKER), model_dir, str(prefix), mode, *extra]
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, cwd=REPO_ROOT, env=_env(), capture_output=True, text=True, timeout=timeout)
+        # the launcher and its ranks in one process group: a timeout stops every rank, none is left with PPID 1
+        proc = run_group(cmd, timeout, cwd=REPO_ROOT, env=_env(), capture_output=True, text=True)
     except subprocess.TimeoutExpired as exc:
         pytest.fail(
             f"{mode} worker timed out after {timeout} s\n--- stdout ---\n{_tail(exc.stdout)}\n"
@@ -311,13 +314,13 @@ def test_zero3_two_ranks_partitioned_and_saved(tmp_path: Path, tiny_model_dir: s
     # The saved full model loads in a fresh process without DeepSpeed, equals the trained weights, != initial.
     saved = reports[0]["zero3"]["saved_dir"]
     assert Path(saved, "model.safetensors").is_file(), f"no model.safetensors in {saved}: {os.listdir(saved)}"
-    proc = subprocess.run(
+    proc = run_group(
         [sys.executable, "-c", _RELOAD, saved, tiny_model_dir],
+        180,
         cwd=REPO_ROOT,
         env=_env(),
         capture_output=True,
         text=True,
-        timeout=180,
     )
     assert proc.returncode == 0, f"reload failed\n{_tail(proc.stdout)}\n{_tail(proc.stderr)}"
     loaded: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])

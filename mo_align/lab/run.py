@@ -37,6 +37,7 @@ from mo_align.lab.evidence import (  # the lab's evidence API, also importable f
     format_evidence,
     run_evidence,
 )
+from mo_align.process_group import die_with_parent
 
 
 # The paper recipe's hyperparameters (recipes/qwen2.5-1.5b/<algo>.yaml), never tuned to the lab.
@@ -170,7 +171,9 @@ def _launch(job: dict[str, Any], log_dir: str) -> tuple[str, float, int]:
     }
     t0 = time.time()
     with open(os.path.join(log_dir, _label(job).replace("/", "_") + ".log"), "w") as log:
-        rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
+        # the worker dies with the pool thread that waits on it, also when the lab is killed with SIGKILL
+        preexec = die_with_parent if sys.platform.startswith("linux") else None
+        rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=preexec).returncode
     return job["out"], time.time() - t0, rc
 
 
