@@ -106,7 +106,6 @@ def report(argv: Sequence[str]) -> int:
 def train(argv: Sequence[str]) -> int:
     """``mo-align train``: in this process, or under ``accelerate launch`` with ``--accelerate_config``."""
     import shlex
-    import subprocess
     import tempfile
 
     from mo_align.launch import TYPED_COMMAND_ENV, LaunchError, accelerate_command, typed_command
@@ -125,7 +124,13 @@ def train(argv: Sequence[str]) -> int:
         command, shown = launch
         sys.stderr.write("mo-align: " + " ".join(shlex.quote(c) for c in shown) + "\n")
         env = {**os.environ, TYPED_COMMAND_ENV: typed_command()}  # the summary records what the user typed
-        return subprocess.run(command, env=env).returncode
+        from mo_align.process_group import run_group
+
+        try:  # the launcher and its ranks in their own process group: none outlives this process
+            return run_group(command, env=env).returncode
+        except KeyboardInterrupt:
+            sys.stderr.write("mo-align: interrupted; the launcher and its ranks were stopped\n")
+            return 130
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -16,6 +16,7 @@ from typing import Any
 from trl import GRPOConfig, ScriptArguments
 
 from mo_align.advantages import ADVANTAGE_ESTIMATORS
+from mo_align.deepspeed_setup import deepspeed_requested, prepare_deepspeed
 from mo_align.weightings.validation import excerpt
 
 
@@ -99,6 +100,10 @@ class MOGRPOConfig(GRPOConfig):
             Confidence level of the per-objective eval CIs (bootstrap over prompts, a prompt's samples kept together),
             of the paired CIs of Δ vs the start, of interference events (an objective whose Δ CI lies below 0 while
             the optimised scalar rose) and of the covariance-law check (significant up / down between evaluations).
+        mo_nan_patience (`int`, *optional*, defaults to `3`):
+            Stop the run (naming the objectives) when an objective is None/NaN on every completion of the first N
+            training batches (it never applies), or every objective on N consecutive training batches (nothing can
+            be scored): such batches train on nothing.
         mo_run_label (`str`, *optional*):
             The run's algorithm label in ``mo_summary.json`` and reports (default: the weighting's name); the lab
             labels its accuracy-only control, a linear weighting, this way.
@@ -147,6 +152,13 @@ class MOGRPOConfig(GRPOConfig):
     mo_eval_ci_level: float = field(
         default=0.95, metadata={"help": "Confidence level of eval CIs and of significant-change verdicts."}
     )
+    mo_nan_patience: int = field(
+        default=3,
+        metadata={
+            "help": "Stop when an objective is None/NaN on every completion of the first N training batches, or "
+            "every objective on N consecutive ones."
+        },
+    )
     mo_run_label: str | None = field(
         default=None, metadata={"help": "Algorithm label of the run in summaries and reports (default: weighting)."}
     )
@@ -173,6 +185,14 @@ class MOGRPOConfig(GRPOConfig):
             raise ValueError(f"gramian_space must be 'parameters' or 'logprobs', got {self.gramian_space!r}")
         if not 0 < self.mo_eval_ci_level < 1:
             raise ValueError(f"mo_eval_ci_level must be in (0, 1), got {self.mo_eval_ci_level}")
+        if (
+            isinstance(self.mo_nan_patience, bool)
+            or not isinstance(self.mo_nan_patience, int)
+            or self.mo_nan_patience < 1
+        ):
+            raise ValueError(
+                f"mo_nan_patience must be an integer >= 1 (training batches), got {self.mo_nan_patience!r}"
+            )
         if self.mo_eval_temperature < 0 or self.mo_eval_num_samples < 1:
             raise ValueError("mo_eval_temperature must be >= 0 and mo_eval_num_samples >= 1")
         if (
@@ -196,6 +216,8 @@ class MOGRPOConfig(GRPOConfig):
                 "multi_objective_aggregation is owned by mo_align; use advantage_estimator: gdpo for "
                 "normalize_then_sum"
             )
+        if deepspeed_requested(self.deepspeed):  # before transformers sets DeepSpeed up
+            prepare_deepspeed()  # a stale extension build lock fails here; no CPU comm-op build (deepspeed_setup)
         super().__post_init__()
         statistic = self.weighting_kwargs.get("statistic", "exact")
         if self.weighting == "ctwa" and statistic == "exact":

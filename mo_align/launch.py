@@ -85,6 +85,12 @@ def resolve_accelerate_config(value: str, workdir: Path) -> Path:
         from mo_align.extras import require
 
         require("deepspeed", f"--accelerate_config {value}")
+        from mo_align.deepspeed_setup import ExtensionLockError, check_extension_locks
+
+        try:  # refused here once, rather than by every rank after the launch
+            check_extension_locks()
+        except ExtensionLockError as exc:
+            raise LaunchError(str(exc)) from None
         ds = config.get("deepspeed_config") or {}
         file = ds.get("deepspeed_config_file")
         if file and not Path(file).is_absolute() and not Path(file).exists():

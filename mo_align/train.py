@@ -18,9 +18,10 @@ from trl import ModelConfig, TrlParser, get_peft_config, get_quantization_config
 
 from mo_align.checkpoints import last_complete_checkpoint
 from mo_align.configs import MOGRPOConfig, MOScriptArguments
+from mo_align.deepspeed_setup import ExtensionLockError
 from mo_align.extras import MissingExtraError, check_report_to, require
 from mo_align.recipe import check_recipe, config_path
-from mo_align.rewards.checks import check_reward_output
+from mo_align.rewards.checks import RewardError, check_reward_output
 from mo_align.rewards.common import call_frozen
 
 
@@ -326,10 +327,14 @@ def cli(argv: Sequence[str] | None = None) -> None:
         script_args, training_args, model_args = parse_args(args)
     except (ValueError, TypeError, FileNotFoundError) as exc:
         _fail(exc, recipe)
+    except ExtensionLockError as exc:  # the machine's, not the recipe's: no file named
+        _fail(exc)
     try:
         main(script_args, training_args, model_args)
     except ConfigError as exc:  # a missing optional package is the machine's, not the recipe's: no file named
         _fail(exc, None if isinstance(exc.__cause__, MissingExtraError) else recipe)
+    except RewardError as exc:  # found while training (a bad value, objectives that never score): one line
+        _fail(exc)
 
 
 if __name__ == "__main__":

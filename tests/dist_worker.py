@@ -233,7 +233,12 @@ def cpu_deepspeed_overrides() -> dict[str, Any]:
     """
     from accelerate import PartialState
 
+    from mo_align.deepspeed_setup import prepare_deepspeed
+
     os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"
+    # Under `accelerate launch`, MOGRPOConfig runs this before transformers builds the state; here the state comes
+    # first, so run it first too (no CPU comm-op build, no wait on a stale extension lock).
+    prepare_deepspeed()
     state = PartialState(backend="gloo")
     if state.num_processes != int(os.environ.get("WORLD_SIZE", "1")):
         raise RuntimeError(

@@ -13,8 +13,9 @@ to 1e-6, and bitwise across ranks. MGDA under ZeRO-3 (logprobs) agrees across ra
 gramian_space 'parameters' is refused there at construction. The logprobs Gram matrix must not depend on the number of
 processes (GradNorm and Dynamic weights depend on its scale; a bug found this way summed the ranks' matrices).
 
-The first DeepSpeed multi-process run on a machine JIT-compiles ``deepspeed_shm_comm_op`` (30-70 s, cached in
-``~/.cache/torch_extensions``); the ZeRO-3 timeout allows for it.
+DeepSpeed's CPU shared-memory communication op is not built (``mo_align.deepspeed_setup``: it serves inference only,
+and its just-in-time build used to cost 30-70 s and hang every later run after an interrupted one): the ZeRO-3 run
+builds no torch extension at all.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from mo_align.process_group import run_group
 
 
 pytestmark = pytest.mark.distributed
@@ -105,7 +108,8 @@ def _run_worker(
     cmd = [*launcher, str(WORKER), model_dir, str(prefix), mode, *extra]
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, cwd=REPO_ROOT, env=_env(), capture_output=True, text=True, timeout=timeout)
+        # the launcher and its ranks in one process group: a timeout stops every rank, none is left with PPID 1
+        proc = run_group(cmd, timeout, cwd=REPO_ROOT, env=_env(), capture_output=True, text=True)
     except subprocess.TimeoutExpired as exc:
         pytest.fail(
             f"{mode} worker timed out after {timeout} s\n--- stdout ---\n{_tail(exc.stdout)}\n"
@@ -259,8 +263,11 @@ print(json.dumps({"saved": digest(sys.argv[1]), "initial": digest(sys.argv[2])})
 """
 
 
-def test_zero3_two_ranks_partitioned_and_saved(tmp_path: Path, tiny_model_dir: str) -> None:
-    """ZeRO-3 on gloo with stage3_param_persistence_threshold=0, then save_model and reload without DeepSpeed."""
+def test_zero3_two_ranks_partitioned_and_saved(tmp_path: Path, tiny_model_dir: str, monkeypatch) -> None:
+    """ZeRO-3 on gloo with stage3_param_persistence_threshold=0, then save_model and reload without DeepSpeed; no
+    torch extension is built on the way."""
+    extensions = tmp_path / "torch_extensions"
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(extensions))  # the workers' environment copies this one
     config = json.loads(ZERO3_JSON.read_text())
     assert config["zero_optimization"]["stage"] == 3
     assert config["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] is True
@@ -286,6 +293,8 @@ def test_zero3_two_ranks_partitioned_and_saved(tmp_path: Path, tiny_model_dir: s
     for rep in reports:
         assert rep["wrapped_type"] == "DeepSpeedEngine", (rep["wrapped_type"], log)
         assert rep["distributed_type"].endswith("DEEPSPEED"), (rep["distributed_type"], log)
+    built = sorted(p.name for p in extensions.iterdir()) if extensions.exists() else []
+    assert built == [], f"torch extensions were built: {built}"
     _check_common(
         reports,
         log,
@@ -311,13 +320,13 @@ def test_zero3_two_ranks_partitioned_and_saved(tmp_path: Path, tiny_model_dir: s
     # The saved full model loads in a fresh process without DeepSpeed, equals the trained weights, != initial.
     saved = reports[0]["zero3"]["saved_dir"]
     assert Path(saved, "model.safetensors").is_file(), f"no model.safetensors in {saved}: {os.listdir(saved)}"
-    proc = subprocess.run(
+    proc = run_group(
         [sys.executable, "-c", _RELOAD, saved, tiny_model_dir],
+        180,
         cwd=REPO_ROOT,
         env=_env(),
         capture_output=True,
         text=True,
-        timeout=180,
     )
     assert proc.returncode == 0, f"reload failed\n{_tail(proc.stdout)}\n{_tail(proc.stderr)}"
     loaded: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])

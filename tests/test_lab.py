@@ -1,7 +1,6 @@
 """The lab end to end on a minimal budget: warm start, two algorithms in parallel, report; then `mo-align report`."""
 
 import json
-import subprocess
 import sys
 
 import pytest
@@ -21,6 +20,7 @@ from mo_align.lab.task import (
     split_problems,
     style_g,
 )
+from mo_align.process_group import run_group
 from mo_align.rewards import get_reward_funcs
 
 
@@ -113,7 +113,7 @@ def test_lab_quick_end_to_end_and_report_cli(tmp_path):
     run = ["--quick", "--steps", "3", "--eval-steps", "3", "--sft-steps", "30"]  # make demo: linear vs ctwa, seed 0
     paths = ["--out", str(out), "--cache", str(tmp_path / "cache")]
     cmd = [sys.executable, "-m", "mo_align.lab", *run, *paths]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    proc = run_group(cmd, 900, capture_output=True, text=True)  # a timeout stops the lab's workers too
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert "per algorithm" in proc.stdout and "ctwa" in proc.stdout and "linear" in proc.stdout
     for run in ("linear-seed0", "ctwa-seed0"):

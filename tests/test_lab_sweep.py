@@ -11,6 +11,7 @@ from mo_align.lab import sweep
 from mo_align.lab.evidence import EVAL_SCORES_FILE, EVIDENCE_FILE, lab_evidence
 from mo_align.lab.run import main
 from mo_align.lab.sweep import DEFAULT_SHARES, SWEEP_ALGORITHMS, check_shares, write_sweep
+from mo_align.process_group import die_with_parent, run_group
 from mo_align.runs.report import PNG_SIGNATURE
 
 
@@ -79,7 +80,8 @@ def test_warm_starts_reuse_the_cache_and_train_the_rest_one_thread_each(tmp_path
     (tmp_path / "cache" / path.rsplit("/", 1)[1] / "lab_sft.json").write_text(json.dumps({"reference_length": 22.3}))
     commands = []
 
-    def fake_run(cmd, env, capture_output):
+    def fake_run(cmd, env, capture_output, preexec_fn):
+        assert preexec_fn is die_with_parent  # a warm start dies with the sweep, even on kill -9
         commands.append((cmd, env["OMP_NUM_THREADS"]))
         share = float(cmd[cmd.index("--warm-start") + 1])
         target, _ = cached_warm_start(cache, compact_regime(share), steps=400)
@@ -208,7 +210,7 @@ def test_a_minimal_sweep_end_to_end(tmp_path):
     out, cache = tmp_path / "sweep", tmp_path / "cache"
     argv = ["--sweep", "0.05", "0.3", "--algorithms", "linear", "--seeds", "0", "--steps", "2", "--eval-steps", "2"]
     argv += ["--sft-steps", "20", "--out", str(out), "--cache", str(cache)]
-    proc = subprocess.run([sys.executable, "-m", "mo_align.lab", *argv], capture_output=True, text=True, timeout=900)
+    proc = run_group([sys.executable, "-m", "mo_align.lab", *argv], 900, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert len(list(cache.glob("sft-*/lab_sft.json"))) == 2
     for share in ("0.05", "0.3"):
@@ -260,7 +262,8 @@ def test_runs_of_different_shares_keep_their_own_logs_and_names(tmp_path, monkey
     its line in the console, so no log overwrites another."""
     from mo_align.lab import run as lab_run
 
-    def fake_run(cmd, stdout, stderr, env):
+    def fake_run(cmd, stdout, stderr, env, preexec_fn):
+        assert preexec_fn is die_with_parent  # a worker dies with the lab, even on kill -9
         stdout.write(f"trained {cmd[cmd.index('--out') + 1]}\n")
         return subprocess.CompletedProcess(cmd, 0)
 

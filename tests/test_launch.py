@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import subprocess
 import sys
 import types
 
@@ -16,6 +15,7 @@ import yaml
 from mo_align import extras
 from mo_align.cli import main as cli_main
 from mo_align.launch import LaunchError, accelerate_command, typed_command
+from mo_align.process_group import run_group
 from tests.test_cli import tiny_recipe
 
 
@@ -102,7 +102,7 @@ def test_train_under_accelerate_launch_with_the_cpu_config(tmp_path, tiny_model_
     console = pathlib.Path(sys.executable).parent / "mo-align"
     args = ["train", "--config", recipe, "--accelerate_config", "cpu", "--disable_tqdm", "true"]
     env = {**os.environ, "ACCELERATE_CONFIG_FILE": str(tmp_path / "none.yaml")}  # never a user's default config
-    proc = subprocess.run([str(console), *args], capture_output=True, text=True, timeout=300, env=env)
+    proc = run_group([str(console), *args], 300, capture_output=True, text=True, env=env)  # accelerate's rank too
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"mo-align: accelerate launch --config_file {ROOT}/configs/accelerate/cpu.yaml -m mo_align.train" in (
         proc.stderr

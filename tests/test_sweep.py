@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mo_align.process_group import run_group
 from mo_align.sweep import SweepError, load_sweep, main, simplex_grid
 from mo_align.sweep.run import point_status
 
@@ -215,7 +216,7 @@ def test_a_sweep_killed_with_sigkill_and_run_again_loses_and_repeats_nothing(tmp
     kept = {f: (first / f).stat().st_mtime_ns for f in ("mo_summary.json", "model.safetensors", "sweep_done.json")}
     summary_before = (first / "mo_summary.json").read_text()
 
-    rerun = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    rerun = run_group(cmd, 300, cwd=ROOT, capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert "1 finished, 1 to run" in rerun.stdout
     # the finished point was not run again: its files untouched, one launch in its log

@@ -51,6 +51,7 @@ from mo_align.lab.scaling import (
     lab_settings,
     paper_recipe,
 )
+from mo_align.process_group import die_with_parent
 
 
 # every algorithm is its paper recipe (recipes/qwen2.5-1.5b/<algo>.yaml) changed only by the lab's scaling rule
@@ -66,12 +67,8 @@ def lab_datasets() -> tuple[Any, Any]:
     from mo_align.lab.task import prompt_text, split_problems
 
     def rows(problems: list) -> Any:
-        return Dataset.from_dict(
-            {
-                "prompt": [[{"role": "user", "content": prompt_text(p)}] for p in problems],
-                "answer": [str(p[5]) for p in problems],
-            }
-        )
+        prompts = [[{"role": "user", "content": prompt_text(p)}] for p in problems]
+        return Dataset.from_dict({"prompt": prompts, "answer": [str(p[5]) for p in problems]})
 
     train, held_out = split_problems()
     return rows(train), rows(held_out)
@@ -151,7 +148,9 @@ def _launch(job: dict[str, Any], log_dir: str) -> tuple[str, float, int]:
     }
     t0 = time.time()
     with open(os.path.join(log_dir, _label(job).replace("/", "_") + ".log"), "w") as log:
-        rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
+        # the worker dies with the pool thread that waits on it, also when the lab is killed with SIGKILL
+        preexec = die_with_parent if sys.platform.startswith("linux") else None
+        rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=preexec).returncode
     return job["out"], time.time() - t0, rc
 
 

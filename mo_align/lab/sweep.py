@@ -36,6 +36,7 @@ from typing import Any
 from mo_align.lab.evidence import EVAL_SCORES_FILE
 from mo_align.lab.protocol import same_settings
 from mo_align.lab.scaling import DEFAULT_ETA, lab_settings
+from mo_align.process_group import die_with_parent
 
 
 DEFAULT_SHARES = (0.02, 0.05, 0.10, 0.20)  # the README's diagram; add 0.35 for the far end (SHARES=...)
@@ -87,7 +88,9 @@ def warm_starts(shares: list[float], cache: str, sft_steps: int | None, jobs: in
         say(f"warm start for G share {share:g}: training ({threads} thread(s))")
         t0 = time.time()
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1"}
-        proc = subprocess.run(_warm_start_cmd(share, cache, sft_steps, threads), env=env, capture_output=True)
+        preexec = die_with_parent if sys.platform.startswith("linux") else None  # ends with the sweep, even on kill -9
+        cmd = _warm_start_cmd(share, cache, sft_steps, threads)
+        proc = subprocess.run(cmd, env=env, capture_output=True, preexec_fn=preexec)
         if proc.returncode != 0:
             raise SystemExit(f"mo-align lab --sweep: warm start for share {share:g} failed:\n{proc.stderr.decode()}")
         seconds[share] = time.time() - t0

@@ -18,7 +18,6 @@ import fcntl
 import json
 import os
 import shlex
-import signal
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from mo_align.process_group import die_with_parent
 from mo_align.sweep.spec import Point, Sweep, point_recipe
 
 
@@ -81,15 +81,6 @@ def accelerate_line(sweep: Sweep, recipe: str, workdir: str) -> str:
     return shlex.join([*parts, "--config", os.path.abspath(recipe)])
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-
 def run_point(sweep: Sweep, point: Point, threads: int) -> tuple[Point, int, float]:
     """Run (or resume) one point in its own process; mark it done when it exits 0 with its outputs."""
     run_dir = sweep.point_dir(point)
@@ -101,7 +92,7 @@ def run_point(sweep: Sweep, point: Point, threads: int) -> tuple[Point, int, flo
     with open(os.path.join(logs, point.name + ".log"), "a") as log:  # a resumed point keeps its earlier log
         log.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(train_command(recipe))}\n")
         log.flush()
-        preexec = _die_with_parent if sys.platform.startswith("linux") else None
+        preexec = die_with_parent if sys.platform.startswith("linux") else None
         proc = subprocess.run(train_command(recipe), stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=preexec)
     seconds = time.time() - start
     if proc.returncode == 0 and point_status(run_dir) == "done":

@@ -41,6 +41,7 @@ from trl import GRPOTrainer
 from mo_align.configs import MOGRPOConfig, resolve_config
 from mo_align.diagnostics import InterferenceMonitor
 from mo_align.rewards.checks import RewardMonitor
+from mo_align.rewards.unscorable import check_scorable
 from mo_align.runs.summary import summary_from_trainer, write_summary
 from mo_align.trainer import evaluation, state, trl_compat
 from mo_align.trainer.checks import check_setup
@@ -124,6 +125,10 @@ class MOGRPOTrainer(GRPOTrainer):
             rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         self.mo_rewards = rewards.detach().float().cpu()  # (N, K), gathered over processes
         self.mo_reward_monitor.check_batch(self.mo_rewards, trl_compat.metrics(self, "train" if training else "eval"))
+        if training:  # an objective that never scores, or none scoring for mo_nan_patience batches, stops the run
+            check_scorable(
+                self.mo_rewards, self.mo_history["train_reward"], self.objective_names, self.args.mo_nan_patience
+            )
         return rewards
 
     # ---- 2. replace the advantages ------------------------------------------------------------------------------
