@@ -104,7 +104,7 @@ def test_train_under_accelerate_launch_with_the_cpu_config(tmp_path, tiny_model_
     env = {**os.environ, "ACCELERATE_CONFIG_FILE": str(tmp_path / "none.yaml")}  # never a user's default config
     proc = run_group([str(console), *args], 300, capture_output=True, text=True, env=env)  # accelerate's rank too
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert f"mo-align: accelerate launch --config_file {ROOT}/configs/accelerate/cpu.yaml -m mo_align.train" in (
+    assert f"mo-align: accelerate launch --config_file {CONFIGS}/accelerate/cpu.yaml -m mo_align.train" in (
         proc.stderr
     )
     summary = json.loads((tmp_path / "out" / "mo_summary.json").read_text())
