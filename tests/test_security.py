@@ -5,6 +5,7 @@ strings as text only, and a recipe calls only declared reward factories with kwa
 import os
 import pickle
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -98,3 +99,152 @@ def test_crafted_mo_state_is_refused_by_the_soup(tmp_path):
     states, path = reward_state(str(tmp_path / "run"))
     assert states == {"conciseness": {"total_tokens": 40, "count": 5, "first_batch_mean": 8.0}}
     assert path == str(ckpt / "mo_state.pt")
+
+
+# ---- 2. the Hub token: refused on the command line in every spelling, never in a file of a run ---------------------
+SECRET = "hf_" + "Kt9" * 11 + "w"
+SPELLINGS = [
+    ["--hub_token", SECRET],
+    [f"--hub_token={SECRET}"],
+    ["--hub-token", SECRET],
+    [f"--hub-token={SECRET}"],
+    ["--hub_tok", SECRET],
+    [f"--hub-tok={SECRET}"],
+]
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Building a trainer or starting a process fails the test: the refusal must come before either."""
+    import subprocess
+
+    import mo_align.trainer
+
+    def fail(*a, **k):
+        raise AssertionError("the run started although the command line held a hub token")
+
+    monkeypatch.setattr(mo_align.trainer.MOGRPOTrainer, "__init__", fail)
+    monkeypatch.setattr(subprocess, "run", fail)
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("mo-align: error: "), err
+    assert SECRET not in err[0] and len(err[0]) <= 300
+    return err[0]
+
+
+@pytest.mark.parametrize("spelling", SPELLINGS, ids=lambda s: " ".join(s).replace(SECRET, "X"))
+@pytest.mark.parametrize("entry", ["python -m mo_align.train", "mo-align train", "mo-align train --accelerate"])
+def test_hub_token_is_refused_in_every_spelling(tmp_path, capsys, tiny_model_dir, no_training, spelling, entry):
+    """Before: --hub-token X, --hub-token=X and the abbreviation --hub_tok X (argparse prefix matching) set the
+    token, which wandb then stored in its offline run file; through --accelerate_config the token was also printed
+    in the accelerate command line. Now each is refused in one line before anything runs."""
+    from mo_align import cli
+    from mo_align import train as train_mod
+    from tests.test_cli import tiny_recipe
+
+    argv = ["--config", tiny_recipe(tmp_path, tiny_model_dir, report_to="wandb"), *spelling]
+    if entry == "python -m mo_align.train":
+        with pytest.raises(SystemExit) as exc:
+            train_mod.cli(argv)
+        assert exc.value.code == 2
+    else:
+        extra = ["--accelerate_config", "cpu"] if entry.endswith("--accelerate") else []
+        assert cli.main(["train", *extra, *argv]) == 2
+    line = _one_error_line(capsys)
+    assert line.endswith(
+        "on the command line is recorded by trackers (wandb, trackio), the run summary and shell "
+        "history; export HF_TOKEN instead"
+    )
+    assert not (tmp_path / "out").exists() and not list(tmp_path.rglob("wandb"))
+
+
+def test_a_hub_token_set_by_any_other_spelling_is_refused_after_parsing(tmp_path, tiny_model_dir, monkeypatch):
+    """The parsed value is checked too: with the command-line scan switched off, --hub-token X still stops."""
+    from mo_align import train as train_mod
+    from tests.test_cli import tiny_recipe
+
+    monkeypatch.setattr(train_mod, "refuse_hub_token", lambda argv: None)
+    recipe = tiny_recipe(tmp_path, tiny_model_dir)
+    with pytest.raises(ValueError, match=r"^hub_token was set on the command line") as info:
+        train_mod.parse_args(["--config", recipe, "--hub-token", SECRET])
+    assert SECRET not in str(info.value)
+    assert train_mod.parse_args(["--config", recipe, "--hub_model_id", "me/tiny"])[1].hub_token is None
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"hub_token": SECRET}, "hub_token"),
+        ({"hub-token": SECRET}, "hub-token"),
+        ({"env": {"HF_TOKEN": SECRET}}, "env.HF_TOKEN"),
+    ],
+)
+def test_a_hub_token_in_a_recipe_is_refused(tmp_path, capsys, tiny_model_dir, no_training, overrides, field):
+    from mo_align import train as train_mod
+    from tests.test_cli import tiny_recipe
+
+    with pytest.raises(SystemExit):
+        train_mod.cli(["--config", tiny_recipe(tmp_path, tiny_model_dir, **overrides)])
+    line = _one_error_line(capsys)
+    assert f": {field} in a recipe is a secret in a file that gets shared; export HF_TOKEN instead" in line
+
+
+def test_hf_token_reaches_no_file_of_a_cli_run(tmp_path, tiny_model_dir):
+    """`mo-align train` with HF_TOKEN exported (the supported way), wandb offline, a checkpoint, then the model card:
+    no file under the test's directory (run, checkpoint, training_args.bin, summary, card, wandb's run files, the
+    HF cache) and neither output stream holds the token."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from mo_align.hub import write_model_card
+    from mo_align.hub.push import load_summary
+    from tests.test_cli import ROOT, tiny_recipe
+
+    recipe = tiny_recipe(
+        tmp_path,
+        tiny_model_dir,
+        report_to=["wandb"],
+        run_name="token-check",
+        max_steps=2,
+        eval_steps=2,
+        dataset_kwargs={"n_train": 16, "n_eval": 4, "seed": 0},
+        per_device_train_batch_size=8,
+        per_device_eval_batch_size=4,
+        max_completion_length=8,
+        save_strategy="steps",
+        save_steps=2,
+        reward_funcs=["accuracy", "conciseness"],
+        reward_kwargs={"accuracy": {"mode": "reference"}},
+        weighting_kwargs={"weights": [0.5, 0.5]},
+        hub_model_id="me/tiny-mo-align",
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "HF_TOKEN": SECRET,
+        "HF_HOME": str(tmp_path / "hf_home"),
+        "WANDB_MODE": "offline",
+        "WANDB_DIR": str(tmp_path),
+        "WANDB_SILENT": "true",
+        "HF_HUB_OFFLINE": "1",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "mo_align.cli", "train", "--config", recipe],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    run = tmp_path / "out"
+    write_model_card(str(run), load_summary(str(run)), "me/tiny-mo-align")
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert list(tmp_path.glob("wandb/offline-run-*/run-*.wandb")) and (run / "checkpoint-2" / "training_args.bin")
+    assert (run / "README.md").is_file() and yaml.safe_load(Path(recipe).read_text())["report_to"] == ["wandb"]
+    assert [str(p) for p in files if SECRET.encode() in p.read_bytes()] == []
+    assert SECRET not in proc.stdout + proc.stderr
