@@ -4,6 +4,7 @@ strings as text only, and a recipe calls only declared reward factories with kwa
 
 import os
 import pickle
+import re
 import shutil
 from pathlib import Path
 
@@ -248,3 +249,144 @@ def test_hf_token_reaches_no_file_of_a_cli_run(tmp_path, tiny_model_dir):
     assert (run / "README.md").is_file() and yaml.safe_load(Path(recipe).read_text())["report_to"] == ["wandb"]
     assert [str(p) for p in files if SECRET.encode() in p.read_bytes()] == []
     assert SECRET not in proc.stdout + proc.stderr
+
+
+# ---- 3. the model card shows user strings as text ------------------------------------------------------------------
+EVIL = (
+    "x\n```\n# INJECTED HEADING\n<img src=x onerror=alert(1)>\n```\n<script>alert(1)</script> *em* _u_ "
+    "[l](javascript:alert(1)) ![i](http://t.example/i.png) a|b ~~s~~ $x$ `` \\ &lt; --token hf_NotARealToken99"
+)
+SHOWN = " ".join(EVIL.replace("hf_NotARealToken99", "***").split())  # one line, the token redacted
+HEADINGS = [
+    ("h1", "tiny-mo"),
+    *(
+        ("h2", h)
+        for h in (
+            "Algorithm",
+            "Objectives",
+            "Evaluation",
+            "Objective weights",
+            "Interference events",
+            "Dataset",
+            "Launch command",
+            "Usage",
+            "Papers",
+            "Framework versions",
+        )
+    ),
+]
+
+
+def _hostile_summary():
+    from tests.test_hub import _summary
+
+    objectives = ["acc`" + EVIL, "c|d\\ <img src=x onerror=alert(1)> --token x"]
+    per = {objectives[0]: 0.25, objectives[1]: 0.5}
+    return _summary(
+        run_name=EVIL,
+        algorithm="mgda" + EVIL,
+        objectives=objectives,
+        dataset="d`" + EVIL,
+        launch_command=f"mo-align train --run_name '{EVIL}'",
+        weighting_hyperparameters={EVIL: EVIL, "w": [0.5, "<script>x</script>"]},
+        advantage_estimator=EVIL,
+        eval=[{"step": 0, "means": per, "completion_length": 8.0}, {"step": 4, "means": per}],
+        start=per,
+        final=per,
+        best=per,
+        delta=per,
+        weights=[{"step": 1, "weights": per}, {"step": 4, "weights": per}],
+        events=[{"step": 12, "kind": EVIL, "objective": objectives[1], "message": EVIL}],
+    )
+
+
+def _tokens(tokens):
+    for token in tokens:
+        yield token
+        yield from _tokens(token.children or [])
+
+
+def _check_card(card: str, expected_front: dict, dataset: str) -> None:
+    """Parsed as CommonMark + GitHub tables: no raw HTML, only the template's headings and code blocks, every user
+    string rendered as exactly its characters, the front matter a plain YAML mapping."""
+    import html
+
+    import yaml
+    from markdown_it import MarkdownIt
+
+    front, body = re.fullmatch(r"---\n(.*?)^---\n(.*)", card, re.S | re.M).groups()
+    parser = MarkdownIt("commonmark").enable(["table", "strikethrough"])
+    tokens = list(_tokens(parser.parse(body)))
+    assert [t.type for t in tokens if t.type.startswith("html")] == []
+    headings = [(t.tag, tokens[i + 1].content) for i, t in enumerate(tokens) if t.type == "heading_open"]
+    assert headings == HEADINGS
+    fences = [t for t in tokens if t.type == "fence"]
+    assert [t.info for t in fences] == ["bash", "python"]
+    assert fences[0].content == f"mo-align train --run_name '{EVIL}'\n".replace("hf_NotARealToken99'", "***")
+    rendered = parser.render(body)
+    assert "<script" not in rendered and "onerror=alert" not in rendered.replace("onerror=alert(1)&gt;", "")
+    assert re.findall(r"<img [^>]*>", rendered) == ['<img src="mo_weights.png" alt="objective weight trajectory" />']
+    links = set(re.findall(r'<a href="([^"]*)"', rendered))
+    assert links <= {"https://github.com/huggingface/trl"}, links
+    shown = html.escape(SHOWN, quote=False)  # each field renders as exactly its characters
+    code = f"<code>{html.escape(dataset, quote=False)}</code>"  # the dataset, in a code span
+    for fragment in (f"<td>run_name</td>\n<td>{shown}</td>", f"<strong>mgda{shown}</strong>", code):
+        assert fragment in rendered, fragment
+    assert "hf_NotARealToken99" not in card
+    assert yaml.safe_load(front) == expected_front
+
+
+def test_card_shows_hostile_strings_as_text_only(tmp_path):
+    """Before: the run name's fence closed the launch command's code block ('# INJECTED HEADING' and a raw <img
+    onerror> in the card), a backtick in the dataset put a raw <script> in it, an objective name ending in
+    '--token x`' lost its closing backtick to redaction. Now every field renders as its own characters."""
+    from mo_align.hub import write_model_card
+
+    card = write_model_card(
+        tmp_path, _hostile_summary(), "someone/tiny-mo", base_model=EVIL, tags=[EVIL, "ok-tag"], license=EVIL
+    )
+    tags = ["mo_align", "trl", "grpo", "multi-objective", "mgda" + SHOWN, SHOWN, "ok-tag"]
+    front = {"license": SHOWN, "library_name": "transformers", "pipeline_tag": "text-generation", "tags": tags}
+    _check_card(card, front, dataset="d`" + SHOWN)
+    assert f"This model was fine-tuned from ````{SHOWN}```` with" in card  # not a Hub id: a code span, no link
+
+
+def test_card_of_a_hostile_repo_id(tmp_path):
+    """The trainer's card falls back to the output directory's name for the repo id: the title is text, the usage
+    snippet a Python string literal inside a fence no backtick run of it can close."""
+    import html
+    import json
+
+    from markdown_it import MarkdownIt
+
+    from mo_align.hub import render_model_card
+
+    repo = 'a"b``` `c\n# H <img src=x onerror=alert(1)>'
+    card = render_model_card({}, repo)
+    parser = MarkdownIt("commonmark")
+    tokens = list(_tokens(parser.parse(card.split("---\n", 2)[2])))
+    assert [t.type for t in tokens if t.type.startswith("html")] == []
+    headings = [(t.tag, tokens[i + 1].content) for i, t in enumerate(tokens) if t.type == "heading_open"]
+    assert [h for h, _ in headings] == ["h1"] + ["h2"] * 10
+    assert parser.renderInline(headings[0][1]) == html.escape('a"b``` `c # H <img src=x onerror=alert(1)>')
+    usage = [t for t in tokens if t.type == "fence" and t.info == "python"]
+    assert len(usage) == 1 and f"AutoModelForCausalLM.from_pretrained({json.dumps(repo)})" in usage[0].content
+
+
+def test_push_renders_the_card_through_the_same_escaping(tmp_path, capsys):
+    """`mo-align push` writes the card it uploads from the run's summary: the same checks on the uploaded file."""
+    import json
+
+    from mo_align.hub import main as push
+    from tests.test_hub import FakeHfApi
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.safetensors").write_bytes(b"weights")
+    (run / "mo_summary.json").write_text(json.dumps(_hostile_summary()))
+    api = FakeHfApi(tmp_path / "hub")
+    assert push([str(run), "--repo-id", "someone/tiny-mo", "--dataset", EVIL, "--license", EVIL], api=api) == 0
+    card = (api.uploaded("someone/tiny-mo") / "README.md").read_text()
+    tags = ["mo_align", "trl", "grpo", "multi-objective", "mgda" + SHOWN]
+    front = {"license": SHOWN, "library_name": "transformers", "pipeline_tag": "text-generation", "tags": tags}
+    _check_card(card, front, dataset=SHOWN)
