@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from mo_align.rewards import reward_factory
+
 
 # ---- 1. a checkpoint's mo_state.pt is loaded as tensors and plain values only ---------------------------------------
 class _OpensAFile:
@@ -390,3 +392,83 @@ def test_push_renders_the_card_through_the_same_escaping(tmp_path, capsys):
     tags = ["mo_align", "trl", "grpo", "multi-objective", "mgda" + SHOWN]
     front = {"license": SHOWN, "library_name": "transformers", "pipeline_tag": "text-generation", "tags": tags}
     _check_card(card, front, dataset=SHOWN)
+
+
+# ---- 4. a recipe calls only declared reward factories with kwargs -------------------------------------------------
+@reward_factory
+class LongerThan:
+    """A declared factory (a class): 1.0 for completions with more than ``limit`` tokens."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+
+    def __call__(self, prompts, completions, completion_ids=None, **kwargs):
+        return [float(len(ids) > self.limit) for ids in completion_ids]
+
+
+class LongerThanUndeclared(LongerThan):
+    """Subclasses a declared factory without declaring itself: the mark is not inherited."""
+
+
+@reward_factory
+def contains(word: str = "7"):
+    """A declared factory (a function)."""
+
+    def reward(prompts, completions, completion_ids=None, **kwargs):
+        return [float(word in c) for c in completions]
+
+    return reward
+
+
+def test_a_recipe_cannot_call_an_arbitrary_callable_with_kwargs(tmp_path, capsys, tiny_model_dir, no_training):
+    """Before: validation called subprocess.getoutput(cmd=...) -- the command ran (the file appeared) and the
+    string it returned then failed as 'not callable'. Now the kwargs are refused in one line naming the key."""
+    from mo_align import train as train_mod
+    from tests.test_cli import tiny_recipe
+
+    target = tmp_path / "COMMAND_RAN"
+    recipe = tiny_recipe(
+        tmp_path,
+        tiny_model_dir,
+        reward_funcs=["accuracy", "subprocess.getoutput"],
+        reward_kwargs={"subprocess.getoutput": {"cmd": f"touch {target}"}},
+    )
+    with pytest.raises(SystemExit):
+        train_mod.cli(["--config", recipe])
+    line = _one_error_line(capsys)
+    assert not target.exists()
+    assert line == (
+        f"mo-align: error: {recipe}: reward_kwargs['subprocess.getoutput']: 'subprocess.getoutput' is not a declared "
+        "reward factory, so it takes no kwargs (given ['cmd']); mark a factory with @mo_align.rewards.reward_factory"
+    )
+
+
+def test_plain_functions_take_no_kwargs_and_declared_factories_do():
+    from mo_align.rewards import AccuracyReward, get_reward_funcs, is_reward_factory
+
+    with pytest.raises(ValueError, match=r"^reward_kwargs\['tests.helpers.reward_short'\]: .* \(given \['scale'\]\)"):
+        get_reward_funcs(["tests.helpers.reward_short"], {"tests.helpers.reward_short": {"scale": 2}})
+    with pytest.raises(ValueError, match=r"^reward_kwargs\['tests.test_security.LongerThanUndeclared'\]"):
+        get_reward_funcs(
+            ["tests.test_security.LongerThanUndeclared"],
+            {LongerThanUndeclared.__module__ + ".LongerThanUndeclared": {"limit": 1}},
+        )
+    # built-in factories, by name or by class path, still take their kwargs
+    acc, conc = get_reward_funcs(["accuracy", "conciseness"], {"accuracy": {"mode": "reference", "timeout": 2.0}})
+    assert (acc.mode, acc.timeout, acc.__name__, conc.__name__) == ("reference", 2.0, "accuracy", "conciseness")
+    (by_path,) = get_reward_funcs(
+        ["mo_align.rewards.accuracy.AccuracyReward"],
+        {"mo_align.rewards.accuracy.AccuracyReward": {"mode": "reference"}},
+    )
+    assert isinstance(by_path, AccuracyReward) and by_path.mode == "reference"
+    # declared user factories: a class and a function, built with their kwargs (or none)
+    names = ["tests.test_security.LongerThan", "tests.test_security.contains", "tests.helpers.reward_short"]
+    longer, has_word, short = get_reward_funcs(names, {names[0]: {"limit": 2}, names[1]: {"word": "x"}})
+    assert isinstance(longer, LongerThan) and longer.limit == 2 and longer.__name__ == "LongerThan"
+    assert longer([], ["", ""], [[1, 2], [1, 2, 3]]) == [0.0, 1.0]
+    assert has_word([], ["axe", "boat"]) == [1.0, 0.0] and has_word.__name__ == "reward"
+    assert short([], ["a"], [[1, 2, 3, 4]]) == [0.75]
+    (default_word,) = get_reward_funcs(["tests.test_security.contains"])  # a factory is called even without kwargs
+    assert default_word([], ["17", "x"]) == [1.0, 0.0]
+    assert is_reward_factory(LongerThan) and is_reward_factory(AccuracyReward)
+    assert not is_reward_factory(LongerThanUndeclared) and not is_reward_factory(print)
