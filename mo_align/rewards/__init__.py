@@ -7,10 +7,10 @@ as the metric and column name. Only the selected rewards are built; a name that 
 dotted path ``pkg.module.function`` (importing runs that module's code, as TRL's ``--reward_funcs`` does).
 
 Only a *declared reward factory* is called with ``reward_kwargs``: a registry entry (by name or by its class's
-dotted path), or a class or function that carries :func:`reward_factory`'s mark itself (not inherited). Any other dotted path is the reward function as it
-is, and kwargs given for it are an error naming it: validating a recipe never calls an arbitrary callable
-(``reward_funcs: [subprocess.getoutput]`` with ``reward_kwargs: {subprocess.getoutput: {cmd: ...}}`` would run the
-command).
+dotted path), or a class or function that carries :func:`reward_factory`'s mark itself (not inherited). Any other
+dotted path is the reward function as it is, and kwargs given for it are an error naming it: validating a recipe
+never calls an arbitrary callable (``reward_funcs: [subprocess.getoutput]`` with ``reward_kwargs:
+{subprocess.getoutput: {cmd: ...}}`` would run the command).
 
 Objectives (REFERENCE_SPEC §4; all binary):
 
