@@ -59,7 +59,30 @@ def accelerate_config_names() -> list[str]:
 
 
 class LaunchError(ValueError):
-    """A bad --accelerate_config (reported on one line)."""
+    """A bad --accelerate_config, or a command line that must not run (reported on one line)."""
+
+
+def hub_token_flag(argv: Sequence[str]) -> str | None:
+    """The first argument that sets ``hub_token`` in any spelling argparse accepts or would once have accepted:
+    ``--hub_token``, ``--hub-token``, either with ``=VALUE``, or a prefix such as ``--hub_tok`` (argparse matches
+    abbreviations); returned without its value. ``None`` when there is none."""
+    for arg in argv:
+        flag = arg.partition("=")[0]
+        name = flag[2:].replace("-", "_").lower() if flag.startswith("--") else ""
+        if len(name) >= len("hub_t") and "hub_token".startswith(name):
+            return flag
+    return None
+
+
+def refuse_hub_token(argv: Sequence[str]) -> None:
+    """A Hub token on the command line is refused before anything runs: trackers record the command line (wandb's
+    run metadata, which ``wandb sync`` uploads), so do the run summary, the model card and shell history."""
+    flag = hub_token_flag(argv)
+    if flag is not None:
+        raise LaunchError(
+            f"{flag} on the command line is recorded by trackers (wandb, trackio), the run summary and shell "
+            "history; export HF_TOKEN instead"
+        )
 
 
 def resolve_accelerate_config(value: str, workdir: Path) -> Path:
@@ -110,6 +133,7 @@ def accelerate_command(argv: Sequence[str], workdir: Path) -> tuple[list[str], l
     ``--accelerate_config``, else None (train in this process). ``--num_processes`` and the other launcher options
     go to accelerate; everything else to ``mo_align.train``."""
     argv = list(argv)
+    refuse_hub_token(argv)  # before accelerate's command line (printed, and visible to every user in ps) holds it
     launcher: list[str] = []
     config = None
     rest: list[str] = []

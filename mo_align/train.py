@@ -20,6 +20,7 @@ from mo_align.checkpoints import last_complete_checkpoint
 from mo_align.configs import MOGRPOConfig, MOScriptArguments
 from mo_align.deepspeed_setup import ExtensionLockError
 from mo_align.extras import MissingExtraError, check_report_to, require
+from mo_align.launch import hub_token_flag, refuse_hub_token
 from mo_align.recipe import check_recipe, config_path
 from mo_align.rewards.checks import RewardError, check_reward_output
 from mo_align.rewards.common import call_frozen
@@ -29,7 +30,8 @@ logger = logging.getLogger("mo_align")
 
 
 def make_parser() -> TrlParser:
-    return TrlParser((MOScriptArguments, MOGRPOConfig, ModelConfig))
+    # no abbreviations: `--hub_tok X` was read as --hub_token (a recipe's flags are spelled out in full anyway)
+    return TrlParser((MOScriptArguments, MOGRPOConfig, ModelConfig), allow_abbrev=False)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[MOScriptArguments, MOGRPOConfig, ModelConfig]:
@@ -40,19 +42,29 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[MOScriptArguments, MO
     ``wandb sync`` uploads) and recipes get committed; ``HF_TOKEN`` in the environment is read by huggingface_hub.
     """
     args = list(argv) if argv is not None else sys.argv[1:]
-    if any(a == "--hub_token" or a.startswith("--hub_token=") for a in args):
-        raise ValueError(
-            "--hub_token on the command line is recorded by trackers (wandb, trackio) and shell history; "
-            "export HF_TOKEN instead"
-        )
+    refuse_hub_token(args)  # every spelling, before the parser could echo it in an error
     path = config_path(args)
     if path is not None:
         check_recipe(path)
         with open(path, encoding="utf-8") as f:
             recipe = yaml.safe_load(f)
-        if recipe.get("hub_token") is not None:
-            raise ValueError("hub_token in a recipe is a secret in a file that gets shared; export HF_TOKEN instead")
-    return make_parser().parse_args_and_config(args=args)
+        _refuse_recipe_token(recipe)
+    parsed = make_parser().parse_args_and_config(args=args)
+    if parsed[1].hub_token is not None:  # the parsed value, whatever spelling set it
+        raise ValueError("hub_token was set on the command line, which trackers record; export HF_TOKEN instead")
+    return parsed
+
+
+def _refuse_recipe_token(recipe: dict[str, Any]) -> None:
+    """A Hub token in a recipe (``hub_token`` in any spelling, or ``env: {HF_TOKEN: ...}``, which TRL's parser
+    exports) is a secret in a file that gets shared and copied into run directories."""
+    from mo_align.hub.redaction import TOKEN_ENV_VARS
+
+    env = recipe.get("env") if isinstance(recipe.get("env"), dict) else {}
+    keys = [k for k, v in recipe.items() if v is not None and hub_token_flag([f"--{k}"])]
+    keys += [f"env.{k}" for k in TOKEN_ENV_VARS if env.get(k)]
+    if keys:
+        raise ValueError(f"{keys[0]} in a recipe is a secret in a file that gets shared; export HF_TOKEN instead")
 
 
 # ---- data -----------------------------------------------------------------------------------------------------

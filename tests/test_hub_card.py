@@ -52,7 +52,7 @@ def test_card_is_the_template_rendered_by_huggingface_hub(tmp_path, monkeypatch)
     template.write_text("---\n{{ card_data }}\n---\n{{ algorithm }} on {{ objectives | join(', ') }}\n")
     monkeypatch.setattr(card, "TEMPLATE", template)
     other = card.render_model_card(_summary(), REPO)
-    assert other.endswith("\n---\nmgda on accuracy, conciseness")
+    assert other.endswith("\n---\nmgda on `accuracy`, `conciseness`")  # values arrive escaped: names as code
     assert ModelCard(other).data.tags == ModelCard(text).data.tags
 
 

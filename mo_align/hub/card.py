@@ -3,8 +3,10 @@
 The template (next to this module) holds the card's layout and prose; this module computes what goes into it from
 the run summary (``mo_summary.json``): the front matter (:class:`huggingface_hub.ModelCardData`), the algorithm and
 its hyperparameters, the per-objective eval table, the weights of the first and last batch, interference events,
-dataset, launch command, papers and package versions. Table cells are formatted and escaped here, so the template
-only lays them out. Every card goes through :func:`~mo_align.hub.redaction.redact` before it is returned.
+dataset, launch command, papers and package versions. Every user string (run name, dataset, model ids, objectives,
+weighting kwargs, events, launch command, tags) is redacted, then escaped here (:mod:`mo_align.hub.markdown`: inline
+text, code spans, code-block fences; the front matter is plain strings dumped as YAML), so the template only lays
+them out. Every card goes through :func:`~mo_align.hub.redaction.redact` again before it is returned.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mo_align.hub.redaction import env_secrets, redact
+from mo_align.hub import markdown as md
+from mo_align.hub.redaction import env_secrets, redact, redact_all
 from mo_align.runs.report.plots import plot_run_weights  # one weight plot, shared with the run report
 from mo_align.runs.summary import SUMMARY_FILE  # the summary has one owner
 
@@ -87,10 +90,22 @@ def _short(value: Any) -> Any:
     return value
 
 
+class _Code(str):
+    """A table cell shown as a code span (a name: objective, hyperparameter)."""
+
+
+_PLAIN_JSON = re.compile(r"[A-Za-z0-9 .,+\-\[\]]*")  # numbers, booleans, null and lists of them
+
+
 def _cell(value: Any) -> str:
-    """A value rendered for one Markdown table cell (JSON for containers, pipes and newlines escaped)."""
-    text = value if isinstance(value, str) else json.dumps(_short(value))
-    return text.replace("|", "\\|").replace("\n", " ")
+    """A value rendered for one Markdown table cell: a string as text, JSON of numbers as is, other JSON (which
+    may hold strings) as a code span; one line, pipes escaped."""
+    if isinstance(value, _Code):
+        return md.code(value, table=True)
+    if isinstance(value, str):
+        return md.text(value)
+    dumped = json.dumps(_short(value))
+    return dumped if _PLAIN_JSON.fullmatch(dumped) else md.code(dumped, table=True)
 
 
 def _rows(rows: Iterable[Sequence[Any]]) -> list[list[str]]:
@@ -154,7 +169,7 @@ def _algorithm_section(summary: Mapping[str, Any], algorithm: str) -> dict[str, 
     return {
         "description": algorithm_description(algorithm),
         "settings": _rows(settings),
-        "hyperparameters": _rows((f"`{k}`", v) for k, v in hyper.items()),
+        "hyperparameters": _rows((_Code(k), v) for k, v in hyper.items()),
     }
 
 
@@ -166,13 +181,14 @@ def _eval_section(summary: Mapping[str, Any], objectives: Sequence[str]) -> dict
     start, final = summary.get("start") or {}, summary.get("final") or {}
     best, delta = summary.get("best") or {}, summary.get("delta") or {}
     rows = [
-        (f"`{o}`", _fmt(start.get(o)), _fmt(final.get(o)), _fmt(best.get(o)), _fmt(delta.get(o), signed=True))
+        (_Code(o), _fmt(start.get(o)), _fmt(final.get(o)), _fmt(best.get(o)), _fmt(delta.get(o), signed=True))
         for o in objectives
     ]
     first, last = evals[0].get("completion_length"), evals[-1].get("completion_length")
     if first is not None and last is not None:
         rows.append(("completion length (tokens)", _fmt(first), _fmt(last), "", _fmt(last - first, signed=True)))
-    return {"count": len(evals), "first": evals[0].get("step"), "last": evals[-1].get("step"), "rows": _rows(rows)}
+    steps = {"first": md.text(evals[0].get("step")), "last": md.text(evals[-1].get("step"))}
+    return {"count": len(evals), **steps, "rows": _rows(rows)}
 
 
 def _weights_section(summary: Mapping[str, Any], objectives: Sequence[str]) -> dict[str, Any] | None:
@@ -181,8 +197,8 @@ def _weights_section(summary: Mapping[str, Any], objectives: Sequence[str]) -> d
     if not weights:
         return None
     first, last = weights[0], weights[-1]
-    rows = [(f"`{o}`", _fmt(first["weights"].get(o)), _fmt(last["weights"].get(o))) for o in objectives]
-    return {"first": first.get("step"), "last": last.get("step"), "rows": _rows(rows)}
+    rows = [(_Code(o), _fmt(first["weights"].get(o)), _fmt(last["weights"].get(o))) for o in objectives]
+    return {"first": md.text(first.get("step")), "last": md.text(last.get("step")), "rows": _rows(rows)}
 
 
 def _events(summary: Mapping[str, Any]) -> list[list[str]]:
@@ -201,10 +217,11 @@ def _card_data(
     """The front matter: ``mo_align, trl, grpo, multi-objective, <algorithm>`` (+ ``lora``) and the extra tags."""
     from huggingface_hub import ModelCardData
 
-    tags = ["mo_align", "trl", "grpo", "multi-objective", algorithm, *(["lora"] if library_name == "peft" else [])]
-    tags += [t for t in dict.fromkeys(extra_tags) if t and t not in tags]
-    return ModelCardData(
-        license=license,
+    tags = ["mo_align", "trl", "grpo", "multi-objective", md.one_line(algorithm)]
+    tags += ["lora"] if library_name == "peft" else []
+    tags += [t for t in dict.fromkeys(md.one_line(t) for t in extra_tags) if t and t not in tags]
+    return ModelCardData(  # plain one-line strings only: the YAML dump quotes what needs it, nothing else is tagged
+        license=md.one_line(license) if license else None,
         base_model=base_model or None,
         datasets=[hub_dataset] if hub_dataset else None,
         library_name=library_name,
@@ -241,34 +258,61 @@ def render_model_card(
     """
     from huggingface_hub import ModelCard
 
+    hide = [*secrets, *env_secrets()]
+    summary, dataset, base_model, tags, license = redact_all(
+        [summary, dataset or summary.get("dataset"), base_model, list(tags), license], hide
+    )
     algorithm = str(summary.get("algorithm") or "unknown")
     objectives = [str(o) for o in summary.get("objectives") or []]
-    dataset = dataset or summary.get("dataset")
     hub_dataset = dataset if dataset and dataset != "synthetic" and hub_id(dataset) is not None else None
     packages = ["mo_align", "trl", "transformers", "torch", *(["peft"] if library_name == "peft" else [])]
     card = ModelCard.from_template(
-        _card_data(algorithm, library_name, tags, license, base_model, hub_dataset),
+        _card_data(algorithm, library_name, tags, license, hub_id(base_model), hub_dataset),
         template_path=str(TEMPLATE),
-        model_name=repo_id.split("/")[-1],
-        repo_id=repo_id,
-        base_model=base_model,
         adapter=library_name == "peft",
         has_summary=bool(summary),
         summary_file=SUMMARY_FILE,
-        algorithm=algorithm,
-        objectives=objectives,
         evaluation=_eval_section(summary, objectives),
         weights=_weights_section(summary, objectives),
         plot=plot,
         events=_events(summary),
-        dataset=dataset,
-        hub_dataset=hub_dataset is not None,
-        launch_command=summary.get("launch_command"),
         papers=paper_links(algorithm),
         versions=_versions(packages),
         **_algorithm_section(summary, algorithm),
+        **_text_fields(summary, redact(repo_id, hide), algorithm, objectives, base_model, (dataset, hub_dataset)),
     )
-    return redact(str(card), [*secrets, *env_secrets()])
+    return redact(str(card), hide, flag_values=False)  # user strings were redacted before they were escaped
+
+
+def _text_fields(
+    summary: Mapping[str, Any],
+    repo_id: str,
+    algorithm: str,
+    objectives: Sequence[str],
+    base_model: str | None,
+    datasets: tuple[str | None, str | None],
+) -> dict[str, Any]:
+    """The template's user strings, escaped (:mod:`mo_align.hub.markdown`): links only to valid Hub ids."""
+    (dataset, hub_dataset), command = datasets, summary.get("launch_command")
+    command = str(command) if command else None
+    repo_literal = json.dumps(repo_id)  # a Python string literal in the usage snippet
+    if hub_id(base_model):
+        base = f"[{md.text(base_model)}](https://huggingface.co/{base_model})"
+    else:
+        base = md.code(base_model) if base_model else "a base model"
+    link = f"[{md.text(hub_dataset)}](https://huggingface.co/datasets/{hub_dataset})" if hub_dataset else None
+    return {
+        "model_name": md.text(repo_id.split("/")[-1]),
+        "repo_literal": repo_literal,
+        "usage_fence": md.fence(repo_literal),
+        "base_model": base,
+        "algorithm": md.text(algorithm),
+        "objectives": [md.code(o) for o in objectives],
+        "dataset": md.code(dataset) if dataset else None,
+        "dataset_link": link,
+        "launch_command": command,
+        "launch_fence": md.fence(command or ""),
+    }
 
 
 def write_model_card(

@@ -10,23 +10,37 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 
-__all__ = ["TOKEN_ENV_VARS", "env_secrets", "files_containing", "looks_like_token", "redact"]
+__all__ = ["TOKEN_ENV_VARS", "env_secrets", "files_containing", "looks_like_token", "redact", "redact_all"]
 
 TOKEN_ENV_VARS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 _TOKEN_RE = re.compile(r"\b(hf_|api_org_)[A-Za-z0-9]{8,}")
 _TOKEN_ARG_RE = re.compile(r"(?<!\S)(--?(?:[\w-]*[_-])?token)([= ])(\S+)", re.IGNORECASE)
 
 
-def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
-    """``text`` with the given secrets, anything shaped like a Hugging Face token and ``--*token* VALUE`` hidden."""
+def redact(text: str, secrets: Iterable[str | None] = (), flag_values: bool = True) -> str:
+    """``text`` with the given secrets, anything shaped like a Hugging Face token and ``--*token* VALUE`` hidden
+    (the last unless ``flag_values`` is false: in Markdown the word after a flag may end in a code span's closing
+    backtick, so a model card redacts its user strings before escaping them, and the escaped card with this off)."""
     for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
         text = text.replace(secret, "***")
     text = _TOKEN_RE.sub(lambda m: m.group(1) + "***", text)
-    return _TOKEN_ARG_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}***", text)
+    return _TOKEN_ARG_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}***", text) if flag_values else text
+
+
+def redact_all(value: Any, secrets: Iterable[str | None] = ()) -> Any:
+    """``value`` with every string in it (inside mappings, keys too, lists and tuples) redacted by :func:`redact`."""
+    if isinstance(value, str):
+        return redact(value, secrets)
+    if isinstance(value, Mapping):
+        return {redact_all(k, secrets): redact_all(v, secrets) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_all(v, secrets) for v in value]
+    return value
 
 
 def looks_like_token(text: str) -> bool:

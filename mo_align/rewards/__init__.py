@@ -4,7 +4,13 @@ A reward function has TRL's signature ``f(prompts, completions, completion_ids, 
 completions are strings or conversational message lists; dataset columns (e.g. the gold ``answer``) arrive as
 kwargs; ``None`` means "not applicable" (NaN). The registry key becomes the function's ``__name__``, which TRL uses
 as the metric and column name. Only the selected rewards are built; a name that is not a key is imported as a
-dotted path ``pkg.module.function``.
+dotted path ``pkg.module.function`` (importing runs that module's code, as TRL's ``--reward_funcs`` does).
+
+Only a *declared reward factory* is called with ``reward_kwargs``: a registry entry (by name or by its class's
+dotted path), or a class or function that carries :func:`reward_factory`'s mark itself (not inherited). Any other
+dotted path is the reward function as it is, and kwargs given for it are an error naming it: validating a recipe
+never calls an arbitrary callable (``reward_funcs: [subprocess.getoutput]`` with ``reward_kwargs:
+{subprocess.getoutput: {cmd: ...}}`` would run the command).
 
 Objectives (REFERENCE_SPEC §4; all binary):
 
@@ -31,6 +37,7 @@ from mo_align.rewards.length import ConcisenessReward
 
 
 RewardFunc = Callable[..., list]
+FACTORY_MARK = "__mo_align_reward_factory__"
 
 # name -> the reward's class: its constructor's keyword arguments are the recipe's reward_kwargs[name]
 REWARDS: dict[str, Callable[..., RewardFunc]] = {
@@ -38,6 +45,23 @@ REWARDS: dict[str, Callable[..., RewardFunc]] = {
     "conciseness": ConcisenessReward,
     "clarity": ClarityReward,
 }
+
+
+def reward_factory(factory: Any) -> Any:
+    """Declare ``factory`` (a class or a function returning a reward function) a reward factory: a recipe naming
+    it by dotted path builds the reward as ``factory(**reward_kwargs[name])``. Use as a decorator."""
+    if not callable(factory):
+        raise TypeError(f"reward_factory takes a class or a function, got {type(factory).__name__}")
+    setattr(factory, FACTORY_MARK, True)
+    return factory
+
+
+def is_reward_factory(target: Any) -> bool:
+    """Whether ``target`` is a built-in reward class (:data:`REWARDS`) or itself carries :func:`reward_factory`'s
+    mark (a subclass of a declared class does not inherit it)."""
+    if any(target is factory for factory in REWARDS.values()):
+        return True
+    return hasattr(target, "__dict__") and vars(target).get(FACTORY_MARK) is True
 
 
 def _import_dotted(path: str) -> Callable[..., Any]:
@@ -70,12 +94,31 @@ def get_reward_funcs(names: list[str], reward_kwargs: dict[str, dict[str, Any]] 
                 raise TypeError(f"reward {name!r}: bad reward_kwargs {kwargs}: {exc}") from exc
             fn.__name__ = name
         else:
-            target = _import_dotted(name)
-            fn = target(**kwargs) if kwargs else target
-            if not callable(fn):
-                raise ValueError(f"reward {name!r} is not callable")
+            fn = _build_dotted(name, kwargs)
         funcs.append(fn)
     return funcs
+
+
+def _build_dotted(name: str, kwargs: dict[str, Any]) -> RewardFunc:
+    """The reward of a dotted path: a declared factory called with its kwargs, anything else as it is."""
+    target = _import_dotted(name)
+    if is_reward_factory(target):
+        try:
+            fn = target(**kwargs)
+        except TypeError as exc:
+            raise TypeError(f"reward {name!r}: bad reward_kwargs {kwargs}: {exc}") from exc
+        if not hasattr(fn, "__name__"):
+            fn.__name__ = name.rpartition(".")[2]  # TRL names the metric after it
+    elif kwargs:
+        raise ValueError(
+            f"reward_kwargs[{name!r}]: {name!r} is not a declared reward factory, so it takes no kwargs (given "
+            f"{sorted(kwargs)}); mark a factory with @mo_align.rewards.reward_factory"
+        )
+    else:
+        fn = target
+    if not callable(fn):
+        raise ValueError(f"reward {name!r} is not callable")
+    return fn
 
 
 __all__ = [
@@ -85,4 +128,6 @@ __all__ = [
     "ConcisenessReward",
     "completion_text",
     "get_reward_funcs",
+    "is_reward_factory",
+    "reward_factory",
 ]

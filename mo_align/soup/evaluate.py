@@ -30,13 +30,13 @@ logger = logging.getLogger("mo_align")
 def reward_state(run_dir: str) -> tuple[dict[str, Any], str | None]:
     """The reward states saved in ``run_dir``'s newest complete checkpoint, and that file (or ``({}, None)``)."""
     from mo_align.checkpoints import last_complete_checkpoint
-    from mo_align.trainer.state import MO_STATE_FILE
+    from mo_align.trainer.state import MO_STATE_FILE, read_mo_state
 
     checkpoint, _ = last_complete_checkpoint(run_dir)
     if checkpoint is None:
         return {}, None
     path = os.path.join(checkpoint, MO_STATE_FILE)
-    return dict(torch.load(path, weights_only=False).get("rewards") or {}), path
+    return dict(read_mo_state(path).get("rewards") or {}), path
 
 
 def build_trainer(model: Any, recipe: str, tokenizer_dir: str, out_dir: str, name: str) -> Any:

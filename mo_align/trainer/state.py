@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
+import re
 from typing import Any
 
 import torch
@@ -102,8 +104,21 @@ def load_checkpoint_state(trainer: Any, checkpoint: str) -> None:
     path = os.path.join(checkpoint, MO_STATE_FILE)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} is missing: cannot restore the weighting state of this checkpoint")
+    load_mo_state_dict(trainer, read_mo_state(path))
+
+
+def read_mo_state(path: str) -> dict[str, Any]:
+    """``torch.load(path, weights_only=True)``: tensors and plain Python values only, as :func:`mo_state_dict`
+    writes them. A file that needs more (any other class or function, whose unpickling would run code of the file's
+    choosing: checkpoints are downloaded from the Hub) is refused in one line naming it, as is a truncated one."""
     try:
-        state = torch.load(path, weights_only=False)
+        return torch.load(path, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"WeightsUnpickler error:\s*(.+?)(?: was not an allowed global|\n|$)", str(exc))
+        what = found.group(1).strip() if found else "not tensors and plain values"
+        raise RuntimeError(
+            f"{path} is refused: it needs more than tensors and plain Python values to load ({what}), and loading "
+            "it could run code from the file; mo_align writes only tensors and plain values there"
+        ) from None
     except Exception as exc:  # truncated / empty: name the file, not only "PytorchStreamReader failed"
         raise RuntimeError(f"{path} is unreadable (truncated or corrupt): {type(exc).__name__}") from exc
-    load_mo_state_dict(trainer, state)

@@ -203,7 +203,7 @@ def test_resume_is_exact(method, kwargs):
     torch.save({"weighting_state": first.state_dict()}, buffer)
     buffer.seek(0)
     resumed = get_weighting(f"jd:{method}", k, **kwargs)
-    resumed.load_state_dict(torch.load(buffer, weights_only=False)["weighting_state"])
+    resumed.load_state_dict(torch.load(buffer, weights_only=True)["weighting_state"])
     assert _fingerprint(resumed._jd) == _fingerprint(first._jd)
     assert torch.equal(resumed.weights(), expected[1]) and resumed.calls == 2
     for g, alpha in zip(grams[2:], expected[2:], strict=True):
