@@ -46,7 +46,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[MOScriptArguments, MO
         )
     path = config_path(args)
     if path is not None:
-        check_recipe(path)
+        check_recipe(path, make_parser().dataclass_types)  # unknown keys first, then every value's type
         with open(path, encoding="utf-8") as f:
             recipe = yaml.safe_load(f)
         if recipe.get("hub_token") is not None:
