@@ -153,3 +153,25 @@ def test_long_labels_and_values_are_cut_with_a_hash_and_the_points_are_written(t
     assert {p.name.rsplit("-seed", 1)[0] for p in sweep.points if p.label == long_a} == {by_label[long_a]}
     assert main([path, "--print-commands"]) == 0  # writes each point's recipe into its directory
     assert all((tmp_path / "out" / n / "sweep_recipe.yaml").exists() for n in names)
+
+
+@pytest.mark.parametrize(
+    ("body", "where", "says"),
+    [
+        (
+            {"set": {"max_steps": [4, 1.5]}},
+            "set.max_steps[1]",
+            "field 'max_steps' expects an integer, got 1.5 (a float)",
+        ),
+        (
+            {"overrides": {"bf16": "maybe"}},
+            "overrides.bf16",
+            "field 'bf16' expects a boolean (true or false) or null, got 'maybe' (a string)",
+        ),
+    ],
+)
+def test_a_wrong_type_in_set_or_overrides_names_the_sweep_field(tmp_path, capsys, body, where, says):
+    """Before: reported for the first point using it, naming a temporary recipe file (or, before recipe fields were
+    type-checked, as argparse's usage text)."""
+    path = _files(tmp_path, body)
+    assert _one_line(path, capsys) == f"{path}: {where}: {says}"

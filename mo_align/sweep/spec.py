@@ -153,20 +153,29 @@ def preference_field(name: str, k: int, kwargs: dict[str, Any]) -> str | None:
 
 
 def _axis_values(raw: Any, path: str, key: str) -> dict[str, Any]:
+    """``set`` (field -> its values) or ``overrides`` (field -> value): recipe fields, each value of its type."""
+    from mo_align.recipe import RecipeError, check_fields
     from mo_align.train import make_parser
 
     if raw is None:
         return {}
     if not isinstance(raw, dict):
         raise _fail(path, key, "expected a mapping of recipe field -> value(s)")
-    known = {f.name for dc in make_parser().dataclass_types for f in dc.__dataclass_fields__.values()}
+    types = make_parser().dataclass_types
+    known = {f.name for dc in types for f in dc.__dataclass_fields__.values()}
     for name, value in raw.items():
         if name in RESERVED:
             raise _fail(path, f"{key}.{name}", f"not settable here: {RESERVED[name]}")
         if name not in known:
             raise _fail(path, f"{key}.{name}", "not a recipe field (mo_align.train's parser has no such argument)")
         if key == "set" and (not isinstance(value, list) or not value):
-            raise _fail(path, f"set.{name}", f"{value!r}: a non-empty list of values (one point each)")
+            raise _fail(path, f"set.{name}", f"{excerpt(value)}: a non-empty list of values (one point each)")
+        for i, one in enumerate(value if key == "set" else [value]):
+            try:
+                check_fields(path, {name: one}, types)
+            except RecipeError as exc:
+                where = f"set.{name}[{i}]" if key == "set" else f"{key}.{name}"
+                raise _fail(path, where, str(exc).split(": ", 1)[1]) from None
     return dict(raw)
 
 
