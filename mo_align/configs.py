@@ -46,6 +46,15 @@ def _check_finite(config: Any) -> None:
                 raise ValueError(f"{f.name} must be a finite number, got {v}")
 
 
+def _check_seeds(config: Any) -> None:
+    """``seed`` and ``data_seed`` within numpy's seed range: ``transformers.set_seed`` seeds numpy, which raised a
+    traceback for -1 or 2**32 after the configuration had been accepted."""
+    for name in ("seed", "data_seed"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and not 0 <= value < 2**32:
+            raise ValueError(f"{name} must be an integer in [0, 2**32 - 1] (numpy's seed range), got {excerpt(value)}")
+
+
 def _check_repo_id(repo_id: Any) -> None:
     """``hub_model_id`` must be a valid Hub repo id before anything runs (it is pasted into the model card's code)."""
     from huggingface_hub.utils import HFValidationError, validate_repo_id
@@ -172,6 +181,7 @@ class MOGRPOConfig(GRPOConfig):
         from mo_align.weightings import validate_kwargs, weighting_class
 
         _check_finite(self)
+        _check_seeds(self)
         if self.hub_model_id is not None:
             _check_repo_id(self.hub_model_id)
         self.weighting_kwargs = _as_dict(self.weighting_kwargs, "weighting_kwargs")
@@ -204,7 +214,7 @@ class MOGRPOConfig(GRPOConfig):
                 "load_best_model_at_end selects on eval_loss, which mo_eval_loss: false does not compute; set "
                 "metric_for_best_model (e.g. accuracy/mean) or mo_eval_loss: true"
             )
-        if self.num_generations is not None and self.num_generations < 2:
+        if self.num_generations is None or self.num_generations < 2:  # TRL's own check divides by it
             raise ValueError(f"num_generations must be >= 2 for group baselines, got {self.num_generations}")
         if strategy.owns_weights and self.reward_weights is not None:
             raise ValueError(

@@ -8,7 +8,13 @@ when there is one), within milliseconds:
   minute into a MemoryError, or hung writing ``mo_summary.json`` when it sat in ``run_name``), or a recursive alias;
 * any tag the safe loader does not construct (``!!python/object/apply:...`` was refused by PyYAML with a 40-line
   traceback);
-* a YAML syntax error (file, line and column), a document that is not a mapping.
+* a YAML syntax error (file, line and column), a document that is not a mapping;
+* given the configuration dataclasses (``mo_align.train`` passes its parser's), a field none of them has (all such
+  keys in one line, each with its closest field name), then a value of the wrong type (file, line, field and the
+  expected type, derived from the dataclass annotation: ``learning_rate: fast``, ``max_steps: [1, 2]``,
+  ``seed: 1.5``, ``null`` for a field that is not optional, a string outside an ``Enum`` field's values).
+  A string is accepted wherever the argument parser would convert it (``learning_rate: "1e-4"``, ``bf16: "true"``),
+  as a value typed on the command line.
 
 The expansion is counted on the composed node graph, where an alias is a shared node, with one memoised pass: the
 bound is checked without expanding anything.
@@ -16,8 +22,14 @@ bound is checked without expanding anything.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import enum
 import os
-from typing import Any
+import types
+import typing
+from collections.abc import Iterable
+from typing import Any, Literal
 
 import yaml
 
@@ -93,8 +105,9 @@ def _check_tags(node: yaml.Node, field: str, path: str, seen: set[int]) -> None:
         stack.extend(_children(current))
 
 
-def check_recipe(path: str) -> None:
-    """Refuse a recipe file that is too large, an alias bomb, tagged, malformed or not a mapping (one line)."""
+def check_recipe(path: str, dataclass_types: Iterable[type] | None = None) -> None:
+    """Refuse a recipe file that is too large, an alias bomb, tagged, malformed or not a mapping; with
+    ``dataclass_types``, also one with a key that is no field of theirs or a value of the wrong type (one line)."""
     try:
         size = os.path.getsize(path)
     except OSError as exc:
@@ -122,10 +135,181 @@ def check_recipe(path: str) -> None:
         _check_tags(value, field, path, seen)
         _expanded_size(value, memo, field, path)
     try:
-        yaml.safe_load(text)  # constructor errors (e.g. an invalid date) now that the graph is known to be small
+        data = yaml.safe_load(
+            text
+        )  # constructor errors (e.g. an invalid date) now that the graph is known to be small
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         raise RecipeError(f"{_where(path, mark)}: invalid YAML: {_one_line(exc.problem or exc.context)}") from None
+    if dataclass_types is not None:
+        marks: dict[str, Any] = {}
+        for key, _ in root.value:
+            if isinstance(key, yaml.ScalarNode):
+                marks.setdefault(key.value, key.start_mark)
+        check_fields(path, data, list(dataclass_types), marks)
+
+
+# ---- fields and their types -----------------------------------------------------------------------------------------
+NON_FIELD_KEYS = ("env",)  # TRL's parser reads `env:` (environment variables to set) itself
+MAX_LISTED = 3  # unknown keys named in the error line; the rest are counted
+_BOOL_STRINGS = ("yes", "true", "t", "y", "1", "no", "false", "f", "n", "0")  # what transformers' parser converts
+_NOUNS = {bool: "a boolean (true or false)", int: "an integer", float: "a float", str: "a string", type(None): "null"}
+_PLURALS = {bool: "booleans", int: "integers", float: "floats", str: "strings"}
+_KINDS = {str: "a string", int: "an integer", float: "a float", list: "a list", dict: "a mapping"}
+
+
+@dataclasses.dataclass(frozen=True)
+class RecipeField:
+    """A recipe field as the configuration dataclass declares it: annotation, default and ``choices`` metadata."""
+
+    hint: Any
+    default: Any
+    choices: tuple | None
+
+
+def recipe_fields(dataclass_types: Iterable[type]) -> dict[str, RecipeField]:
+    """Every field a recipe may set (the ``init`` fields of the dataclasses, first declaration wins)."""
+    out: dict[str, RecipeField] = {}
+    for dc in dataclass_types:
+        hints = typing.get_type_hints(dc)
+        for f in dataclasses.fields(dc):
+            if f.init and f.name not in out:
+                choices = f.metadata.get("choices")
+                out[f.name] = RecipeField(hints[f.name], f.default, None if choices is None else tuple(choices))
+    return out
+
+
+def _members(hint: Any) -> list[Any]:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return sorted(typing.get_args(hint), key=lambda m: m is type(None))  # null last
+    return [hint]
+
+
+def _enum_in(members: list[Any]) -> type[enum.Enum] | None:
+    """The Enum of ``Enum | str``: the parser (and the dataclass) accept only its values as strings."""
+    return next((m for m in members if isinstance(m, type) and issubclass(m, enum.Enum)), None)
+
+
+def _converts(kind: type, text: str) -> bool:
+    try:
+        kind(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _accepts(hint: Any, value: Any) -> bool:
+    members = _members(hint)
+    restrict = _enum_in(members)
+    return any(_accepts_one(m, value, restrict) for m in members)
+
+
+def _accepts_one(hint: Any, value: Any, restrict: type[enum.Enum] | None) -> bool:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return _accepts(hint, value)
+    if origin is Literal:
+        return any(type(a) is type(value) and a == value for a in args)
+    if origin in (list, tuple) or hint in (list, tuple):
+        inner = args[0] if args else Any
+        if isinstance(value, str):  # one item, as `--reward_funcs accuracy` on the command line
+            return inner is str
+        return isinstance(value, list) and all(_accepts(inner, v) for v in value)
+    if origin is dict or hint is dict:
+        return isinstance(value, dict) and (len(args) < 2 or all(_accepts(args[1], v) for v in value.values()))
+    if isinstance(value, bool):
+        return hint is bool
+    if hint is bool:
+        return isinstance(value, str) and value.lower() in _BOOL_STRINGS
+    if hint in (int, float):
+        return _converts(hint, value) if isinstance(value, str) else isinstance(value, hint | int)
+    if hint is str:
+        return isinstance(value, str) and (restrict is None or value in {m.value for m in restrict})
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return isinstance(value, hint) or (isinstance(value, str) and value in {m.value for m in hint})
+    return isinstance(value, hint) if isinstance(hint, type) else True
+
+
+def _one_of(values: Iterable[Any], limit: int = 6) -> str:
+    shown = [repr(v) for v in values]
+    rest = f", ... ({len(shown)} values)" if len(shown) > limit + 1 else ""
+    return "one of " + ", ".join(shown[: limit if rest else None]) + rest
+
+
+def _noun(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return "any value"
+    if origin is Literal:
+        return " or ".join(yaml.safe_dump(a, default_flow_style=True).split("\n")[0] for a in args)
+    if origin in (list, tuple) or hint in (list, tuple):
+        return f"a list of {_PLURALS.get(args[0], 'values')}" if args else "a list"
+    if origin is dict or hint is dict:
+        return "a mapping"
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return _one_of(m.value for m in hint)
+    return _NOUNS.get(hint, f"a {getattr(hint, '__name__', hint)}")
+
+
+def describe(field: RecipeField) -> str:
+    """The expected type in words: "a float", "an integer or null", "one of 'no', 'steps', 'epoch'"."""
+    members = _members(field.hint)
+    restrict = _enum_in(members)
+    parts: list[str] = []
+    if field.choices:
+        parts.append(_one_of(c for c in field.choices if c is not None))
+        members = [m for m in members if m is type(None)]
+    for m in members:
+        text = _noun(m)
+        if text not in parts and not (m is str and restrict is not None):
+            parts.append(text)
+    return parts[0] if len(parts) == 1 else f"{', '.join(parts[:-1])} or {parts[-1]}"
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"{str(value).lower()} (a boolean)"
+    return f"{excerpt(value)} ({_KINDS.get(type(value), type(value).__name__)})"
+
+
+def _unknown_line(path: str, unknown: list[Any], known: dict[str, RecipeField], marks: dict[str, Any]) -> str:
+    names = []
+    for key in unknown[:MAX_LISTED]:
+        close = difflib.get_close_matches(key, list(known), n=1) if isinstance(key, str) else []
+        names.append(excerpt(key, 40) + (f" (did you mean {close[0]!r}?)" if close else ""))
+    more = f" and {len(unknown) - MAX_LISTED} more" if len(unknown) > MAX_LISTED else ""
+    plural = "s" if len(unknown) > 1 else ""
+    return (
+        f"{_where(path, marks.get(str(unknown[0])))}: unknown field{plural} {', '.join(names)}{more}; "
+        "`mo-align train --help` lists the recipe fields"
+    )
+
+
+def check_fields(path: str, data: dict, dataclass_types: list[type], marks: dict[str, Any] | None = None) -> None:
+    """Keys of ``data`` that no dataclass declares (all of them, first), then the first value whose type does not
+    match its field's annotation (or ``choices``): a :class:`RecipeError` naming file, line, field and type."""
+    marks = marks or {}
+    known = recipe_fields(dataclass_types)
+    unknown = [k for k in data if not isinstance(k, str) or (k not in known and k not in NON_FIELD_KEYS)]
+    if unknown:
+        raise RecipeError(_unknown_line(path, unknown, known, marks))
+    for name, value in data.items():
+        field = known.get(name, RecipeField(dict[str, Any], None, None))  # `env`: a mapping
+        if value is None and field.default is None:
+            continue
+        if _accepts(field.hint, value) and (field.choices is None or value is None or value in field.choices):
+            continue
+        quote = ""
+        if isinstance(value, bool) and _accepts(field.hint, "no"):
+            quote = "; YAML reads unquoted yes/no/on/off as booleans: quote the string"
+        raise RecipeError(
+            f"{_where(path, marks.get(name))}: field {excerpt(name, 40)} expects {describe(field)}, "
+            f"got {_shown(value)}{quote}"
+        )
 
 
 def config_path(argv: list[str]) -> str | None:

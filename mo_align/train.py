@@ -45,7 +45,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[MOScriptArguments, MO
     refuse_hub_token(args)  # every spelling, before the parser could echo it in an error
     path = config_path(args)
     if path is not None:
-        check_recipe(path)
+        check_recipe(path, make_parser().dataclass_types)  # unknown keys first, then every value's type
         with open(path, encoding="utf-8") as f:
             recipe = yaml.safe_load(f)
         _refuse_recipe_token(recipe)

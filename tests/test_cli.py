@@ -53,7 +53,7 @@ CASES = [
     ({"reward_funcs": ["accuracy", "nope"]}, "unknown reward 'nope'"),
     ({"reward_funcs": ["accuracy", "tests.test_cli.bad_reward_length"]}, "returned 1 values for 2 completions"),
     ({"reward_funcs": ["tests.test_cli.bad_reward_type"]}, "returned 'yes' (str) for completion 0: each value must"),
-    ({"not_a_field": 3}, "Unknown arguments from config file: ['--not_a_field', '3']"),
+    ({"not_a_field": 3}, "unknown field 'not_a_field'; `mo-align train --help` lists the recipe fields"),
     ({"reward_weights": [1.0, 1.0, 1.0]}, "reward_weights is set but weighting 'linear' owns"),
     ({"advantage_estimator": "ppo"}, "ppo"),
     ({"multi_objective_aggregation": "normalize_then_sum"}, "use advantage_estimator: gdpo"),

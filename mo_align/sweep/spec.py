@@ -13,6 +13,7 @@ A sweep file is a YAML mapping with these keys (anything else is an error naming
     set: {learning_rate: [5.0e-4, 1.0e-3]}  # any recipe field -> the values it takes (an axis each)
     overrides: {save_strategy: steps, save_steps: 2}  # fixed recipe values for every point (not an axis)
     accelerate_config: ddp                # what --print-commands launches with (cpu, ddp, zero3 or a file)
+    max_points: 10000                     # the most points a sweep may have (default 10,000)
 
 A **preference** w on the simplex Δ^{K-1} (K = the recipe's objectives) goes to the field of each weighting that
 takes one — ``preference`` (smooth Tchebycheff), ``pref_vector`` (TorchJD's UPGrad / DualProj) or ``weights``
@@ -21,13 +22,19 @@ weighting with none (MGDA, PAMA, ...) or with ``preferences: false`` runs once p
 ``grid: N`` is every w = i / N with i ∈ ℕ^K, Σ_k i_k = N (C(N + K − 1, K − 1) points: N = 1 gives the K vertices,
 the single-objective runs); ``dirichlet`` draws n points from Dir(alpha·1) with numpy's ``default_rng(seed)``,
 rounded to 4 decimals. Every point is one run named ``<label>[-w<w_1>_..._<w_K>][-<field>=<value>...]-seed<s>``
-(the report groups seeds by stripping ``-seed<s>``), validated — weighting kwargs and the whole recipe through
-``mo_align.train``'s own parser — before anything runs.
+(the report groups seeds by stripping ``-seed<s>``); a name longer than ``MAX_NAME_CHARS`` keeps its first
+characters and a short hash of the whole (``-h<8 hex>``) before ``-seed<s>``, so every directory and log name fits
+the file system. Points are counted before any is built: more than ``max_points`` is an error naming the count.
+Every point is validated before anything runs: its weighting with its own kwargs, and its whole recipe through
+``mo_align.train``'s own parser — once per distinct recipe, where recipes differing only in the point's name,
+place, seed and preference vector count as one (those are checked on their own).
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import math
 import os
 import re
@@ -37,8 +44,25 @@ from typing import Any
 
 import yaml
 
+from mo_align.sweep.axes import Axis, SweepError
+from mo_align.sweep.axes import fail as _fail
+from mo_align.sweep.axes import is_int as _is_int
+from mo_align.sweep.axes import preference_axis as _preference_axis
+from mo_align.sweep.axes import simplex_grid as simplex_grid  # re-exported: mo_align.sweep, mo_align.soup
+from mo_align.weightings.validation import excerpt
 
-KEYS = ("recipe", "output_dir", "preferences", "algorithms", "seeds", "set", "overrides", "accelerate_config")
+
+KEYS = (
+    "recipe",
+    "output_dir",
+    "preferences",
+    "algorithms",
+    "seeds",
+    "set",
+    "overrides",
+    "accelerate_config",
+    "max_points",
+)
 ALGORITHM_KEYS = ("weighting", "weighting_kwargs", "preferences", "recipe")
 PREFERENCE_FIELDS = ("preference", "pref_vector", "weights")  # the first one a weighting accepts
 RESERVED = {
@@ -50,11 +74,10 @@ RESERVED = {
     "mo_run_label": "each point is labelled with its algorithm",
     "resume_from_checkpoint": "the sweep resumes every point from its newest complete checkpoint",
 }
-MAX_POINTS = 10_000
-
-
-class SweepError(ValueError):
-    """A sweep file that cannot run (one line naming the file and the field)."""
+MAX_POINTS = 10_000  # default cap on a sweep's points (the sweep file's max_points raises it)
+MAX_NAME_CHARS = 120  # a point's name before -seed<s>; longer ones are cut and end in a hash of the whole
+IDENTITY_FIELDS = ("output_dir", "run_name", "mo_run_label", "seed")  # per point; the recipe check skips them
+SEED_LIMIT = 2**32  # numpy's seed range (transformers.set_seed seeds numpy)
 
 
 @dataclass
@@ -68,6 +91,7 @@ class Point:
     seed: int
     preference: list[float] | None = None
     values: dict[str, Any] = field(default_factory=dict)  # the `set` fields of this point
+    preference_field: str | None = None  # the weighting kwarg that holds ``preference``
 
 
 @dataclass
@@ -88,58 +112,6 @@ class Sweep:
 
     def point_dir(self, point: Point) -> str:
         return os.path.join(self.output_dir, point.name)
-
-
-def simplex_grid(k: int, steps: int) -> list[list[float]]:
-    """Every w = i / steps with non-negative integers i summing to steps, vertices first in lexicographic order."""
-    out = []
-    for cut in itertools.combinations(range(steps + k - 1), k - 1):  # stars and bars
-        bounds = (-1, *cut, steps + k - 1)
-        counts = [bounds[j + 1] - bounds[j] - 1 for j in range(k)]
-        out.append([round(c / steps, 4) for c in counts])
-    return sorted(out, reverse=True)
-
-
-def dirichlet_points(k: int, n: int, seed: int, alpha: float = 1.0) -> list[list[float]]:
-    import numpy as np
-
-    draws = np.random.default_rng(seed).dirichlet([alpha] * k, size=n)
-    return [[round(float(x), 4) for x in row] for row in draws]
-
-
-def _fail(path: str, where: str, message: str) -> SweepError:
-    return SweepError(f"{path}: {where}: {message}")
-
-
-def _preferences(raw: Any, k: int, path: str) -> list[list[float]] | None:
-    if raw is None:
-        return None
-    if isinstance(raw, list):
-        prefs = []
-        for i, w in enumerate(raw):
-            ok = isinstance(w, list) and all(isinstance(x, int | float) and not isinstance(x, bool) for x in w)
-            if not ok or len(w) != k:
-                raise _fail(path, f"preferences[{i}]", f"{w!r} is not a list of {k} numbers (one per objective)")
-            if any(x < 0 or not math.isfinite(x) for x in w) or sum(w) <= 0:
-                raise _fail(path, f"preferences[{i}]", f"{w!r}: entries must be finite, >= 0, and not all 0")
-            prefs.append([float(x) for x in w])
-        return prefs
-    if not isinstance(raw, dict) or len(raw) != 1 or next(iter(raw)) not in ("grid", "dirichlet"):
-        raise _fail(path, "preferences", "expected {grid: N}, {dirichlet: {n: M, seed: S}} or a list of vectors")
-    if "grid" in raw:
-        steps = raw["grid"]
-        if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= 100:
-            raise _fail(path, "preferences.grid", f"{steps!r}: an integer number of steps in [1, 100]")
-        return simplex_grid(k, steps)
-    spec = raw["dirichlet"]
-    unknown = sorted(set(spec) - {"n", "seed", "alpha"}) if isinstance(spec, dict) else None
-    if unknown is None or unknown or not isinstance(spec.get("n"), int) or spec["n"] < 1:
-        why = f"unknown key(s) {unknown}" if unknown else "n (>= 1) is required"
-        raise _fail(path, "preferences.dirichlet", f"{why}; keys: n, seed, alpha")
-    alpha = spec.get("alpha", 1.0)
-    if not isinstance(alpha, int | float) or not alpha > 0:
-        raise _fail(path, "preferences.dirichlet.alpha", f"{alpha!r}: a number > 0")
-    return dirichlet_points(k, spec["n"], int(spec.get("seed", 0)), float(alpha))
 
 
 def _own_recipe(spec: dict[str, Any], recipe: dict[str, Any], path: str, where: str) -> tuple[str, dict] | None:
@@ -204,20 +176,29 @@ def preference_field(name: str, k: int, kwargs: dict[str, Any]) -> str | None:
 
 
 def _axis_values(raw: Any, path: str, key: str) -> dict[str, Any]:
+    """``set`` (field -> its values) or ``overrides`` (field -> value): recipe fields, each value of its type."""
+    from mo_align.recipe import RecipeError, check_fields
     from mo_align.train import make_parser
 
     if raw is None:
         return {}
     if not isinstance(raw, dict):
         raise _fail(path, key, "expected a mapping of recipe field -> value(s)")
-    known = {f.name for dc in make_parser().dataclass_types for f in dc.__dataclass_fields__.values()}
+    types = make_parser().dataclass_types
+    known = {f.name for dc in types for f in dc.__dataclass_fields__.values()}
     for name, value in raw.items():
         if name in RESERVED:
             raise _fail(path, f"{key}.{name}", f"not settable here: {RESERVED[name]}")
         if name not in known:
             raise _fail(path, f"{key}.{name}", "not a recipe field (mo_align.train's parser has no such argument)")
         if key == "set" and (not isinstance(value, list) or not value):
-            raise _fail(path, f"set.{name}", f"{value!r}: a non-empty list of values (one point each)")
+            raise _fail(path, f"set.{name}", f"{excerpt(value)}: a non-empty list of values (one point each)")
+        for i, one in enumerate(value if key == "set" else [value]):
+            try:
+                check_fields(path, {name: one}, types)
+            except RecipeError as exc:
+                where = f"set.{name}[{i}]" if key == "set" else f"{key}.{name}"
+                raise _fail(path, where, str(exc).split(": ", 1)[1]) from None
     return dict(raw)
 
 
@@ -227,18 +208,25 @@ def _slug(value: Any) -> str:
 
 
 def point_name(label: str, preference: list[float] | None, values: dict[str, Any], seed: int) -> str:
+    """``<label>[-w<w_1>_..._<w_K>][-<field>=<value>...]-seed<s>``; beyond ``MAX_NAME_CHARS`` before ``-seed<s>``
+    the name is cut and ends in ``-h`` and 8 hex digits of the whole name's SHA-256 (the seeds of one setting share
+    it)."""
     parts = [_slug(label)]
     if preference is not None:
         parts.append("w" + "_".join(_slug(x) for x in preference))
     parts += [f"{_slug(k)}={_slug(v)}" for k, v in values.items()]
-    return "-".join([*parts, f"seed{seed}"])
+    body = "-".join(parts)
+    if len(body) > MAX_NAME_CHARS:
+        digest = hashlib.sha256(body.encode()).hexdigest()[:8]
+        body = f"{body[: MAX_NAME_CHARS - 10]}-h{digest}"
+    return f"{body}-seed{seed}"
 
 
-def _read(path: str) -> dict[str, Any]:
+def _read(path: str, dataclass_types: Any = None) -> dict[str, Any]:
     from mo_align.recipe import RecipeError, check_recipe
 
     try:
-        check_recipe(path)  # size, aliases, tags, syntax: the recipe rules hold for sweep files too
+        check_recipe(path, dataclass_types)  # size, aliases, tags, syntax: the recipe rules hold for sweep files too
     except RecipeError as exc:
         raise SweepError(str(exc).replace("a recipe must be", "a sweep file must be")) from None
     with open(path, encoding="utf-8") as f:
@@ -252,21 +240,22 @@ def _seeds(raw: Any, recipe: dict[str, Any], path: str) -> list[int]:
         or not seeds
         or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
     ):
-        raise _fail(path, "seeds", f"{raw!r}: a non-empty list of integers")
+        raise _fail(path, "seeds", f"{excerpt(raw)}: a non-empty list of integers")
+    if not all(0 <= s < SEED_LIMIT for s in seeds):
+        raise _fail(path, "seeds", f"{excerpt(seeds)}: each in [0, 2**32 - 1] (numpy's seed range)")
     if len(set(seeds)) != len(seeds):
         raise _fail(path, "seeds", f"{seeds}: a seed is repeated")
     return seeds
 
 
-def _expand(sweep: Sweep, raw: dict[str, Any], k: int) -> None:
-    """Every point: algorithm × preference (where the weighting takes one) × set values × seed."""
+def _plan(sweep: Sweep, raw: dict[str, Any], k: int) -> list[tuple[str, dict[str, Any], Axis | None, str | None]]:
+    """(label, algorithm, its preference axis or None, the kwarg taking the preference) for every algorithm, each
+    weighting checked with its own kwargs."""
     from mo_align.weightings import get_weighting
 
     path = sweep.path
-    prefs = _preferences(raw.get("preferences"), k, path)
-    axes = _axis_values(raw.get("set"), path, "set")
-    seeds = _seeds(raw.get("seeds"), sweep.recipe, path)
-    combos = [dict(zip(axes, values)) for values in itertools.product(*axes.values())]
+    shared = _preference_axis(raw.get("preferences"), k, path)
+    plan = []
     for label, algo in _algorithms(raw.get("algorithms"), sweep.recipe, path).items():
         where = f"algorithms.{label}"
         if algo["recipe"] is not None:
@@ -276,20 +265,42 @@ def _expand(sweep: Sweep, raw: dict[str, Any], k: int) -> None:
         except (TypeError, ValueError) as exc:
             raise _fail(path, where, str(exc)) from None
         own = algo["preferences"]
-        mine = prefs if isinstance(own, bool) else _preferences(own, k, f"{path}: {where}")
+        mine = shared if isinstance(own, bool) else _preference_axis(own, k, f"{path}: {where}")
+        mine = mine if mine and mine[0] > 0 else None
         pref_field = preference_field(algo["weighting"], k, algo["weighting_kwargs"]) if mine else None
         if mine and (pref_field is None or own is False):
             why = "preferences: false" if pref_field else "it takes no preference vector"
             sweep.notes.append(f"{label}: one point per seed and set value ({why})")
-        use = mine if pref_field and own is not False else [None]
-        for pref, values, seed in itertools.product(use, combos, seeds):
+        plan.append((label, algo, mine if pref_field and own is not False else None, pref_field))
+    return plan
+
+
+def _expand(sweep: Sweep, raw: dict[str, Any], k: int, max_points: int) -> None:
+    """Every point: algorithm × preference (where the weighting takes one) × set values × seed; counted first."""
+    path = sweep.path
+    plan = _plan(sweep, raw, k)
+    axes = _axis_values(raw.get("set"), path, "set")
+    seeds = _seeds(raw.get("seeds"), sweep.recipe, path)
+    per_preference = math.prod(len(v) for v in axes.values()) * len(seeds)
+    total = sum((axis[0] if axis else 1) * per_preference for _, _, axis, _ in plan)
+    if total > max_points:
+        raise _fail(
+            path,
+            "axes",
+            f"{total:,} points (algorithms x preferences x set values x seeds); a sweep has at most "
+            f"{max_points:,} (max_points: N in the sweep file raises the cap)",
+        )
+    built: dict[int, list[list[float]]] = {}  # an axis shared by several algorithms is built once
+    for label, algo, axis, pref_field in plan:
+        prefs = built.setdefault(id(axis), axis[1]()) if axis else [None]
+        for pref, values, seed in itertools.product(prefs, itertools.product(*axes.values()), seeds):
+            values = dict(zip(axes, values))
             kwargs = dict(algo["weighting_kwargs"])
             if pref is not None:
                 kwargs[pref_field] = list(pref)
             name = point_name(label, pref, values, seed)
-            sweep.points.append(Point(name, label, algo["weighting"], kwargs, seed, pref, values))
-            if len(sweep.points) > MAX_POINTS:
-                raise _fail(path, "axes", f"more than {MAX_POINTS:,} points")
+            field_name = pref_field if pref is not None else None
+            sweep.points.append(Point(name, label, algo["weighting"], kwargs, seed, pref, values, field_name))
     names = [p.name for p in sweep.points]
     if len(set(names)) != len(names):
         raise _fail(path, "axes", "two points have the same name (a value repeated on an axis?)")
@@ -310,26 +321,52 @@ def point_recipe(sweep: Sweep, point: Point) -> dict[str, Any]:
     return recipe
 
 
-def _check_recipes(sweep: Sweep) -> None:
-    """Every point's recipe through mo_align.train's own parser (GRPOConfig's checks included), nothing run."""
-    from mo_align.train import parse_args
+def _recipe_key(recipe: dict[str, Any], point: Point) -> str:
+    """What the recipe check depends on: the recipe less the point's name, place, seed and preference vector."""
+    generic = {key: value for key, value in recipe.items() if key not in IDENTITY_FIELDS}
+    if point.preference_field is not None:
+        kwargs = dict(generic["weighting_kwargs"])
+        kwargs.pop(point.preference_field)
+        generic["weighting_kwargs"] = kwargs
+    return json.dumps(generic, sort_keys=True, default=repr)
 
+
+def _check_recipes(sweep: Sweep, k: int) -> None:
+    """Every point's recipe through mo_align.train's own parser (GRPOConfig's checks included), nothing run: once
+    per distinct recipe (:func:`_recipe_key`); each distinct weighting setting (a preference vector included) is
+    built on its own, which is what the recipe check does with it."""
+    from mo_align.train import parse_args
+    from mo_align.weightings import get_weighting
+
+    checked: set[str] = set()
+    weightings: set[str] = set()
     with tempfile.TemporaryDirectory(prefix="mo-align-sweep-") as tmp:
         file = os.path.join(tmp, "recipe.yaml")
         for point in sweep.points:
-            with open(file, "w", encoding="utf-8") as f:
-                yaml.safe_dump(point_recipe(sweep, point), f, sort_keys=False)
+            setting = json.dumps([point.weighting, point.weighting_kwargs], sort_keys=True, default=repr)
             try:
+                if setting not in weightings:
+                    weightings.add(setting)
+                    get_weighting(point.weighting, k, **point.weighting_kwargs)
+                recipe = point_recipe(sweep, point)
+                key = _recipe_key(recipe, point)
+                if key in checked:
+                    continue
+                checked.add(key)
+                with open(file, "w", encoding="utf-8") as f:
+                    yaml.safe_dump(recipe, f, sort_keys=False)
                 parse_args(["--config", file])
             except (ValueError, TypeError, SystemExit) as exc:
-                why = " ".join(str(exc).split()) or "rejected by the recipe parser"
+                why = " ".join(str(exc).replace(file, "its recipe").split()) or "rejected by the recipe parser"
                 raise _fail(sweep.path, f"point {point.name}", why) from None
 
 
 def load_sweep(path: str, check_recipes: bool = True) -> Sweep:
     """Read and validate a sweep file and list its points (a :class:`SweepError` names the file and field)."""
+    from mo_align.train import make_parser
+
     raw = _read(path)
-    unknown = sorted(set(raw) - set(KEYS))
+    unknown = sorted(str(key) for key in set(raw) - set(KEYS))
     if unknown:
         raise _fail(path, unknown[0], f"unknown key; a sweep file has {', '.join(KEYS)}")
     for key in ("recipe", "output_dir"):
@@ -337,7 +374,7 @@ def load_sweep(path: str, check_recipes: bool = True) -> Sweep:
             raise _fail(path, key, "required (a path)")
     if not os.path.isfile(raw["recipe"]):
         raise _fail(path, "recipe", f"{raw['recipe']}: no such file")
-    recipe = _read(raw["recipe"])
+    recipe = _read(raw["recipe"], make_parser().dataclass_types)  # unknown keys, value types: naming its line
     objectives = recipe.get("reward_funcs")
     if not isinstance(objectives, list) or not objectives:
         raise _fail(path, "recipe", f"{raw['recipe']} names no reward_funcs (the objectives)")
@@ -345,10 +382,15 @@ def load_sweep(path: str, check_recipes: bool = True) -> Sweep:
     accelerate = raw.get("accelerate_config", "ddp")
     if not isinstance(accelerate, str):
         raise _fail(
-            path, "accelerate_config", f"{accelerate!r}: a name (cpu, ddp, zero3, ...: see mo-align --help) or a file"
+            path,
+            "accelerate_config",
+            f"{excerpt(accelerate)}: a name (cpu, ddp, zero3, ...: see mo-align --help) or a file",
         )
+    max_points = raw.get("max_points", MAX_POINTS)
+    if not _is_int(max_points) or max_points < 1:
+        raise _fail(path, "max_points", f"{excerpt(max_points)}: an integer >= 1")
     sweep = Sweep(path, raw["recipe"], recipe, raw["output_dir"], [], overrides, accelerate)
-    _expand(sweep, raw, len(objectives))
+    _expand(sweep, raw, len(objectives), max_points)
     if check_recipes:
-        _check_recipes(sweep)
+        _check_recipes(sweep, len(objectives))
     return sweep
