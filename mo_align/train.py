@@ -45,10 +45,11 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[MOScriptArguments, MO
     refuse_hub_token(args)  # every spelling, before the parser could echo it in an error
     path = config_path(args)
     if path is not None:
-        check_recipe(path, make_parser().dataclass_types)  # unknown keys first, then every value's type
+        check_recipe(path)  # size, alias bombs, tags, syntax: safe to load
         with open(path, encoding="utf-8") as f:
             recipe = yaml.safe_load(f)
-        _refuse_recipe_token(recipe)
+        _refuse_recipe_token(recipe)  # a secret first, in any spelling, so no message leads to renaming it
+        check_recipe(path, make_parser().dataclass_types)  # then unknown keys, then every value's type
     parsed = make_parser().parse_args_and_config(args=args)
     if parsed[1].hub_token is not None:  # the parsed value, whatever spelling set it
         raise ValueError("hub_token was set on the command line, which trackers record; export HF_TOKEN instead")
