@@ -41,7 +41,8 @@ Args:
 
 Deviations from the reference (``compute_ctwa_stats`` and ``_ctwa_update_weights_from_metrics``; the statistic
 itself, the outlier filter with numpy's median, population moments, the correlation averaged over the groups whose
-std product exceeds 1e-8, EMA, gate and ascent follow it exactly):
+std product exceeds 1e-8, EMA, gate and ascent follow it exactly; so does the exclusion of completions without
+tokens, whose w̃ is NaN under every ``w_agg`` as the reference's 0/0 sequence advantage):
     1. Statistics use the gathered full batch with complete groups (the reference uses rank 0's shard, 1/W of the
        batch, whose groups hold about G/W members, biasing the population covariance by (m−1)/m with m ≈ G/W
        instead of (G−1)/G; ``subsample: 0.25`` approximates it with a random quarter). With ``subsample`` only the
