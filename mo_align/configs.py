@@ -236,6 +236,11 @@ class MOGRPOConfig(GRPOConfig):
             conflict = exact_statistic_conflict(self)
             if conflict:
                 raise ValueError(f"weighting ctwa with statistic 'exact': {conflict}; or set statistic: on_policy")
+        layout = strategy.declared_needs(self.weighting_kwargs).layout_conflict(
+            self.weighting, self.steps_per_generation, self.num_iterations, self.gradient_accumulation_steps
+        )
+        if layout:
+            raise ValueError(layout)
 
     @classmethod
     def from_grpo_config(cls, args: GRPOConfig, num_objectives: int) -> tuple[MOGRPOConfig, str]:

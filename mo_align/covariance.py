@@ -85,15 +85,20 @@ def induced_weights(
     advantages (B,), log_ratio = log π_new − log π_old (B, T), mask (B, T). A token is unclipped when the PPO clip
     does not bind: ρ <= 1 + ε_high for Â >= 0, ρ >= 1 − ε_low for Â < 0. ``agg``: ``mean`` (over completion
     tokens), ``mean_unclipped`` (over unclipped tokens) or ``sum``. Returns (w̃ (B,), number of unclipped tokens).
+    A completion without tokens (L_i = 0, e.g. under ``mask_truncated_completions``) gets w̃_i = NaN whatever
+    ``agg``, so the covariance leaves it out: its sequence advantage Σ_t A_it / L_i is 0/0 in the paper's
+    reference code, whose finite filter drops it.
     """
     rho = torch.exp(log_ratio.clamp(-20, 20))
     adv = advantages.view(-1, 1)
     unclipped = torch.where(adv >= 0, rho <= 1 + eps_high, rho >= 1 - eps_low) & mask.bool()
     total = (adv * rho * unclipped).sum(1)
     if agg == "sum":
-        return total, float(unclipped.sum())
-    denom = unclipped.sum(1) + 1e-8 if agg == "mean_unclipped" else mask.sum(1)
-    return total / denom, float(unclipped.sum())
+        w = total
+    else:
+        w = total / (unclipped.sum(1) + 1e-8 if agg == "mean_unclipped" else mask.sum(1))
+    empty = mask.sum(1) == 0
+    return torch.where(empty, torch.full_like(w, float("nan")), w), float(unclipped.sum())
 
 
 def on_policy_induced_weights(advantages: torch.Tensor, lengths: torch.Tensor, agg: str) -> torch.Tensor:
@@ -101,18 +106,20 @@ def on_policy_induced_weights(advantages: torch.Tensor, lengths: torch.Tensor, a
 
     At ρ = 1 no token is clipped (1 − ε_low <= 1 <= 1 + ε_high), so Σ_t Â_i ρ_it 1[unclipped] = Â_i L_i and
     w̃_i = Â_i (``mean``), Â_i L_i / (L_i + 1e-8) (``mean_unclipped``) or Â_i L_i (``sum``). A completion with
-    L_i = 0 gets NaN under ``mean`` (its sequence advantage is 0/0 in the reference) and is dropped downstream.
+    L_i = 0 gets NaN under every ``agg`` (its sequence advantage is 0/0 in the reference) and is dropped downstream.
     """
     adv, n = advantages.double().reshape(-1), lengths.double().reshape(-1)
     if adv.shape != n.shape:
         raise ValueError(f"advantages {tuple(adv.shape)} and lengths {tuple(n.shape)} differ in shape")
     if agg == "sum":
-        return adv * n
-    if agg == "mean_unclipped":
-        return adv * n / (n + 1e-8)
-    if agg == "mean":
-        return torch.where(n > 0, adv, torch.full_like(adv, float("nan")))
-    raise ValueError(f"agg must be 'mean', 'mean_unclipped' or 'sum', got {agg!r}")
+        w = adv * n
+    elif agg == "mean_unclipped":
+        w = adv * n / (n + 1e-8)
+    elif agg == "mean":
+        w = adv
+    else:
+        raise ValueError(f"agg must be 'mean', 'mean_unclipped' or 'sum', got {agg!r}")
+    return torch.where(n > 0, w, torch.full_like(w, float("nan")))
 
 
 def robust_signal(signal: torch.Tensor, step: int, subsample: float = 1.0) -> torch.Tensor:

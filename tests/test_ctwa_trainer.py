@@ -81,7 +81,7 @@ def test_pre_update_logps_come_from_the_training_forward(tiny_model_dir, tmp_pat
 
 
 def test_exact_statistic_refuses_several_generation_batches_per_step(tiny_model_dir, tmp_path):
-    with pytest.raises(ValueError, match=r"gradient_accumulation_steps \(2\) <= steps_per_generation"):
+    with pytest.raises(ValueError, match=r"\(1 x 1 = 1\) must be a multiple of gradient_accumulation_steps \(2\)"):
         run(tiny_model_dir, tmp_path, "exact", gradient_accumulation_steps=2, steps_per_generation=1)
     trainer = run(tiny_model_dir, tmp_path / "o", "on_policy", gradient_accumulation_steps=2, steps_per_generation=1)
     assert len(ctwa_logs(trainer, "mo/ctwa/cov/reward_vowels")) == 2

@@ -44,7 +44,7 @@ from mo_align.rewards.checks import RewardMonitor
 from mo_align.rewards.unscorable import check_scorable
 from mo_align.runs.summary import summary_from_trainer, write_summary
 from mo_align.trainer import evaluation, state, trl_compat
-from mo_align.trainer.checks import check_setup
+from mo_align.trainer.checks import check_layout, check_setup
 from mo_align.trainer.gradient import GradientSpace
 from mo_align.trainer.post_update import MOCallback, PostUpdate
 from mo_align.trainer.scoring import score_batch
@@ -84,6 +84,7 @@ class MOGRPOTrainer(GRPOTrainer):
             raise ValueError(f"weighting has {weighting.num_objectives} objectives but {k} reward_funcs were given")
         self.weighting = weighting
         self.mo_needs = weighting.trainer_needs()  # what to compute for it, when it updates (TrainerNeeds)
+        check_layout(weighting, args)
         self.objective_advantages: torch.Tensor | None = None  # (B, K) of the current micro-batch
         self.mo_rewards: torch.Tensor | None = None  # (N, K) gathered rewards of the last scored batch
         self.mo_eval_start: dict[str, float] | None = None  # the first evaluation's means (for deltas)

@@ -6,6 +6,17 @@ import os
 from typing import Any
 
 
+def check_layout(weighting: Any, args: Any) -> None:
+    """Before the model is built: a weighting that updates after each generation batch needs every generation batch
+    to end on an optimizer step (:meth:`~mo_align.weightings.TrainerNeeds.layout_conflict`). The config checked its
+    own ``weighting``; this covers an instance passed to the trainer."""
+    layout = weighting.trainer_needs().layout_conflict(
+        weighting.name, args.steps_per_generation, args.num_iterations, args.gradient_accumulation_steps
+    )
+    if layout:
+        raise ValueError(layout)
+
+
 def check_setup(trainer: Any, args: Any) -> None:
     """Combinations that cannot work, refused before any step (one line naming the fields)."""
     launched, name = int(os.environ.get("WORLD_SIZE", "1")), trainer.weighting.name
@@ -33,11 +44,3 @@ def check_setup(trainer: Any, args: Any) -> None:
     conflict = exact_statistic_conflict(args)
     if conflict:
         raise ValueError(f"weighting {name!r} with the exact post-update statistic: {conflict}")
-    generate_every = args.steps_per_generation * trainer.num_iterations
-    if args.gradient_accumulation_steps > generate_every:
-        # several generation batches per optimizer step: all but the last would lose their post-update statistic
-        raise ValueError(
-            f"weighting {name!r} with the exact post-update statistic needs gradient_accumulation_steps "
-            f"({args.gradient_accumulation_steps}) <= steps_per_generation x num_iterations ({generate_every}); "
-            "raise steps_per_generation or use statistic: on_policy"
-        )

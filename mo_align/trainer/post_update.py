@@ -10,7 +10,9 @@
 
 :class:`MOCallback` runs them on ``on_step_end`` — after the optimizer step, before logging and checkpointing — so a
 checkpoint always holds a weighting state that includes every finished batch (exact resume); it also steps
-``optimizer_step`` gradient weightings (GradNorm) and keeps ``mo_summary.json`` fresh.
+``optimizer_step`` gradient weightings (GradNorm) and keeps ``mo_summary.json`` fresh. Every generation batch ends on
+an optimizer step (steps_per_generation × num_iterations a multiple of gradient_accumulation_steps, refused otherwise
+by :meth:`mo_align.weightings.TrainerNeeds.layout_conflict`), so each batch gets its own update.
 """
 
 from __future__ import annotations

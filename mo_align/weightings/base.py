@@ -107,13 +107,30 @@ class TrainerNeeds:
         post_update_logps: ``post_update_signal`` after the batch's updates (CTWA's exact statistic).
         update: ``"before_combine"`` (the batch is scored with a state that includes it), ``"after_combine"``
             (right after scoring) or ``"after_batch"`` (after the generation batch's last optimizer step, with the
-            deferred statistics in ``stats.extras``).
+            deferred statistics in ``stats.extras``; needs every generation batch to end on an optimizer step,
+            :meth:`layout_conflict`).
     """
 
     objective_advantages: bool
     gram: Literal["micro_batch", "optimizer_step", "generation_batch"] | None
     post_update_logps: bool
     update: Literal["before_combine", "after_combine", "after_batch"]
+
+    def layout_conflict(self, name: str, steps_per_generation: int, num_iterations: int, accumulation: int):
+        """Why a strategy named ``name`` cannot take one ``update`` per generation batch in this layout (one line
+        naming the fields), or ``None``. An ``after_batch`` update runs after the batch's last optimizer step, so
+        every generation batch must end on one: steps_per_generation × num_iterations a multiple of
+        gradient_accumulation_steps. Otherwise one optimizer step would span two batches and a single update would
+        see both (the first batch's statistic lost, Dynamic's Gram matrix that of their sum)."""
+        every = steps_per_generation * num_iterations
+        if self.update != "after_batch" or every % accumulation == 0:
+            return None
+        hint = " (or use statistic: on_policy)" if self.post_update_logps else ""
+        return (
+            f"weighting {name!r} updates once per generation batch, after its last optimizer step: "
+            f"steps_per_generation x num_iterations ({steps_per_generation} x {num_iterations} = {every}) must be a "
+            f"multiple of gradient_accumulation_steps ({accumulation}); change steps_per_generation{hint}"
+        )
 
 
 class Weighting:
@@ -205,13 +222,24 @@ class Weighting:
 
     def trainer_needs(self) -> TrainerNeeds:
         """What the trainer must compute for this strategy and when it calls ``update`` (see :class:`TrainerNeeds`)."""
+        return self._needs(self.requires)
+
+    @classmethod
+    def declared_needs(cls, kwargs: dict[str, Any]) -> TrainerNeeds:
+        """:meth:`trainer_needs` of an instance built with ``kwargs``, known without building it (the config checks
+        the batch layout with it before any model is loaded). Strategies whose ``requires`` depends on a
+        hyperparameter override it."""
+        return cls._needs(cls.requires)
+
+    @classmethod
+    def _needs(cls, requires: frozenset[str]) -> TrainerNeeds:
         gram = None
-        if "gramian" in self.requires:
-            gram = self.gradient_cadence if self.space == "gradient" else "generation_batch"
-        deferred = "post_update_logps" in self.requires or gram == "generation_batch"
-        update = "before_combine" if self.update_first else ("after_batch" if deferred else "after_combine")
-        objective_advantages = self.needs_objective_advantages or gram is not None  # per-objective losses need them
-        return TrainerNeeds(objective_advantages, gram, "post_update_logps" in self.requires, update)
+        if "gramian" in requires:
+            gram = cls.gradient_cadence if cls.space == "gradient" else "generation_batch"
+        deferred = "post_update_logps" in requires or gram == "generation_batch"
+        update = "before_combine" if cls.update_first else ("after_batch" if deferred else "after_combine")
+        objective_advantages = cls.needs_objective_advantages or gram is not None  # per-objective losses need them
+        return TrainerNeeds(objective_advantages, gram, "post_update_logps" in requires, update)
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume exactly (tensors and plain Python values)."""

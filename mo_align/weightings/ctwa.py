@@ -20,6 +20,9 @@ The unclipped indicator is TRL's token-level PPO clip (loss types grpo, bnpo, dr
 tokens otherwise: ``loss_type`` cispo / sapo / vespo, ``importance_sampling_level: sequence``, ``delta`` (two-sided
 clip), ``off_policy_mask_threshold`` or ``top_entropy_quantile`` < 1 (token masks the indicator does not see); the
 ``on_policy`` statistic (ρ ≡ 1: the batch's advantages before any update, whatever the loss) remains available.
+The exact statistic is taken once per generation batch, after its last optimizer step, so it is also refused where a
+generation batch does not end on one (steps_per_generation × num_iterations not a multiple of
+gradient_accumulation_steps).
 
 Args:
     num_objectives (`int`): K.
@@ -41,7 +44,8 @@ Args:
 
 Deviations from the reference (``compute_ctwa_stats`` and ``_ctwa_update_weights_from_metrics``; the statistic
 itself, the outlier filter with numpy's median, population moments, the correlation averaged over the groups whose
-std product exceeds 1e-8, EMA, gate and ascent follow it exactly):
+std product exceeds 1e-8, EMA, gate and ascent follow it exactly; so does the exclusion of completions without
+tokens, whose w̃ is NaN under every ``w_agg`` as the reference's 0/0 sequence advantage):
     1. Statistics use the gathered full batch with complete groups (the reference uses rank 0's shard, 1/W of the
        batch, whose groups hold about G/W members, biasing the population covariance by (m−1)/m with m ≈ G/W
        instead of (G−1)/G; ``subsample: 0.25`` approximates it with a random quarter). With ``subsample`` only the
@@ -75,7 +79,7 @@ from typing import Any
 import torch
 
 from mo_align.covariance import group_moments, induced_weights, on_policy_induced_weights, robust_signal
-from mo_align.weightings.base import ObjectiveStats, Weighting, per_objective
+from mo_align.weightings.base import ObjectiveStats, TrainerNeeds, Weighting, per_objective
 
 
 logger = logging.getLogger("mo_align")
@@ -108,6 +112,11 @@ def group_covariance(
     """Ĉ (K,): within-group population covariance of each objective with the signal, averaged over groups (or
     pooled); non-finite signal entries dropped, groups with < 2 members skipped, 0 when no group is valid."""
     return group_moments(rewards, signal, group_size, pooled)[0]
+
+
+def _requires(statistic: str) -> frozenset[str]:
+    """``exact`` needs log π after the batch's updates; ``on_policy`` needs nothing beyond the rewards."""
+    return frozenset({"post_update_logps"}) if statistic == "exact" else frozenset()
 
 
 def _ctwa_step(log_weights, ema, stat, objective_means, cov_targets, obj_targets, lambda_lr, ema_tau):
@@ -182,7 +191,7 @@ class CTWAWeighting(Weighting):
         self.use_corr_target, self.w_agg, self.pooled, self.statistic = use_corr_target, w_agg, pooled, statistic
         self.base, self.base_kwargs, self.patience = base, dict(base_kwargs or {}), patience
         self.max_weight_ratio, self.subsample = max_weight_ratio, subsample
-        self.requires = frozenset({"post_update_logps"}) if statistic == "exact" else frozenset()
+        self.requires = _requires(statistic)
         from mo_align.weightings import get_weighting
 
         init_key = "preference" if base == "smooth_tchebycheff" else "weights"
@@ -191,6 +200,10 @@ class CTWAWeighting(Weighting):
         self.log_weights = torch.log(self._w0.clamp(min=1e-8))
         self.ema: torch.Tensor | None = None
         self.streak, self.warned = 0, False
+
+    @classmethod
+    def declared_needs(cls, kwargs: dict[str, Any]) -> TrainerNeeds:
+        return cls._needs(_requires(kwargs.get("statistic", "exact")))
 
     def weights(self) -> torch.Tensor:
         # base weights floored like ℓ0 = log(max(w0, 1e-8)): for base linear this is exp(ℓ) exactly, so a zero initial

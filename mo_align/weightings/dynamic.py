@@ -11,7 +11,9 @@ gradients of the whole generation batch, ⟨Σ_b g_b^i, Σ_b g_b^j⟩ over its m
 on ``gramian_params``, the paper's recipe uses decoder layers 10–25: K × P float32 per process, 9 GB for that recipe;
 or in ``logprobs`` space, where micro-batches own disjoint coordinates and the sum of their Gram matrices is exactly
 the full batch's). The gradients are those of the first pass over the batch, at π_old, as the reference's.
-State (w, accumulator, count) is checkpointed.
+One update per generation batch, after its last optimizer step: a layout in which a generation batch does not end on
+an optimizer step (steps_per_generation × num_iterations not a multiple of gradient_accumulation_steps) is refused
+before training. State (w, accumulator, count) is checkpointed.
 
 Args:
     num_objectives (`int`): K.

@@ -21,9 +21,12 @@ Args:
 Paper: https://huggingface.co/papers/1711.02257 (GradNorm); baseline of https://huggingface.co/papers/2602.06869.
 
 Deviations from the reference:
-    1. Loss ratios use magnitudes (|L| + ε): policy-gradient losses of whitened advantages change sign, and the
-       reference's negative ratio raised to α = 1.5 turned every weight into NaN forever. Weights are floored at
-       ``min_weight`` (the reference could make them negative) before the renormalisation to Σ w = K.
+    1. Loss ratios use magnitudes (|L| + ε): policy-gradient losses of whitened advantages change sign and sit near
+       0. In the reference a negative normalised ratio r̃_k = r_k / mean(r) (r_k = L_k / L_k(0) of the other sign
+       than mean(r)) gives r̃_k^α = NaN at α = 1.5, and torch.sign(NaN) = 0: objective k skips that weight step
+       (the others step, then all are renormalised), so its weight stays put while its ratio is negative. Here
+       every objective steps, on |L_k| / |L_k(0)|. Weights are floored at ``min_weight`` (the reference could make
+       them negative) before the renormalisation to Σ w = K.
     2. Norms and losses are global (all ranks) and the state is shared and checkpointed, not per rank and per FSDP
        shard: a global norm is about √W times a shard's, so η‖g_k‖ steps are larger than the reference's at W
        ranks (≈ 2× at 4 GPUs) for the same η.
@@ -32,11 +35,20 @@ Deviations from the reference:
        hold back every one of the K per-objective gradients of all trainable parameters for the whole step
        (K × P floats) before any could be applied; the cadence (one step per optimizer step, on the step's full
        gradients) is the reference's.
-    4. Non-finite norms or losses skip the weight step (the reference let NaN spread into w forever).
+    4. Non-finite norms or losses skip the weight step, and L(0) is the first step with finite losses. In the
+       reference a non-finite norm made every weight NaN for good (0 · NaN in sign(·) · ‖g_k‖); a NaN loss zeroed
+       every sign and so skipped the step, as here, but a NaN first loss became L(0) and froze the weights for good.
     5. ``gramian_space: logprobs`` and a ``gramian_params`` subset are additions: ‖g_k‖ is then measured in that
        space (log-prob-space norms are orders of magnitude smaller, so η may need rescaling) and the weights are
        applied to the full gradients; the reference uses every parameter. TRL shuffles the generation batch
        before splitting it into micro-batches (the reference's mini-batches are contiguous).
+    6. By default ‖g_k‖ is over every trainable parameter, as in the reference; Chen et al. 2018 take it on the
+       weights of the last shared layer (``gramian_params`` can select one).
+    7. With ``loss_type: dapo`` (TRL's default) and ``steps_per_generation`` > ``gradient_accumulation_steps``, TRL
+       divides every step's loss by the generation batch's mean token count per step, not the step's own: a step's
+       norms and losses are those of its token mean times (its tokens / that mean). The factor is the same for
+       every objective, so the sign of each weight step is unchanged, but its size η‖g_k‖ varies with it
+       (other loss types, or the two settings equal, have no such factor).
 """
 
 from __future__ import annotations

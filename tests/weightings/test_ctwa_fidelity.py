@@ -93,6 +93,43 @@ def test_on_policy_signal_honours_w_agg(agg):
     torch.testing.assert_close(on_policy_induced_weights(adv, lengths, agg), exact.double())
 
 
+def reference_induced(adv: np.ndarray, mask: np.ndarray, agg: str) -> np.ndarray:
+    """The reference's induced weight at ρ ≡ 1 with every token unclipped (I = mask), written from the spec: token
+    advantages A_it = adv_i on the mask, Â_i = Σ_t A_it m_it / L_i (0/0 = NaN for an empty completion), W = Â ρ I."""
+    lengths = mask.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        a_hat = (adv[:, None] * mask).sum(1) / lengths
+        total = (a_hat[:, None] * mask).sum(1)  # NaN · 0 = NaN: the empty row stays NaN
+        if agg == "sum":
+            return total
+        return total / (lengths if agg == "mean" else mask.sum(1) + 1e-8)
+
+
+@pytest.mark.parametrize(("agg", "hand"), [("sum", -5 / 6), ("mean_unclipped", -1 / 3), ("mean", -1 / 3)])
+def test_zero_length_completion_is_left_out_of_the_covariance(agg, hand):
+    """One group of 4 whose second completion has no token (``mask_truncated_completions``): the reference's w̃ is NaN
+    for it (Â = 0/0) and its finite filter drops the row, whatever ``w_agg``. By hand, rows 0, 2, 3 with r = (1, 0, 2):
+    ``sum`` w̃ = Â L = (2, 2, −0.5): cov = ⅓[0 + (−1)(2 − 7/6) + (1)(−0.5 − 7/6)] = −5/6; ``mean`` and
+    ``mean_unclipped`` w̃ = Â = (1, 0.5, −0.5): cov = ⅓[0 + (−1)(1/6) + (1)(−5/6)] = −1/3. Keeping the row at
+    w̃ = 0 gave −1.0625 (``sum``) and −0.375 (``mean_unclipped``). Both statistics (exact and on-policy) agree."""
+    r = torch.tensor([[1.0], [3.0], [0.0], [2.0]])
+    adv = torch.tensor([1.0, -1.0, 0.5, -0.5])
+    lengths = torch.tensor([2, 0, 4, 1])
+    mask = (torch.arange(4)[None, :] < lengths[:, None]).float()
+    ref_w = reference_induced(adv.numpy().astype(np.float64), mask.numpy().astype(np.float64), agg)
+    assert np.isnan(ref_w[1]) and np.isfinite(ref_w[[0, 2, 3]]).all()
+    ref_cov, _ = reference_moments(r.double().numpy(), ref_w, [[i for i in range(4) if np.isfinite(ref_w[i])]])
+    assert ref_cov[0] == pytest.approx(hand, rel=1e-7)
+    exact = CTWAWeighting(1, statistic="exact", w_agg=agg)
+    signal, _ = exact.post_update_signal(adv, torch.zeros(4, 4), mask, 0.2, 0.2)
+    assert torch.isnan(signal[1])
+    stats = ObjectiveStats(rewards=r, group_size=4, lengths=lengths.float(), extras={"signal": signal})
+    assert exact.update(stats)["cov/0"] == pytest.approx(hand, rel=1e-6)
+    on_policy = CTWAWeighting(1, statistic="on_policy", w_agg=agg)
+    stats = ObjectiveStats(rewards=r, group_size=4, lengths=lengths.float(), extras={"signal": adv})
+    assert on_policy.update(stats)["cov/0"] == pytest.approx(hand, rel=1e-6)
+
+
 def test_on_policy_update_with_sum_uses_advantage_times_length():
     r = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.0, 0.0]])
     adv = torch.tensor([1.0, -1.0, 0.5, -0.5])

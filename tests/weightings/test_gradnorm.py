@@ -56,3 +56,46 @@ def test_state_round_trip_continues_identically():
     b.load_state_dict(copy.deepcopy(a.state_dict()))
     for _ in range(3):
         assert torch.equal(a.gradient_weights(gram, losses)[0], b.gradient_weights(gram, losses)[0])
+
+
+def _signed_ratio_step(w, norms, losses, initial, alpha, lr):
+    """One weight step as the reference codes GradNorm, recomputed: signed ratios r = L / L(0), r̃ = r / mean(r),
+    target = mean(G) r̃^α, w ← w − η sign(G − target) ‖g‖, then Σ w = K. Returns (before, after renormalisation)."""
+    r = losses / initial
+    rel = r / r.mean()
+    g = w * norms
+    target = g.mean() * rel**alpha
+    stepped = w - lr * torch.sign(g - target) * norms
+    return stepped, stepped * len(w) / stepped.sum()
+
+
+def test_negative_loss_ratio_reference_skips_that_objective_we_step_it():
+    """The documented deviation, checked: with L(0) = (1, 1, 1) and then L = (−0.5, 1, 2), the reference's r̃_0 < 0
+    gives r̃_0^1.5 = NaN, torch.sign(NaN) = 0 and objective 0 skips its weight step (the weights stay finite); ours
+    steps it on magnitudes |L| / |L(0)|."""
+    alpha, lr = 1.5, 0.1
+    gram, norms = torch.diag(torch.tensor([4.0, 1.0, 9.0])), torch.tensor([2.0, 1.0, 3.0], dtype=torch.float64)
+    first, second = torch.ones(3, dtype=torch.float64), torch.tensor([-0.5, 1.0, 2.0], dtype=torch.float64)
+    ours = GradNormWeighting(3, alpha=alpha, lr=lr)
+    ours.gradient_weights(gram, first.float())
+    _, ref_w = _signed_ratio_step(torch.ones(3, dtype=torch.float64), norms, first, first, alpha, lr)
+    torch.testing.assert_close(ours.w, ref_w)  # a first step of positive ratios: identical
+    assert (
+        torch.isnan(torch.tensor(-0.6, dtype=torch.float64) ** alpha)
+        and float(torch.sign(torch.tensor(torch.nan))) == 0.0
+    )
+    ref_stepped, ref_after = _signed_ratio_step(ref_w, norms, second, first, alpha, lr)
+    assert torch.isfinite(ref_after).all()  # no NaN weight: that objective's step is skipped
+    assert float(ref_stepped[0]) == float(ref_w[0])  # objective 0 did not move before the renormalisation
+    assert (ref_stepped[1:] != ref_w[1:]).all()  # the others did
+    before = ours.w.clone()
+    ours.gradient_weights(gram, second.float())
+    # ours: the same step on magnitudes (|L| + 1e-8) / (|L(0)| + 1e-8), every objective moves
+    mag = (second.abs() + 1e-8) / (first.abs() + 1e-8)
+    rel = mag / mag.mean()
+    g = before * norms
+    stepped = before - lr * torch.sign(g - g.mean() * rel**alpha) * norms
+    torch.testing.assert_close(ours.w, stepped * 3 / stepped.sum())
+    assert (stepped != before).all()
+    assert abs(float(ours.w[0]) - float(ref_after[0])) > 1e-3  # measurably not the reference's rule
+    assert "torch.sign(NaN) = 0" in GradNormWeighting.__doc__ and "NaN forever" not in GradNormWeighting.__doc__
