@@ -55,6 +55,25 @@ def _check_seeds(config: Any) -> None:
             raise ValueError(f"{name} must be an integer in [0, 2**32 - 1] (numpy's seed range), got {excerpt(value)}")
 
 
+def _check_mo_fields(args: Any) -> None:
+    """mo_align's own evaluation and stopping fields (one line each)."""
+    if not 0 < args.mo_eval_ci_level < 1:
+        raise ValueError(f"mo_eval_ci_level must be in (0, 1), got {args.mo_eval_ci_level}")
+    if isinstance(args.mo_nan_patience, bool) or not isinstance(args.mo_nan_patience, int) or args.mo_nan_patience < 1:
+        raise ValueError(f"mo_nan_patience must be an integer >= 1 (training batches), got {args.mo_nan_patience!r}")
+    if args.mo_eval_temperature < 0 or args.mo_eval_num_samples < 1:
+        raise ValueError("mo_eval_temperature must be >= 0 and mo_eval_num_samples >= 1")
+    if (
+        not args.mo_eval_loss
+        and args.load_best_model_at_end
+        and args.metric_for_best_model in (None, "loss", "eval_loss")
+    ):
+        raise ValueError(
+            "load_best_model_at_end selects on eval_loss, which mo_eval_loss: false does not compute; set "
+            "metric_for_best_model (e.g. accuracy/mean) or mo_eval_loss: true"
+        )
+
+
 def _check_repo_id(repo_id: Any) -> None:
     """``hub_model_id`` must be a valid Hub repo id before anything runs (it is pasted into the model card's code)."""
     from huggingface_hub.utils import HFValidationError, validate_repo_id
@@ -193,27 +212,7 @@ class MOGRPOConfig(GRPOConfig):
             )
         if self.gramian_space not in ("parameters", "logprobs"):
             raise ValueError(f"gramian_space must be 'parameters' or 'logprobs', got {self.gramian_space!r}")
-        if not 0 < self.mo_eval_ci_level < 1:
-            raise ValueError(f"mo_eval_ci_level must be in (0, 1), got {self.mo_eval_ci_level}")
-        if (
-            isinstance(self.mo_nan_patience, bool)
-            or not isinstance(self.mo_nan_patience, int)
-            or self.mo_nan_patience < 1
-        ):
-            raise ValueError(
-                f"mo_nan_patience must be an integer >= 1 (training batches), got {self.mo_nan_patience!r}"
-            )
-        if self.mo_eval_temperature < 0 or self.mo_eval_num_samples < 1:
-            raise ValueError("mo_eval_temperature must be >= 0 and mo_eval_num_samples >= 1")
-        if (
-            not self.mo_eval_loss
-            and self.load_best_model_at_end
-            and self.metric_for_best_model in (None, "loss", "eval_loss")
-        ):
-            raise ValueError(
-                "load_best_model_at_end selects on eval_loss, which mo_eval_loss: false does not compute; set "
-                "metric_for_best_model (e.g. accuracy/mean) or mo_eval_loss: true"
-            )
+        _check_mo_fields(self)
         if self.num_generations is None or self.num_generations < 2:  # TRL's own check divides by it
             raise ValueError(f"num_generations must be >= 2 for group baselines, got {self.num_generations}")
         if strategy.owns_weights and self.reward_weights is not None:
