@@ -1,7 +1,7 @@
 """Run the lab: warm start once, train every (algorithm, seed) in parallel worker processes, report.
 
 ``python -m mo_align.lab [--task tradeoff|easy] [--quick] [--algorithms linear ctwa ...] [--seeds 0 1 2]
-[--steps N] [--jobs 2] [--compact-share S] [--compact-accuracy A] [--sweep [SHARE ...]]``
+[--steps N] [--jobs 2] [--compact-share S] [--compact-accuracy A] [--sweep [SHARE ...]] [--known-answer]``
 
 Every run uses the real ``MOGRPOTrainer`` on the warm-started model with the same budget: 8 prompts × 8 completions
 per step, ≤ 64 completion tokens, T = 1, lr 1e-4 constant, no KL (LAB_NOTES §5). Evaluation is *sampled* (T = 1,
@@ -41,6 +41,7 @@ from mo_align.lab.evidence import (  # the lab's evidence API, also importable f
     lab_evidence,
     run_evidence,  # noqa: F401 (re-exported: the lab's evidence API)
 )
+from mo_align.lab.known_answer import linear_weighting
 
 
 # The paper recipe's hyperparameters (recipes/qwen2.5-1.5b/<algo>.yaml), never tuned to the lab.
@@ -87,7 +88,7 @@ def train_one(algo: str, seed: int, sft_dir: str, reference_length: float, out: 
     from mo_align.rewards import get_reward_funcs
     from mo_align.trainer import MOGRPOTrainer
 
-    name, kwargs = LAB_WEIGHTINGS[algo]
+    name, kwargs = LAB_WEIGHTINGS[algo] if algo in LAB_WEIGHTINGS else linear_weighting(algo)
     args = MOGRPOConfig(
         output_dir=out,
         run_name=f"{algo}-seed{seed}",
@@ -229,7 +230,7 @@ def run_lab(
         sys.stdout.write(f"[lab {time.strftime('%H:%M:%S')}] {msg}\n")
         sys.stdout.flush()
 
-    unknown = [a for a in algorithms if a not in LAB_WEIGHTINGS]
+    unknown = [a for a in algorithms if a not in LAB_WEIGHTINGS and linear_weighting(a) is None]
     if unknown:
         raise SystemExit(f"mo-align lab: unknown algorithm(s) {unknown}; choose from {list(LAB_WEIGHTINGS)}")
     t0 = time.time()
@@ -314,6 +315,7 @@ def _parser() -> argparse.ArgumentParser:
         default=0,
         help="warm-start threads (default 0 = every core, or 1 on a busy machine)",
     )
+    p.add_argument("--known-answer", action="store_true", help="Linear on both sides of the predicted boundary")
     p.add_argument("--out", default=None)
     p.add_argument("--cache", default=os.path.join("outputs", "lab-cache"), help="warm-start cache directory")
     return p
@@ -368,10 +370,16 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     if a.jobs < 1:
         p.error(f"--jobs must be >= 1, got {a.jobs}")
+    if a.known_answer and (a.sweep is not None or a.algorithms or a.quick):
+        p.error("--known-answer: cannot be combined with --sweep, --algorithms or --quick (it picks its own runs)")
     if a.sweep is not None:
         _sweep(p, a)
         return
     task, regime = _regime(p, a)
+    if a.known_answer:  # Linear preferences placed from the warm start's style profiles (mo_align.lab.fidelity)
+        from mo_align.lab.fidelity import known_answer_main
+
+        return known_answer_main(run_lab, a, task, regime)
     algorithms = a.algorithms or (QUICK if a.quick else list(LAB_WEIGHTINGS))
     seeds = a.seeds or ([0] if a.quick else [0, 1, 2])
     steps = a.steps or (75 if a.quick else 50)
@@ -381,7 +389,9 @@ def main(argv: list[str] | None = None) -> None:
     cache, threads = a.cache, a.sft_threads
     result = run_lab(algorithms, seeds, steps, eval_steps, out, a.jobs, a.sft_steps, cache, task, regime, threads)
     from mo_align.lab.demo import demo_extras
+    from mo_align.lab.fidelity import fidelity_lines
 
-    lines = demo_extras([r["output_dir"] for r in result["runs"].values()], out, figure=a.quick)
+    run_dirs = [r["output_dir"] for r in result["runs"].values()]
+    lines = [*demo_extras(run_dirs, out, figure=a.quick), "", *fidelity_lines(run_dirs, out)]
     sys.stdout.write("".join(f"\n{line}" for line in lines) + "\n")
     sys.stdout.write(f"report: {os.path.join(out, 'report', 'report.md')} (and report.html)\n")
