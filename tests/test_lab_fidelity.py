@@ -11,6 +11,7 @@ from mo_align.lab.known_answer import (
     SEGMENT,
     boundary,
     check_rows,
+    format_check,
     lead,
     linear_name,
     linear_weighting,
@@ -179,6 +180,12 @@ def _start_records():
     return labels, rewards
 
 
+def _weights(algo):
+    from mo_align.lab.run import LAB_WEIGHTINGS
+
+    return LAB_WEIGHTINGS[algo][1]["weights"] if algo in LAB_WEIGHTINGS else parse_linear_name(algo)
+
+
 def _fake_lab(moves: bool):
     """A stand-in for run_lab: per algorithm, one run whose final evaluation is all of the predicted style
     (``moves``) or the start again."""
@@ -191,7 +198,7 @@ def _fake_lab(moves: bool):
         runs = {}
         for algo in algorithms:
             labels, rewards = _start_records()
-            style = predict_style(PROFILES, parse_linear_name(algo))
+            style = predict_style(PROFILES, _weights(algo))
             row = {"A": [0.0, 0.0, 1.0], "G": [1.0, 1.0, 1.0]}[style]  # the final: accuracy 1 within its style
             final = ([[style] * 4] * N_PROMPTS, [[row] * 4] * N_PROMPTS) if moves else (labels, rewards)
             run_dir = f"{out}/{algo}-seed0"
@@ -252,6 +259,27 @@ def test_known_answer_check_end_to_end_with_a_fake_runner(tmp_path, monkeypatch,
         assert split["delta"] == {"estimate": 0.0, "low": 0.0, "high": 0.0}
 
 
+def test_every_lab_run_ends_with_the_check_of_its_linear_runs(tmp_path, monkeypatch, capsys):
+    """make lab's path: the lab's named Linear algorithms (accuracy_only = (1, 0, 0), linear = equal weights) are
+    checked after the demo's lines, before the report's path."""
+    from mo_align.lab import demo, run
+
+    fake, calls = _fake_lab(True)
+    monkeypatch.setattr(run, "run_lab", fake)
+    monkeypatch.setattr(demo, "demo_extras", lambda dirs, out, figure: ["(demo extras)"])
+    out = tmp_path / "lab"
+    run.main(["--algorithms", "accuracy_only", "linear", "--seeds", "0", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert calls == [(["accuracy_only", "linear"], [0], 50)]
+    rows = {
+        line.split()[0]: line.split() for line in printed.splitlines() if line.startswith("  ") and "-seed0" in line
+    }
+    assert rows["accuracy_only-seed0"][4] == "A" and rows["linear-seed0"][4] == "G"  # predicted
+    assert rows["accuracy_only-seed0"][-1] == "pass" and rows["linear-seed0"][-1] == "pass"
+    assert "the lab passes its known-answer check: yes" in printed and (out / "fidelity.json").exists()
+    assert printed.index("(demo extras)") < printed.index("known-answer check") < printed.index("report: ")
+
+
 def test_known_answer_refuses_flags_that_pick_runs(capsys):
     from mo_align.lab.run import main
 
@@ -260,7 +288,37 @@ def test_known_answer_refuses_flags_that_pick_runs(capsys):
     assert "--known-answer: cannot be combined with --sweep, --algorithms or --quick" in capsys.readouterr().err
 
 
-def test_check_rows_use_the_profiles_given():
-    labels = [["A", "G"]] * 4
-    rows = check_rows(PROFILES, [{"run": "r", "weights": [1, 0, 0], "start_labels": labels, "final_labels": labels}])
-    assert rows[0]["predicted"] == "A" and rows[0]["lead"] == pytest.approx(0.2) and rows[0]["verdict"] == "fail"
+def test_near_ties_get_no_verdict_and_the_overall_line_has_three_outcomes():
+    """A leads by 0.2 under accuracy only; at (0.55, 0.225, 0.225) A scores 0.555 and G 0.615: G by 0.06; at
+    (0.6, 0.2, 0.2) A 0.56 and G 0.58: G by 0.02 < MIN_LEAD, too close to call."""
+    start, to_a, to_g = [["A", "G"]] * 4, [["A", "A"]] * 4, [["G", "G"]] * 4
+
+    def run(name, w, final):
+        return {"run": name, "weights": w, "start_labels": start, "final_labels": final}
+
+    rows = check_rows(PROFILES, [run("acc", [1, 0, 0], to_a), run("near", [0.6, 0.2, 0.2], to_a)])
+    assert [r["predicted"] for r in rows] == ["A", "G"] and rows[1]["lead"] == pytest.approx(0.02)
+    assert [r["verdict"] for r in rows] == ["pass", "too close"]  # "near" went to A, but G's lead is noise
+    assert format_check(rows)[-1] == "the lab passes its known-answer check: yes"
+    rows = check_rows(PROFILES, [run("acc", [1, 0, 0], to_a), run("g", [0.55, 0.225, 0.225], to_a)])
+    assert rows[1]["lead"] == pytest.approx(0.06) and rows[1]["verdict"] == "fail"
+    assert format_check(rows)[-1] == "the lab passes its known-answer check: no"
+    assert check_rows(PROFILES, [run("g", [0.55, 0.225, 0.225], to_g)])[0]["verdict"] == "pass"
+    rows = check_rows(PROFILES, [run("near", [0.6, 0.2, 0.2], to_g)])
+    assert format_check(rows)[-1] == "the lab passes its known-answer check: cannot be checked"
+
+
+def test_runs_without_styles_or_with_a_broken_file_get_one_line(tmp_path):
+    from mo_align.lab.fidelity import fidelity_lines
+
+    (tmp_path / "old-seed0").mkdir()
+    evals = [{"step": 0, "rewards": [[[1.0, 0.0, 1.0]]]}, {"step": 5, "rewards": [[[1.0, 0.0, 1.0]]]}]
+    payload = {"objectives": ["accuracy", "conciseness", "clarity"], "evals": evals}
+    (tmp_path / "old-seed0" / "lab_eval_scores.json").write_text(json.dumps(payload))
+    (line,) = fidelity_lines([str(tmp_path / "old-seed0")])
+    assert (
+        line == "known-answer check and Δ-accuracy decomposition skipped: no answer styles recorded in ['old-seed0']"
+    )
+    (tmp_path / "gone-seed0").mkdir()
+    (line,) = fidelity_lines([str(tmp_path / "gone-seed0")])
+    assert line.startswith("known-answer check and Δ-accuracy decomposition skipped: ") and "cannot be read" in line

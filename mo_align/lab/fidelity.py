@@ -60,7 +60,12 @@ def fidelity_lines(run_dirs: Sequence[str], out_root: str | None = None, n_boot:
     from mo_align.lab.known_answer import MIN_STYLE_SAMPLES, check_rows, format_check, format_profiles
     from mo_align.lab.styles import style_profiles
 
-    loaded = {os.path.basename(os.path.normpath(d)): load_styles(os.path.join(d, EVAL_SCORES_FILE)) for d in run_dirs}
+    try:  # after a long lab run, a run's unreadable file is one line here, not a crash
+        loaded = {
+            os.path.basename(os.path.normpath(d)): load_styles(os.path.join(d, EVAL_SCORES_FILE)) for d in run_dirs
+        }
+    except ValueError as exc:
+        return [f"known-answer check and Δ-accuracy decomposition skipped: {exc}"]
     missing = [name for name, data in loaded.items() if data is None]
     if missing or not loaded:
         return [f"known-answer check and Δ-accuracy decomposition skipped: no answer styles recorded in {missing}"]

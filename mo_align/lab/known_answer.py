@@ -18,7 +18,10 @@ clar_A)``, roughly ``w_acc (p_A − p_G) < w_conc``.
   the samples of a prompt together: :mod:`mo_align.stats`), and each style's paired Δ share against the start.
 * :func:`check_rows`: per run, **pass** when the predicted style dominates the final evaluation and its share rose
   significantly (paired CI above 0); **moving** when its share rose significantly and the most of any style but it
-  does not dominate yet; **fail** otherwise. The lab passes its known-answer check when every run passes.
+  does not dominate yet; **fail** otherwise; **too close** when the predicted style leads the runner-up by less
+  than :data:`MIN_LEAD` (the prediction itself is within the profiles' noise: no verdict). The lab passes its
+  known-answer check (``yes``) when every run with a verdict passes, fails it (``no``) otherwise, and cannot be
+  checked when no run has a verdict (e.g. the segment has no boundary and its ends are near-ties).
 
 Profiles are measured on the warm start's samples (every run's step-0 evaluation pooled: the same policy), styles
 with fewer than :data:`MIN_STYLE_SAMPLES` samples left out (their means are too noisy to predict from) as is the
@@ -34,6 +37,7 @@ from typing import Any, NamedTuple
 
 MIN_STYLE_SAMPLES = 20
 MARGIN = 0.1
+MIN_LEAD = 0.05  # half the placement margin: a re-measured profile may shift a placed preference's lead a little
 # the segment the check places its preferences on: from the accuracy-only control to the lab's equal weights
 SEGMENT = ([1.0, 0.0, 0.0], [1 / 3, 1 / 3, 1 / 3])
 _GRID = 2000
@@ -223,21 +227,23 @@ def verdict(predicted: str, observed: Mapping[str, Any]) -> str:
     return "moving" if rose and top == predicted else "fail"
 
 
-def check_rows(style_profiles: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def check_rows(
+    style_profiles: Mapping[str, Any], runs: Sequence[Mapping[str, Any]], min_lead: float = MIN_LEAD
+) -> list[dict[str, Any]]:
     """Per run (``{"run", "weights", "start_labels", "final_labels"}``): the prediction from ``style_profiles``, what
     the final evaluation shows and the verdict."""
     rows = []
     for r in runs:
-        predicted = predict_style(style_profiles, r["weights"])
+        predicted, ahead = predict_style(style_profiles, r["weights"]), lead(style_profiles, r["weights"])
         observed = observed_style(r["final_labels"], r["start_labels"])
         rows.append(
             {
                 "run": r["run"],
                 "weights": [float(v) for v in r["weights"]],
                 "predicted": predicted,
-                "lead": lead(style_profiles, r["weights"]),
+                "lead": ahead,
                 "observed": observed,
-                "verdict": verdict(predicted, observed),
+                "verdict": verdict(predicted, observed) if ahead >= min_lead else "too close",
             }
         )
     return rows
@@ -282,10 +288,15 @@ def format_check(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
     lines = ["known-answer check: Linear with weights w should move to argmax_s w·E[r | s] (warm-start profiles)"]
     lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [head, *body]]
-    passes = bool(rows) and all(r["verdict"] == "pass" for r in rows)
+    decided = [r["verdict"] for r in rows if r["verdict"] != "too close"]
+    outcome = "yes" if decided and all(v == "pass" for v in decided) else "no" if decided else "cannot be checked"
     lines.append(
         "pass = the predicted style dominates the final evaluation and its share rose (paired CI over prompts above "
         "0); moving = it rose the most, significantly, but does not dominate yet"
     )
-    lines.append(f"the lab passes its known-answer check: {'yes' if passes else 'no'}")
+    lines.append(
+        f"too close = the predicted style leads the runner-up by less than {MIN_LEAD} (no verdict); the lab passes "
+        "when every run with a verdict passes"
+    )
+    lines.append(f"the lab passes its known-answer check: {outcome}")
     return lines
