@@ -99,6 +99,10 @@ def report(argv: Sequence[str]) -> int:
         from mo_align.runs.report.fronts import format_fronts
 
         sys.stdout.write(format_fronts(result["fronts"]) + "\n")
+    if result.get("style_decomposition"):  # runs with per-sample answer styles (mo_align.lab.decompose)
+        from mo_align.lab.decompose import format_decomposition
+
+        sys.stdout.write("\n".join(format_decomposition(result["style_decomposition"])) + "\n")
     sys.stdout.write(f"report: {result['report_md']}\n")
     return 0
 

@@ -34,10 +34,18 @@ _SEED = re.compile(r"-seed(\d+)$")
 
 class EvalScoreRecorder:
     """Writes the trainer's per-sample scores of every evaluation of its own split (``mo_eval_samples``: rewards
-    (prompts, samples, K) as the trainer reports them, the optimised scalar and the lengths (prompts, samples))."""
+    (prompts, samples, K) as the trainer reports them, the optimised scalar and the lengths (prompts, samples)) and
+    each sample's answer style (``labels`` (prompts, samples), :func:`mo_align.lab.styles.style_of`, set as the
+    trainer's ``mo_eval_labeler``; ``labeler=None`` keeps the trainer's own)."""
 
-    def __init__(self, trainer: Any) -> None:
+    def __init__(self, trainer: Any, labeler: Any = "style") -> None:
         self.trainer = trainer
+        if labeler == "style":
+            from mo_align.lab.styles import style_of
+
+            labeler = style_of
+        if labeler is not None:
+            trainer.mo_eval_labeler = labeler
 
     def write(self, path: str) -> None:
         payload = {"objectives": list(self.trainer.objective_names), "evals": self.trainer.mo_eval_samples}

@@ -2,7 +2,7 @@
 
 ``python -m mo_align.lab [--task tradeoff|easy] [--quick] [--algorithms linear ctwa ...] [--seeds 0 1 2]
 [--steps N] [--jobs 2] [--eta paper|matched] [--compact-share S] [--compact-accuracy A] [--sweep [SHARE ...]]
-[--print-protocol]``
+[--print-protocol] [--known-answer]``
 
 Every run uses the real ``MOGRPOTrainer`` on the warm-started model, built from its paper recipe
 (``recipes/qwen2.5-1.5b/<algo>.yaml``: weighting and its kwargs, estimator, KL β, clipping, loss, schedule, 2
@@ -12,7 +12,8 @@ optimizer steps per generation batch) with only the fields of the lab's scaling 
 ``--print-protocol``: the paper-vs-lab table). ``--eta matched`` scales each adaptive weighting's step size by the
 paper's weight updates over the lab's. Evaluation is *sampled* (T = 1, 4 completions for each of the 256 held-out
 prompts) at step 0 and every ``eval_steps``, conciseness against a fixed reference (the warm start's sampled mean
-length), no eval loss. The task (``--task``, :mod:`mo_align.lab.task`), not the algorithms, is tuned for the lab. ``accuracy_only`` is the control (the Linear recipe with weights [1, 0, 0]).
+length), no eval loss. The task (``--task``, :mod:`mo_align.lab.task`), not the algorithms, is tuned for the lab.
+``accuracy_only`` is the control (the Linear recipe with weights [1, 0, 0]).
 ``--compact-share`` / ``--compact-accuracy`` set G's share / accuracy; ``--sweep``: :mod:`mo_align.lab.sweep`.
 
 Evidence (:mod:`mo_align.lab.evidence`, :mod:`mo_align.runs.report.seeds`): each worker keeps the per-prompt scores
@@ -50,6 +51,7 @@ from mo_align.lab.scaling import (
     check_recipes,
     lab_settings,
     paper_recipe,
+    preference_weights,
 )
 from mo_align.process_group import die_with_parent
 
@@ -87,21 +89,14 @@ def train_one(
     """One lab run in this process (used by the worker subprocess): the algorithm's paper recipe under the lab's
     scaling rule (:func:`mo_align.lab.scaling.lab_settings`)."""
     from mo_align.configs import MOGRPOConfig
+    from mo_align.lab.fidelity import lab_reward_funcs
     from mo_align.lab.protocol import write_settings
-    from mo_align.rewards import get_reward_funcs
     from mo_align.trainer import MOGRPOTrainer
 
     settings = lab_settings(algo, steps, eta, output_dir=out, seed=seed, eval_steps=eval_steps)
     write_settings(out, settings)
     args = MOGRPOConfig(**settings)
-    funcs = get_reward_funcs(
-        ["accuracy", "conciseness", "clarity"],
-        {
-            "accuracy": {"mode": "reference"},
-            "conciseness": {"eval_reference_length": reference_length},
-            "clarity": {"strict": True},
-        },
-    )
+    funcs = lab_reward_funcs(reference_length)
     train, held_out = lab_datasets()
     trainer = MOGRPOTrainer(model=sft_dir, reward_funcs=funcs, args=args, train_dataset=train, eval_dataset=held_out)
     recorder = EvalScoreRecorder(trainer)
@@ -206,7 +201,7 @@ def run_lab(
         sys.stdout.write(f"[lab {time.strftime('%H:%M:%S')}] {msg}\n")
         sys.stdout.flush()
 
-    unknown = [a for a in algorithms if a not in LAB_ALGORITHMS]
+    unknown = [a for a in algorithms if a not in LAB_ALGORITHMS and preference_weights(a) is None]
     if unknown:
         raise SystemExit(f"mo-align lab: unknown algorithm(s) {unknown}; choose from {list(LAB_ALGORITHMS)}")
     scaling = lab_scaling(algorithms, steps, eta, eval_steps, say)  # every recipe read before the warm start
@@ -244,9 +239,8 @@ def run_lab(
 
 
 def lab_scaling(algorithms: list[str], steps: int, eta: str, eval_steps: int | None, say: Any = None) -> dict:
-    """The scaling rule of these runs as JSON (:func:`mo_align.lab.protocol.record`), each of its lines passed to
-    ``say`` (:func:`mo_align.lab.protocol.describe`); a missing or unreadable paper recipe stops the lab in one
-    line."""
+    """The scaling rule of these runs as JSON (:func:`~.protocol.record`), each line passed to ``say``
+    (:func:`~.protocol.describe`); a missing or unreadable paper recipe stops the lab in one line."""
     from mo_align.lab.protocol import describe, record
 
     try:
@@ -287,9 +281,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="linear vs ctwa, one seed (make demo / make lab-quick)")
     p.add_argument("--task", default=None, help=f"task regime, one of {sorted(REGIMES)} (default {DEFAULT_TASK})")
     p.add_argument("--compact-share", type=float, default=None, help="base mix + compact style G at this share")
-    p.add_argument(
-        "--compact-accuracy", type=float, default=None, help="how often G is correct (with --compact-share)"
-    )
+    p.add_argument("--compact-accuracy", type=float, default=None, help="G's accuracy (with --compact-share)")
     p.add_argument(
         "--sweep",
         nargs="*",
@@ -317,6 +309,7 @@ def _parser() -> argparse.ArgumentParser:
         help="adaptive step sizes: 'paper' (the recipes', default) or 'matched' (× paper / lab weight updates)",
     )
     p.add_argument("--print-protocol", action="store_true", help="print the paper-vs-lab table (docs/lab_protocol.md)")
+    p.add_argument("--known-answer", action="store_true", help="Linear on both sides of the predicted boundary")
     p.add_argument("--out", default=None)
     p.add_argument("--cache", default=os.path.join("outputs", "lab-cache"), help="warm-start cache directory")
     return p
@@ -377,10 +370,16 @@ def main(argv: list[str] | None = None) -> None:
         return
     if a.jobs < 1:
         p.error(f"--jobs must be >= 1, got {a.jobs}")
+    if a.known_answer and (a.sweep is not None or a.algorithms or a.quick):
+        p.error("--known-answer: cannot be combined with --sweep, --algorithms or --quick (it picks its own runs)")
     if a.sweep is not None:
         _sweep(p, a)
         return
     task, regime = _regime(p, a)
+    if a.known_answer:  # Linear preferences placed from the warm start's style profiles (mo_align.lab.fidelity)
+        from mo_align.lab.fidelity import known_answer_main
+
+        return known_answer_main(run_lab, a, task, regime)
     algorithms = a.algorithms or (QUICK if a.quick else list(LAB_ALGORITHMS))
     seeds = a.seeds or ([0] if a.quick else [0, 1, 2])
     steps = a.steps or (75 if a.quick else 50)
@@ -392,7 +391,9 @@ def main(argv: list[str] | None = None) -> None:
         algorithms, seeds, steps, eval_steps, out, a.jobs, a.sft_steps, cache, task, regime, threads, eta=a.eta
     )
     from mo_align.lab.demo import demo_extras
+    from mo_align.lab.fidelity import fidelity_lines
 
-    lines = demo_extras([r["output_dir"] for r in result["runs"].values()], out, figure=a.quick)
+    run_dirs = [r["output_dir"] for r in result["runs"].values()]
+    lines = [*demo_extras(run_dirs, out, figure=a.quick), "", *fidelity_lines(run_dirs, out)]
     sys.stdout.write("".join(f"\n{line}" for line in lines) + "\n")
     sys.stdout.write(f"report: {os.path.join(out, 'report', 'report.md')} (and report.html)\n")

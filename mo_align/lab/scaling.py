@@ -15,8 +15,7 @@ the 300 MATH-500 training prompts on 4 processes (:data:`PAPER_PROCESSES`, :data
 per generation batch and 2 optimizer steps on each: 810 generation batches, 1,620 optimizer steps (Linear: 64
 prompts, 360 and 720).
 
-The recipes are not package data: they are read from the repository root next to the package
-(:func:`recipe_dir`), so the lab runs from a source checkout; without one it stops in one line.
+The recipes are read from the repository next to the package (:func:`recipe_dir`): without one the lab stops.
 """
 
 from __future__ import annotations
@@ -224,7 +223,19 @@ def recipe_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "recipes" / RECIPE_SET
 
 
+def preference_weights(algorithm: str) -> dict[str, Any] | None:
+    """Weighting kwargs a control or a known-answer run (``linear-w0.6_0.2_0.2``) sets on the Linear recipe."""
+    from mo_align.lab.known_answer import parse_linear_name  # (known_answer imports nothing of the lab)
+
+    if algorithm in CONTROLS:
+        return CONTROLS[algorithm]
+    w = parse_linear_name(algorithm)
+    return None if w is None else {"weights": w}
+
+
 def recipe_name(algorithm: str) -> str:
+    if algorithm not in ALGORITHMS and preference_weights(algorithm) is not None:
+        return "linear"
     if algorithm not in ALGORITHMS:
         raise LabRecipeError(f"mo-align lab: unknown algorithm {algorithm!r}; choose from {list(ALGORITHMS)}")
     return ALGORITHMS[algorithm]
@@ -309,7 +320,7 @@ def matched_step(algorithm: str, steps: int) -> dict[str, Any] | None:
     """The ``--eta matched`` change of an adaptive algorithm: keyword, paper value, matched value, factor, updates
     (paper, lab); None for a method without a step size."""
     spec = STEP_SIZES.get(recipe_name(algorithm))
-    if spec is None or spec.kwarg is None or algorithm in CONTROLS:
+    if spec is None or spec.kwarg is None or preference_weights(algorithm) is not None:
         return None
     recipe = paper_recipe(algorithm)
     key = "generation_batches" if spec.cadence == GENERATION else "optimizer_steps"
@@ -338,9 +349,12 @@ def rules_for(algorithm: str, eta: str = DEFAULT_ETA) -> list[Rule]:
     rules = [r for r in RULES if r.applies(name)]
     if algorithm in CONTROLS:
         rules.append(CONTROL_RULE)
+    elif preference_weights(algorithm) is not None:
+        why = "known-answer check: the Linear recipe at the preference its label names"
+        rules.append(Rule("weighting_kwargs.weights", PER_RUN, "scale", why, only=("linear",)))
     if eta == "matched":
         spec = STEP_SIZES.get(name)
-        if spec is not None and spec.kwarg is not None and algorithm not in CONTROLS:
+        if spec is not None and spec.kwarg is not None and preference_weights(algorithm) is None:
             why = f"--eta matched: the paper's step × weight updates ({spec.note})"
             rules.append(Rule(f"weighting_kwargs.{spec.kwarg}", PER_RUN, "scale", why, only=(name,)))
     return rules
@@ -371,7 +385,7 @@ def lab_settings(algorithm: str, steps: int, eta: str = DEFAULT_ETA, **run: Any)
             continue
         out[rule.field] = per_run[rule.field] if rule.lab == PER_RUN else rule.lab
     kwargs = dict(out.get("weighting_kwargs") or {})
-    kwargs.update(CONTROLS.get(algorithm, {}))
+    kwargs.update(preference_weights(algorithm) or {})
     step = matched_step(algorithm, steps) if eta == "matched" else None
     if step is not None:
         kwargs[step["kwarg"]] = step["matched"]

@@ -91,8 +91,12 @@ class MOGRPOTrainer(GRPOTrainer):
         self.mo_eval_starts: dict[str, dict[str, float]] = {}  # the same for further eval datasets (a dict)
         self.mo_history: dict[str, list] = {"eval": [], "weights": [], "cov_ema": [], "train_reward": []}
         # per-sample scores of every evaluation of the own split: {"step", "rewards" (prompts, samples, K),
-        # "scalar" and "lengths" (prompts, samples)} for confidence intervals over prompts (mo_align.stats)
+        # "scalar" and "lengths" (prompts, samples)} for confidence intervals over prompts (mo_align.stats), and
+        # "labels" (prompts, samples) when `mo_eval_labeler` (completion text -> str, e.g. the lab's answer style)
+        # is set; `mo_eval_labels` holds the latest evaluation's labels, flat
         self.mo_eval_samples: list[dict[str, Any]] = []
+        self.mo_eval_labeler: Any = None
+        self.mo_eval_labels: list[str] | None = None
         from mo_align.vllm.generation import server_mode  # vLLM server mode: mo_align's client, CPU weight sync
 
         with server_mode(args):

@@ -74,8 +74,22 @@ def decode_and_score(trainer: Any, rows: list[dict], description: str = "Evaluat
     keep[: n_real * samples] = True  # drop the padding rows after gathering
     packed = torch.cat([local, lengths[:, None], keep[:, None].float()], dim=1).to(acc.device)
     gathered = acc.gather(packed).cpu()
+    trainer.mo_eval_labels = _labels(trainer, texts, keep)
     gathered = gathered[gathered[:, -1] > 0]
     return gathered[:, :-2], gathered[:, -2]
+
+
+def _labels(trainer: Any, texts: list[str], keep: torch.Tensor) -> list[str] | None:
+    """``mo_eval_labeler(text)`` of every completion, gathered over the processes in the rows' order (padding rows
+    dropped), or ``None`` without a labeler."""
+    labeler = getattr(trainer, "mo_eval_labeler", None)
+    if labeler is None:
+        return None
+    from accelerate.utils import gather_object
+
+    local = [(str(labeler(t)), bool(k)) for t, k in zip(texts, keep.tolist(), strict=True)]
+    pairs = gather_object(local) if trainer.accelerator.num_processes > 1 else local
+    return [label for label, kept in pairs if kept]
 
 
 def _decode(trainer: Any, rows: list[dict], description: str) -> list[list[int]]:
@@ -239,7 +253,11 @@ def _primary(t: Any, metrics, means, start, scalar, scalar_mean, rewards, length
     step, samples = t.state.global_step, max(1, t.args.mo_eval_num_samples)  # rows are prompt-major
     shaped = {"rewards": rewards.reshape(-1, samples, rewards.shape[1]), "scalar": scalar.reshape(-1, samples)}
     shaped["lengths"] = lengths.reshape(-1, samples)
-    t.mo_eval_samples.append({"step": step, **{k: v.tolist() for k, v in shaped.items()}})
+    record = {"step": step, **{k: v.tolist() for k, v in shaped.items()}}
+    labels = getattr(t, "mo_eval_labels", None)
+    if labels is not None and len(labels) == lengths.numel():  # one label per sample (``mo_eval_labeler``)
+        record["labels"] = [labels[i : i + samples] for i in range(0, len(labels), samples)]
+    t.mo_eval_samples.append(record)
     previous = t.mo_eval_samples[-2] if len(t.mo_eval_samples) > 1 else None
     first = np.asarray(t.mo_eval_samples[0]["rewards"], dtype=np.float64)  # converted once, not per objective
     before = None if previous is None else np.asarray(previous["rewards"], dtype=np.float64)

@@ -39,6 +39,8 @@ Conventions (every one of them is also stated in the written report):
   recorded an event (``negative_covariance``, ``eval_drop``, …), or some objective's final eval mean fell while
   another improved (final > start): significantly (its Δ CI entirely below 0) where the run recorded CIs, else by
   more than ``tolerance``.
+* **Δ accuracy between vs within styles** (:mod:`~.decomposition`, runs that recorded per-sample answer styles:
+  the lab's): each configuration's Δ accuracy split into mass moved between styles and change within styles.
 * **Covariance law** (:mod:`~.law`): per run, the hit rate of the law's prediction (the sign of an interval's mean
   covariance when its t interval excludes 0) on the significant changes of the eval mean, against two baseline
   predictors (the largest weight's objective rises; the previous interval's sign), the intervals where the law's
@@ -66,6 +68,7 @@ from mo_align.runs.report.analysis import (
     interference,
     parse_reference,
 )
+from mo_align.runs.report.decomposition import decomposition_blocks, style_decomposition
 from mo_align.runs.report.fronts import front_blocks
 from mo_align.runs.report.pareto import hypervolume, non_dominated
 from mo_align.runs.report.plots import PNG_SIGNATURE, make_plots
@@ -104,6 +107,10 @@ def write_report(
     (name -> reason).
     """
     analysis = analyse(runs, reference=reference, tolerance=tolerance, preference=preference)
+    try:  # runs with per-sample answer styles (the lab's): Δ accuracy between vs within styles, read before writing
+        styles = style_decomposition(analysis["_runs"])
+    except ValueError as e:
+        raise ReportError(str(e)) from e
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -111,7 +118,7 @@ def write_report(
         raise ReportError(f"{out}: cannot create the output directory ({e})") from e
     plots = make_plots(analysis, out)
     fronts, front_numbers = front_blocks(analysis, out)  # preference sweeps: each algorithm's front (fronts.py)
-    document = blocks(analysis, plots) + fronts
+    document = blocks(analysis, plots) + fronts + decomposition_blocks(styles)
     md, page, js = out / "report.md", out / "report.html", out / "report.json"
     md.write_text(to_markdown(document), encoding="utf-8")
     page.write_text(to_html(document), encoding="utf-8")
@@ -124,6 +131,7 @@ def write_report(
         plots={name: str(p) for name, p in plots.written.items()},
         skipped_plots=dict(plots.skipped),
         fronts=front_numbers,
+        style_decomposition=styles,
     )
     js.write_text(json.dumps(json_safe(result), indent=2, allow_nan=False) + "\n", encoding="utf-8")
     return result

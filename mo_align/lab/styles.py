@@ -1,0 +1,112 @@
+"""Which answer style a lab completion is written in, and per-style tallies of an evaluation.
+
+The lab's warm-start data (:mod:`mo_align.lab.task`) mixes seven styles, but two pairs share one *template* and
+differ only in whether the arithmetic is right: A (step-by-step, boxed) and C (the same with a slip), B (short, boxed)
+and D (short and wrong, boxed). A sampled completion is classified by its template, so its correctness is left to the
+accuracy reward, and a style's *sampled* accuracy is the quantity measured per class:
+
+=====  =================================================  =========================================================
+class  template                                           rule (on the stripped text)
+=====  =================================================  =========================================================
+A      A and C: ``Step 1: …`` / ``First, …`` + a box       step markers (``Step <n>``, or ``First`` and ``Then``), a box
+B      B and D: ``The answer is \\boxed{21}.``, ``\\boxed{21}``  one line with a box
+E      ``The answer is 21.``                              one line, no box, ``answer is <integer>``
+F      step-by-step without a box                         step markers, no box
+G      ``1. 15`` / ``2. 21`` / ``\\boxed{21}``               lines starting ``1.`` and ``2.``, a box
+other  anything else (a broken or mixed template)
+=====  =================================================  =========================================================
+
+The box is the clarity reward's non-empty ``\\boxed{...}`` (:func:`mo_align.rewards.clarity.has_nonempty_box`).
+Rules are checked top to bottom in the order G, A, F, B, E.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from mo_align.rewards.clarity import has_nonempty_box
+
+
+STYLE_CLASSES: dict[str, str] = {
+    "A": "step-by-step, boxed (the data's A and C)",
+    "B": "short, boxed (the data's B and D)",
+    "E": "short, no box",
+    "F": "step-by-step, no box",
+    "G": "compact 1. / 2. / box",
+    "other": "none of the templates",
+}
+_COMPACT = (re.compile(r"^\s*1\.\s", re.M), re.compile(r"^\s*2\.\s", re.M))
+_STEP = re.compile(r"\bStep\s*\d", re.I)
+_FIRST, _THEN = re.compile(r"\bfirst\b", re.I), re.compile(r"\bthen\b", re.I)
+_SHORT_UNBOXED = re.compile(r"answer is\s*-?\d+\s*\.?$", re.I)
+
+
+def style_of(text: str) -> str:
+    """The template class of one completion (module docstring); ``"other"`` for anything else."""
+    text = (text or "").strip()
+    boxed = has_nonempty_box(text)
+    if boxed and all(p.search(text) for p in _COMPACT):
+        return "G"
+    if _STEP.search(text) or (_FIRST.search(text) and _THEN.search(text)):
+        return "A" if boxed else "F"
+    if "\n" not in text:
+        if boxed:
+            return "B"
+        if _SHORT_UNBOXED.search(text):
+            return "E"
+    return "other"
+
+
+def style_tallies(labels: Any, values: Any, styles: Sequence[str] = tuple(STYLE_CLASSES)) -> tuple[Any, Any]:
+    """Per prompt and style: the number of samples with a finite value, and the sum of their values.
+
+    ``labels``: (prompts, samples) style names; ``values``: (prompts, samples) scores (``NaN`` = no score: the
+    sample is left out of both, as the trainer's ``nanmean`` leaves it out). Returns two (prompts, styles) arrays.
+    """
+    import numpy as np
+
+    vals = np.asarray(values, dtype=np.float64)
+    labs = np.asarray(labels, dtype=object)
+    if vals.ndim != 2 or labs.shape != vals.shape:
+        raise ValueError(
+            f"style tallies: labels {labs.shape} and values {vals.shape} must be the same (prompts, samples)"
+        )
+    unknown = sorted({str(x) for x in labs.ravel()} - set(styles))
+    if unknown:
+        raise ValueError(f"style tallies: unknown style label(s) {unknown[:5]}; styles are {list(styles)}")
+    finite = np.isfinite(vals)
+    counts = np.zeros((vals.shape[0], len(styles)))
+    sums = np.zeros((vals.shape[0], len(styles)))
+    for j, s in enumerate(styles):
+        mine = (labs == s) & finite
+        counts[:, j] = mine.sum(axis=1)
+        sums[:, j] = np.where(mine, vals, 0.0).sum(axis=1)
+    return counts, sums
+
+
+def style_profiles(labels: Any, rewards: Any, min_count: int = 1) -> dict[str, dict[str, Any]]:
+    """Per style with at least ``min_count`` samples: its ``count``, ``share`` of all samples and ``means``, the mean
+    of each objective over its samples (``NaN`` scores left out), from (prompts, samples) labels and (prompts,
+    samples, K) rewards (one evaluation, or several stacked along the prompts)."""
+    import numpy as np
+
+    r = np.asarray(rewards, dtype=np.float64)
+    labs = np.asarray(labels, dtype=object)
+    if r.ndim != 3 or labs.shape != r.shape[:2]:
+        raise ValueError(f"style profiles: labels {labs.shape} do not match rewards {r.shape} (prompts, samples, K)")
+    total = labs.size
+    out = {}
+    for s in STYLE_CLASSES:
+        mine = labs == s
+        n = int(mine.sum())
+        if n < max(1, min_count):
+            continue
+        means = []
+        for k in range(r.shape[2]):
+            v = r[:, :, k][mine]
+            v = v[np.isfinite(v)]
+            means.append(float(v.mean()) if v.size else float("nan"))
+        out[s] = {"count": n, "share": n / total, "means": means}
+    return out
