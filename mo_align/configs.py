@@ -299,6 +299,10 @@ class MOScriptArguments(ScriptArguments):
         eval_split (`str`, *optional*):
             Kept for old recipes: names the evaluation split instead of TRL's ``dataset_test_split`` (which is used
             whenever ``eval_strategy`` is not ``"no"``). ``validation`` and ``val`` name the same local split.
+        continue_finished_run (`bool`, *optional*, defaults to `False`):
+            ``mo_align.train`` on an ``output_dir`` that holds a finished run (``mo_finished.json``) does nothing
+            and says so; set true to resume its newest checkpoint and train on up to ``max_steps`` (raise it), after
+            which the final model is replaced. A checkpoint already at ``max_steps`` is restored, never trained on.
     """
 
     reward_funcs: list[str] = field(default_factory=list, metadata={"help": "Objectives, in order."})
@@ -307,6 +311,10 @@ class MOScriptArguments(ScriptArguments):
     dataset_kwargs: dict[str, Any] | str | None = field(default=None, metadata={"help": "Synthetic data kwargs."})
     eval_split: str | None = field(
         default=None, metadata={"help": "Evaluation split; default TRL's dataset_test_split when evaluating."}
+    )
+    continue_finished_run: bool = field(
+        default=False,
+        metadata={"help": "Train on in an output_dir that holds a finished run (else a re-run does nothing)."},
     )
 
     def __post_init__(self) -> None:

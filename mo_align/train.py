@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from trl import ModelConfig, TrlParser, get_peft_config, get_quantization_config
 
-from mo_align.checkpoints import last_complete_checkpoint
+from mo_align.checkpoints import DiskFullError, disk_full_guard, last_complete_checkpoint, skip_message
 from mo_align.configs import MOGRPOConfig, MOScriptArguments
 from mo_align.deepspeed_setup import ExtensionLockError
 from mo_align.extras import MissingExtraError, check_report_to, require
@@ -24,6 +24,7 @@ from mo_align.launch import hub_token_flag, refuse_hub_token
 from mo_align.recipe import check_recipe, config_path
 from mo_align.rewards.checks import RewardError, check_reward_output
 from mo_align.rewards.common import call_frozen
+from mo_align.runs.finished import finished_message, mark_finished, unmark_finished
 
 
 logger = logging.getLogger("mo_align")
@@ -189,11 +190,15 @@ def load_tokenizer(model_args: ModelConfig, training_args: MOGRPOConfig) -> Any:
 
 # ---- main -----------------------------------------------------------------------------------------------------
 def main(script_args: MOScriptArguments, training_args: MOGRPOConfig, model_args: ModelConfig) -> Any:
+    """Train and save; ``None`` (nothing done, one line said) when ``output_dir`` holds a finished run and
+    ``continue_finished_run`` is not set."""
     from transformers import set_seed
 
     from mo_align.trainer import MOGRPOTrainer
 
     setup_logging(training_args)
+    if already_finished(script_args, training_args):
+        return None
     set_seed(training_args.seed)
     reward_funcs, weighting, train_dataset, eval_dataset = validate(script_args, training_args, model_args)
 
@@ -222,15 +227,37 @@ def main(script_args: MOScriptArguments, training_args: MOGRPOConfig, model_args
     result = trainer.train(resume_from_checkpoint=resume_checkpoint(training_args))
     metrics = {**result.metrics, "train_samples": _count(train_dataset)}
     trainer.log_metrics("train", metrics)
-    trainer.save_metrics("train", metrics)  # train_results.json and all_results.json, as TRL / open-r1 scripts
-    trainer.save_state()  # trainer_state.json (log history) in output_dir
-    # then the trackers and the process group are finished (transformers' Trainer.end, as `trl grpo`)
-    trainer.save_model(training_args.output_dir)
+    save_final(trainer, training_args.output_dir, metrics)
     logger.info("model saved to %s", training_args.output_dir)
     if trainer.accelerator.is_main_process:
         sys.stdout.write(objective_table(trainer.state.log_history, trainer.objective_names) + "\n")
     trainer.end()
     return trainer
+
+
+def already_finished(script_args: MOScriptArguments, training_args: MOGRPOConfig) -> bool:
+    """Whether ``output_dir`` holds a finished run that this call leaves alone (said in one line): auto-resume
+    would train past ``max_steps`` and replace the final model. ``continue_finished_run`` trains on."""
+    if script_args.continue_finished_run:
+        return False
+    message = finished_message(training_args.output_dir, training_args.max_steps)
+    if message is not None and training_args.process_index == 0:
+        sys.stderr.write(f"mo-align: {message}\n")
+    return message is not None
+
+
+def save_final(trainer: Any, output_dir: str, metrics: dict[str, Any]) -> None:
+    """Metrics, state and the final model, as TRL's scripts save them, then the finished-run marker; a full disk
+    is one line naming ``output_dir``."""
+    main_process = trainer.accelerator.is_main_process
+    with disk_full_guard(output_dir, "the final model"):
+        if main_process:
+            unmark_finished(output_dir)  # until the final model is complete again
+        trainer.save_metrics("train", metrics)  # train_results.json and all_results.json
+        trainer.save_state()  # trainer_state.json (log history) in output_dir
+        trainer.save_model(output_dir)
+        if main_process:
+            mark_finished(output_dir, trainer.state.global_step, trainer.state.max_steps)
 
 
 def validate(script_args: MOScriptArguments, training_args: MOGRPOConfig, model_args: ModelConfig) -> tuple:
@@ -264,7 +291,7 @@ def resume_checkpoint(training_args: MOGRPOConfig) -> str | None:
     if checkpoint is None:
         checkpoint, skipped = last_complete_checkpoint(training_args.output_dir)  # complete ones only
         for folder, reason in skipped:
-            logger.warning("skipping incomplete checkpoint %s: %s", folder, reason)
+            logger.warning(skip_message(folder, reason))
         if checkpoint is not None:
             logger.info("resuming from %s (the newest complete checkpoint)", checkpoint)
     return checkpoint
@@ -348,6 +375,9 @@ def cli(argv: Sequence[str] | None = None) -> None:
         _fail(exc, None if isinstance(exc.__cause__, MissingExtraError) else recipe)
     except RewardError as exc:  # found while training (a bad value, objectives that never score): one line
         _fail(exc)
+    except DiskFullError as exc:  # the machine's too; not a configuration mistake: exit status 1
+        sys.stderr.write(f"mo-align: error: {exc}\n")
+        raise SystemExit(1) from exc
 
 
 if __name__ == "__main__":

@@ -10,12 +10,13 @@ Build the splits (``python -m mo_align.data.math500 --out data/math500``; ``--so
    ``scripts/math500.py`` (which names it ``val``; files named ``val.*`` are still read). The paper trains on train
    and validates on test; validation is unused.
 
-``--out DIR`` must be empty or new: ``--overwrite`` first removes every earlier split file (any format), so a stale
-file of another format can never shadow the new split. ``--push-to-hub ID`` publishes the three splits as a Hub
-dataset (``datasets.DatasetDict.push_to_hub``; the token comes from ``HF_TOKEN`` / ``huggingface-cli login``), which
-a recipe then names with ``dataset_name: ID``. A source must have at least ``MIN_SOURCE_ROWS`` rows and a gold for
-every row (``answer``, or else ``solution``, whose last ``\\boxed{}`` is taken); a file that cannot be parsed is
-reported with its name and line.
+``--out DIR`` must be empty or new: with ``--overwrite`` the new splits are written to a sibling temporary directory
+and swapped in only once they are complete, replacing every earlier split file (any format), so a stale file of
+another format can never shadow the new split and a source that fails to load leaves the old files as they were.
+``--push-to-hub ID`` publishes the three splits as a Hub dataset (``datasets.DatasetDict.push_to_hub``; the token
+comes from ``HF_TOKEN`` / ``huggingface-cli login``), which a recipe then names with ``dataset_name: ID``. A source
+must have at least ``MIN_SOURCE_ROWS`` rows and a non-blank gold for every row (``answer``, or else ``solution``,
+whose last ``\\boxed{}`` is taken); a file that cannot be parsed is reported with its name and line.
 
 Each row: ``prompt`` (one user message, ``problem + " Let's think step by step and output the final answer within
 \\boxed{}."``), ``answer`` (str, the gold for the accuracy reward), ``level`` (int), ``subject`` (str), ``unique_id``
@@ -32,7 +33,9 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
 from typing import Any
 
@@ -72,9 +75,11 @@ def _level(value: Any) -> int | None:
     return int(value)
 
 
-def _row(problem_or_prompt: Any, answer: Any, row: dict[str, Any]) -> dict[str, Any]:
+def _row(problem_or_prompt: Any, answer: Any, row: dict[str, Any], field: str = "answer") -> dict[str, Any]:
     if answer is None:
         raise ValueError("the gold answer is null")
+    if not str(answer).strip():  # an empty gold matches nothing (or, through a lenient verifier, anything)
+        raise ValueError(f"the gold answer is empty (field {field!r} = {str(answer)[:20]!r})")
     prompt = make_prompt(problem_or_prompt) if isinstance(problem_or_prompt, str) else problem_or_prompt
     return {
         "prompt": [{"role": str(m["role"]), "content": str(m["content"])} for m in prompt],
@@ -90,13 +95,13 @@ def to_mo_align_row(row: dict[str, Any]) -> dict[str, Any]:
     if "answer" in row and "prompt" in row:
         return _row(row["prompt"], row["answer"], row)
     if "reward_model" in row:  # the reference's verl layout
-        return _row(row["prompt"], row["reward_model"]["ground_truth"], row)
+        return _row(row["prompt"], row["reward_model"]["ground_truth"], row, "reward_model.ground_truth")
     if "problem" in row and "answer" in row:  # MATH-500's own layout
         return _row(row["problem"], row["answer"], row)
     if "solution" in row and ("problem" in row or "prompt" in row):  # TRL / open-r1: the gold is `solution`
         solution = row["solution"]
         answer = None if solution is None else (last_boxed(str(solution)) or str(solution))
-        return _row(row["problem"] if "problem" in row else row["prompt"], answer, row)
+        return _row(row["problem"] if "problem" in row else row["prompt"], answer, row, "solution")
     raise ValueError(
         f"unrecognised row layout (columns {sorted(row)}): need problem+answer, prompt+answer, "
         "problem/prompt+solution or verl"
@@ -105,8 +110,8 @@ def to_mo_align_row(row: dict[str, Any]) -> dict[str, Any]:
 
 def to_mo_align(ds: Dataset, name: str = "the dataset") -> Dataset:
     """A dataset of any supported layout → mo_align's five columns, in order; a row without a gold answer is an
-    error naming the row (a null ``answer`` used to become the gold string ``'None'``)."""
-    if tuple(ds.column_names) == COLUMNS and None not in ds["answer"]:
+    error naming the row (a null ``answer`` used to become the gold string ``'None'``), and so is a blank one."""
+    if tuple(ds.column_names) == COLUMNS and all(a is not None and str(a).strip() for a in ds["answer"]):
         return ds
     rows = []
     for i, row in enumerate(ds):
@@ -195,9 +200,9 @@ SPLIT_FILES = tuple(
 )
 
 
-def prepare_out(out: str, overwrite: bool) -> None:
-    """An output directory must be new or empty; ``overwrite`` removes every earlier split file (any format) and
-    refuses a directory that holds anything else."""
+def check_out(out: str, overwrite: bool) -> None:
+    """An output directory must be new or empty; with ``overwrite`` it may hold earlier split files (any format),
+    which :func:`replace_splits` replaces, and nothing else. Nothing is removed here."""
     existing = sorted(os.listdir(out)) if os.path.isdir(out) else []
     if not existing:
         return
@@ -209,8 +214,35 @@ def prepare_out(out: str, overwrite: bool) -> None:
     others = [n for n in existing if n not in SPLIT_FILES]
     if others:
         raise FileExistsError(f"{out} holds files that are not split files ({', '.join(others[:5])}); not removing")
-    for name in existing:
-        os.remove(os.path.join(out, name))
+
+
+def replace_splits(splits: dict[str, Dataset], out: str, fmt: str = "parquet") -> list[str]:
+    """Write the splits to a temporary sibling of ``out``, then swap it in for ``out`` (whose earlier split files go
+    with the old directory): until the swap ``out`` is untouched, so a failed write leaves it as it was."""
+    target = os.path.realpath(out)  # a symlinked --out: swap the directory it points to
+    parent, base = os.path.dirname(target), os.path.basename(target)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{base}.new-", dir=parent)
+    try:
+        write_splits(splits, tmp, fmt)
+        if os.path.isdir(target):
+            shutil.copymode(target, tmp)
+            old = tmp + ".old"
+            os.rename(target, old)
+            try:
+                os.rename(tmp, target)
+            except OSError:
+                os.rename(old, target)
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            mask = os.umask(0)
+            os.umask(mask)
+            os.chmod(tmp, 0o777 & ~mask)  # mkdtemp's 0700 would outlive the swap
+            os.rename(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # gone already after a successful swap
+    return [os.path.join(out, f"{name}.{fmt}") for name in splits]
 
 
 def write_splits(splits: dict[str, Dataset], out: str, fmt: str = "parquet") -> list[str]:
@@ -271,11 +303,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 validate_repo_id(args.push_to_hub)
             except HFValidationError:
                 raise ValueError(f"--push-to-hub {args.push_to_hub[:100]!r} is not a valid Hub repo id") from None
-        prepare_out(args.out, args.overwrite)
+        check_out(args.out, args.overwrite)
         splits = split_math500(load_source(args.source), seed=args.seed, name=args.source or HUB_DATASET)
-    except (ValueError, FileExistsError, FileNotFoundError) as exc:
-        parser.exit(2, f"{parser.prog}: error: {exc}\n")
-    write_splits(splits, args.out, args.format)
+    except (ValueError, OSError) as exc:  # OSError: a missing file, an occupied --out, an unreachable Hub
+        parser.exit(2, f"{parser.prog}: error: {str(exc).replace(chr(10), ' ')}\n")
+    replace_splits(splits, args.out, args.format)
     for name in SPLITS:
         sys.stdout.write(
             f"{name:10s} {len(splits[name]):4d} rows  sha1(sorted unique_id) {fingerprint(splits[name])[:16]}\n"

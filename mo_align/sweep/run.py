@@ -49,7 +49,7 @@ def point_status(run_dir: str) -> str:
         os.path.exists(os.path.join(run_dir, f)) for f in WEIGHT_FILES
     ):
         return "done"
-    if last_complete_checkpoint(run_dir)[0] is not None:
+    if last_complete_checkpoint(run_dir, verify=False)[0] is not None:  # the resumed run verifies checksums
         return "resume"
     return "restart" if os.path.isdir(run_dir) and os.listdir(run_dir) else "new"
 

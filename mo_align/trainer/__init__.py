@@ -105,6 +105,8 @@ class MOGRPOTrainer(GRPOTrainer):
         self.mo_gradient = GradientSpace(self)
         self.mo_post_update = PostUpdate(self)
         self.add_callback(MOCallback(self))
+        self.mo_resume_callback = state.ResumeCallback()  # eval_on_start is not repeated at a resume step
+        self.add_callback(self.mo_resume_callback)
         self.objective_names: tuple[str, ...] = tuple(self.reward_func_names)
         self.mo_reward_monitor = RewardMonitor(self.objective_names)  # output checks, NaN warnings, timing
         for fn in self.reward_funcs:
@@ -190,9 +192,16 @@ class MOGRPOTrainer(GRPOTrainer):
 
     def train(self, resume_from_checkpoint=None, trial=None, ignore_keys_for_eval=None, **kwargs):
         """``Trainer.train``; ``resume_from_checkpoint=True`` takes the newest *complete* checkpoint, and any
-        checkpoint that lacks a file an exact resume needs is refused naming the file."""
+        checkpoint that lacks a file an exact resume needs is refused naming the file. A checkpoint already at
+        ``max_steps`` is restored without training (:func:`~mo_align.trainer.state.finish_from_checkpoint`)."""
         resume_from_checkpoint = state.resolve_resume(self, resume_from_checkpoint)
-        return super().train(resume_from_checkpoint, trial, ignore_keys_for_eval, **kwargs)
+        step = state.checkpoint_step(resume_from_checkpoint)
+        if step is not None and 0 < self.args.max_steps <= step:  # transformers would train one step past it
+            return state.finish_from_checkpoint(self, resume_from_checkpoint, step)
+        try:
+            return super().train(resume_from_checkpoint, trial, ignore_keys_for_eval, **kwargs)
+        finally:
+            self.mo_resume_callback.restore(self.args)
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)

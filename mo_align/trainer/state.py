@@ -4,6 +4,11 @@
 evaluation's means (deltas), the interference monitor and the run history, as TRL persists its entropy controller.
 A checkpoint is complete once :mod:`mo_align.checkpoints` marks it (written last); resume takes the newest complete
 one, and a checkpoint lacking a file an exact resume needs is refused naming the file.
+
+A resumed run keeps the record of an uninterrupted one: ``eval_on_start`` evaluates step 0 only
+(:class:`ResumeCallback`; transformers evaluated again at the resume step, adding an eval point and its law
+checks), and a checkpoint already at ``max_steps`` is restored without a training step
+(:func:`finish_from_checkpoint`; transformers' loop trained one step past ``max_steps``).
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ import re
 from typing import Any
 
 import torch
-from transformers.trainer_utils import rotate_checkpoints
+from transformers import TrainerCallback, TrainerState
+from transformers.trainer_utils import TrainOutput, rotate_checkpoints
 
 from mo_align import checkpoints
 from mo_align.trainer import trl_compat
@@ -70,15 +76,17 @@ def save_checkpoint(trainer: Any, save: Any, trial: Any) -> None:
     if t.args.should_save:
         checkpoints.unmark(folder)
     limit, t.args.save_total_limit = t.args.save_total_limit, None
-    try:
-        save()
-    finally:
-        t.args.save_total_limit = limit
+    with checkpoints.disk_full_guard(run_dir, folder):  # one line instead of torch's stream-writer stack
+        try:
+            save()
+        finally:
+            t.args.save_total_limit = limit
+        if t.args.should_save:
+            torch.save(mo_state_dict(t), os.path.join(folder, MO_STATE_FILE))
+        t.accelerator.wait_for_everyone()  # every rank's files (RNG states, shards) are written
+        if t.args.should_save:
+            checkpoints.mark_complete(folder)
     if t.args.should_save:
-        torch.save(mo_state_dict(t), os.path.join(folder, MO_STATE_FILE))
-    t.accelerator.wait_for_everyone()  # every rank's files (RNG states, shards) are written
-    if t.args.should_save:
-        checkpoints.mark_complete(folder)
         rotate_checkpoints(run_dir, limit, t.state.best_model_checkpoint, use_mtime=True)
 
 
@@ -89,7 +97,7 @@ def resolve_resume(trainer: Any, resume_from_checkpoint: Any) -> Any:
     if resume_from_checkpoint is True:
         resume_from_checkpoint, skipped = checkpoints.last_complete_checkpoint(t.args.output_dir)
         for folder, reason in skipped:
-            logger.warning("skipping incomplete checkpoint %s: %s", folder, reason)
+            logger.warning(checkpoints.skip_message(folder, reason))
         if resume_from_checkpoint is None:
             raise ValueError(f"No complete checkpoint found in output directory ({t.args.output_dir})")
     if isinstance(resume_from_checkpoint, str):
@@ -122,3 +130,62 @@ def read_mo_state(path: str) -> dict[str, Any]:
         ) from None
     except Exception as exc:  # truncated / empty: name the file, not only "PytorchStreamReader failed"
         raise RuntimeError(f"{path} is unreadable (truncated or corrupt): {type(exc).__name__}") from exc
+
+
+class ResumeCallback(TrainerCallback):
+    """``eval_on_start`` on a resumed run: its step-0 evaluation is already in the restored history, so the one
+    transformers runs after ``on_train_begin`` is switched off for that call only (restored at the first epoch)."""
+
+    def __init__(self) -> None:
+        self.switched_off = False
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if args.eval_on_start and state.global_step > 0:
+            args.eval_on_start, self.switched_off = False, True
+
+    def restore(self, args: Any) -> None:
+        if self.switched_off:
+            args.eval_on_start, self.switched_off = True, False
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.restore(args)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.restore(args)
+
+
+def checkpoint_step(checkpoint: Any) -> int | None:
+    """The ``global_step`` recorded in a checkpoint's ``trainer_state.json`` (``None`` when it has none)."""
+    path = os.path.join(checkpoint, "trainer_state.json") if isinstance(checkpoint, str) else None
+    if path is None or not os.path.isfile(path):
+        return None
+    return TrainerState.load_from_json(path).global_step
+
+
+def finish_from_checkpoint(trainer: Any, checkpoint: str, step: int) -> TrainOutput:
+    """A checkpoint at ``max_steps``: nothing is left to train, so its weights, trainer state and ``mo_state.pt``
+    are restored and no step is taken (the caller saves the final model as after training)."""
+    t = trainer
+    if t.is_deepspeed_enabled or t.is_fsdp_enabled:
+        raise ValueError(
+            f"{checkpoint} is at step {step} of max_steps {t.args.max_steps}: nothing left to train; its weights are "
+            "the final ones (raise max_steps to train on)"
+        )
+    logger.warning(
+        "%s is at step %d of max_steps %d: nothing left to train, its weights and state are restored as the final "
+        "ones (raise max_steps to train on)",
+        checkpoint,
+        step,
+        t.args.max_steps,
+    )
+    trl_compat.load_weights(t, checkpoint)
+    t.state = TrainerState.load_from_json(os.path.join(checkpoint, "trainer_state.json"))
+    load_checkpoint_state(t, checkpoint)
+    t.write_summary()
+    losses = [h["loss"] for h in t.state.log_history if "loss" in h]  # the logged losses of the steps trained
+    metrics = {
+        "train_runtime": 0.0,
+        "train_loss": sum(losses) / len(losses) if losses else 0.0,
+        "epoch": t.state.epoch,
+    }
+    return TrainOutput(t.state.global_step, metrics["train_loss"], metrics)

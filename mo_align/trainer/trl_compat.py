@@ -30,6 +30,7 @@ CALLS: dict[str, tuple[str, ...]] = {
     "_get_per_token_logps_and_entropies": ("model", "input_ids", "attention_mask", "logits_to_keep"),
     "_get_learning_rate": (),
     "_get_output_dir": ("trial",),
+    "_load_from_checkpoint": ("resume_from_checkpoint", "model"),
 }
 ATTRIBUTES: tuple[str, ...] = ("_buffered_inputs", "_step", "_metrics", "_logs", "_tag_names")
 
@@ -102,6 +103,11 @@ def micro_step(trainer: Any) -> int:
 def learning_rate(trainer: Any) -> float:
     """The scheduler's current learning rate (``Trainer._get_learning_rate``)."""
     return trainer._get_learning_rate()
+
+
+def load_weights(trainer: Any, checkpoint: str) -> None:
+    """The model weights (or adapters) of a checkpoint into the trainer's model (``Trainer._load_from_checkpoint``)."""
+    trainer._load_from_checkpoint(checkpoint)
 
 
 def output_dir(trainer: Any, trial: Any) -> str:
