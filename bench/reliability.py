@@ -1,4 +1,4 @@
-"""P6: the reliability bounds of issue 13, timed — clarity on 1 MB, an alias-bomb recipe, a killed verify server.
+"""P6: the reliability bounds, timed — clarity on 1 MB, an alias-bomb recipe, a killed verify server.
 
 ``python bench/reliability.py --out FILE.json`` prints one line; ``bench/run.py`` adds it to the table. Not a test:
 no threshold fails anything (the tests check the same behaviour with generous bounds).

@@ -8,13 +8,13 @@ rewards with NaN meaning "not applicable".
   ``sum_then_normalize`` on (N,) inputs, and applied column by column on (N, K).
 * :func:`normalize_then_sum` — GDPO (TRL's ``normalize_then_sum``): per-objective group z-scores, weighted sum,
   then a batch z-score.
-* :func:`batch_whiten` — REINFORCE++ as the paper's verl runs use it (REFERENCE_SPEC §3): one outcome score per
+* :func:`batch_whiten` — REINFORCE++ as the paper's verl runs use it: one outcome score per
   completion broadcast over its L_i tokens, whitened with the *token-weighted* batch mean and the unbiased
   (Bessel-corrected) token variance, A_i = (s_i − μ) / sqrt(σ² + 1e-8).
 
 Rows whose score is NaN ("unscorable") are excluded from every baseline and get advantage 0, as in TRL.
 
-Deviations from the reference's verl estimators (REFERENCE_SPEC §3):
+Deviations from the reference's verl estimators:
     1. GRPO divides by std + 1e-4 (TRL's value; verl: + 1e-6), and a group of size 1 gets advantage 0 (verl: mean 0,
        std 1, i.e. s / (1 + 1e-6)).
     2. REINFORCE++ computes in float64, leaves NaN rows out of the statistics, and returns zeros when at most one

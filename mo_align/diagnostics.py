@@ -11,7 +11,7 @@ Cov_g(r_k, A) > 0. For each training generation batch the monitor logs, from ten
 * ``mo/zero_var_frac/<k>``: fraction of groups in which r_k has no variance (no learning signal for k);
 * ``mo/reward_corr/<a>__<b>``: Pearson correlation of the rewards over the batch (objectives that trade off);
 * ``mo/pareto_dominated_frac``: fraction of groups whose highest-advantage completion is Pareto-dominated by another
-  completion of the same group (the reference's unused "reward hacking" probe, REFERENCE_SPEC §6);
+  completion of the same group (the reference's unused "reward hacking" probe);
 * ``mo/adv_collapse_rate``: among within-group pairs with different reward vectors, the fraction given equal
   advantages (the signal cannot tell them apart — GDPO's motivation).
 

@@ -9,7 +9,7 @@ post-update forward, the optimizer step and the rest), the peak CUDA memory, whe
 parameter tensors moved. Results go to ``DIR/gpu_paper.json`` after every configuration, so a run cut short keeps
 what it measured; ``--budget-s`` skips the configurations that would not finish in time (said in the JSON).
 
-The batch is the paper's per-GPU share (REFERENCE_SPEC §7: 4 GPUs, micro-batch 16, 4 accumulation steps, 2 optimizer
+The batch is the paper's per-GPU share (reference scripts: 4 GPUs, micro-batch 16, 4 accumulation steps, 2 optimizer
 steps per generation batch, 16 completions per prompt): micro-batch 16 x 4 = 64 completions per optimizer step, 128
 (8 prompts x 16) per generation batch, every completion forced to ``--completion-length`` tokens (``min_new_tokens``)
 so every configuration does the same work. Everything else (estimator, KL 0.001 with its reference model, clipping

@@ -139,7 +139,7 @@ def test_equivalent_forms(pred, gold, want_verify, want_reference, verify, refer
     assert score(reference, boxed(pred), gold) == want_reference
 
 
-# ---- the reference checker, hand-computed (REFERENCE_SPEC §4.1) --------------------------------------------------
+# ---- the reference checker, hand-computed ------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("text", "gold", "want"),
     [

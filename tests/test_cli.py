@@ -87,7 +87,7 @@ def test_json_weighting_kwargs_on_the_cli(tmp_path, tiny_model_dir):
 
 def test_console_script_and_module_run_the_same_training(tmp_path, tiny_model_dir):
     """`mo-align train` and `python -m mo_align.train` give the same per-objective table on the same recipe, and
-    each run's summary records the command as typed (issue 12 item 9)."""
+    each run's summary records the command as typed."""
     console = pathlib.Path(sys.executable).parent / "mo-align"
     assert console.exists(), "the mo-align console script is not installed in this environment"
     outputs = []
@@ -108,7 +108,7 @@ def test_console_script_and_module_run_the_same_training(tmp_path, tiny_model_di
         assert (tmp_path / f"run{i}" / "model.safetensors").exists()
         summary = json.loads((tmp_path / f"run{i}" / "mo_summary.json").read_text())
         assert summary["launch_command"] == f"{typed} --config {recipe} --disable_tqdm true"
-        assert summary["eval"][0]["step"] == 0  # the tiny recipe evaluates from step 0 (issue 12 item 7)
+        assert summary["eval"][0]["step"] == 0  # the tiny recipe evaluates from step 0
         assert set(summary["eval"][0]["means"]) == {"accuracy", "conciseness", "clarity"}
     assert outputs[0] == outputs[1]
     assert "accuracy" in outputs[0] and "conciseness" in outputs[0] and "clarity" in outputs[0]

@@ -1,4 +1,4 @@
-"""MOGRPOTrainer as a drop-in ``trl.GRPOTrainer`` (issue 12 item 12, and item 3's best-model recipe).
+"""MOGRPOTrainer as a drop-in ``trl.GRPOTrainer`` (and the best-model recipe).
 
 Each test is a usage TRL documents for ``GRPOTrainer``, run against ``MOGRPOTrainer``; where a value can be
 checked, the oracle is TRL's own code path (``GRPOTrainer`` itself, its reward scoring) or transformers' behaviour.

@@ -1,4 +1,4 @@
-"""Model card and Hub push, fully offline: a fake ``HfApi`` records and copies what would be uploaded (STACK.md §5)."""
+"""Model card and Hub push, fully offline: a fake ``HfApi`` records and copies what would be uploaded."""
 
 from __future__ import annotations
 

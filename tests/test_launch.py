@@ -1,5 +1,5 @@
 """``mo-align train --accelerate_config`` starts ``accelerate launch`` as ``trl grpo`` does; ``mo-align lab``,
-``mo-align data math500``, ``mo-align env`` (issue 12 item 10); the typed command (item 9)."""
+``mo-align data math500``, ``mo-align env``; the typed command."""
 
 from __future__ import annotations
 

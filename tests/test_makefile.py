@@ -1,4 +1,4 @@
-"""The Makefile: offline only where it belongs (issue 12 item 1).
+"""The Makefile: offline only where it belongs.
 
 Each target runs against a fake venv whose ``python`` / ``accelerate`` print the environment they were started
 with, so the test sees exactly what make exported to the real command, without running it.

@@ -1,4 +1,4 @@
-"""Every model argument TRL's ``trl grpo`` script forwards reaches ``from_pretrained`` (issue 12 item 2)."""
+"""Every model argument TRL's ``trl grpo`` script forwards reaches ``from_pretrained``."""
 
 from __future__ import annotations
 

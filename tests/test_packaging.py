@@ -1,4 +1,4 @@
-"""Install footprint (issue 12 item 11): a small core, one extra per optional feature, every import declared, and a
+"""Install footprint: a small core, one extra per optional feature, every import declared, and a
 one-line error naming the extra when a feature's package is missing."""
 
 from __future__ import annotations

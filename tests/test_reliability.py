@@ -1,4 +1,4 @@
-"""Reliability under faults and bad input (issue 13): nothing hangs, nothing trains silently on garbage, no
+"""Reliability under faults and bad input: nothing hangs, nothing trains silently on garbage, no
 checkpoint or dataset is silently wrong. Each test reproduces one failure found by the fault probe."""
 
 from __future__ import annotations
@@ -335,7 +335,7 @@ def test_a_dominant_objective_is_warned_once(caplog):
     ]
 
 
-# ---- issue 12 item 6: the accuracy checker's health per batch ------------------------------------------------------
+# ---- the accuracy checker's health per batch -----------------------------------------------------------------------
 def test_accuracy_health_reaches_log_metric():
     from mo_align.rewards.accuracy import AccuracyReward
 

@@ -322,7 +322,7 @@ def test_empty_curves_skip_plots_with_a_note(tmp_path):
 # ---- trainer_state.json fallback ----------------------------------------------------------------------------------
 def log_history(offset=0.0, prefix="eval_"):
     """A trainer's log history with per-objective evals named as transformers names them (``eval_<obj>/mean``;
-    ``prefix="eval/"``: the names before issue 12), beside TRL's own eval metrics, which are not objectives."""
+    ``prefix="eval/"``: the older names), beside TRL's own eval metrics, which are not objectives."""
     history = []
     for step, acc, clar in ((0, 0.40, 0.20), (4, 0.50, 0.10), (8, 0.55 + offset, 0.15)):
         p = prefix
@@ -491,7 +491,7 @@ def test_help_lists_both_commands(capsys):
     assert "Compare finished training runs" in out and "--reference" in out and "--tolerance" in out
 
 
-# ---- runs without evaluation (issue 12 item 7) ---------------------------------------------------------------------
+# ---- runs without evaluation ---------------------------------------------------------------------------------------
 def test_runs_without_evaluation_report_their_training_batch_means_labelled(tmp_path):
     runs = []
     for name, algorithm, slope in (("lin", "linear", 0.01), ("ct", "ctwa", 0.02)):
@@ -521,7 +521,7 @@ def test_runs_without_evaluation_report_their_training_batch_means_labelled(tmp_
     assert "—" not in console.splitlines()[3]  # the linear row has numbers
 
 
-# ---- confidence intervals (issue 15) -------------------------------------------------------------------------------
+# ---- confidence intervals ------------------------------------------------------------------------------------------
 def with_cis(run, ci, delta_ci, law=()):
     """The run with 95 % CIs on its last evaluation (as the trainer records them) and law records."""
     run["eval"][-1]["ci"] = ci

@@ -176,7 +176,7 @@ def test_conciseness_checkpoint_resume_through_the_trainer(tiny_model_dir, tmp_p
 
 # ---- clarity -----------------------------------------------------------------------------------------------------
 CLARITY = [
-    # (text, permissive, strict) — hand-checked against REFERENCE_SPEC §4.3
+    # (text, permissive, strict) — hand-checked against the reference code's rule
     ("We compute 2 + 3 = 5. Then 5 − 1 = 4. \\boxed{4}", 1.0, 0.0),  # " 5." and " 4." are enumerators
     ("The answer is \\boxed{5}", 0.0, 0.0),
     ("Step 1: add. Step 2: subtract. \\boxed{3}", 1.0, 0.0),

@@ -1,4 +1,4 @@
-"""``python -m mo_align.train`` ends as TRL's scripts end (issue 12 item 4): per-process log levels, metrics and
+"""``python -m mo_align.train`` ends as TRL's scripts end: per-process log levels, metrics and
 state saved, ``Trainer.end()`` called once after the model is saved."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""MATH-500 in the paper's 300/100/100 split (REFERENCE_SPEC §5), and a loader for local splits.
+"""MATH-500 in the paper's 300/100/100 split, and a loader for local splits.
 
 Build the splits (``python -m mo_align.data.math500 --out data/math500``; ``--source FILE`` reads a local copy of
 ``HuggingFaceH4/MATH-500`` instead of the Hub, as ``.jsonl``/``.json``/``.parquet``/``.csv`` with the columns
@@ -191,7 +191,7 @@ def split_math500(ds: Dataset, seed: int = SEED, name: str = "the source") -> di
 
 
 def fingerprint(ds: Dataset) -> str:
-    """SHA-1 of the newline-joined sorted ``unique_id`` s (REFERENCE_SPEC §5 gives its first 16 hex digits)."""
+    """SHA-1 of the newline-joined sorted ``unique_id`` s (the ``--out`` run prints its first 16 hex digits)."""
     return hashlib.sha1("\n".join(sorted(ds["unique_id"])).encode()).hexdigest()
 
 

@@ -127,7 +127,7 @@ def algorithm_description(algorithm: str) -> str:
     if not doc:
         return ""
     first = doc.strip().splitlines()[0].strip()
-    return re.sub(r"\s*\([^()]*(REFERENCE_SPEC|PAPER_NOTES)[^()]*\)", "", first)  # internal notes stay internal
+    return first
 
 
 def paper_links(algorithm: str) -> list[tuple[str, str]]:

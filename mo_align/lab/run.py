@@ -172,7 +172,7 @@ def warm_start_threads() -> int:
 
     Measured on the 2-core lab machine while other jobs ran (load average ≈ 5): one SFT step took 2.9 s on 2 threads
     and 0.64–0.74 s on 1 (oversubscribed OpenMP threads wait on each other); idle, 2 threads take 0.21 s
-    (LAB_NOTES §3). "Busy" = a 1-minute load average above half the cores.
+    per step. "Busy" = a 1-minute load average above half the cores.
     """
     cores = max(1, os.cpu_count() or 1)
     return cores if os.getloadavg()[0] <= cores / 2 else 1

@@ -1,9 +1,9 @@
 """Supervised warm start of the lab model on the style mix, cached by its configuration and seed.
 
-Plain PyTorch loop (LAB_NOTES §1): batches of freshly sampled (problem, style) pairs, loss on the completion and its
+Plain PyTorch loop: batches of freshly sampled (problem, style) pairs, loss on the completion and its
 EOS only, AdamW with warm-up then cosine decay to 10 %. The prompt string is exactly the one GRPOTrainer builds
 (``apply_chat_template(..., add_generation_prompt=True)``). After training, the policy's sampled mean completion
-length on the held-out prompts becomes the *fixed* conciseness reference for evaluation (LAB_NOTES §4.2).
+length on the held-out prompts becomes the *fixed* conciseness reference for evaluation.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The lab's phase diagram (issue 15): one knob of the task against interference, per algorithm.
+"""The lab's phase diagram (``docs/lab.md``): one knob of the task against interference, per algorithm.
 
 ``python -m mo_align.lab --sweep [SHARE ...]`` (``mo-align lab --sweep``, ``make lab-sweep``). The knob is the share
 ``s`` of the compact style G in the warm start (:func:`~mo_align.lab.task.compact_regime`: the base mix scaled by
@@ -39,7 +39,7 @@ from mo_align.lab.scaling import DEFAULT_ETA, lab_settings
 from mo_align.process_group import die_with_parent
 
 
-DEFAULT_SHARES = (0.02, 0.05, 0.10, 0.20)  # the README's diagram; add 0.35 for the far end (SHARES=...)
+DEFAULT_SHARES = (0.02, 0.05, 0.10, 0.20)  # docs/lab.md's diagram; add 0.35 for the far end (SHARES=...)
 SWEEP_ALGORITHMS = ("accuracy_only", "linear", "ctwa")
 SWEEP_FILES = ("sweep.md", "sweep.json", "sweep.png")
 

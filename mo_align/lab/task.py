@@ -14,7 +14,7 @@ F      step-by-step without a box                                   0.05    0/0/
 G      ``1. 15`` / ``2. 21`` / ``\\boxed{21}`` (compact, clear)      knob    p/1/1
 =====  ==========================================================  ======  ========
 
-``base`` is the 6-style mix of LAB_NOTES §1 (:data:`BASE_SHARES`). G is short *and* clear and correct with
+``base`` is the 6-style mix of ``docs/lab.md`` (:data:`BASE_SHARES`). G is short *and* clear and correct with
 probability ``p`` (:attr:`Regime.compact_accuracy`), so a Pareto-improving style exists (as in the paper's setting,
 where no objective excludes another). The figures above are the *labels* of the warm-start data; how accurate a style
 is when the warm-started model samples it depends on how well a few hundred SFT steps taught its arithmetic: the
@@ -24,8 +24,8 @@ a short answer three.
 Task regimes (:data:`REGIMES`, ``python -m mo_align.lab --task NAME``); each is a :class:`Regime` (style shares,
 ``p``, warm-start steps), and the warm-start cache key includes it:
 
-* ``easy`` — the lab before issue 15 (G 20 %, ``p`` = 0.7, 600 warm-start steps, as ``make lab`` used): G is common,
-  equal weights move to it and trade nothing away significantly (README of 2026-11-28: Linear 0/3 seeds with
+* ``easy`` — the earlier lab (G 20 %, ``p`` = 0.7, 600 warm-start steps, as ``make lab`` used): G is common,
+  equal weights move to it and trade nothing away significantly (``docs/lab.md``: Linear 0/3 seeds with
   interference on the 64-prompt evaluation).
 * ``tradeoff`` — the paper's regime: the base mix with G at 5 % (``compact_regime(0.05)``, ``p`` = 0.7, 400 warm-start
   steps). The accurate answers are the long ones; equal-weight Linear moves to the short, clear styles and gives up
@@ -171,7 +171,7 @@ STYLE_FUNCS: dict[str, Callable[..., str]] = {
     "F": style_f,
     "G": style_g,
 }
-# the 6-style mix of LAB_NOTES §1 (no compact style): step-by-step answers are the accurate ones
+# the 6-style mix (no compact style): step-by-step answers are the accurate ones
 BASE_SHARES = {"A": 0.30, "B": 0.20, "C": 0.20, "D": 0.15, "E": 0.10, "F": 0.05}
 EVAL_PROMPTS = 256  # held-out prompts (x 4 samples at eval): SE of a mean ~0.015, of a paired delta ~0.02
 
@@ -220,7 +220,7 @@ def compact_regime(share: float, accuracy: float = 0.7, warm_start_steps: int = 
 
 
 REGIMES: dict[str, Regime] = {
-    # the lab before issue 15: G common (20 %) and 70 % correct, so equal weights find it and trade nothing away
+    # the earlier lab: G common (20 %) and 70 % correct, so equal weights find it and trade nothing away
     "easy": Regime({"A": 0.25, "B": 0.15, "C": 0.15, "D": 0.10, "E": 0.10, "F": 0.05, "G": 0.20}, 0.7, 600),
     "tradeoff": compact_regime(TRADEOFF_SHARE, TRADEOFF_ACCURACY),
 }

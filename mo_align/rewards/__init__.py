@@ -12,7 +12,7 @@ dotted path is the reward function as it is, and kwargs given for it are an erro
 never calls an arbitrary callable (``reward_funcs: [subprocess.getoutput]`` with ``reward_kwargs:
 {subprocess.getoutput: {cmd: ...}}`` would run the command).
 
-Objectives (REFERENCE_SPEC §4; all binary):
+Objectives (the reference code's three rewards; all binary):
 
 * ``accuracy`` — :class:`~mo_align.rewards.accuracy.AccuracyReward`: last ``\\boxed{}`` equivalent to ``answer``
   (``mode: verify`` with math-verify behind a hard time limit, or ``mode: reference``, the paper's string checker).

@@ -2,7 +2,7 @@
 
 Two modes (``reward_kwargs: {accuracy: {mode: ...}}``):
 
-* ``"reference"`` — the paper's checker exactly (REFERENCE_SPEC §4.1, :mod:`mo_align.rewards.hendrycks`):
+* ``"reference"`` — the paper's checker exactly (:mod:`mo_align.rewards.hendrycks`):
   reference extraction, Hendrycks normalisation, string equality. Pure string work, microseconds per completion.
 * ``"verify"`` (default) — 1.0 if **either** the reference checker accepts, **or** math-verify finds the last
   ``\\boxed{...}`` (brace-matched) equivalent to the gold answer (``0.5`` vs ``\\frac{1}{2}``, ``x=3`` vs ``3``,

@@ -1,4 +1,4 @@
-"""clarity ∈ {0, 1}: a non-empty boxed answer plus a step-by-step structure (REFERENCE_SPEC §4.3, §8 item 11).
+"""clarity ∈ {0, 1}: a non-empty boxed answer plus a step-by-step structure.
 
 Reference behaviour (``multiobjective_math/clarity.py``), reproduced as is, permissiveness included:
 
@@ -18,7 +18,7 @@ Reference behaviour (``multiobjective_math/clarity.py``), reproduced as is, perm
   answer is \\boxed{5}" → 0.
 
 Options: ``strict`` counts enumerators only at the start of a line (after spaces/tabs), so ``... = 12. `` no longer
-counts (LAB_NOTES §4.5; the ordinal branch is unchanged); ``gate_on_accuracy`` gives 1 only to correct completions
+counts (the ordinal branch is unchanged); ``gate_on_accuracy`` gives 1 only to correct completions
 (the reference's commented-out variant; ``accuracy_mode`` picks the checker, ``"reference"`` being exactly that
 variant's).
 """

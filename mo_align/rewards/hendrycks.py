@@ -1,7 +1,7 @@
 """The reference's accuracy checker: Hendrycks-style extraction, normalisation and string comparison.
 
 Behaviour of verl's ``utils/reward_score/math_reward.py`` (a port of the lm-eval-harness Hendrycks MATH checker),
-which the reference's ``multiobjective_math/accuracy.py`` calls (REFERENCE_SPEC §4.1). Re-implemented here from that
+which the reference's ``multiobjective_math/accuracy.py`` calls. Re-implemented here from that
 description, quirks included, so that ``accuracy(mode="reference")`` scores exactly what the paper's runs scored:
 
 * **Extraction** (:func:`reference_extract`). If the text contains the literal ``"\\boxed "`` (with a space), the
@@ -12,7 +12,7 @@ description, quirks included, so that ``accuracy(mode="reference")`` scores exac
 * **Normalisation** (:func:`strip_string`), in this order: drop newlines and ``\\!``; ``\\\\`` → ``\\``;
   ``tfrac``/``dfrac`` → ``frac``; drop ``\\left``, ``\\right``, ``^{\\circ}``, ``^\\circ``, ``\\$``; a ``"\\text{ "``
   (with a space) cuts the string there (a second one is an error); drop ``\\%`` — **a bare ``%`` is kept**: verl's
-  code only removes backslash-percent, so REFERENCE_SPEC §4.1's "and %" does not hold (``10%`` vs ``10`` scores
+  code only removes backslash-percent, so a percent sign stays in the answer (``10%`` vs ``10`` scores
   0); ``" ."`` → ``" 0."``, ``"{."`` → ``"{0."``, a leading ``.`` gets a ``0``; an ``lhs=rhs`` with a left side of
   at most 2 characters keeps ``rhs``; ``\\sqrt3`` → ``\\sqrt{3}`` (the next character, before spaces are
   removed); remove all spaces; ``\\frac12`` → ``\\frac{1}{2}``, ``\\frac1{72}`` → ``\\frac{1}{72}`` (a

@@ -1,7 +1,7 @@
 """conciseness ∈ {0, 1}: a completion is shorter than the running mean length of all training completions so far.
 
-Reference behaviour (``multiobjective_math/conciseness.py`` plus the trainer's bookkeeping, REFERENCE_SPEC §1.3
-step 4, §4.2, §8 item 10): lengths are token counts of the completion including EOS (TRL's ``completion_ids``);
+Reference behaviour (``multiobjective_math/conciseness.py`` plus the trainer's bookkeeping in the
+reference code): lengths are token counts of the completion including EOS (TRL's ``completion_ids``);
 on a training batch the batch's lengths are first added to the running mean, then every completion scores
 ``1.0 if length < mean else 0.0``; in evaluation the mean is the training mean at that moment and is not updated;
 before any training batch everything scores 1.0. Unlike the reference, the mean is checkpointed
@@ -32,7 +32,7 @@ class ConcisenessReward:
         eval_reference_length (`float`, *optional*): the fixed reference of :meth:`reference_scores`. When unset it
             is ``reference_length`` if that is set, else it is frozen to the mean length of the **first training
             batch** (over all processes), i.e. the initial policy's sampled mean length — the fixed reference that
-            LAB_NOTES §4.2 recommends, because the running mean ratchets toward the policy and hides a collapse.
+            the lab also uses, because the running mean ratchets toward the policy and hides a collapse.
         gate_on_accuracy (`bool`, defaults to ``False``): the reference's commented-out variant: an incorrect
             completion scores 0.0 (even before the first training batch); needs the ``answer`` column.
         accuracy_mode (`str`, defaults to ``"verify"``): the checker of the gate (``"reference"`` = that variant's).

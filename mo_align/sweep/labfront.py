@@ -10,7 +10,7 @@ settings of a lab run (:func:`mo_align.lab.scaling.lab_settings`: the paper reci
 policy's length) plus checkpoints for the sweep's resume, a sweep file run by ``mo-align sweep``
 (:mod:`mo_align.sweep`; each algorithm on its own recipe), ``mo-align soup`` over the three
 single-objective Linear runs (the simplex corners) and ``mo-align report`` with its fronts section. Writes
-``OUT/front.md`` (the table below the README's figure) and ``OUT/report/fronts.png``.
+``OUT/front.md`` (the table in docs/fronts.md) and ``OUT/report/fronts.png``.
 
 The lab's scaling rule is printed first and written to ``OUT/lab_scaling.json``.
 
@@ -191,7 +191,7 @@ def run_lab_front(args: argparse.Namespace) -> dict[str, Any]:
         json.dump(scaling, f, indent=1)
     regime = get_regime(args.task)
     steps = args.sft_steps or regime.warm_start_steps
-    torch.set_num_threads(warm_start_threads())  # as the lab: 1 thread on a busy machine (LAB_NOTES §3)
+    torch.set_num_threads(warm_start_threads())  # as the lab: 1 thread on a busy machine
     sft_dir, meta = warm_start(args.cache, steps=steps, log=_say, regime=regime, task=args.task)
     _say(f"warm start {sft_dir} ({meta['parameters']:,} parameters, reference length {meta['reference_length']:.1f})")
     data = write_data(args.out, args.eval_prompts)

@@ -210,7 +210,7 @@ def eval_metrics(trainer: Any, scores: torch.Tensor, lengths: torch.Tensor, p: s
     rewards = scores[:, :k_obj].clone()
     for j, k in enumerate(fixed_reference_columns(t.reward_funcs)):
         # the paper's conciseness compares with the training running mean, which ratchets toward the policy and
-        # hides a collapse (LAB_NOTES §4): log both; `mo_eval_fixed_reference` picks the one used as the mean
+        # hides a collapse: log both; `mo_eval_fixed_reference` picks the one used as the mean
         fixed, running = scores[:, k_obj + j], scores[:, k]
         name = t.objective_names[k]
         metrics[f"{p}_{name}/fixed_ref"] = float(torch.nanmean(fixed)) if (~torch.isnan(fixed)).any() else math.nan

@@ -1,4 +1,4 @@
-"""CTWA — Covariance Targeted Weight Adaptation, the method of arXiv 2602.06869 (the paper's §3, REFERENCE_SPEC §2.1).
+"""CTWA — Covariance Targeted Weight Adaptation, the method of arXiv 2602.06869 (the paper's §3).
 
 Local covariance law: objective k improves under a policy step when Cov_g(r_k, w̃) > 0 within prompt groups, where
 w̃_i is the completion's induced update weight. CTWA raises ℓ_k while that covariance sits below a target c_k:

@@ -8,7 +8,7 @@ formed (``update_first``, as the reference), one projected dual-ascent step on t
 with the updated λ. Evaluation batches do not move λ.
 
 Paper: https://huggingface.co/papers/2602.06869 (baseline "Lagrangian"); reference ``ray_trainer_lagrangian.py``
-and ``dp_actor.update_policy_lagrangian`` (REFERENCE_SPEC §2.4, §8 item 9); stochastic primal–dual optimisation
+and ``dp_actor.update_policy_lagrangian``; stochastic primal–dual optimisation
 with multiple objectives (Mahdavi, Yang & Jin, NeurIPS 2013).
 
 Deviations from the reference:

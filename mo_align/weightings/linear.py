@@ -4,7 +4,7 @@ s_i = Σ_k w_k r_ik (reward space; NaN entries skipped, all-NaN rows unscorable)
 GRPO group normalisation (equals TRL's ``sum_then_normalize`` bit for bit), REINFORCE++ batch whitening, or GDPO
 per-objective normalisation (equals TRL's ``normalize_then_sum``). No state.
 
-Paper: arXiv 2602.06869 (baseline "Linear"); reference ``ray_trainer_multiobjective.py`` (REFERENCE_SPEC §2.6).
+Paper: arXiv 2602.06869 (baseline "Linear"); reference ``ray_trainer_multiobjective.py``.
 
 Deviations from the reference:
     1. The weights need not sum to exactly 1 (the reference asserts ``sum(weights) == 1`` with float equality);

@@ -12,7 +12,7 @@ STCH scalarization is the log-sum-exp smoothing μ log Σ_k exp(p_k (z_k − R_k
 gradient weights are a softmax of the weighted shortfalls.
 
 Paper: https://huggingface.co/papers/2602.06869 (reports Smooth Tchebycheff in place of classic Tchebycheff);
-reference ``ray_trainer_smooth_tchebycheff.py`` (PAPER_NOTES §7); Lin et al. 2024, "Smooth Tchebycheff
+reference ``ray_trainer_smooth_tchebycheff.py`` (added upstream later); Lin et al. 2024, "Smooth Tchebycheff
 Scalarization for Multi-Objective Optimization", https://huggingface.co/papers/2402.19078.
 
 Deviations from the reference:

@@ -11,7 +11,7 @@ Z_ik = (r_ik − mean_g r_k) / (std_g r_k + 1e-4) against the group's best, s_i 
 (a zero-variance objective has no shortfall), then GDPO's batch z-score; ``ideal`` only enters the logged score.
 
 Paper: https://huggingface.co/papers/2602.06869 (baseline "Tchebycheff"); reference ``ray_trainer_tchebycheff.py``
-(REFERENCE_SPEC §2.8, §8 item 1); the classic weighted Tchebycheff scalarization (Bowman, 1976).
+(the reference code); the classic weighted Tchebycheff scalarization (Bowman, 1976).
 
 Deviations from the reference:
     1. Per completion: the reference takes the max at every token of its token-level reward tensor (zero except

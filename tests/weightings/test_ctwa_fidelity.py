@@ -1,4 +1,4 @@
-"""CTWA's statistic against the reference's rules (REFERENCE_SPEC §2.1 5–6), recomputed here independently in numpy:
+"""CTWA's statistic against the reference code's rules, recomputed here independently in numpy:
 correlation averaged over the groups whose std product exceeds 1e-8, numpy's median in the outlier filter, a
 trailing partial group, ``w_agg`` at ρ ≡ 1, the base's running ideal point, and the loss types the exact statistic's
 unclipped indicator describes."""
