@@ -6,10 +6,11 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.mo_align-installed
 
-# One name in four places: weightings/<algo>.py = WEIGHTINGS key = recipes/<model>/<algo>.yaml = make train-<algo>;
-# the TorchJD adapter weightings/jd.py provides several keys (jd.REGISTERED: upgrad ... pcgrad).
-ALGORITHMS := linear tchebycheff smooth_tchebycheff lagrangian mgda gradnorm dynamic pama ctwa \
-	upgrad dualproj cagrad imtlg aligned_mtl pcgrad
+# The make targets are the strategies that have recipes: recipes/tiny/<algo>.yaml = make smoke-<algo>,
+# recipes/$(MODEL)/<algo>.yaml = make train-<algo>, <algo> = the registry key of the strategy's class (`$(PY) -m
+# mo_align.weightings --keys` lists them; a strategy without recipes is legal). Read from the file names, so it
+# works before .venv exists.
+ALGORITHMS := $(sort $(basename $(notdir $(wildcard recipes/tiny/*.yaml))))
 MODEL ?= qwen2.5-1.5b
 ACCELERATE ?= ddp
 ARGS ?=

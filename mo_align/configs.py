@@ -91,8 +91,9 @@ class MOGRPOConfig(GRPOConfig):
 
     Args:
         weighting (`str`, *optional*, defaults to `"linear"`):
-            Registry key of the weighting strategy (see `mo_align.weightings.WEIGHTINGS`), or ``"jd:<Name>"`` for any
-            TorchJD Gramian weighting (`mo_align.weightings.jd.METHODS`, e.g. ``"jd:GradVac"``).
+            Registry key of the weighting strategy (see `mo_align.weightings.WEIGHTINGS`), ``"jd:<Name>"`` for any
+            TorchJD Gramian weighting (`mo_align.weightings.jd.METHODS`, e.g. ``"jd:GradVac"``), or the dotted path
+            ``pkg.module.ClassName`` of your own `mo_align.weightings.Weighting` subclass.
         weighting_kwargs (`dict` or `str`, *optional*):
             Hyperparameters of the weighting, splatted into its constructor; a JSON object on the CLI.
         advantage_estimator (`str`, *optional*, defaults to `"grpo"`):
@@ -228,13 +229,7 @@ class MOGRPOConfig(GRPOConfig):
         if deepspeed_requested(self.deepspeed):  # before transformers sets DeepSpeed up
             prepare_deepspeed()  # a stale extension build lock fails here; no CPU comm-op build (deepspeed_setup)
         super().__post_init__()
-        statistic = self.weighting_kwargs.get("statistic", "exact")
-        if self.weighting == "ctwa" and statistic == "exact":
-            from mo_align.weightings.ctwa import exact_statistic_conflict
-
-            conflict = exact_statistic_conflict(self)
-            if conflict:
-                raise ValueError(f"weighting ctwa with statistic 'exact': {conflict}; or set statistic: on_policy")
+        strategy.check_config(self, self.weighting_kwargs)  # what the strategy itself refuses (CTWA: the loss)
         layout = strategy.declared_needs(self.weighting_kwargs).layout_conflict(
             self.weighting, self.steps_per_generation, self.num_iterations, self.gradient_accumulation_steps
         )

@@ -27,7 +27,6 @@ from mo_align.runs.summary import SUMMARY_FILE  # the summary has one owner
 
 
 __all__ = [
-    "ALGORITHM_PAPERS",
     "CARD_FILE",
     "GRPO_PAPER",
     "PAPER",
@@ -51,23 +50,6 @@ GRPO_PAPER = (
     "DeepSeekMath: Pushing the Limits of Mathematical Reasoning in Open Language Models (GRPO)",
     "https://huggingface.co/papers/2402.03300",
 )
-ALGORITHM_PAPERS: dict[str, list[tuple[str, str]]] = {
-    "smooth_tchebycheff": [
-        (
-            "Smooth Tchebycheff Scalarization for Multi-Objective Optimization",
-            "https://huggingface.co/papers/2402.19078",
-        )
-    ],
-    "mgda": [("Multi-Task Learning as Multi-Objective Optimization", "https://huggingface.co/papers/1810.04650")],
-    "gradnorm": [
-        (
-            "GradNorm: Gradient Normalization for Adaptive Loss Balancing in Deep Multitask Networks",
-            "https://huggingface.co/papers/1711.02257",
-        )
-    ],
-    "dynamic": [("Dynamic reward weighting (Lu et al. 2025)", "https://huggingface.co/papers/2509.11452")],
-    "pama": [("PAMA: Pareto multi-objective alignment", "https://huggingface.co/papers/2508.07768")],
-}
 
 
 # ---- cells ---------------------------------------------------------------------------------------------------------
@@ -116,13 +98,10 @@ def _rows(rows: Iterable[Sequence[Any]]) -> list[list[str]]:
 def algorithm_description(algorithm: str) -> str:
     """The first line of the weighting module's docstring (``""`` for an unknown algorithm)."""
     try:
-        from mo_align.weightings import weighting_class
+        from mo_align.weightings import registered_class
     except ImportError:  # pragma: no cover - the package always has them
         return ""
-    try:
-        cls = weighting_class(algorithm)  # a registry key or jd:<Name>
-    except ValueError:
-        cls = None
+    cls = registered_class(algorithm)  # a registry key or jd:<Name>; a name read from a file imports nothing
     doc = sys.modules[cls.__module__].__doc__ if cls is not None else None
     if not doc:
         return ""
@@ -131,8 +110,13 @@ def algorithm_description(algorithm: str) -> str:
 
 
 def paper_links(algorithm: str) -> list[tuple[str, str]]:
-    """(title, url) of the papers behind a run: the mo_align paper, the algorithm's own papers, GRPO."""
-    return [PAPER, *ALGORITHM_PAPERS.get(algorithm, []), GRPO_PAPER]
+    """(title, url) of the papers behind a run: the mo_align paper, the algorithm's own papers (its class's
+    ``papers``), GRPO."""
+    from mo_align.weightings import registered_class
+
+    cls = registered_class(algorithm)  # None for a run label (the lab's accuracy_only) or a key not imported here
+    papers = cls.papers if cls is not None else ()
+    return [PAPER, *((p.title, p.url) for p in papers), GRPO_PAPER]
 
 
 def hub_id(name: str | None) -> str | None:

@@ -233,7 +233,7 @@ def _eval_objective(key: str) -> str | None:
 
 def _from_trainer_state(state_path: Path, run_dir: Path) -> dict[str, Any]:
     """Rebuild a summary from ``log_history``: ``eval_<objective>/mean``, ``mo/weight/<objective>``,
-    ``mo/cov_ema/<objective>`` (else CTWA's ``mo/ctwa/ema/<objective>``), ``mo/reward/<objective>/mean`` and
+    ``mo/cov_ema/<objective>`` (else the strategy's own ``mo/<name>/<cov_ema_metric><objective>``, CTWA's ema/), ``mo/reward/<objective>/mean`` and
     ``mo/events/<kind>/<objective>`` (fired when > 0). The algorithm is the one ``mo/<name>/...`` namespace the
     weighting logged under, else ``"unknown"``."""
     state = read_json(state_path)  # transformers writes NaN losses here; non-finite values read as missing (_num)
@@ -248,7 +248,7 @@ def _from_trainer_state(state_path: Path, run_dir: Path) -> dict[str, Any]:
     for kind in ("weights", "train_reward", "cov_ema"):
         for step in sorted(series[kind]):
             objectives += [n for n in series[kind][step] if n not in objectives]
-    cov = series["cov_ema"] or series["ctwa_ema"]
+    cov = series["cov_ema"] or series["strategy_cov_ema"]
     evals = []
     for step in sorted(series["eval"]):
         evals.append({"step": step, "means": series["eval"][step]})
@@ -274,7 +274,7 @@ class _HistoryParser:
     """Collects the summary's series from ``log_history`` entries (see :func:`_from_trainer_state`)."""
 
     def __init__(self) -> None:
-        self.series: dict[str, dict[int, dict[str, float]]] = {k: {} for k in (*_SERIES_KEYS, "ctwa_ema")}
+        self.series: dict[str, dict[int, dict[str, float]]] = {k: {} for k in (*_SERIES_KEYS, "strategy_cov_ema")}
         self.eval_lengths: dict[int, float] = {}
         self.events: list[dict[str, Any]] = []
         self.algorithms: list[str] = []
@@ -312,8 +312,11 @@ class _HistoryParser:
         elif segment not in _GENERIC_MO_SEGMENTS:
             if segment not in self.algorithms:
                 self.algorithms.append(segment)
-            if segment == "ctwa" and rest.startswith("ema/"):
-                self.put("ctwa_ema", step, rest[len("ema/") :], value)
+            from mo_align.weightings import REGISTRY  # the strategy's own covariance EMA (Weighting.cov_ema_metric)
+
+            prefix = getattr(REGISTRY.get(segment), "cov_ema_metric", None)
+            if prefix and rest.startswith(prefix):
+                self.put("strategy_cov_ema", step, rest[len(prefix) :], value)
 
 
 def _unique_names(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -37,10 +37,5 @@ def check_setup(trainer: Any, args: Any) -> None:
             f"weighting {name!r} with gramian_space 'parameters' is not supported under {sharded}; "
             "set gramian_space: logprobs"
         )
-    if not trainer.mo_needs.post_update_logps:
-        return
-    from mo_align.weightings.ctwa import exact_statistic_conflict
-
-    conflict = exact_statistic_conflict(args)
-    if conflict:
-        raise ValueError(f"weighting {name!r} with the exact post-update statistic: {conflict}")
+    # what the strategy itself refuses (CTWA: a policy loss its exact statistic does not describe), for this instance
+    type(trainer.weighting).check_config(args, trainer.weighting.hyperparameters())

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, NamedTuple
 
 import torch
 
@@ -133,6 +133,22 @@ class TrainerNeeds:
         )
 
 
+class Paper(NamedTuple):
+    """A paper behind a strategy (``Weighting.papers``): its title and arXiv id; the model card links it."""
+
+    title: str
+    arxiv: str
+
+    @property
+    def url(self) -> str:
+        return f"https://huggingface.co/papers/{self.arxiv}"
+
+
+# Every strategy declared with a registry key (``class X(Weighting, key="x")``), built-in or a user's, in the
+# order its module was imported. ``mo_align.weightings.WEIGHTINGS`` is the built-in part.
+REGISTRY: dict[str, type[Weighting]] = {}
+
+
 class Weighting:
     """Base class of every multi-objective weighting.
 
@@ -155,6 +171,22 @@ class Weighting:
             held for the whole optimizer step; ``gradient_weights`` is called once after the step with the Gram
             matrix of the step's accumulated gradients and the step's losses (GradNorm).
 
+    What a strategy declares about itself, all on its class (one file per strategy):
+        key (class keyword, ``class X(Weighting, key="x")``): registers the class under ``x`` (= ``name``), so a
+            recipe's ``weighting: x`` finds it once its module is imported; a recipe may also name any subclass by
+            its dotted path ``pkg.module.ClassName`` (imported then).
+        papers: the papers the model card cites for it (:class:`Paper`).
+        ranges: the admissible interval of each numeric hyperparameter, in interval notation (``"(0, 1]"``; a
+            per-objective list is checked entry by entry); a number without one must be finite with
+            ``|x| <= 1e6`` (:func:`mo_align.weightings.validation.validate_kwargs`).
+        permutation_equivariant: permuting the objectives permutes the weights alike (False for a distinguished
+            objective, e.g. Lagrangian's primary, or a random order, PCGrad).
+        nonnegative_weights: the weights applied are never negative (False for IMTL-G, Aligned-MTL).
+        cov_ema_metric: the prefix under ``mo/<name>/`` of a per-objective covariance EMA the strategy logs itself
+            (CTWA: ``"ema/"``), which a run summary rebuilt from ``trainer_state.json`` reads when the
+            interference monitor's ``mo/cov_ema/<objective>`` is absent.
+        check_config: refuses a training configuration the strategy cannot run under (CTWA's exact statistic).
+
     Hooks the trainer calls, in order, on a training generation batch: ``pre_update`` (always), ``update`` if
     ``update_first``, ``combine``, then — per micro-batch or optimizer step for gradient space — ``gradient_weights``,
     then ``update`` (unless ``update_first``; after the batch is consumed when ``requires`` names a post-update
@@ -162,12 +194,33 @@ class Weighting:
     """
 
     name: ClassVar[str] = "base"
+    papers: ClassVar[tuple[Paper, ...]] = ()
+    ranges: ClassVar[dict[str, str]] = {}
+    permutation_equivariant: ClassVar[bool] = True
+    nonnegative_weights: ClassVar[bool] = True
+    cov_ema_metric: ClassVar[str | None] = None
     space: ClassVar[Space] = "reward"
     requires: ClassVar[frozenset[str]] = frozenset()
     owns_weights: ClassVar[bool] = True
     needs_objective_advantages: ClassVar[bool] = False
     update_first: ClassVar[bool] = False
     gradient_cadence: ClassVar[Literal["micro_batch", "optimizer_step"]] = "micro_batch"
+
+    def __init_subclass__(cls, key: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if key is None:
+            return
+        taken = REGISTRY.get(key)
+        if taken is not None and (taken.__module__, taken.__qualname__) != (cls.__module__, cls.__qualname__):
+            raise ValueError(f"weighting key {key!r} is taken by {taken.__module__}.{taken.__qualname__}")
+        cls.name = key
+        REGISTRY[key] = cls  # a module imported again (a reload) replaces its own class
+
+    @classmethod
+    def check_config(cls, args: Any, kwargs: dict[str, Any] | None = None) -> None:
+        """Raise ``ValueError`` (one line naming the fields) when the training config ``args`` (a ``GRPOConfig``)
+        cannot run this strategy with hyperparameters ``kwargs`` (default ``args.weighting_kwargs``). Called by
+        ``MOGRPOConfig`` before any model is loaded and by the trainer for an instance passed to it. Default: any."""
 
     def __init__(self, num_objectives: int) -> None:
         if not isinstance(num_objectives, int) or num_objectives < 1:

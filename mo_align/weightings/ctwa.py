@@ -74,12 +74,13 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
 from mo_align.covariance import group_moments, induced_weights, on_policy_induced_weights, robust_signal
 from mo_align.weightings.base import ObjectiveStats, TrainerNeeds, Weighting, per_objective
+from mo_align.weightings.validation import check_number
 
 
 logger = logging.getLogger("mo_align")
@@ -146,9 +147,19 @@ def ctwa_update(
     return _ctwa_step(log_weights, ema, stat, objective_means, cov_targets, obj_targets, lambda_lr, ema_tau)[:2]
 
 
-class CTWAWeighting(Weighting):
+class CTWAWeighting(Weighting, key="ctwa"):
     __doc__ = __doc__
-    name = "ctwa"
+    cov_ema_metric = "ema/"  # mo/ctwa/ema/<objective>: the EMA e_k of the covariance statistic
+    ranges: ClassVar[dict[str, str]] = {
+        "weights": "[0, 1e6]",
+        "cov_targets": "[-1e3, 1e3]",
+        "obj_targets": "[-1e6, 1e6]",
+        "lambda_lr": "[0, 10]",
+        "ema_tau": "(0, 1]",
+        "patience": "[1, 1e9]",
+        "max_weight_ratio": "[1, 1e6]",
+        "subsample": "(0, 1]",
+    }
 
     def __init__(
         self,
@@ -181,10 +192,9 @@ class CTWAWeighting(Weighting):
         ):
             if value not in allowed:
                 raise ValueError(f"ctwa: {field} must be one of {list(allowed)}, got {value!r}")
-        if not 0 < ema_tau <= 1 or lambda_lr < 0 or not 0 < subsample <= 1:
-            raise ValueError("ctwa: need 0 < ema_tau <= 1, lambda_lr >= 0 and 0 < subsample <= 1")
-        if max_weight_ratio is not None and max_weight_ratio < 1:
-            raise ValueError(f"ctwa: max_weight_ratio must be >= 1, got {max_weight_ratio}")
+        for field, value in (("lambda_lr", lambda_lr), ("ema_tau", ema_tau), ("subsample", subsample)):
+            check_number(value, f"ctwa: {field}", self.ranges[field])  # also when built directly, not by recipe
+        check_number(max_weight_ratio, "ctwa: max_weight_ratio", self.ranges["max_weight_ratio"])
         self.weights_init, self.lambda_lr, self.ema_tau = w0, lambda_lr, ema_tau
         self.cov_targets = per_objective(cov_targets, k, "ctwa: cov_targets")
         self.obj_targets = per_objective(obj_targets, k, "ctwa: obj_targets")
@@ -200,6 +210,15 @@ class CTWAWeighting(Weighting):
         self.log_weights = torch.log(self._w0.clamp(min=1e-8))
         self.ema: torch.Tensor | None = None
         self.streak, self.warned = 0, False
+
+    @classmethod
+    def check_config(cls, args: Any, kwargs: dict[str, Any] | None = None) -> None:
+        """The exact statistic's unclipped indicator must describe the configured policy loss
+        (:func:`exact_statistic_conflict`); ``statistic: on_policy`` runs under any loss."""
+        kwargs = (getattr(args, "weighting_kwargs", None) or {}) if kwargs is None else kwargs
+        conflict = exact_statistic_conflict(args) if kwargs.get("statistic", "exact") == "exact" else None
+        if conflict:
+            raise ValueError(f"weighting {cls.name} with statistic 'exact': {conflict}; or set statistic: on_policy")
 
     @classmethod
     def declared_needs(cls, kwargs: dict[str, Any]) -> TrainerNeeds:

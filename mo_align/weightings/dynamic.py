@@ -43,16 +43,21 @@ Deviations from the reference:
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
-from mo_align.weightings.base import ObjectiveStats, Weighting
+from mo_align.weightings.base import ObjectiveStats, Paper, Weighting
 
 
-class DynamicWeighting(Weighting):
+class DynamicWeighting(Weighting, key="dynamic"):
     __doc__ = __doc__
-    name = "dynamic"
+    papers = (Paper("Dynamic reward weighting (Lu et al. 2025)", "2509.11452"),)
+    ranges: ClassVar[dict[str, str]] = {
+        "weights": "[0, 1e6]",
+        "regularization": "(0, 1e6]",
+        "accumulation_steps": "[1, 1e6]",
+    }
     requires = frozenset({"gramian"})
 
     def __init__(

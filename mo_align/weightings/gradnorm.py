@@ -53,16 +53,19 @@ Deviations from the reference:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
-from mo_align.weightings.base import Weighting
+from mo_align.weightings.base import Paper, Weighting
 
 
-class GradNormWeighting(Weighting):
+class GradNormWeighting(Weighting, key="gradnorm"):
     __doc__ = __doc__
-    name = "gradnorm"
+    papers = (
+        Paper("GradNorm: Gradient Normalization for Adaptive Loss Balancing in Deep Multitask Networks", "1711.02257"),
+    )
+    ranges: ClassVar[dict[str, str]] = {"alpha": "[0, 10]", "lr": "[0, 10]", "min_weight": "(0, 1]"}
     space = "gradient"
     requires = frozenset({"gramian"})
     gradient_cadence = "optimizer_step"

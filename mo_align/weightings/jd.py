@@ -7,17 +7,15 @@ the trainer builds the global Gram matrix G = J Jᵀ, G_ij = ⟨g_i, g_j⟩ (all
 "Jacobian Descent for Multi-Objective Optimization", arXiv 2406.16232). Cost: as MGDA, K backward passes per
 micro-batch (``gramian_space: parameters``) or a K × K Gram of per-token log-prob gradients (``logprobs``, ZeRO-3).
 
-Registry keys: ``upgrad``, ``dualproj``, ``cagrad``, ``imtlg``, ``aligned_mtl``, ``pcgrad`` (:data:`REGISTERED`); every
-method of :data:`METHODS` is also ``weighting: jd:<Name>`` (e.g. ``jd:GradVac``) with TorchJD's keyword arguments as
-``weighting_kwargs`` (vectors as lists). The stateful methods (GradVac, CR-MOGM, MoDo, SDMGrad, PCD) and the random
-ones (PCGrad, GradVac, Random) checkpoint their state; a state that does not fit the installed TorchJD is refused at
-resume, never reset.
+Registry keys (``key=``): upgrad, dualproj, cagrad, imtlg, aligned_mtl, pcgrad (:data:`REGISTERED`); every method of
+:data:`METHODS` is also ``weighting: jd:<Name>`` (e.g. ``jd:GradVac``), TorchJD's kwargs as ``weighting_kwargs``. The
+stateful (GradVac, CR-MOGM, MoDo, SDMGrad, PCD) and random (PCGrad, GradVac, Random) methods checkpoint their state; a
+state that does not fit the installed TorchJD is refused at resume, never reset.
 
 Deviations from TorchJD / the papers:
     1. α is chosen per micro-batch (``gradient_cadence = "micro_batch"``, as mo_align's MGDA) and a stateful method
        steps once per micro-batch: per-step weights would hold all K per-objective gradients for the whole step.
-    2. ``gramian_space: logprobs`` or a ``gramian_params`` subset measure G in that space (TorchJD: the full
-       parameter Jacobian); α is applied to the full gradients.
+    2. ``gramian_space: logprobs`` / ``gramian_params`` measure G there (TorchJD: the full Jacobian); α acts on all.
     3. Random draws (PCGrad's and GradVac's orders, Random's weights) come from a private CPU stream seeded with
        ``seed`` and checkpointed, not torch's global RNG: every rank draws the same and training's RNG is untouched.
     4. MoDo and SDMGrad get the micro-batch Gram J Jᵀ, not J₁ J₂ᵀ of two independent batches that their guarantees
@@ -73,30 +71,31 @@ def _load_module_state(module: torch.nn.Module, state: dict[str, Any], who: str)
 
 
 REQUIRED = inspect.Parameter.empty  # a ``params`` default: the kwarg has none (TorchJD requires it)
-PREF = (list[float] | None, None)  # a preference vector: K non-negative numbers, default 1/K each
+PREF = (list[float] | None, None, "[0, 1e6]")  # a preference vector: K non-negative numbers, default 1/K each
+EPS, SEED = (float, 1e-4, "[0, 1]"), (int, 0, "[0, 1e9]")  # norm_eps and reg_eps; seed
 VECTORS = ("pref_vector", "weights", "initial_weights")  # per-objective lists, passed to TorchJD as tensors
 
 
 class JDWeighting(Weighting):
     """A TorchJD Gramian weighting: ``method`` names TorchJD's ``<method>Weighting``; ``params`` ({kwarg: (type,
-    default)}, TorchJD's defaults) becomes the typed keyword-only ``__init__`` recipes are validated against."""
+    default[, range])}: TorchJD's, ranges made finite) gives the typed ``__init__`` and the ``ranges``."""
 
     space = "gradient"
     requires = frozenset({"gramian"})
     method: ClassVar[str] = ""
-    params: ClassVar[dict[str, tuple[Any, Any]]] = {}
+    params: ClassVar[dict[str, tuple[Any, ...]]] = {}
     stateful: ClassVar[bool] = False  # TorchJD keeps state across calls: checkpointed
-    nonnegative_weights: ClassVar[bool] = True  # α ≥ 0 for every Gram matrix
     cross_gram: ClassVar[bool] = False  # designed for J₁ J₂ᵀ of two independent batches (MoDo, SDMGrad)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        cls.ranges = {k: spec[2] for k, spec in cls.params.items() if len(spec) > 2}
         if "__init__" in cls.__dict__:  # a subclass with its own constructor (e.g. a test's recording one)
             return
         kw_only, positional = inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD
         signature = inspect.Signature(
             [inspect.Parameter("self", positional), inspect.Parameter("num_objectives", positional, annotation=int)]
-            + [inspect.Parameter(k, kw_only, default=d, annotation=t) for k, (t, d) in cls.params.items()]
+            + [inspect.Parameter(k, kw_only, default=s[1], annotation=s[0]) for k, s in cls.params.items()]
         )
 
         def __init__(self: JDWeighting, num_objectives: int, **hyperparameters: Any) -> None:
@@ -105,7 +104,7 @@ class JDWeighting(Weighting):
             JDWeighting.__init__(self, num_objectives, **dict(list(bound.arguments.items())[2:]))
 
         __init__.__signature__ = signature  # type: ignore[attr-defined]
-        __init__.__annotations__ = {"num_objectives": int, **{k: t for k, (t, _) in cls.params.items()}}
+        __init__.__annotations__ = {"num_objectives": int, **{k: s[0] for k, s in cls.params.items()}}
         __init__.__qualname__ = f"{cls.__qualname__}.__init__"
         cls.__init__ = __init__  # type: ignore[method-assign]
 
@@ -215,55 +214,55 @@ class JDWeighting(Weighting):
             _load_module_state(self._jd, state["torchjd"], self.name)
 
 
-class JDUPGrad(JDWeighting):
+class JDUPGrad(JDWeighting, key="upgrad"):
     """UPGrad: project each g_k onto the dual cone of {g_j} and average with ``pref_vector`` (default 1/K): a
     non-conflicting update, ⟨d, g_k⟩ ≥ 0 for every k (Quinton & Rey 2024, arXiv 2406.16232)."""
 
-    name, method = "upgrad", "UPGrad"
-    params = {"pref_vector": PREF, "norm_eps": (float, 1e-4), "reg_eps": (float, 1e-4)}  # noqa: RUF012
+    method = "UPGrad"
+    params = {"pref_vector": PREF, "norm_eps": EPS, "reg_eps": EPS}  # noqa: RUF012
 
 
-class JDDualProj(JDWeighting):
+class JDDualProj(JDWeighting, key="dualproj"):
     """DualProj: the preference-weighted mean gradient projected onto the dual cone of {g_j} (GEM, Lopez-Paz &
     Ranzato 2017, arXiv 1706.08840; as a Jacobian-descent aggregator in arXiv 2406.16232)."""
 
-    name, method = "dualproj", "DualProj"
-    params = {"pref_vector": PREF, "norm_eps": (float, 1e-4), "reg_eps": (float, 1e-4)}  # noqa: RUF012
+    method = "DualProj"
+    params = {"pref_vector": PREF, "norm_eps": EPS, "reg_eps": EPS}  # noqa: RUF012
 
 
-class JDCAGrad(JDWeighting):
+class JDCAGrad(JDWeighting, key="cagrad"):
     """CAGrad: maximise the worst objective's improvement within a ball of radius c‖ḡ‖ around the mean gradient
     (Liu et al. 2021, arXiv 2110.14048; TorchJD solves it with CLARABEL through cvxpy). ``c`` defaults to 0.4. With
     a zero gradient TorchJD returns α = 0 (the official code: about the mean gradient, /(1 + c²))."""
 
-    name, method = "cagrad", "CAGrad"
-    params = {"c": (float, 0.4), "norm_eps": (float, 1e-4)}  # noqa: RUF012
+    method = "CAGrad"
+    params = {"c": (float, 0.4, "[0, 100]"), "norm_eps": EPS}  # noqa: RUF012
 
 
-class JDIMTLG(JDWeighting):
+class JDIMTLG(JDWeighting, key="imtlg"):
     """IMTL-G: equal projections of the update onto every unit gradient, α ∝ G⁺ diag(G)^½ (Liu et al. 2021,
     "Towards Impartial Multi-task Learning"; for dependent gradients, arXiv 2406.16232). α may be negative."""
 
-    name, method = "imtlg", "IMTLG"
+    method = "IMTLG"
     nonnegative_weights = False
 
 
-class JDAlignedMTL(JDWeighting):
+class JDAlignedMTL(JDWeighting, key="aligned_mtl"):
     """Aligned-MTL: align the principal components of J (condition number 1), then the preference-weighted sum
     (Senushkin et al. 2023, arXiv 2305.19000). α may be negative."""
 
-    name, method = "aligned_mtl", "AlignedMTL"
+    method = "AlignedMTL"
     nonnegative_weights = False
     params = {"pref_vector": PREF, "scale_mode": (Literal["min", "median", "rmse"], "min")}  # noqa: RUF012
 
 
-class JDPCGrad(JDWeighting):
+class JDPCGrad(JDWeighting, key="pcgrad"):
     """PCGrad: remove from each g_k its conflicting components along the others, in a random order, and sum (Yu et
     al. 2020, arXiv 2001.06782). The order is drawn per call: α is permutation-equivariant in distribution only."""
 
-    name, method = "pcgrad", "PCGrad"
+    method = "PCGrad"
     permutation_equivariant = False
-    params = {"seed": (int, 0)}  # noqa: RUF012
+    params = {"seed": SEED}  # noqa: RUF012
 
 
 class JDGradVac(JDWeighting):
@@ -272,14 +271,14 @@ class JDGradVac(JDWeighting):
 
     name, method = "jd:GradVac", "GradVac"
     stateful, permutation_equivariant = True, False
-    params = {"beta": (float, 0.5), "eps": (float, 1e-8), "seed": (int, 0)}  # noqa: RUF012
+    params = {"beta": (float, 0.5, "[0, 1]"), "eps": (float, 1e-8, "[0, 1]"), "seed": SEED}  # noqa: RUF012
 
 
 class JDFairGrad(JDWeighting):
     """FairGrad: α-fair allocation, solve G x = x^(−1/α), x ≥ 0 (Ban & Ji 2024, arXiv 2402.15638; scipy)."""
 
     name, method = "jd:FairGrad", "FairGrad"
-    params = {"alpha": (float, REQUIRED), "max_iters": (int | None, None)}  # noqa: RUF012
+    params = {"alpha": (float, REQUIRED, "[0, 100]"), "max_iters": (int | None, None, "[1, 1e7]")}  # noqa: RUF012
 
 
 class JDMoDo(JDWeighting):
@@ -288,7 +287,7 @@ class JDMoDo(JDWeighting):
 
     name, method = "jd:MoDo", "MoDo"
     stateful = cross_gram = True
-    params = {"gamma": (float, 0.1), "rho": (float, 0.1)}  # noqa: RUF012
+    params = {"gamma": (float, 0.1, "(0, 1e3]"), "rho": (float, 0.1, "[0, 1e3]")}  # noqa: RUF012
 
 
 class JDSDMGrad(JDWeighting):
@@ -297,8 +296,8 @@ class JDSDMGrad(JDWeighting):
 
     name, method = "jd:SDMGrad", "SDMGrad"
     stateful = cross_gram = True
-    params = {"lr": (float, 10.0), "momentum": (float, 0.5), "n_iter": (int, 20)}  # noqa: RUF012
-    params |= {"lambda_": (float, 0.3), "pref_vector": PREF}
+    params = {"lr": (float, 10.0, "(0, 1e6]"), "momentum": (float, 0.5, "[0, 1)")}  # noqa: RUF012
+    params |= {"n_iter": (int, 20, "[1, 1e6]"), "lambda_": (float, 0.3, "[0, 1e6]"), "pref_vector": PREF}
 
 
 class JDMGDA(JDWeighting):
@@ -306,7 +305,7 @@ class JDMGDA(JDWeighting):
     arXiv 1810.04650, Algorithm 2); mo_align's ``mgda`` solves the same problem to a tighter tolerance."""
 
     name, method = "jd:MGDA", "MGDA"
-    params = {"epsilon": (float, 1e-3), "max_iters": (int, 100)}  # noqa: RUF012
+    params = {"epsilon": (float, 1e-3, "(0, 1]"), "max_iters": (int, 100, "[1, 1e7]")}  # noqa: RUF012
 
 
 class JDMean(JDWeighting):
@@ -334,7 +333,7 @@ class JDRandom(JDWeighting):
 
     name, method = "jd:Random", "Random"
     permutation_equivariant = False
-    params = {"seed": (int, 0)}  # noqa: RUF012
+    params = {"seed": SEED}  # noqa: RUF012
 
 
 class JDKrum(JDWeighting):
@@ -343,7 +342,7 @@ class JDKrum(JDWeighting):
 
     name, method = "jd:Krum", "Krum"
     permutation_equivariant = False
-    params = {"n_byzantine": (int, REQUIRED), "n_selected": (int, 1)}  # noqa: RUF012
+    params = {"n_byzantine": (int, REQUIRED, "[0, 1e6]"), "n_selected": (int, 1, "[1, 1e6]")}  # noqa: RUF012
 
 
 class JDPCD(JDWeighting):
@@ -353,7 +352,8 @@ class JDPCD(JDWeighting):
 
     name, method = "jd:PCD", "PCD"
     stateful, permutation_equivariant = True, False
-    params = {"tau": (float | list[float], 0.02), "beta": (float, 0.999), "eps": (float, 1e-8)}  # noqa: RUF012
+    params = {"tau": (float | list[float], 0.02, "[0, 1]"), "beta": (float, 0.999, "[0, 1)")}  # noqa: RUF012
+    params |= {"eps": (float, 1e-8, "[0, 1]")}
 
     def _build(self, aggregation: Any) -> Any:
         tau = self._hparams["tau"]
@@ -369,7 +369,7 @@ class JDCRMOGM(JDWeighting):
     name, method = "jd:CRMOGM", "CRMOGM"
     stateful, permutation_equivariant, nonnegative_weights = True, False, False  # those of the wrapped method
     params = {"weighting": (str, "UPGrad"), "weighting_kwargs": (dict[str, Any] | None, None)}  # noqa: RUF012
-    params |= {"alpha": (float, 0.9), "initial_weights": (list[float] | None, None)}
+    params |= {"alpha": (float, 0.9, "[0, 1]"), "initial_weights": (list[float] | None, None)}
 
     def _build(self, aggregation: Any) -> Any:
         from mo_align.weightings.validation import validate_kwargs

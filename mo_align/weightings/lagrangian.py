@@ -47,7 +47,7 @@ def dual_step(
     return torch.clamp(lambdas + step, min=0.0)
 
 
-class LagrangianWeighting(Weighting):
+class LagrangianWeighting(Weighting, key="lagrangian"):
     """Primary objective with weight 1 plus dual-ascent multipliers λ on the constrained objectives.
 
     Args:
@@ -60,7 +60,12 @@ class LagrangianWeighting(Weighting):
         max_lambda (`float`, *optional*, defaults to `None`): upper bound on every λ_k; ``None`` = unbounded.
     """
 
-    name = "lagrangian"
+    ranges: ClassVar[dict[str, str]] = {
+        "primary": "[0, 1e6]",
+        "thresholds": "[-1e6, 1e6]",
+        "dual_lr": "[0, 100]",
+        "max_lambda": "[0, 1e6]",
+    }
     space = "advantage"
     update_first = True
     # The primary objective is an index: relabelling objectives so that another one lands on it changes the

@@ -15,14 +15,14 @@ Deviations from the reference:
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
 from mo_align.weightings.base import Weighting
 
 
-class LinearWeighting(Weighting):
+class LinearWeighting(Weighting, key="linear"):
     """Fixed weights w (default uniform 1/K).
 
     Args:
@@ -31,7 +31,7 @@ class LinearWeighting(Weighting):
             order of ``reward_funcs``; ``None`` means uniform 1/K.
     """
 
-    name = "linear"
+    ranges: ClassVar[dict[str, str]] = {"weights": "[0, 1e6]"}
 
     def __init__(self, num_objectives: int, *, weights: list[float] | None = None) -> None:
         super().__init__(num_objectives)

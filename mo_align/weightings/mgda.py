@@ -36,11 +36,11 @@ Deviations from the reference:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
-from mo_align.weightings.base import Weighting
+from mo_align.weightings.base import Paper, Weighting
 
 
 def project_to_simplex(v: torch.Tensor) -> torch.Tensor:
@@ -89,9 +89,10 @@ def min_norm_weights(gram: torch.Tensor, max_iter: int = 5000, tol: float = 1e-1
     return x.to(gram.dtype)
 
 
-class MGDAWeighting(Weighting):
+class MGDAWeighting(Weighting, key="mgda"):
     __doc__ = __doc__
-    name = "mgda"
+    papers = (Paper("Multi-Task Learning as Multi-Objective Optimization", "1810.04650"),)
+    ranges: ClassVar[dict[str, str]] = {"max_iter": "[1, 1e7]", "tol": "(0, 1)"}
     space = "gradient"
     requires = frozenset({"gramian"})
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import torch
 
-from mo_align.weightings.base import ObjectiveStats, Weighting
+from mo_align.weightings.base import ObjectiveStats, Paper, Weighting
 
 
 def pama_scalar(a: torch.Tensor) -> torch.Tensor:
@@ -48,9 +48,9 @@ def pama_weights(a: torch.Tensor) -> torch.Tensor:
     return lam
 
 
-class PAMAWeighting(Weighting):
+class PAMAWeighting(Weighting, key="pama"):
     __doc__ = __doc__
-    name = "pama"
+    papers = (Paper("PAMA: Pareto multi-objective alignment", "2508.07768"),)
     space = "advantage"
     update_first = True  # λ* is a function of this batch: log the weights actually used
 

@@ -28,18 +28,18 @@ Deviations from the reference:
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
-from mo_align.weightings.base import ObjectiveStats, Weighting
+from mo_align.weightings.base import ObjectiveStats, Paper, Weighting
 from mo_align.weightings.tchebycheff import nan_column_max
 
 
 _EPS = 1e-8  # floor on the initial weights before the log, as the reference
 
 
-class SmoothTchebycheffWeighting(Weighting):
+class SmoothTchebycheffWeighting(Weighting, key="smooth_tchebycheff"):
     """Softmax weights moved by online mirror descent on the weighted shortfalls p_k (z_k − R̄_k).
 
     Args:
@@ -51,7 +51,8 @@ class SmoothTchebycheffWeighting(Weighting):
         temperature (`float`, *optional*, defaults to `1.0`): softmax temperature T of w = softmax(ℓ / T).
     """
 
-    name = "smooth_tchebycheff"
+    papers = (Paper("Smooth Tchebycheff Scalarization for Multi-Objective Optimization", "2402.19078"),)
+    ranges: ClassVar[dict[str, str]] = {"preference": "[0, 1e6]", "omd_lr": "[0, 100]", "temperature": "(0, 1e6]"}
 
     def __init__(
         self,

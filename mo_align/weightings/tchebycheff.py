@@ -24,7 +24,7 @@ Deviations from the reference:
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 
@@ -72,7 +72,7 @@ def group_tchebycheff_advantages(rewards: torch.Tensor, weights: torch.Tensor, g
     return torch.nan_to_num((s - torch.nanmean(s)) / (spread + 1e-4), nan=0.0)
 
 
-class TchebycheffWeighting(Weighting):
+class TchebycheffWeighting(Weighting, key="tchebycheff"):
     """Weighted Tchebycheff with fixed weights w and a running (or batch, or fixed) ideal point z.
 
     Args:
@@ -84,7 +84,7 @@ class TchebycheffWeighting(Weighting):
             batch being scored) or a fixed list of K values.
     """
 
-    name = "tchebycheff"
+    ranges: ClassVar[dict[str, str]] = {"weights": "[0, 1e6]", "ideal": "[-1e6, 1e6]"}
     update_first = True
 
     def __init__(

@@ -2,9 +2,10 @@
 
 A subclass's typed ``__init__(self, num_objectives, *, ...)`` *is* its hyperparameter schema: recipes splat
 ``weighting_kwargs`` into it through :func:`mo_align.weightings.get_weighting`, which rejects unknown or ill-typed
-keys before any model is loaded (:func:`validate_kwargs`). :data:`RANGES` adds the admissible interval of each numeric
-hyperparameter (one table for every strategy); any number not listed there must still be finite and at most
-``MAX_MAGNITUDE`` in size, so no NaN, inf or 1e308 reaches a strategy's state. :func:`check_finite_weights` stops a
+keys before any model is loaded (:func:`validate_kwargs`). The class's ``ranges`` (``Weighting.ranges``) add the
+admissible interval of each numeric hyperparameter; bounds are wide enough for every recipe and paper setting, narrow
+enough that no value overflows a float32 weight within a run. Any number without a range must still be finite and at
+most ``MAX_MAGNITUDE`` in size, so no NaN, inf or 1e308 reaches a strategy's state. :func:`check_finite_weights` stops a
 run whose weights overflowed, naming the state.
 """
 
@@ -24,56 +25,7 @@ if TYPE_CHECKING:
 
 
 # ---- hyperparameter validation ----------------------------------------------------------------------------------
-MAX_MAGNITUDE = 1e6  # default bound |x| of a numeric hyperparameter without an entry in RANGES
-
-# Admissible values of numeric hyperparameters, per strategy, in interval notation ("(0, 1]"); a per-objective list
-# is checked entry by entry. Bounds are wide enough for every recipe and paper setting, narrow enough that no value
-# overflows a float32 weight within a run (e.g. CTWA's log-weights grow by at most lambda_lr x deficit per batch).
-RANGES: dict[str, dict[str, str]] = {
-    "linear": {"weights": "[0, 1e6]"},
-    "tchebycheff": {"weights": "[0, 1e6]", "ideal": "[-1e6, 1e6]"},
-    "smooth_tchebycheff": {"preference": "[0, 1e6]", "omd_lr": "[0, 100]", "temperature": "(0, 1e6]"},
-    "lagrangian": {
-        "primary": "[0, 1e6]",
-        "thresholds": "[-1e6, 1e6]",
-        "dual_lr": "[0, 100]",
-        "max_lambda": "[0, 1e6]",
-    },
-    "mgda": {"max_iter": "[1, 1e7]", "tol": "(0, 1)"},
-    "gradnorm": {"alpha": "[0, 10]", "lr": "[0, 10]", "min_weight": "(0, 1]"},
-    "dynamic": {"weights": "[0, 1e6]", "regularization": "(0, 1e6]", "accumulation_steps": "[1, 1e6]"},
-    "ctwa": {
-        "weights": "[0, 1e6]",
-        "cov_targets": "[-1e3, 1e3]",
-        "obj_targets": "[-1e6, 1e6]",
-        "lambda_lr": "[0, 10]",
-        "ema_tau": "(0, 1]",
-        "patience": "[1, 1e9]",
-        "max_weight_ratio": "[1, 1e6]",
-        "subsample": "(0, 1]",
-    },
-    # TorchJD (mo_align.weightings.jd): TorchJD's own admissible values, narrowed to finite ones
-    "upgrad": {"pref_vector": "[0, 1e6]", "norm_eps": "[0, 1]", "reg_eps": "[0, 1]"},
-    "dualproj": {"pref_vector": "[0, 1e6]", "norm_eps": "[0, 1]", "reg_eps": "[0, 1]"},
-    "cagrad": {"c": "[0, 100]", "norm_eps": "[0, 1]"},
-    "aligned_mtl": {"pref_vector": "[0, 1e6]"},
-    "pcgrad": {"seed": "[0, 1e9]"},
-    "jd:GradVac": {"beta": "[0, 1]", "eps": "[0, 1]", "seed": "[0, 1e9]"},
-    "jd:FairGrad": {"alpha": "[0, 100]", "max_iters": "[1, 1e7]"},
-    "jd:CRMOGM": {"alpha": "[0, 1]"},
-    "jd:MoDo": {"gamma": "(0, 1e3]", "rho": "[0, 1e3]"},
-    "jd:SDMGrad": {
-        "lr": "(0, 1e6]",
-        "momentum": "[0, 1)",
-        "n_iter": "[1, 1e6]",
-        "lambda_": "[0, 1e6]",
-        "pref_vector": "[0, 1e6]",
-    },
-    "jd:MGDA": {"epsilon": "(0, 1]", "max_iters": "[1, 1e7]"},
-    "jd:Random": {"seed": "[0, 1e9]"},
-    "jd:Krum": {"n_byzantine": "[0, 1e6]", "n_selected": "[1, 1e6]"},
-    "jd:PCD": {"tau": "[0, 1]", "beta": "[0, 1)", "eps": "[0, 1]"},
-}
+MAX_MAGNITUDE = 1e6  # default bound |x| of a numeric hyperparameter without a declared range
 
 
 def _interval(spec: str) -> tuple[float, float, bool, bool]:
@@ -136,11 +88,11 @@ def _matches(value: Any, annotation: Any) -> bool:
 
 def validate_kwargs(cls: type[Weighting], kwargs: dict[str, Any]) -> None:
     """Raise ``TypeError`` naming the field for an unknown, ill-typed or missing (no default) weighting kwarg,
-    ``ValueError`` for a number that is not finite or outside its :data:`RANGES` interval."""
+    ``ValueError`` for a number that is not finite or outside its interval in ``cls.ranges``."""
     sig = inspect.signature(cls.__init__)
     hints = typing.get_type_hints(cls.__init__)
     allowed = [p for p in sig.parameters if p not in ("self", "num_objectives")]
-    ranges = RANGES.get(cls.name, {})
+    ranges = cls.ranges
     for key in allowed:
         if sig.parameters[key].default is inspect.Parameter.empty and key not in kwargs:
             raise TypeError(f"weighting '{cls.name}' needs the kwarg {key!r} (weighting_kwargs: {{{key}: ...}})")

@@ -17,7 +17,7 @@ from mo_align.extras import MissingExtraError
 from mo_align.weightings import WEIGHTINGS, get_weighting, weighting_class
 from mo_align.weightings.jd import METHODS, NOT_GRAMIAN, REGISTERED, JDWeighting
 from mo_align.weightings.mgda import MGDAWeighting
-from mo_align.weightings.validation import RANGES, check_number, validate_kwargs
+from mo_align.weightings.validation import check_number, validate_kwargs
 
 
 def _gram(k: int, rank: int, seed: int) -> torch.Tensor:
@@ -263,7 +263,7 @@ def test_same_trainer_path_as_mgda():
 def test_defaults_are_inside_their_declared_ranges():
     for cls in METHODS.values():
         params = inspect.signature(cls.__init__).parameters
-        for key, spec in RANGES.get(cls.name, {}).items():
+        for key, spec in cls.ranges.items():
             assert key in params, (cls.name, key)
             if params[key].default is not params[key].empty and params[key].default is not None:
                 check_number(params[key].default, f"{cls.name}: {key}", spec)
