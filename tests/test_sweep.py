@@ -157,12 +157,13 @@ def test_print_commands_writes_self_contained_recipes_and_slurm_runs_the_right_l
     assert len(lines) == 3
     for line, w in zip(lines, body["preferences"], strict=True):
         name = f"linear-w{w[0]}_{w[1]}_{w[2]}-seed0"
-        recipe = tmp_path / "out" / name / "sweep_recipe.yaml"
+        recipe = tmp_path / "out" / "recipes" / f"{name}.yaml"
         cfg = ROOT / "mo_align/resources/configs/accelerate/cpu.yaml"  # package data (configs/ links here)
         assert line == f"accelerate launch --config_file {cfg} -m mo_align.train --config {recipe}"
         written = yaml.safe_load(recipe.read_text())
-        assert written["weighting_kwargs"] == {"weights": w} and written["output_dir"] == str(recipe.parent)
+        assert written["weighting_kwargs"] == {"weights": w} and written["output_dir"] == str(tmp_path / "out" / name)
         assert written["run_name"] == name and written["mo_run_label"] == "linear"
+    assert os.listdir(tmp_path / "out") == ["recipes"]  # the recipes in one folder, no point directory
     # the Slurm template runs line $SLURM_ARRAY_TASK_ID; a fake `accelerate` on PATH records what it was given
     commands = tmp_path / "commands.txt"
     commands.write_text(out)
@@ -182,6 +183,30 @@ def test_print_commands_writes_self_contained_recipes_and_slurm_runs_the_right_l
         ["bash", str(ROOT / "scripts/slurm_sweep.sbatch"), str(commands)], env=env, text=True, capture_output=True
     )
     assert bad.returncode == 2 and "has no line 4 (3 lines)" in bad.stderr
+
+
+@pytest.mark.parametrize(
+    ("named", "expected"),
+    [(None, {"True": "cpu", "False": "ddp"}), ("ddp", {"True": "ddp", "False": "ddp"}), ("--cpu", None)],
+)
+def test_print_commands_launches_a_use_cpu_point_with_the_cpu_config(
+    tmp_path, tiny_model_dir, capsys, named, expected
+):
+    """Without an accelerate_config in the sweep file, a point whose recipe says use_cpu: true launches with the
+    one-process cpu config (not ddp's 4 ranks); one named in the file, or by --accelerate-config, wins."""
+    body = {"recipe": _recipe(tmp_path, tiny_model_dir), "output_dir": str(tmp_path / "out")}
+    body["set"] = {"use_cpu": [True, False]}  # no preference axis: two points
+    if named and not named.startswith("--"):
+        body["accelerate_config"] = named
+    argv = [_sweep(tmp_path, body), "--print-commands"] + (["--accelerate-config", "cpu"] if named == "--cpu" else [])
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+    configs = ROOT / "mo_align/resources/configs/accelerate"
+    for line in lines:
+        recipe = yaml.safe_load(Path(line.split(" --config ")[1]).read_text())
+        want = (expected or {"True": "cpu", "False": "cpu"})[str(recipe["use_cpu"])]
+        assert line.split()[3] == str(configs / f"{want}.yaml"), line
 
 
 def _wait_for(predicate, timeout: float, proc) -> None:

@@ -32,6 +32,7 @@ from mo_align.sweep.spec import Point, Sweep, point_recipe
 
 
 RECIPE_FILE = "sweep_recipe.yaml"
+RECIPES_DIR = "recipes"  # --print-commands: <output_dir>/recipes/<point>.yaml (a point's name ends in -seed<s>)
 DONE_FILE = "sweep_done.json"
 LOCK_FILE = ".sweep.lock"
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors")
@@ -54,11 +55,11 @@ def point_status(run_dir: str) -> str:
     return "restart" if os.path.isdir(run_dir) and os.listdir(run_dir) else "new"
 
 
-def write_recipe(sweep: Sweep, point: Point) -> str:
-    """Write the point's resolved recipe into its output_dir (the command that runs it names only this file)."""
-    run_dir = sweep.point_dir(point)
-    os.makedirs(run_dir, exist_ok=True)
-    path = os.path.join(run_dir, RECIPE_FILE)
+def write_recipe(sweep: Sweep, point: Point, path: str | None = None) -> str:
+    """Write the point's resolved recipe (the command that runs it names only this file) to ``path``, by default
+    into its output_dir."""
+    path = path or os.path.join(sweep.point_dir(point), RECIPE_FILE)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     base = sweep.base_recipe(point)[0]
     header = f"# point {point.name} of the sweep {sweep.path} (base recipe {base}); written by mo-align sweep\n"
     with open(path + ".tmp", "w", encoding="utf-8") as f:
@@ -72,11 +73,24 @@ def train_command(recipe: str) -> list[str]:
     return [sys.executable, "-m", "mo_align.train", "--config", recipe]
 
 
-def accelerate_line(sweep: Sweep, recipe: str, workdir: str) -> str:
+def printed_recipe_path(sweep: Sweep, point: Point) -> str:
+    """Where ``--print-commands`` writes a point's recipe: all of them in one folder, no point directory made."""
+    return os.path.join(sweep.output_dir, RECIPES_DIR, point.name + ".yaml")
+
+
+def point_accelerate_config(sweep: Sweep, point: Point) -> str:
+    """The sweep's ``accelerate_config`` when it names one (or ``--accelerate-config``), else ``cpu`` for a point
+    whose recipe has ``use_cpu: true`` (one process, where ``ddp`` would start its several ranks), else ``ddp``."""
+    if sweep.accelerate_config:
+        return sweep.accelerate_config
+    return "cpu" if point_recipe(sweep, point).get("use_cpu") is True else "ddp"
+
+
+def accelerate_line(sweep: Sweep, point: Point, recipe: str, workdir: str) -> str:
     """``accelerate launch --config_file CFG -m mo_align.train --config RECIPE`` with absolute paths."""
     from mo_align.launch import resolve_accelerate_config
 
-    config = resolve_accelerate_config(sweep.accelerate_config, Path(workdir))
+    config = resolve_accelerate_config(point_accelerate_config(sweep, point), Path(workdir))
     parts = ["accelerate", "launch", "--config_file", os.path.abspath(config), "-m", "mo_align.train"]
     return shlex.join([*parts, "--config", os.path.abspath(recipe)])
 
