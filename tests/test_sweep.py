@@ -18,7 +18,7 @@ import yaml
 
 from mo_align.process_group import run_group
 from mo_align.sweep import SweepError, load_sweep, main, simplex_grid
-from mo_align.sweep.run import point_status
+from mo_align.sweep.run import point_status, run_sweep
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -207,6 +207,27 @@ def test_print_commands_launches_a_use_cpu_point_with_the_cpu_config(
         recipe = yaml.safe_load(Path(line.split(" --config ")[1]).read_text())
         want = (expected or {"True": "cpu", "False": "cpu"})[str(recipe["use_cpu"])]
         assert line.split()[3] == str(configs / f"{want}.yaml"), line
+
+
+def test_sweep_children_progress_reaches_the_console(tmp_path, tiny_model_dir):
+    """A fake point writes its progress file (as its trainer would) and ends once the sweep printed it."""
+    body = {"recipe": _recipe(tmp_path, tiny_model_dir), "output_dir": str(tmp_path / "out")}
+    sweep = load_sweep(_sweep(tmp_path, body | {"preferences": [[1, 0, 0], [0, 1, 0]]}))
+    said = []
+
+    def fake_run(sweep, point, threads):
+        path = Path(sweep.output_dir) / "logs" / f"{point.name}.progress"
+        path.write_text(json.dumps({"step": 4, "max_steps": 8, "elapsed": 100.0}))
+        end = time.monotonic() + 60  # a safeguard against a hang, not an assertion on time
+        while not any(m.startswith(f"{point.name} step") for m in list(said)) and time.monotonic() < end:
+            time.sleep(0.01)
+        return point, 0, 1.0
+
+    (tmp_path / "out" / "logs").mkdir(parents=True)
+    result = run_sweep(sweep, 1, say=said.append, run=fake_run, poll=0.01)
+    assert {r["rc"] for r in result.values()} == {0}
+    for point in sweep.points:
+        assert said.index(f"{point.name} step 4/8 (eta 1m40s)") < said.index(f"{point.name}: ok in 1 s")
 
 
 def _wait_for(predicate, timeout: float, proc) -> None:

@@ -21,13 +21,14 @@ import shlex
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from mo_align.process_group import die_with_parent
+from mo_align.runs.progress import PROGRESS_ENV, ProgressWatcher, completed_with_progress
 from mo_align.sweep.spec import Point, Sweep, point_recipe
 
 
@@ -102,6 +103,7 @@ def run_point(sweep: Sweep, point: Point, threads: int) -> tuple[Point, int, flo
     logs = os.path.join(sweep.output_dir, "logs")
     os.makedirs(logs, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"}
+    env[PROGRESS_ENV] = os.path.join(logs, point.name + ".progress")
     start = time.time()
     with open(os.path.join(logs, point.name + ".log"), "a") as log:  # a resumed point keeps its earlier log
         log.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(train_command(recipe))}\n")
@@ -113,6 +115,17 @@ def run_point(sweep: Sweep, point: Point, threads: int) -> tuple[Point, int, flo
         with open(os.path.join(run_dir, DONE_FILE), "w") as f:
             json.dump({"point": point.name, "seconds": seconds, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}, f)
     return point, proc.returncode, seconds
+
+
+def _watcher(sweep: Sweep, todo: list[Point], say: Any) -> ProgressWatcher:
+    """Watches ``<output_dir>/logs/<point>.progress`` of every point to run (an earlier sweep's record removed)."""
+    watcher = ProgressWatcher(say)
+    for point in todo:
+        path = os.path.join(sweep.output_dir, "logs", point.name + ".progress")
+        if os.path.exists(path):
+            os.remove(path)
+        watcher.watch(point.name, path)
+    return watcher
 
 
 class SweepLocked(RuntimeError):
@@ -131,8 +144,10 @@ def lock(output_dir: str) -> Any:
     return handle
 
 
-def run_sweep(sweep: Sweep, jobs: int, say: Any = print) -> dict[str, Any]:
-    """Run every unfinished point, ``jobs`` at a time; returns {point name: {"status", "rc", "seconds"}}."""
+def run_sweep(sweep: Sweep, jobs: int, say: Any = print, run: Any = None, poll: float = 2.0) -> dict[str, Any]:
+    """Run every unfinished point, ``jobs`` at a time; returns {point name: {"status", "rc", "seconds"}}. While they
+    run, each point's ``step k/n (eta ...)`` every tenth of its steps or 30 s (:mod:`mo_align.runs.progress`).
+    ``run``: :func:`run_point` (tests pass a fake)."""
     handle = lock(sweep.output_dir)
     try:
         status = {p.name: point_status(sweep.point_dir(p)) for p in sweep.points}
@@ -146,13 +161,15 @@ def run_sweep(sweep: Sweep, jobs: int, say: Any = print) -> dict[str, Any]:
             say("note: save_strategy is 'no': a killed point restarts from step 0 (set save_strategy: steps)")
         result = {p.name: {"status": "skipped (finished)", "rc": 0, "seconds": 0.0} for p in sweep.points}
         threads = 1 if jobs > 1 else max(1, os.cpu_count() or 1)
+        watcher = _watcher(sweep, todo, say)
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
             futures = []
             for p in todo:
                 say(f"{p.name}: {status[p.name]}")
-                futures.append(pool.submit(run_point, sweep, p, threads))
-            for future in as_completed(futures):
+                futures.append(pool.submit(run or run_point, sweep, p, threads))
+            for future in completed_with_progress(futures, watcher, poll):
                 point, rc, seconds = future.result()
+                watcher.forget(point.name)
                 ok = rc == 0
                 result[point.name] = {"status": "ok" if ok else f"FAILED (rc {rc})", "rc": rc, "seconds": seconds}
                 log = os.path.join(sweep.output_dir, "logs", point.name + ".log")
