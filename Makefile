@@ -52,9 +52,12 @@ $(STAMP): setup.cfg constraints-cpu.txt pyproject.toml
 	DS_BUILD_OPS=0 $(PIP) install -q -c constraints-cpu.txt -e '.[dev,all]'
 	touch $(STAMP)
 
-test: install ## offline test suite (CPU), then every tiny recipe (make smoke)
-	$(PY) -m pytest -q $(PYTEST_ARGS)
-	$(MAKE) --no-print-directory smoke ARGS="--disable_tqdm true"
+test: install ## offline test suite (CPU), then every tiny recipe (make smoke); prints its duration and the load
+	@start=$$(date +%s); rc=0; \
+	echo "$(PY) -m pytest -q $(PYTEST_ARGS)"; \
+	$(PY) -m pytest -q $(PYTEST_ARGS) && $(MAKE) --no-print-directory smoke ARGS="--disable_tqdm true" || rc=$$?; \
+	echo "make test: $$(( $$(date +%s) - start )) s wall-clock, load average $$(uptime | sed 's/.*load average[s]*: //')"; \
+	exit $$rc
 
 test-slow: install ## slow tests only
 	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)

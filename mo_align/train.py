@@ -322,8 +322,9 @@ def _count(dataset: Any) -> int | None:
 
 
 def objective_table(log_history: list[dict], objectives: Sequence[str]) -> str:
-    """Per-objective training reward: first logged step, last logged step, delta; plus final weights."""
-    rows = [h for h in log_history if any(k.startswith("mo/reward/") for k in h)]
+    """Per-objective training reward (TRL's ``rewards/<objective>/mean``, else ``mo/reward/<objective>/mean`` as
+    older versions logged): first logged step, last logged step, delta; plus final weights."""
+    rows = [h for h in log_history if any(k.startswith(("rewards/", "mo/reward/")) for k in h)]
     if not rows:
         return "(no multi-objective metrics were logged)"
     first, last = rows[0], rows[-1]
@@ -332,7 +333,7 @@ def objective_table(log_history: list[dict], objectives: Sequence[str]) -> str:
     )
     lines = ["per-objective training reward (mean over the generation batch)", header + f"{'delta':>9}"]
     for name in objectives:
-        a, b = first.get(f"mo/reward/{name}/mean"), last.get(f"mo/reward/{name}/mean")
+        a, b = (h.get(f"rewards/{name}/mean", h.get(f"mo/reward/{name}/mean")) for h in (first, last))
         w = last.get(f"mo/weight/{name}", float("nan"))
         if a is None or b is None:
             lines.append(f"{name:<16}{w:>8.3f}{'n/a':>12}{'n/a':>12}")

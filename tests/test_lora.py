@@ -54,7 +54,7 @@ def test_lora_trains_only_adapters_with_every_weighting(name, tiny_model_dir, tm
     assert changed, "no adapter parameter moved"
     assert changed <= trainable, f"frozen base weights changed: {sorted(changed - trainable)}"
     logged = [h for h in trainer.state.log_history if "mo/weight/reward_vowels" in h]
-    assert len(logged) == 2 and all(f"mo/reward/{o}/mean" in h for h in logged for o in trainer.objective_names)
+    assert len(logged) == 2 and all(f"rewards/{o}/mean" in h for h in logged for o in trainer.objective_names)
 
     if "gramian" in WEIGHTINGS[name].requires:
         # the parameter-space Gram matrix was computed (the parameter list is cached on first use) on the adapters

@@ -131,7 +131,7 @@ def test_the_readme_quickstart_runs_verbatim(tmp_path, monkeypatch):
     assert moved, "two training steps changed no parameter"
     logged = {k for entry in trainer.state.log_history for k in entry}
     for objective in ("accuracy", "conciseness", "clarity"):
-        for key in (f"mo/weight/{objective}", f"mo/reward/{objective}/mean", f"mo/cov/{objective}"):
+        for key in (f"mo/weight/{objective}", f"rewards/{objective}/mean", f"mo/cov/{objective}"):
             assert key in logged, key
     # CTWA moved its weights away from the ones the snippet starts from (its covariance targets were not met)
     weights = trainer.weighting.weights()

@@ -370,7 +370,7 @@ def test_accuracy_health_is_logged_by_the_trainer_and_solution_is_a_gold_column(
         train_dataset=data,
     )
     trainer.train()
-    (row,) = [h for h in trainer.state.log_history if "mo/reward/accuracy/mean" in h]
+    (row,) = [h for h in trainer.state.log_history if "rewards/accuracy/mean" in h]
     for key in ("timeouts", "errors", "fallbacks"):
         assert row[f"mo/reward_health/accuracy/{key}"] == 0.0
 

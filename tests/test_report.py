@@ -23,6 +23,7 @@ from mo_align.runs.report import (
     write_report,
 )
 from mo_align.runs.summary import load_run, load_runs
+from mo_align.train import objective_table
 
 
 OBJECTIVES = ["accuracy", "conciseness", "clarity"]
@@ -320,9 +321,11 @@ def test_empty_curves_skip_plots_with_a_note(tmp_path):
 
 
 # ---- trainer_state.json fallback ----------------------------------------------------------------------------------
-def log_history(offset=0.0, prefix="eval_"):
+def log_history(offset=0.0, prefix="eval_", reward_key="mo/reward/{}/mean"):
     """A trainer's log history with per-objective evals named as transformers names them (``eval_<obj>/mean``;
-    ``prefix="eval/"``: the older names), beside TRL's own eval metrics, which are not objectives."""
+    ``prefix="eval/"``: the older names), beside TRL's own eval metrics, which are not objectives. ``reward_key``:
+    the per-objective training reward as older versions logged it, or TRL's ``rewards/{}/mean`` (with
+    ``mo/scalar/mean`` and TRL's ``reward``, which are not objectives)."""
     history = []
     for step, acc, clar in ((0, 0.40, 0.20), (4, 0.50, 0.10), (8, 0.55 + offset, 0.15)):
         p = prefix
@@ -338,8 +341,10 @@ def log_history(offset=0.0, prefix="eval_"):
                 "loss": 0.1,
                 "mo/weight/accuracy": 0.5 + step / 100,
                 "mo/weight/clarity": 0.5 - step / 100,
-                "mo/reward/accuracy/mean": 0.3,
-                "mo/reward/clarity/mean": 0.2,
+                reward_key.format("accuracy"): 0.3,
+                reward_key.format("clarity"): 0.2,
+                "mo/scalar/mean": 0.25,
+                "reward": 0.5,
                 "mo/adv/accuracy/mean": 0.0,
                 "mo/ctwa/ema/accuracy": 0.1,
                 "mo/ctwa/ema/clarity": -0.01 * step,
@@ -391,6 +396,41 @@ def test_trainer_state_fallback_reconstructs_the_summary(tmp_path, prefix):
     # and a mo_summary.json wins over both
     (run / "mo_summary.json").write_text(json.dumps(summary("from-summary", "ctwa", 3, (0.1,) * 3, (0.2,) * 3)))
     assert load_run(run)["run_name"] == "from-summary"
+
+
+@pytest.mark.parametrize("reward_key", ["rewards/{}/mean", "mo/reward/{}/mean"])
+def test_trainer_state_fallback_reads_trl_reward_keys_and_older_logs(tmp_path, reward_key):
+    """The training reward series is TRL's ``rewards/<obj>/mean``; logs of older versions (``mo/reward/<obj>/mean``)
+    still read the same; ``mo/scalar/...`` is not a weighting's namespace, TRL's ``reward`` is not an objective."""
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "trainer_state.json").write_text(json.dumps(log_history(reward_key=reward_key)))
+    loaded = load_run(tmp_path / "run")
+    assert [r["step"] for r in loaded["train_reward"]] == list(range(1, 9))
+    assert all(r["means"] == {"accuracy": 0.3, "clarity": 0.2} for r in loaded["train_reward"])
+    assert loaded["algorithm"] == "ctwa" and loaded["objectives"] == ["accuracy", "clarity"]
+
+
+def test_trl_reward_key_wins_over_the_older_duplicate(tmp_path):
+    state = log_history(reward_key="rewards/{}/mean")
+    for entry in state["log_history"]:
+        if "rewards/accuracy/mean" in entry:
+            entry["mo/reward/accuracy/mean"] = -1.0  # a stale duplicate beside TRL's own mean
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "trainer_state.json").write_text(json.dumps(state))
+    assert {r["means"]["accuracy"] for r in load_run(tmp_path / "run")["train_reward"]} == {0.3}
+
+
+@pytest.mark.parametrize("reward_key", ["rewards/{}/mean", "mo/reward/{}/mean"])
+def test_log_objective_table_reads_trl_reward_keys_and_older_logs(reward_key):
+    history = [
+        {"step": 1, reward_key.format("a"): 0.25, "mo/weight/a": 0.5, "reward": 9.0},
+        {"step": 2, "loss": 0.1},
+        {"step": 3, reward_key.format("a"): 0.75, "mo/weight/a": 0.4, "mo/scalar/mean": 9.0},
+    ]
+    lines = objective_table(history, ["a", "b"]).splitlines()
+    assert lines[1].split() == ["objective", "weight", "step", "1", "step", "3", "delta"]
+    assert lines[2].split() == ["a", "0.400", "0.250", "0.750", "+0.500"]
+    assert lines[3].split() == ["b", "nan", "n/a", "n/a"]
 
 
 def test_load_errors_name_the_path(tmp_path):

@@ -18,7 +18,7 @@ import yaml
 
 from mo_align.process_group import run_group
 from mo_align.sweep import SweepError, load_sweep, main, simplex_grid
-from mo_align.sweep.run import point_status
+from mo_align.sweep.run import point_status, run_sweep
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -157,12 +157,13 @@ def test_print_commands_writes_self_contained_recipes_and_slurm_runs_the_right_l
     assert len(lines) == 3
     for line, w in zip(lines, body["preferences"], strict=True):
         name = f"linear-w{w[0]}_{w[1]}_{w[2]}-seed0"
-        recipe = tmp_path / "out" / name / "sweep_recipe.yaml"
+        recipe = tmp_path / "out" / "recipes" / f"{name}.yaml"
         cfg = ROOT / "mo_align/resources/configs/accelerate/cpu.yaml"  # package data (configs/ links here)
         assert line == f"accelerate launch --config_file {cfg} -m mo_align.train --config {recipe}"
         written = yaml.safe_load(recipe.read_text())
-        assert written["weighting_kwargs"] == {"weights": w} and written["output_dir"] == str(recipe.parent)
+        assert written["weighting_kwargs"] == {"weights": w} and written["output_dir"] == str(tmp_path / "out" / name)
         assert written["run_name"] == name and written["mo_run_label"] == "linear"
+    assert os.listdir(tmp_path / "out") == ["recipes"]  # the recipes in one folder, no point directory
     # the Slurm template runs line $SLURM_ARRAY_TASK_ID; a fake `accelerate` on PATH records what it was given
     commands = tmp_path / "commands.txt"
     commands.write_text(out)
@@ -182,6 +183,51 @@ def test_print_commands_writes_self_contained_recipes_and_slurm_runs_the_right_l
         ["bash", str(ROOT / "scripts/slurm_sweep.sbatch"), str(commands)], env=env, text=True, capture_output=True
     )
     assert bad.returncode == 2 and "has no line 4 (3 lines)" in bad.stderr
+
+
+@pytest.mark.parametrize(
+    ("named", "expected"),
+    [(None, {"True": "cpu", "False": "ddp"}), ("ddp", {"True": "ddp", "False": "ddp"}), ("--cpu", None)],
+)
+def test_print_commands_launches_a_use_cpu_point_with_the_cpu_config(
+    tmp_path, tiny_model_dir, capsys, named, expected
+):
+    """Without an accelerate_config in the sweep file, a point whose recipe says use_cpu: true launches with the
+    one-process cpu config (not ddp's 4 ranks); one named in the file, or by --accelerate-config, wins."""
+    body = {"recipe": _recipe(tmp_path, tiny_model_dir), "output_dir": str(tmp_path / "out")}
+    body["set"] = {"use_cpu": [True, False]}  # no preference axis: two points
+    if named and not named.startswith("--"):
+        body["accelerate_config"] = named
+    argv = [_sweep(tmp_path, body), "--print-commands"] + (["--accelerate-config", "cpu"] if named == "--cpu" else [])
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+    configs = ROOT / "mo_align/resources/configs/accelerate"
+    for line in lines:
+        recipe = yaml.safe_load(Path(line.split(" --config ")[1]).read_text())
+        want = (expected or {"True": "cpu", "False": "cpu"})[str(recipe["use_cpu"])]
+        assert line.split()[3] == str(configs / f"{want}.yaml"), line
+
+
+def test_sweep_children_progress_reaches_the_console(tmp_path, tiny_model_dir):
+    """A fake point writes its progress file (as its trainer would) and ends once the sweep printed it."""
+    body = {"recipe": _recipe(tmp_path, tiny_model_dir), "output_dir": str(tmp_path / "out")}
+    sweep = load_sweep(_sweep(tmp_path, body | {"preferences": [[1, 0, 0], [0, 1, 0]]}))
+    said = []
+
+    def fake_run(sweep, point, threads):
+        path = Path(sweep.output_dir) / "logs" / f"{point.name}.progress"
+        path.write_text(json.dumps({"step": 4, "max_steps": 8, "elapsed": 100.0}))
+        end = time.monotonic() + 60  # a safeguard against a hang, not an assertion on time
+        while not any(m.startswith(f"{point.name} step") for m in list(said)) and time.monotonic() < end:
+            time.sleep(0.01)
+        return point, 0, 1.0
+
+    (tmp_path / "out" / "logs").mkdir(parents=True)
+    result = run_sweep(sweep, 1, say=said.append, run=fake_run, poll=0.01)
+    assert {r["rc"] for r in result.values()} == {0}
+    for point in sweep.points:
+        assert said.index(f"{point.name} step 4/8 (eta 1m40s)") < said.index(f"{point.name}: ok in 1 s")
 
 
 def _wait_for(predicate, timeout: float, proc) -> None:

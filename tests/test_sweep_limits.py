@@ -151,8 +151,8 @@ def test_long_labels_and_values_are_cut_with_a_hash_and_the_points_are_written(t
     by_label = {p.label: p.name.rsplit("-seed", 1)[0] for p in sweep.points}
     assert len(set(by_label.values())) == 2  # the two labels differ only after 120 characters: their hashes differ
     assert {p.name.rsplit("-seed", 1)[0] for p in sweep.points if p.label == long_a} == {by_label[long_a]}
-    assert main([path, "--print-commands"]) == 0  # writes each point's recipe into its directory
-    assert all((tmp_path / "out" / n / "sweep_recipe.yaml").exists() for n in names)
+    assert main([path, "--print-commands"]) == 0  # writes each point's recipe, all in one folder
+    assert all((tmp_path / "out" / "recipes" / f"{n}.yaml").exists() for n in names)
 
 
 @pytest.mark.parametrize(

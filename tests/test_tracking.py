@@ -84,10 +84,10 @@ def tracked_run(tiny_model_dir, tmp_path_factory):
 
 
 def _expected_keys(history: list[dict]) -> set[str]:
-    """Every mo/ and per-objective eval key the trainer logged, named as transformers forwards it to trackers."""
+    """Every mo/, TRL per-objective reward and per-objective eval key the trainer logged, named as transformers forwards it to trackers."""
     keys = set()
     for entry in history:
-        mine = {k: v for k, v in entry.items() if k.startswith(("mo/", "eval_"))}
+        mine = {k: v for k, v in entry.items() if k.startswith(("mo/", "eval_", "rewards/"))}
         keys |= set(rewrite_logs(mine))
     return keys
 
@@ -96,10 +96,10 @@ def _check_history(history: list[dict], received: set[str]) -> None:
     expected = _expected_keys(history)
     for name in OBJECTIVES:  # the headline metrics are really among them
         assert any(k.endswith(f"mo/weight/{name}") for k in expected)
-        assert any(k.endswith(f"mo/reward/{name}/mean") for k in expected)
+        assert f"train/rewards/{name}/mean" in expected and not any(f"mo/reward/{name}/" in k for k in expected)
         # transformers' rewriter files eval_<objective>/mean under the tracker's eval/ section
         assert f"eval/{name}/mean" in expected and f"eval/{name}/delta" in expected
-    assert any("mo/ctwa/" in k for k in expected)
+    assert any("mo/ctwa/" in k for k in expected) and "train/mo/scalar/mean" in expected
     assert "eval/loss" in expected
     assert not any(k.startswith("train/eval") for k in expected)
     missing = expected - received

@@ -39,11 +39,16 @@ def test_train_linear_changes_params_and_logs_mo_metrics(tiny_model_dir, tmp_pat
     for h in logs:
         assert h["mo/weight/reward_short"] == pytest.approx(0.5)
         for name in NAMES:
-            for key in (f"mo/reward/{name}/mean", f"mo/adv/{name}/mean", f"mo/adv/{name}/std"):
+            for key in (f"rewards/{name}/mean", f"mo/adv/{name}/mean", f"mo/adv/{name}/std"):
                 assert key in h and h[key] == h[key], key  # present and not NaN
-        # the logged aggregate reward is the optimised signal: sum_k w_k mean(r_k) (no NaN rows here)
-        expected = sum(w * h[f"mo/reward/{n}/mean"] for w, n in zip([0.2, 0.5, 0.3], NAMES))
-        assert h["reward"] == pytest.approx(expected, abs=1e-5)
+        assert not [k for k in h if k.startswith("mo/reward/")]  # TRL's rewards/<name>/mean is the one series
+        means = [h[f"rewards/{n}/mean"] for n in NAMES]
+        # TRL's reward keeps TRL's meaning: mean of the sum with reward_weights = ones (no NaN rows here)
+        assert h["reward"] == pytest.approx(sum(means), abs=1e-5)
+        # the optimised signal has its own key: sum_k w_k mean(r_k)
+        assert h["mo/scalar/mean"] == pytest.approx(sum(w * m for w, m in zip([0.2, 0.5, 0.3], means)), abs=1e-5)
+        assert h["mo/scalar/std"] >= 0 and h["reward_std"] >= 0
+    assert any(h["reward"] != pytest.approx(h["mo/scalar/mean"]) for h in logs)  # two different quantities
     assert "train_loss" in trainer.state.log_history[-1]
 
 

@@ -29,10 +29,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
 
 from mo_align.lab.evidence import (  # the lab's evidence API, also importable from here
@@ -43,6 +41,7 @@ from mo_align.lab.evidence import (  # the lab's evidence API, also importable f
     lab_evidence,
     run_evidence,  # noqa: F401 (re-exported: the lab's evidence API)
 )
+from mo_align.lab.jobs import _run_jobs
 from mo_align.lab.scaling import (
     ALGORITHMS,
     DEFAULT_ETA,
@@ -53,14 +52,11 @@ from mo_align.lab.scaling import (
     paper_recipe,
     preference_weights,
 )
-from mo_align.process_group import die_with_parent
 
 
 # every algorithm is its paper recipe (recipes/qwen2.5-1.5b/<algo>.yaml) changed only by the lab's scaling rule
 LAB_ALGORITHMS = list(ALGORITHMS)
 QUICK = ["linear", "ctwa"]
-# measured run time relative to linear on 2 cores (K + 1 or K backward passes per step), for scheduling only
-RELATIVE_COST = {"dynamic": 2.0, "mgda": 1.6, "gradnorm": 1.6}
 
 
 def lab_datasets() -> tuple[Any, Any]:
@@ -120,51 +116,6 @@ def _worker(argv: list[str]) -> None:
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     train_one(a.algo, a.seed, a.sft, a.reference_length, a.out, a.steps, a.eval_steps, a.eta)
-
-
-_WORKER_FLAGS = ("algo", "seed", "sft", "reference_length", "out", "steps", "eval_steps", "threads", "eta")
-
-
-def _label(job: dict[str, Any]) -> str:
-    """How a run is named in the log and its log file: ``job["label"]`` (the sweep's ``share-<s>/<run>``), else the
-    run directory's name."""
-    return job.get("label") or os.path.basename(job["out"])
-
-
-def _launch(job: dict[str, Any], log_dir: str) -> tuple[str, float, int]:
-    cmd = [sys.executable, "-m", "mo_align.lab", "worker"]
-    for key in (k for k in _WORKER_FLAGS if k in job):  # no "eta": the worker's default
-        cmd += ["--" + key.replace("_", "-"), str(job[key])]
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": str(job["threads"]),
-        "HF_HUB_OFFLINE": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-    }
-    t0 = time.time()
-    with open(os.path.join(log_dir, _label(job).replace("/", "_") + ".log"), "w") as log:
-        # the worker dies with the pool thread that waits on it, also when the lab is killed with SIGKILL
-        preexec = die_with_parent if sys.platform.startswith("linux") else None
-        rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=preexec).returncode
-    return job["out"], time.time() - t0, rc
-
-
-def _run_jobs(todo: list[dict[str, Any]], jobs: int, logs: str, say: Any) -> tuple[list[tuple[str, int]], dict]:
-    """Run the worker processes ``jobs`` at a time, longest first: ``(out, returncode)`` in the order of ``todo``,
-    and each run's seconds (by ``out``)."""
-    order = {job["out"]: i for i, job in enumerate(todo)}
-    labels = {job["out"]: _label(job) for job in todo}
-    # longest first (a parameter-space Gram costs K or K + 1 backward passes per step): shortest total time
-    todo = sorted(todo, key=lambda job: -RELATIVE_COST.get(job["algo"], 1.0))
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        done, seconds = [], {}
-        for future in as_completed([pool.submit(_launch, job, logs) for job in todo]):
-            out, secs, rc = future.result()
-            say(f"{labels[out]}: {'ok' if rc == 0 else f'FAILED (rc {rc}, see logs/)'} in {secs:.0f} s")
-            done.append((out, rc))
-            seconds[out] = secs
-    done.sort(key=lambda item: order[item[0]])  # report in algorithm order
-    return done, seconds
 
 
 def warm_start_threads() -> int:

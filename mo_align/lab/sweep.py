@@ -143,7 +143,8 @@ def run_sweep(
     eta: str = DEFAULT_ETA,
 ) -> dict[str, Any]:
     """Warm starts, every run through the lab's worker pool, the per-share reports, then the sweep's table and plot."""
-    from mo_align.lab.run import _run_jobs, _write_results, lab_scaling
+    from mo_align.lab.jobs import _run_jobs
+    from mo_align.lab.run import _write_results, lab_scaling
 
     def say(msg: str) -> None:
         sys.stdout.write(f"[lab-sweep {time.strftime('%H:%M:%S')}] {msg}\n")

@@ -1,9 +1,8 @@
 """The run summary, ``mo_summary.json``: its one owner (file name, version, fields, writing, reading, rebuilding).
 
 Written by the trainer into every ``output_dir`` (:func:`summary_from_trainer`, :func:`write_summary`: atomically,
-throttled while training); read by ``mo-align report``, the lab, the model card and the Hub push (:func:`load_run`),
-which, for runs without one, rebuild the same fields from transformers' ``trainer_state.json``
-(:func:`summary_from_trainer_state`). :class:`RunSummary` declares the fields.
+throttled); read by ``mo-align report``, the lab, the card and the push (:func:`load_run`), rebuilt for runs without one
+from transformers' ``trainer_state.json`` (:func:`summary_from_trainer_state`). :class:`RunSummary` declares the fields.
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ TRAINER_STATE_FILE = "trainer_state.json"
 SUMMARY_VERSION = 1
 TRAIN_FALLBACK = "training batches (no evaluation)"
 # ``mo/<segment>/...`` segments the trainer logs for every weighting; any other segment is the weighting's own name.
-_GENERIC_MO_SEGMENTS = frozenset({"weight", "reward", "adv", "grad_weight", "grad_norm", "cov_ema", "events"})
+_GENERIC_MO_SEGMENTS = frozenset("weight reward scalar adv grad_weight grad_norm cov_ema events".split())
 _CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")
 _SERIES_KEYS = ("eval", "weights", "cov_ema", "train_reward")
 
@@ -233,7 +232,8 @@ def _eval_objective(key: str) -> str | None:
 
 def _from_trainer_state(state_path: Path, run_dir: Path) -> dict[str, Any]:
     """Rebuild a summary from ``log_history``: ``eval_<objective>/mean``, ``mo/weight/<objective>``,
-    ``mo/cov_ema/<objective>`` (else the strategy's own ``mo/<name>/<cov_ema_metric><objective>``, CTWA's ema/), ``mo/reward/<objective>/mean`` and
+    ``mo/cov_ema/<objective>`` (else the strategy's own ``mo/<name>/<cov_ema_metric><objective>``, CTWA's ema/),
+    TRL's ``rewards/<objective>/mean`` (else ``mo/reward/<objective>/mean``, the same mean as older versions logged) and
     ``mo/events/<kind>/<objective>`` (fired when > 0). The algorithm is the one ``mo/<name>/...`` namespace the
     weighting logged under, else ``"unknown"``."""
     state = read_json(state_path)  # transformers writes NaN losses here; non-finite values read as missing (_num)
@@ -292,18 +292,22 @@ class _HistoryParser:
                 self.eval_lengths[step] = _num(value)
             elif name is not None:
                 self.put("eval", step, name, value)
+            elif key.startswith("rewards/") and key.endswith("/mean"):
+                self.put("train_reward", step, key[len("rewards/") : -len("/mean")], value)
             elif key.startswith("mo/"):
                 segment, _, rest = key[len("mo/") :].partition("/")
                 if rest:
-                    self._mo(step, key, segment, rest, value)
+                    self._mo(step, entry, key, segment, rest, value)
 
-    def _mo(self, step: int, key: str, segment: str, rest: str, value: Any) -> None:
+    def _mo(self, step: int, entry: Mapping[str, Any], key: str, segment: str, rest: str, value: Any) -> None:
         if segment == "weight":
             self.put("weights", step, rest, value)
         elif segment == "cov_ema":
             self.put("cov_ema", step, rest, value)
-        elif segment == "reward" and rest.endswith("/mean"):
-            self.put("train_reward", step, rest[: -len("/mean")], value)
+        elif segment == "reward" and rest.endswith("/mean"):  # older logs; TRL's rewards/<name>/mean wins
+            name = rest[: -len("/mean")]
+            if f"rewards/{name}/mean" not in entry:
+                self.put("train_reward", step, name, value)
         elif segment == "events":
             kind, _, objective = rest.partition("/")
             if _num(value) > 0:

@@ -3,9 +3,10 @@
 The sweep file (:mod:`mo_align.sweep.spec`) names a base recipe and the axes; every point is an ordinary
 ``mo_align.train`` run with its own output_dir and ``mo_summary.json``. Locally the points run ``--jobs`` at a time
 in separate processes (:mod:`mo_align.sweep.run`); re-running skips finished points and resumes killed ones from
-their newest complete checkpoint. ``--print-commands`` runs nothing: it writes each unfinished point's recipe into its
-output_dir and prints one ``accelerate launch ... -m mo_align.train --config <point>/sweep_recipe.yaml`` line per
-point, for a cluster scheduler (``scripts/slurm_sweep.sbatch`` runs line ``$SLURM_ARRAY_TASK_ID`` of such a file).
+their newest complete checkpoint. ``--print-commands`` runs nothing: it writes each unfinished point's recipe into one
+folder, ``<output_dir>/recipes/<point>.yaml`` (no point directory), and prints one ``accelerate launch ... -m
+mo_align.train --config <output_dir>/recipes/<point>.yaml`` line per point (the sweep's ``accelerate_config``, else
+``cpu`` for a ``use_cpu: true`` recipe, else ``ddp``), for a cluster scheduler (``scripts/slurm_sweep.sbatch`` runs line ``$SLURM_ARRAY_TASK_ID`` of such a file).
 """
 
 from __future__ import annotations
@@ -27,23 +28,26 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--print-commands",
         action="store_true",
-        help="write each unfinished point's recipe and print one `accelerate launch` line per point; run nothing",
+        help="write each unfinished point's recipe under OUTPUT_DIR/recipes/ and print one `accelerate launch` line"
+        " per point; run nothing",
     )
     p.add_argument("--jobs", type=int, default=2, help="points run in parallel (1 thread each when > 1; default 2)")
     p.add_argument("--accelerate-config", default=None, help="override the sweep file's accelerate_config")
     return p
 
 
-def print_commands(sweep: Sweep, out: object = sys.stdout) -> int:
+def print_commands(sweep: Sweep, out: object | None = None) -> int:
     """One line per unfinished point (finished points are counted on stderr); returns the number of lines."""
-    from mo_align.sweep.run import accelerate_line, point_status, write_recipe
+    from mo_align.sweep.run import accelerate_line, point_status, printed_recipe_path, write_recipe
 
     lines, finished = [], 0
     for point in sweep.points:
         if point_status(sweep.point_dir(point)) == "done":
             finished += 1
             continue
-        lines.append(accelerate_line(sweep, write_recipe(sweep, point), sweep.output_dir))
+        recipe = write_recipe(sweep, point, printed_recipe_path(sweep, point))
+        lines.append(accelerate_line(sweep, point, recipe, sweep.output_dir))
+    out = out or sys.stdout  # looked up at call time (a redirected stdout)
     for line in lines:
         out.write(line + "\n")
     if finished:

@@ -21,17 +21,19 @@ import shlex
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from mo_align.process_group import die_with_parent
+from mo_align.runs.progress import PROGRESS_ENV, ProgressWatcher, completed_with_progress
 from mo_align.sweep.spec import Point, Sweep, point_recipe
 
 
 RECIPE_FILE = "sweep_recipe.yaml"
+RECIPES_DIR = "recipes"  # --print-commands: <output_dir>/recipes/<point>.yaml (a point's name ends in -seed<s>)
 DONE_FILE = "sweep_done.json"
 LOCK_FILE = ".sweep.lock"
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors")
@@ -54,11 +56,11 @@ def point_status(run_dir: str) -> str:
     return "restart" if os.path.isdir(run_dir) and os.listdir(run_dir) else "new"
 
 
-def write_recipe(sweep: Sweep, point: Point) -> str:
-    """Write the point's resolved recipe into its output_dir (the command that runs it names only this file)."""
-    run_dir = sweep.point_dir(point)
-    os.makedirs(run_dir, exist_ok=True)
-    path = os.path.join(run_dir, RECIPE_FILE)
+def write_recipe(sweep: Sweep, point: Point, path: str | None = None) -> str:
+    """Write the point's resolved recipe (the command that runs it names only this file) to ``path``, by default
+    into its output_dir."""
+    path = path or os.path.join(sweep.point_dir(point), RECIPE_FILE)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     base = sweep.base_recipe(point)[0]
     header = f"# point {point.name} of the sweep {sweep.path} (base recipe {base}); written by mo-align sweep\n"
     with open(path + ".tmp", "w", encoding="utf-8") as f:
@@ -72,11 +74,24 @@ def train_command(recipe: str) -> list[str]:
     return [sys.executable, "-m", "mo_align.train", "--config", recipe]
 
 
-def accelerate_line(sweep: Sweep, recipe: str, workdir: str) -> str:
+def printed_recipe_path(sweep: Sweep, point: Point) -> str:
+    """Where ``--print-commands`` writes a point's recipe: all of them in one folder, no point directory made."""
+    return os.path.join(sweep.output_dir, RECIPES_DIR, point.name + ".yaml")
+
+
+def point_accelerate_config(sweep: Sweep, point: Point) -> str:
+    """The sweep's ``accelerate_config`` when it names one (or ``--accelerate-config``), else ``cpu`` for a point
+    whose recipe has ``use_cpu: true`` (one process, where ``ddp`` would start its several ranks), else ``ddp``."""
+    if sweep.accelerate_config:
+        return sweep.accelerate_config
+    return "cpu" if point_recipe(sweep, point).get("use_cpu") is True else "ddp"
+
+
+def accelerate_line(sweep: Sweep, point: Point, recipe: str, workdir: str) -> str:
     """``accelerate launch --config_file CFG -m mo_align.train --config RECIPE`` with absolute paths."""
     from mo_align.launch import resolve_accelerate_config
 
-    config = resolve_accelerate_config(sweep.accelerate_config, Path(workdir))
+    config = resolve_accelerate_config(point_accelerate_config(sweep, point), Path(workdir))
     parts = ["accelerate", "launch", "--config_file", os.path.abspath(config), "-m", "mo_align.train"]
     return shlex.join([*parts, "--config", os.path.abspath(recipe)])
 
@@ -88,6 +103,7 @@ def run_point(sweep: Sweep, point: Point, threads: int) -> tuple[Point, int, flo
     logs = os.path.join(sweep.output_dir, "logs")
     os.makedirs(logs, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"}
+    env[PROGRESS_ENV] = os.path.join(logs, point.name + ".progress")
     start = time.time()
     with open(os.path.join(logs, point.name + ".log"), "a") as log:  # a resumed point keeps its earlier log
         log.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(train_command(recipe))}\n")
@@ -99,6 +115,17 @@ def run_point(sweep: Sweep, point: Point, threads: int) -> tuple[Point, int, flo
         with open(os.path.join(run_dir, DONE_FILE), "w") as f:
             json.dump({"point": point.name, "seconds": seconds, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}, f)
     return point, proc.returncode, seconds
+
+
+def _watcher(sweep: Sweep, todo: list[Point], say: Any) -> ProgressWatcher:
+    """Watches ``<output_dir>/logs/<point>.progress`` of every point to run (an earlier sweep's record removed)."""
+    watcher = ProgressWatcher(say)
+    for point in todo:
+        path = os.path.join(sweep.output_dir, "logs", point.name + ".progress")
+        if os.path.exists(path):
+            os.remove(path)
+        watcher.watch(point.name, path)
+    return watcher
 
 
 class SweepLocked(RuntimeError):
@@ -117,8 +144,10 @@ def lock(output_dir: str) -> Any:
     return handle
 
 
-def run_sweep(sweep: Sweep, jobs: int, say: Any = print) -> dict[str, Any]:
-    """Run every unfinished point, ``jobs`` at a time; returns {point name: {"status", "rc", "seconds"}}."""
+def run_sweep(sweep: Sweep, jobs: int, say: Any = print, run: Any = None, poll: float = 2.0) -> dict[str, Any]:
+    """Run every unfinished point, ``jobs`` at a time; returns {point name: {"status", "rc", "seconds"}}. While they
+    run, each point's ``step k/n (eta ...)`` every tenth of its steps or 30 s (:mod:`mo_align.runs.progress`).
+    ``run``: :func:`run_point` (tests pass a fake)."""
     handle = lock(sweep.output_dir)
     try:
         status = {p.name: point_status(sweep.point_dir(p)) for p in sweep.points}
@@ -132,13 +161,15 @@ def run_sweep(sweep: Sweep, jobs: int, say: Any = print) -> dict[str, Any]:
             say("note: save_strategy is 'no': a killed point restarts from step 0 (set save_strategy: steps)")
         result = {p.name: {"status": "skipped (finished)", "rc": 0, "seconds": 0.0} for p in sweep.points}
         threads = 1 if jobs > 1 else max(1, os.cpu_count() or 1)
+        watcher = _watcher(sweep, todo, say)
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
             futures = []
             for p in todo:
                 say(f"{p.name}: {status[p.name]}")
-                futures.append(pool.submit(run_point, sweep, p, threads))
-            for future in as_completed(futures):
+                futures.append(pool.submit(run or run_point, sweep, p, threads))
+            for future in completed_with_progress(futures, watcher, poll):
                 point, rc, seconds = future.result()
+                watcher.forget(point.name)
                 ok = rc == 0
                 result[point.name] = {"status": "ok" if ok else f"FAILED (rc {rc})", "rc": rc, "seconds": seconds}
                 log = os.path.join(sweep.output_dir, "logs", point.name + ".log")

@@ -12,7 +12,8 @@ A sweep file is a YAML mapping with these keys (anything else is an error naming
     seeds: [0, 1]                         # default: the recipe's seed
     set: {learning_rate: [5.0e-4, 1.0e-3]}  # any recipe field -> the values it takes (an axis each)
     overrides: {save_strategy: steps, save_steps: 2}  # fixed recipe values for every point (not an axis)
-    accelerate_config: ddp                # what --print-commands launches with (cpu, ddp, zero3 or a file)
+    accelerate_config: ddp                # what --print-commands launches with (cpu, ddp, zero3 or a file;
+                                          # omitted: cpu for a point whose recipe has use_cpu: true, else ddp)
     max_points: 10000                     # the most points a sweep may have (default 10,000)
 
 A **preference** w on the simplex Δ^{K-1} (K = the recipe's objectives) goes to the field of each weighting that
@@ -102,7 +103,7 @@ class Sweep:
     output_dir: str
     points: list[Point]
     overrides: dict[str, Any]
-    accelerate_config: str
+    accelerate_config: str | None  # None: not named (cpu for a use_cpu point, else ddp)
     notes: list[str] = field(default_factory=list)
     algorithm_recipes: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)  # label -> (path, recipe)
 
@@ -379,8 +380,8 @@ def load_sweep(path: str, check_recipes: bool = True) -> Sweep:
     if not isinstance(objectives, list) or not objectives:
         raise _fail(path, "recipe", f"{raw['recipe']} names no reward_funcs (the objectives)")
     overrides = _axis_values(raw.get("overrides"), path, "overrides")
-    accelerate = raw.get("accelerate_config", "ddp")
-    if not isinstance(accelerate, str):
+    accelerate = raw.get("accelerate_config")
+    if accelerate is not None and not isinstance(accelerate, str):
         raise _fail(
             path,
             "accelerate_config",

@@ -42,6 +42,7 @@ from mo_align.configs import MOGRPOConfig, resolve_config
 from mo_align.diagnostics import InterferenceMonitor
 from mo_align.rewards.checks import RewardMonitor
 from mo_align.rewards.unscorable import check_scorable
+from mo_align.runs import progress
 from mo_align.runs.summary import summary_from_trainer, write_summary
 from mo_align.trainer import evaluation, state, trl_compat
 from mo_align.trainer.checks import check_layout, check_setup
@@ -107,6 +108,7 @@ class MOGRPOTrainer(GRPOTrainer):
         self.add_callback(MOCallback(self))
         self.mo_resume_callback = state.ResumeCallback()  # eval_on_start is not repeated at a resume step
         self.add_callback(self.mo_resume_callback)
+        progress.attach(self)  # MO_ALIGN_PROGRESS_FILE: a parent process shows step k/n
         self.objective_names: tuple[str, ...] = tuple(self.reward_func_names)
         self.mo_reward_monitor = RewardMonitor(self.objective_names)  # output checks, NaN warnings, timing
         for fn in self.reward_funcs:

@@ -3,9 +3,9 @@
 On the gathered (N, K) reward matrix r (identical on every rank): ``ObjectiveStats(r, G, L, ...)``, then, on a
 training batch, ``weighting.pre_update`` and (``update_first``) ``weighting.update``; A = ``weighting.combine(stats)``
 sliced to this process; the per-objective advantages (B, K) when the weighting asks for them; the logged metrics
-(``mo/...``, TRL's ``reward`` made the mean of the signal actually optimised, s = weighting.scalarize(r), TRL issue
-#5352 — for gradient- and advantage-space strategies Σ_k w_k r_k with their current weights, GradNorm's summing to
-K, where the reference's ``critic/score`` used uniform 1/K); then the state transition at the right time (right
+(``mo/...``, among them ``mo/scalar/mean|std``, the signal actually optimised, s = weighting.scalarize(r) — for
+gradient- and advantage-space strategies Σ_k w_k r_k with their current weights, GradNorm's summing to K; TRL's own
+``reward``, ``reward_std`` and ``rewards/<objective>/mean|std`` keep TRL's meaning); then the state transition at the right time (right
 away, or after the batch is consumed: :mod:`mo_align.trainer.post_update`).
 """
 
@@ -63,20 +63,18 @@ def score_batch(trainer: Any, out: dict[str, Any]) -> dict[str, Any]:
 
 
 def log_batch(trainer: Any, mode: str, r, objective_adv, scalar, advantages) -> None:
-    """``mo/weight|reward|adv`` per objective; TRL's ``reward``/``reward_std`` and completion table made the
-    signal actually optimised and the advantages actually used."""
+    """``mo/weight|adv`` per objective, ``mo/scalar/mean|std`` (the weighting's scalar s over the batch, NaN rows
+    left out), and the completion table's advantages made the ones actually used. TRL's ``reward`` / ``reward_std``
+    (the weighted sum with TRL's ``reward_weights``, ones here) and ``rewards/<objective>/mean|std`` stay TRL's."""
     metrics = trl_compat.metrics(trainer, mode)
     weights = trainer.weighting.weights()
     for k, name in enumerate(trainer.objective_names):
         metrics[f"mo/weight/{name}"].append(float(weights[k]))
-        metrics[f"mo/reward/{name}/mean"].append(float(torch.nanmean(r[:, k])))
         metrics[f"mo/adv/{name}/mean"].append(float(objective_adv[:, k].mean()))
         metrics[f"mo/adv/{name}/std"].append(float(objective_adv[:, k].std()) if len(r) > 1 else 0.0)
-    finite = scalar[~torch.isnan(scalar)]  # TRL appended reward / reward_std from its own reward_weights
-    if metrics.get("reward"):
-        metrics["reward"][-1] = float(finite.mean()) if finite.numel() else float("nan")
-    if metrics.get("reward_std"):
-        metrics["reward_std"][-1] = float(finite.std()) if finite.numel() > 1 else 0.0
+    finite = scalar[~torch.isnan(scalar)]
+    metrics["mo/scalar/mean"].append(float(finite.mean()) if finite.numel() else float("nan"))
+    metrics["mo/scalar/std"].append(float(finite.std()) if finite.numel() > 1 else 0.0)
     log = trl_compat.completion_log(trainer, "advantages")
     n = advantages.shape[0]
     if len(log) >= n:

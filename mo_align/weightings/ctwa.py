@@ -67,7 +67,7 @@ tokens, whose w̃ is NaN under every ``w_agg`` as the reference's 0/0 sequence a
        reference had no such correction).
     8. Logging: ``mo/weight/<obj>`` is the weight used on the batch (the reference's ``ctwa/weight`` is the weight
        after the update, one step ahead; ``mo/ctwa/...`` has the post-update state); ``signal_mean`` and
-       ``mo/reward/<obj>/mean`` replace ``w_std``, ``n_total`` and ``objective_mean``.
+       TRL's ``rewards/<obj>/mean`` replace ``w_std``, ``n_total`` and ``objective_mean``.
 """
 
 from __future__ import annotations
