@@ -1,8 +1,8 @@
 """The run summary, ``mo_summary.json``: its one owner (file name, version, fields, writing, reading, rebuilding).
 
-Written by the trainer into every ``output_dir`` (:func:`summary_from_trainer`, :func:`write_summary`: atomically,
-throttled); read by ``mo-align report``, the lab, the card and the push (:func:`load_run`), rebuilt for runs without one
-from transformers' ``trainer_state.json`` (:func:`summary_from_trainer_state`). :class:`RunSummary` declares the fields.
+Written by the trainer into every ``output_dir`` (:func:`summary_from_trainer`, :func:`write_summary`); read by
+``mo-align report``, the lab, the card and the push (:func:`load_run`), rebuilt from ``trainer_state.json`` for runs
+without one (:func:`summary_from_trainer_state`). :class:`RunSummary` declares the fields.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ SUMMARY_FILE = "mo_summary.json"
 TRAINER_STATE_FILE = "trainer_state.json"
 SUMMARY_VERSION = 1
 TRAIN_FALLBACK = "training batches (no evaluation)"
-# ``mo/<segment>/...`` segments the trainer logs for every weighting; any other segment is the weighting's own name.
-_GENERIC_MO_SEGMENTS = frozenset("weight reward scalar adv grad_weight grad_norm cov_ema events".split())
+# ``mo/<segment>/...`` segments the trainer logs for every weighting; any other segment is the weighting's own name
+_GENERIC = ("weight", "reward", "scalar", "adv", "grad_weight", "grad_norm", "cov_ema", "events")
+_GENERIC_MO_SEGMENTS = frozenset(_GENERIC)
 _CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")
 _SERIES_KEYS = ("eval", "weights", "cov_ema", "train_reward")
 
