@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from trl import ModelConfig, TrlParser, get_peft_config, get_quantization_config
@@ -25,6 +25,10 @@ from mo_align.recipe import check_recipe, config_path
 from mo_align.rewards.checks import RewardError, check_reward_output
 from mo_align.rewards.common import call_frozen
 from mo_align.runs.finished import finished_message, mark_finished, unmark_finished
+
+
+if TYPE_CHECKING:
+    from transformers import Trainer
 
 
 logger = logging.getLogger("mo_align")
@@ -230,7 +234,7 @@ def main(script_args: MOScriptArguments, training_args: MOGRPOConfig, model_args
     save_final(trainer, training_args.output_dir, metrics)
     logger.info("model saved to %s", training_args.output_dir)
     if trainer.accelerator.is_main_process:
-        sys.stdout.write(objective_table(trainer.state.log_history, trainer.objective_names) + "\n")
+        sys.stdout.write(objective_table(trainer.state.log_history, trainer.mo.objective_names) + "\n")
     trainer.end()
     return trainer
 
@@ -246,7 +250,7 @@ def already_finished(script_args: MOScriptArguments, training_args: MOGRPOConfig
     return message is not None
 
 
-def save_final(trainer: Any, output_dir: str, metrics: dict[str, Any]) -> None:
+def save_final(trainer: Trainer, output_dir: str, metrics: dict[str, Any]) -> None:
     """Metrics, state and the final model, as TRL's scripts save them, then the finished-run marker; a full disk
     is one line naming ``output_dir``."""
     main_process = trainer.accelerator.is_main_process

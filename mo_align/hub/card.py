@@ -18,12 +18,16 @@ import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mo_align.hub import markdown as md
 from mo_align.hub.redaction import env_secrets, redact, redact_all
 from mo_align.runs.report.plots import plot_run_weights  # one weight plot, shared with the run report
 from mo_align.runs.summary import SUMMARY_FILE  # the summary has one owner
+
+
+if TYPE_CHECKING:
+    from mo_align.trainer import MOGRPOTrainer
 
 
 __all__ = [
@@ -338,7 +342,7 @@ def write_model_card(
 
 
 def trainer_model_card(
-    trainer: Any, model_name: str | None = None, dataset_name: str | None = None, tags: Any = None
+    trainer: MOGRPOTrainer, model_name: str | None = None, dataset_name: str | None = None, tags: Any = None
 ) -> str | None:
     """``MOGRPOTrainer.create_model_card``: mo_align's card in ``args.output_dir`` (main process; None elsewhere)."""
     if not trainer.is_world_process_zero():

@@ -1,7 +1,7 @@
 """The lab's evidence: per-prompt eval scores of each run, Δ against the warm start's baseline, seed-level statistics.
 
 Each worker keeps the per-prompt scores of every evaluation (``lab_eval_scores.json``, from the trainer's
-``mo_eval_samples``). :func:`lab_evidence` reads the runs of one warm start and computes
+``mo.eval_samples``). :func:`lab_evidence` reads the runs of one warm start and computes
 
 * the **baseline**: per held-out prompt, the mean over every run of its step-0 scores (all algorithms and seeds start
   from the same warm start, so their step-0 evaluations are draws of the same policy), instead of each run's own
@@ -23,7 +23,7 @@ import json
 import os
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 
 EVAL_SCORES_FILE = "lab_eval_scores.json"
@@ -31,24 +31,27 @@ EVIDENCE_FILE = "interference.json"
 SCALAR = "scalar"
 _SEED = re.compile(r"-seed(\d+)$")
 
+if TYPE_CHECKING:
+    from mo_align.trainer import MOGRPOTrainer
+
 
 class EvalScoreRecorder:
-    """Writes the trainer's per-sample scores of every evaluation of its own split (``mo_eval_samples``: rewards
-    (prompts, samples, K) as the trainer reports them, the optimised scalar and the lengths (prompts, samples)) and
-    each sample's answer style (``labels`` (prompts, samples), :func:`mo_align.lab.styles.style_of`, set as the
-    trainer's ``mo_eval_labeler``; ``labeler=None`` keeps the trainer's own)."""
+    """Writes the trainer's per-sample scores of every evaluation of its own split (``trainer.mo.eval_samples``:
+    rewards (prompts, samples, K) as the trainer reports them, the optimised scalar and the lengths (prompts,
+    samples)) and each sample's answer style (``labels`` (prompts, samples), :func:`mo_align.lab.styles.style_of`,
+    set as the trainer's ``mo.eval_labeler``; ``labeler=None`` keeps the trainer's own)."""
 
-    def __init__(self, trainer: Any, labeler: Any = "style") -> None:
-        self.trainer = trainer
+    def __init__(self, trainer: MOGRPOTrainer, labeler: Any = "style") -> None:
+        self.mo = trainer.mo  # the objective names, the evaluation record and its labeler
         if labeler == "style":
             from mo_align.lab.styles import style_of
 
             labeler = style_of
         if labeler is not None:
-            trainer.mo_eval_labeler = labeler
+            self.mo.eval_labeler = labeler
 
     def write(self, path: str) -> None:
-        payload = {"objectives": list(self.trainer.objective_names), "evals": self.trainer.mo_eval_samples}
+        payload = {"objectives": list(self.mo.objective_names), "evals": self.mo.eval_samples}
         with open(path, "w") as f:
             json.dump(payload, f)
 

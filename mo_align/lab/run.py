@@ -17,7 +17,7 @@ length), no eval loss. The task (``--task``, :mod:`mo_align.lab.task`), not the 
 ``--compact-share`` / ``--compact-accuracy`` set G's share / accuracy; ``--sweep``: :mod:`mo_align.lab.sweep`.
 
 Evidence (:mod:`mo_align.lab.evidence`, :mod:`mo_align.runs.report.seeds`): each worker keeps the per-prompt scores
-of every evaluation (``lab_eval_scores.json``, from the trainer's ``mo_eval_samples``). The lab prints the seed-level
+of every evaluation (``lab_eval_scores.json``, from the trainer's ``mo.eval_samples``). The lab prints the seed-level
 tables — each algorithm's Δ against the warm start's baseline (the mean of every run's step-0 evaluation) and its
 paired difference with linear at the same seed, t intervals over seeds, Holm-adjusted per table — where an algorithm
 *interferes* when the fixed scalar (the linear recipe's weights, for every algorithm) rose and an objective fell, both

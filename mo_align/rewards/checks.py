@@ -21,12 +21,16 @@ import math
 import numbers
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from trl.trainer.utils import is_async_callable
 
 from mo_align.weightings.validation import excerpt
+
+
+if TYPE_CHECKING:
+    from trl import GRPOTrainer
 
 
 logger = logging.getLogger("mo_align")
@@ -96,7 +100,7 @@ class RewardMonitor:
         self._warned_slow = False
 
     @contextlib.contextmanager
-    def checking(self, trainer: Any) -> Iterator[None]:
+    def checking(self, trainer: GRPOTrainer) -> Iterator[None]:
         """Swap ``trainer.reward_funcs`` for checked, timed wrappers during one scoring call; restore them after.
 
         ``nn.Module`` reward models and async functions are left as they are (TRL scores them itself); their

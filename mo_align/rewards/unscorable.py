@@ -9,7 +9,7 @@ status 0), and stop the run with a :class:`UnscorableRewardsError` when a traini
 * every objective NaN on every completion of the last ``patience`` consecutive training batches: no completion can
   be scored any more.
 
-The batches so far are the trainer's per-batch training reward means (``mo_history["train_reward"]``; a mean is NaN
+The batches so far are the trainer's per-batch training reward means (``mo.history["train_reward"]``; a mean is NaN
 exactly when its objective was NaN on the whole batch), which a checkpoint restores, so a resumed run counts on.
 Evaluation batches do not count.
 """

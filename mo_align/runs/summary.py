@@ -13,9 +13,13 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from mo_align.runs.jsonfile import SummaryError, clip, interval, law_records, read_json, text_or_none
+
+
+if TYPE_CHECKING:
+    from mo_align.trainer import MOGRPOTrainer
 
 
 SUMMARY_FILE = "mo_summary.json"
@@ -337,24 +341,25 @@ def _unique_names(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 # ---- writing ------------------------------------------------------------------------------------------------------
-def summary_from_trainer(trainer: Any) -> RunSummary:
+def summary_from_trainer(trainer: MOGRPOTrainer) -> RunSummary:
     """The summary of a running ``MOGRPOTrainer``: eval curve, weights, covariance EMAs, events, final/best/delta."""
     from mo_align.hub import redact
     from mo_align.launch import typed_command
 
-    t, hist = trainer, trainer.mo_history
+    t, mo = trainer, trainer.mo
+    hist = mo.history
     evals = hist["eval"]
-    start = {k: v for k, v in (t.mo_eval_start or {}).items() if k != "__scalar__"}
+    start = {k: v for k, v in (mo.eval_start or {}).items() if k != "__scalar__"}
     final = dict(evals[-1]["means"]) if evals else {}
-    best = {n: max(e["means"][n] for e in evals) for n in t.objective_names} if evals else {}
+    best = {n: max(e["means"][n] for e in evals) for n in mo.objective_names} if evals else {}
     return RunSummary(
         version=SUMMARY_VERSION,
         run_name=t.args.run_name or os.path.basename(os.path.normpath(t.args.output_dir)),
         output_dir=os.path.abspath(t.args.output_dir),
-        algorithm=getattr(t.args, "mo_run_label", None) or t.weighting.name,
-        weighting_hyperparameters=json_safe(t.weighting.hyperparameters()),
+        algorithm=getattr(t.args, "mo_run_label", None) or mo.weighting.name,
+        weighting_hyperparameters=json_safe(mo.weighting.hyperparameters()),
         advantage_estimator=t.args.advantage_estimator,
-        objectives=list(t.objective_names),
+        objectives=list(mo.objective_names),
         seed=t.args.seed,
         launch_command=redact(typed_command()),
         dataset_name=getattr(t.args, "mo_dataset_name", None),
@@ -366,8 +371,8 @@ def summary_from_trainer(trainer: Any) -> RunSummary:
         weights=hist["weights"],
         cov_ema=hist["cov_ema"],
         train_reward=hist["train_reward"],
-        events=list(t.monitor.events) if t.monitor is not None else [],
-        law=list(t.monitor.law) if t.monitor is not None else [],
+        events=list(mo.monitor.events) if mo.monitor is not None else [],
+        law=list(mo.monitor.law) if mo.monitor is not None else [],
     )
 
 

@@ -5,7 +5,7 @@ TRL private name it touches is listed in :mod:`mo_align.trainer.trl_compat` (che
 ``tests/test_trl_contract.py``). The override map:
 
 1. ``_calculate_rewards`` — ``super()``, each reward's output checked and timed (``mo_align.rewards.checks``), then
-   the gathered (N, K) reward matrix r is kept (``mo_rewards``).
+   the gathered (N, K) reward matrix r is kept (``mo.rewards``).
 2. ``_generate_and_score_completions`` — ``super()``, then the weighting's advantages replace TRL's
    (:mod:`~mo_align.trainer.scoring`): ``weighting.combine(ObjectiveStats(r, G, L, ...))`` on the gathered batch,
    sliced to this process, the per-objective advantages carried when asked for, ``mo/...`` metrics, and the state
@@ -47,6 +47,7 @@ from mo_align.runs.summary import summary_from_trainer, write_summary
 from mo_align.trainer import evaluation, state, trl_compat
 from mo_align.trainer.checks import check_layout, check_setup
 from mo_align.trainer.gradient import GradientSpace
+from mo_align.trainer.mostate import MOState, alias
 from mo_align.trainer.post_update import MOCallback, PostUpdate
 from mo_align.trainer.scoring import score_batch
 from mo_align.trainer.state import MO_STATE_FILE
@@ -83,34 +84,23 @@ class MOGRPOTrainer(GRPOTrainer):
             weighting = get_weighting(args.weighting, k, **(args.weighting_kwargs or {}))
         elif weighting.num_objectives != k:
             raise ValueError(f"weighting has {weighting.num_objectives} objectives but {k} reward_funcs were given")
-        self.weighting = weighting
-        self.mo_needs = weighting.trainer_needs()  # what to compute for it, when it updates (TrainerNeeds)
+        self.mo = MOState(weighting)  # the multi-objective state, one typed place (mo_align.trainer.mostate)
         check_layout(weighting, args)
         self.objective_advantages: torch.Tensor | None = None  # (B, K) of the current micro-batch
-        self.mo_rewards: torch.Tensor | None = None  # (N, K) gathered rewards of the last scored batch
-        self.mo_eval_start: dict[str, float] | None = None  # the first evaluation's means (for deltas)
-        self.mo_eval_starts: dict[str, dict[str, float]] = {}  # the same for further eval datasets (a dict)
-        self.mo_history: dict[str, list] = {"eval": [], "weights": [], "cov_ema": [], "train_reward": []}
-        # per-sample scores of every evaluation of the own split: {"step", "rewards" (prompts, samples, K),
-        # "scalar" and "lengths" (prompts, samples)} for confidence intervals over prompts (mo_align.stats), and
-        # "labels" (prompts, samples) when `mo_eval_labeler` (completion text -> str, e.g. the lab's answer style)
-        # is set; `mo_eval_labels` holds the latest evaluation's labels, flat
-        self.mo_eval_samples: list[dict[str, Any]] = []
-        self.mo_eval_labeler: Any = None
-        self.mo_eval_labels: list[str] | None = None
         from mo_align.vllm.generation import server_mode  # vLLM server mode: mo_align's client, CPU weight sync
 
         with server_mode(args):
             super().__init__(model, reward_funcs, args, *a, **kw)
+        mo = self.mo
         check_setup(self, args)
-        self.mo_gradient = GradientSpace(self)
-        self.mo_post_update = PostUpdate(self)
+        mo.gradient = GradientSpace(self)
+        mo.post_update = PostUpdate(self)
         self.add_callback(MOCallback(self))
-        self.mo_resume_callback = state.ResumeCallback()  # eval_on_start is not repeated at a resume step
-        self.add_callback(self.mo_resume_callback)
+        mo.resume_callback = state.ResumeCallback()  # eval_on_start is not repeated at a resume step
+        self.add_callback(mo.resume_callback)
         progress.attach(self)  # MO_ALIGN_PROGRESS_FILE: a parent process shows step k/n
-        self.objective_names: tuple[str, ...] = tuple(self.reward_func_names)
-        self.mo_reward_monitor = RewardMonitor(self.objective_names)  # output checks, NaN warnings, timing
+        mo.objective_names = tuple(self.reward_func_names)
+        mo.reward_monitor = RewardMonitor(mo.objective_names)  # output checks, NaN warnings, timing
         for fn in self.reward_funcs:
             if self.accelerator.num_processes > 1 and hasattr(fn, "all_gather_lengths"):
                 # TRL scores each rank's completions locally: a running mean over this rank's lengths only would
@@ -118,11 +108,27 @@ class MOGRPOTrainer(GRPOTrainer):
                 fn.all_gather_lengths = lambda xs: gather_object(list(xs))
             if callable(getattr(fn, "warmup", None)):
                 fn.warmup()  # start worker processes now, not inside the first batch
-        self.monitor: InterferenceMonitor | None = None
         if args.mo_diagnostics:
-            self.monitor = InterferenceMonitor(
-                self.objective_names, patience=args.mo_diagnostics_patience, tolerance=args.mo_diagnostics_tolerance
+            mo.monitor = InterferenceMonitor(
+                mo.objective_names, patience=args.mo_diagnostics_patience, tolerance=args.mo_diagnostics_tolerance
             )
+
+    # the state's pieces under their earlier trainer names (read and write ``self.mo``), kept for existing code
+    weighting = alias("weighting")
+    objective_names = alias("objective_names")
+    monitor = alias("monitor")
+    mo_needs = alias("needs")
+    mo_rewards = alias("rewards")
+    mo_history = alias("history")
+    mo_eval_start = alias("eval_start")
+    mo_eval_starts = alias("eval_starts")
+    mo_eval_samples = alias("eval_samples")
+    mo_eval_labeler = alias("eval_labeler")
+    mo_eval_labels = alias("eval_labels")
+    mo_gradient = alias("gradient")
+    mo_post_update = alias("post_update")
+    mo_reward_monitor = alias("reward_monitor")
+    mo_resume_callback = alias("resume_callback")
 
     # ---- 1. capture the gathered reward matrix ----------------------------------------------------------------
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
@@ -130,13 +136,13 @@ class MOGRPOTrainer(GRPOTrainer):
         for fn in self.reward_funcs:
             if hasattr(fn, "training") and not isinstance(fn, torch.nn.Module):
                 fn.training = training  # stateful rewards (running means) move on training batches only
-        with self.mo_reward_monitor.checking(self):  # each output checked (type, length, finite) and timed
+        with self.mo.reward_monitor.checking(self):  # each output checked (type, length, finite) and timed
             rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
-        self.mo_rewards = rewards.detach().float().cpu()  # (N, K), gathered over processes
-        self.mo_reward_monitor.check_batch(self.mo_rewards, trl_compat.metrics(self, "train" if training else "eval"))
+        self.mo.rewards = rewards.detach().float().cpu()  # (N, K), gathered over processes
+        self.mo.reward_monitor.check_batch(self.mo.rewards, trl_compat.metrics(self, "train" if training else "eval"))
         if training:  # an objective that never scores, or none scoring for mo_nan_patience batches, stops the run
             check_scorable(
-                self.mo_rewards, self.mo_history["train_reward"], self.objective_names, self.args.mo_nan_patience
+                self.mo.rewards, self.mo.history["train_reward"], self.mo.objective_names, self.args.mo_nan_patience
             )
         return rewards
 
@@ -144,43 +150,43 @@ class MOGRPOTrainer(GRPOTrainer):
     def _generate_and_score_completions(self, inputs):
         start = time.perf_counter()
         out = super()._generate_and_score_completions(inputs)
-        self.mo_reward_monitor.end_batch(time.perf_counter() - start)
+        self.mo.reward_monitor.end_batch(time.perf_counter() - start)
         return score_batch(self, out)
 
     def mo_log_update(self, metrics: dict[str, float]) -> None:
         """Log a state transition's metrics (``mo/<weighting>/...``) after checking the weights stayed finite."""
-        check_finite_weights(self.weighting, self.state.global_step)
+        check_finite_weights(self.mo.weighting, self.state.global_step)
         for key, value in metrics.items():
-            trl_compat.metrics(self, "train")[f"mo/{self.weighting.name}/{key}"].append(float(value))
+            trl_compat.metrics(self, "train")[f"mo/{self.mo.weighting.name}/{key}"].append(float(value))
 
     def mo_observe_batch(self, r: torch.Tensor, advantages: torch.Tensor, group_size: int) -> None:
         """A training batch in the run history and the interference monitor."""
-        step, names = self.state.global_step + 1, self.objective_names  # the optimizer step this batch trains
-        hist = self.mo_history
-        hist["weights"].append({"step": step, "weights": dict(zip(names, self.weighting.weights().tolist()))})
+        mo, step = self.mo, self.state.global_step + 1  # the optimizer step this batch trains
+        hist, names = mo.history, mo.objective_names
+        hist["weights"].append({"step": step, "weights": dict(zip(names, mo.weighting.weights().tolist()))})
         hist["train_reward"].append({"step": step, "means": dict(zip(names, torch.nanmean(r, dim=0).tolist()))})
-        if self.monitor is None:
+        if mo.monitor is None:
             return
-        for key, value in self.monitor.observe_batch(r, advantages, group_size, step).items():
+        for key, value in mo.monitor.observe_batch(r, advantages, group_size, step).items():
             trl_compat.metrics(self, "train")[key].append(value)
-        hist["cov_ema"].append({"step": step, "values": dict(zip(names, self.monitor.ema.tolist()))})
+        hist["cov_ema"].append({"step": step, "values": dict(zip(names, mo.monitor.ema.tolist()))})
 
     # ---- 3. the loss --------------------------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         # `inputs` is TRL's buffered micro-batch, reused across iterations: read our keys, never pop them.
         self.objective_advantages = inputs.get("mo_objective_advantages")
         batch, inputs = inputs, {k: v for k, v in inputs.items() if not k.startswith("mo_")}
-        if self.mo_needs.gram and self.model.training and self.objective_advantages is not None:
+        if self.mo.needs.gram and self.model.training and self.objective_advantages is not None:
             if return_outputs:
                 raise ValueError("MOGRPOTrainer does not support returning outputs")
-            return self.mo_gradient.loss(model, inputs, self.objective_advantages)
+            return self.mo.gradient.loss(model, inputs, self.objective_advantages)
 
         def loss() -> Any:
             return super(MOGRPOTrainer, self).compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
         if "mo_row_index" not in batch or "mo_old_logps" in batch:
             return loss()
-        return self.mo_post_update.keep_old_logps(batch, loss)  # a batch awaiting the post-update statistic
+        return self.mo.post_update.keep_old_logps(batch, loss)  # a batch awaiting the post-update statistic
 
     # ---- 4. checkpoints -----------------------------------------------------------------------------------------
     def mo_state_dict(self) -> dict[str, Any]:
@@ -203,7 +209,7 @@ class MOGRPOTrainer(GRPOTrainer):
         try:
             return super().train(resume_from_checkpoint, trial, ignore_keys_for_eval, **kwargs)
         finally:
-            self.mo_resume_callback.restore(self.args)
+            self.mo.resume_callback.restore(self.args)
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)

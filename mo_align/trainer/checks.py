@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 
-def check_layout(weighting: Any, args: Any) -> None:
+if TYPE_CHECKING:
+    from mo_align.trainer import MOGRPOTrainer
+    from mo_align.weightings import Weighting
+
+
+def check_layout(weighting: Weighting, args: Any) -> None:
     """Before the model is built: a weighting that updates after each generation batch needs every generation batch
     to end on an optimizer step (:meth:`~mo_align.weightings.TrainerNeeds.layout_conflict`). The config checked its
     own ``weighting``; this covers an instance passed to the trainer."""
@@ -17,7 +22,7 @@ def check_layout(weighting: Any, args: Any) -> None:
         raise ValueError(layout)
 
 
-def check_setup(trainer: Any, args: Any) -> None:
+def check_setup(trainer: MOGRPOTrainer, args: Any) -> None:
     """Combinations that cannot work, refused before any step (one line naming the fields)."""
     launched, name = int(os.environ.get("WORLD_SIZE", "1")), trainer.weighting.name
     if launched != trainer.accelerator.num_processes:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -26,6 +26,18 @@ from trl.models.utils import unwrap_model_for_generation
 from mo_align.rewards.checks import check_reward_output
 from mo_align.rewards.common import call_frozen
 from mo_align.stats import bootstrap_mean_ci, paired_delta_ci
+
+
+if TYPE_CHECKING:
+    from mo_align.trainer import MOGRPOTrainer
+
+
+class RewardScorer(Protocol):
+    """What :func:`score_rewards` reads: the trainer, or any holder of reward functions (the lab scores an SFT
+    model's completions offline with a namespace of its rewards). An ``nn.Module`` reward needs the trainer."""
+
+    reward_funcs: list[Any]
+    state: Any
 
 
 def eval_rows(dataset: Any) -> list[dict]:
@@ -39,7 +51,7 @@ def eval_rows(dataset: Any) -> list[dict]:
     return list(dataset)
 
 
-def prompt_text(trainer: Any, prompt: Any) -> str:
+def prompt_text(trainer: MOGRPOTrainer, prompt: Any) -> str:
     if isinstance(prompt, list):
         kwargs = getattr(trainer, "chat_template_kwargs", None) or {}
         return trainer.processing_class.apply_chat_template(
@@ -49,7 +61,9 @@ def prompt_text(trainer: Any, prompt: Any) -> str:
 
 
 @torch.no_grad()
-def decode_and_score(trainer: Any, rows: list[dict], description: str = "Evaluation") -> tuple[torch.Tensor, ...]:
+def decode_and_score(
+    trainer: MOGRPOTrainer, rows: list[dict], description: str = "Evaluation"
+) -> tuple[torch.Tensor, ...]:
     """Decode ``rows`` (split over the processes) and score them: ((n, K + F) rewards, (n,) lengths), gathered.
 
     Columns K.. are the fixed-reference scores of the objectives that have one (``reference_scores``). The model is
@@ -74,15 +88,15 @@ def decode_and_score(trainer: Any, rows: list[dict], description: str = "Evaluat
     keep[: n_real * samples] = True  # drop the padding rows after gathering
     packed = torch.cat([local, lengths[:, None], keep[:, None].float()], dim=1).to(acc.device)
     gathered = acc.gather(packed).cpu()
-    trainer.mo_eval_labels = _labels(trainer, texts, keep)
+    trainer.mo.eval_labels = _labels(trainer, texts, keep)
     gathered = gathered[gathered[:, -1] > 0]
     return gathered[:, :-2], gathered[:, -2]
 
 
-def _labels(trainer: Any, texts: list[str], keep: torch.Tensor) -> list[str] | None:
-    """``mo_eval_labeler(text)`` of every completion, gathered over the processes in the rows' order (padding rows
+def _labels(trainer: MOGRPOTrainer, texts: list[str], keep: torch.Tensor) -> list[str] | None:
+    """``mo.eval_labeler(text)`` of every completion, gathered over the processes in the rows' order (padding rows
     dropped), or ``None`` without a labeler."""
-    labeler = getattr(trainer, "mo_eval_labeler", None)
+    labeler = trainer.mo.eval_labeler
     if labeler is None:
         return None
     from accelerate.utils import gather_object
@@ -92,7 +106,7 @@ def _labels(trainer: Any, texts: list[str], keep: torch.Tensor) -> list[str] | N
     return [label for label, kept in pairs if kept]
 
 
-def _decode(trainer: Any, rows: list[dict], description: str) -> list[list[int]]:
+def _decode(trainer: MOGRPOTrainer, rows: list[dict], description: str) -> list[list[int]]:
     """Completion token ids of every row (greedy or sampled per ``mo_eval_temperature``), EOS kept, padding cut."""
     args, tok = trainer.args, trainer.processing_class
     gen_kwargs = {
@@ -124,7 +138,9 @@ def _decode(trainer: Any, rows: list[dict], description: str) -> list[list[int]]
     return out_ids
 
 
-def score_rewards(trainer: Any, rows: list[dict], completions: list, completion_ids: list[list[int]]) -> torch.Tensor:
+def score_rewards(
+    trainer: RewardScorer, rows: list[dict], completions: list, completion_ids: list[list[int]]
+) -> torch.Tensor:
     """(n, K + F): every objective's reward (None -> NaN), then the fixed-reference scores (see module doc)."""
     keys = [k for k in rows[0] if k not in ("prompt", "completion", "completion_ids")]
     kwargs = {k: [row[k] for row in rows] for k in keys}
@@ -155,7 +171,7 @@ async def _await(awaitable: Any) -> Any:
 
 @torch.inference_mode()
 def reward_model_scores(
-    trainer: Any, model: torch.nn.Module, processing_class: Any, prompts: list, completions: list
+    trainer: MOGRPOTrainer, model: torch.nn.Module, processing_class: Any, prompts: list, completions: list
 ) -> list[float]:
     """First logit of a sequence-classification reward model on prompt + completion (chat template applied to a
     conversation, plain concatenation otherwise, right padding, no added special tokens: TRL's training path)."""
@@ -189,7 +205,7 @@ def fixed_reference_columns(reward_funcs: list) -> list[int]:
     return [k for k, fn in enumerate(reward_funcs) if callable(getattr(fn, "reference_scores", None))]
 
 
-def resolve_target(trainer: Any, eval_dataset: Any) -> tuple[Any, bool]:
+def resolve_target(trainer: MOGRPOTrainer, eval_dataset: Any) -> tuple[Any, bool]:
     """(the dataset ``evaluate`` will decode, whether it is the trainer's own split: deltas and history)."""
     own = eval_dataset is None or isinstance(eval_dataset, str)
     if isinstance(eval_dataset, str):
@@ -201,23 +217,25 @@ def resolve_target(trainer: Any, eval_dataset: Any) -> tuple[Any, bool]:
     return target, own
 
 
-def eval_metrics(trainer: Any, scores: torch.Tensor, lengths: torch.Tensor, p: str, own: bool) -> dict[str, float]:
+def eval_metrics(
+    trainer: MOGRPOTrainer, scores: torch.Tensor, lengths: torch.Tensor, p: str, own: bool
+) -> dict[str, float]:
     """Metrics ``<p>_<objective>/mean`` (+ ``/delta`` vs the first evaluation of the trainer's own split); the
     primary split (``eval``, or the first of a dict) also feeds the run history and the interference monitor."""
     t = trainer
     metrics: dict[str, float] = {}
-    k_obj = len(t.objective_names)
+    k_obj = len(t.mo.objective_names)
     rewards = scores[:, :k_obj].clone()
     for j, k in enumerate(fixed_reference_columns(t.reward_funcs)):
         # the paper's conciseness compares with the training running mean, which ratchets toward the policy and
         # hides a collapse: log both; `mo_eval_fixed_reference` picks the one used as the mean
         fixed, running = scores[:, k_obj + j], scores[:, k]
-        name = t.objective_names[k]
+        name = t.mo.objective_names[k]
         metrics[f"{p}_{name}/fixed_ref"] = float(torch.nanmean(fixed)) if (~torch.isnan(fixed)).any() else math.nan
         metrics[f"{p}_{name}/running_mean"] = float(torch.nanmean(running))
         if t.args.mo_eval_fixed_reference:
             rewards[:, k] = fixed
-    for k, name in enumerate(t.objective_names):
+    for k, name in enumerate(t.mo.objective_names):
         finite = rewards[:, k][~torch.isnan(rewards[:, k])]
         metrics[f"{p}_{name}/mean"] = float(finite.mean()) if finite.numel() else float("nan")
     metrics[f"{p}_completion_length/mean"] = float(lengths.float().mean())
@@ -226,44 +244,46 @@ def eval_metrics(trainer: Any, scores: torch.Tensor, lengths: torch.Tensor, p: s
     return metrics
 
 
-def _deltas(trainer: Any, metrics: dict[str, float], rewards: torch.Tensor, lengths: torch.Tensor, p: str):
+def _deltas(trainer: MOGRPOTrainer, metrics: dict[str, float], rewards: torch.Tensor, lengths: torch.Tensor, p: str):
     """``<p>_<objective>/delta`` against the split's first evaluation; history and monitor for the primary split."""
     t = trainer
-    means = {name: metrics[f"{p}_{name}/mean"] for name in t.objective_names}
-    scalar = t.weighting.scalarize(rewards)
+    means = {name: metrics[f"{p}_{name}/mean"] for name in t.mo.objective_names}
+    scalar = t.mo.weighting.scalarize(rewards)
     scalar_mean = float(torch.nanmean(scalar)) if (~torch.isnan(scalar)).any() else math.nan
     primary = p == ("eval" if not isinstance(t.eval_dataset, dict) else f"eval_{next(iter(t.eval_dataset))}")
-    start = t.mo_eval_start if primary else t.mo_eval_starts.get(p)
+    start = t.mo.eval_start if primary else t.mo.eval_starts.get(p)
     if start is None:
         start = {**means, "__scalar__": scalar_mean}
         if primary:
-            t.mo_eval_start = start
+            t.mo.eval_start = start
         else:
-            t.mo_eval_starts[p] = start
-    out = {f"{p}_{name}/delta": means[name] - start.get(name, math.nan) for name in t.objective_names}
+            t.mo.eval_starts[p] = start
+    out = {f"{p}_{name}/delta": means[name] - start.get(name, math.nan) for name in t.mo.objective_names}
     if primary:
         out.update(_primary(t, metrics, means, start, scalar, scalar_mean, rewards, lengths, p))
     return out
 
 
-def _primary(t: Any, metrics, means, start, scalar, scalar_mean, rewards, lengths, p: str) -> dict[str, float]:
-    """The trainer's own split: per-sample scores kept (``mo_eval_samples``), 95 % CIs over prompts of each mean and
+def _primary(
+    t: MOGRPOTrainer, metrics, means, start, scalar, scalar_mean, rewards, lengths, p: str
+) -> dict[str, float]:
+    """The trainer's own split: per-sample scores kept (``mo.eval_samples``), 95 % CIs over prompts of each mean and
     of each Δ vs the start (paired: the same prompts), the run history, interference events on the significant-drop
     rule, and the covariance-law check of the interval since the previous evaluation (:mod:`mo_align.stats`)."""
     step, samples = t.state.global_step, max(1, t.args.mo_eval_num_samples)  # rows are prompt-major
     shaped = {"rewards": rewards.reshape(-1, samples, rewards.shape[1]), "scalar": scalar.reshape(-1, samples)}
     shaped["lengths"] = lengths.reshape(-1, samples)
     record = {"step": step, **{k: v.tolist() for k, v in shaped.items()}}
-    labels = getattr(t, "mo_eval_labels", None)
-    if labels is not None and len(labels) == lengths.numel():  # one label per sample (``mo_eval_labeler``)
+    labels = t.mo.eval_labels
+    if labels is not None and len(labels) == lengths.numel():  # one label per sample (``mo.eval_labeler``)
         record["labels"] = [labels[i : i + samples] for i in range(0, len(labels), samples)]
-    t.mo_eval_samples.append(record)
-    previous = t.mo_eval_samples[-2] if len(t.mo_eval_samples) > 1 else None
-    first = np.asarray(t.mo_eval_samples[0]["rewards"], dtype=np.float64)  # converted once, not per objective
+    t.mo.eval_samples.append(record)
+    previous = t.mo.eval_samples[-2] if len(t.mo.eval_samples) > 1 else None
+    first = np.asarray(t.mo.eval_samples[0]["rewards"], dtype=np.float64)  # converted once, not per objective
     before = None if previous is None else np.asarray(previous["rewards"], dtype=np.float64)
     cur, level = shaped["rewards"].double().numpy(), t.args.mo_eval_ci_level
     out, ci, delta_ci, realised = {}, {}, {}, {}
-    for k, name in enumerate(t.objective_names):
+    for k, name in enumerate(t.mo.objective_names):
         c = bootstrap_mean_ci(cur[:, :, k], level)
         d = paired_delta_ci(first[:, :, k], cur[:, :, k], level)
         ci[name], delta_ci[name] = [c.low, c.high], [d.low, d.high]
@@ -273,10 +293,10 @@ def _primary(t: Any, metrics, means, start, scalar, scalar_mean, rewards, length
             r = paired_delta_ci(before[:, :, k], cur[:, :, k], level)
             realised[name] = (r.estimate, r.low, r.high)
     entry = {"step": step, "means": means, "completion_length": metrics[f"{p}_completion_length/mean"]}
-    t.mo_history["eval"].append({**entry, "ci": ci, "delta_ci": delta_ci})
-    if t.monitor is not None:
+    t.mo.history["eval"].append({**entry, "ci": ci, "delta_ci": delta_ci})
+    if t.mo.monitor is not None:
         scalar_start = start.get("__scalar__", math.nan)
-        out.update(t.monitor.observe_eval(means, start, scalar_mean, scalar_start, step, delta_ci=delta_ci))
+        out.update(t.mo.monitor.observe_eval(means, start, scalar_mean, scalar_start, step, delta_ci=delta_ci))
         if previous is not None:
-            out.update(t.monitor.check_law(previous["step"], step, realised, level))
+            out.update(t.mo.monitor.check_law(previous["step"], step, realised, level))
     return out

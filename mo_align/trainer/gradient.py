@@ -15,7 +15,7 @@ gradient pass), after the batch is consumed.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -23,10 +23,14 @@ from mo_align.trainer import trl_compat
 from mo_align.trainer.gram import GramAccumulator
 
 
+if TYPE_CHECKING:
+    from mo_align.trainer import MOGRPOTrainer
+
+
 class GradientSpace:
     """The gradient machinery of one trainer: the ``gramian_params``, the batch accumulator, the weighted loss."""
 
-    def __init__(self, trainer: Any) -> None:
+    def __init__(self, trainer: MOGRPOTrainer) -> None:
         self.trainer = trainer
         self.space: str = trainer.args.gramian_space
         self.acc = GramAccumulator(self.space)  # this generation batch's (Dynamic) or optimizer step's (GradNorm)
@@ -39,24 +43,24 @@ class GradientSpace:
         t = self.trainer
         losses, own_loss, logps = self._losses(model, inputs, objective_adv)
         loss_vec = torch.stack([x.detach() for x in losses])
-        if t.mo_needs.gram == "generation_batch":
+        if t.mo.needs.gram == "generation_batch":
             every = t.args.steps_per_generation
             if trl_compat.micro_step(t) % (every * t.num_iterations) < every:  # first pass: the batch at π_old
                 self.acc.add(self.local_gradients(model, losses, logps, direct=False)[0], loss_vec)
             return own_loss
         direct = self.space == "parameters" and bool(self.gram_params(model)) and self.params_all
         local, used = self.local_gradients(model, losses, logps, direct=direct)
-        if t.mo_needs.gram == "optimizer_step":
+        if t.mo.needs.gram == "optimizer_step":
             self.acc.add(local, loss_vec)  # GradNorm: weights held for the step, stepped after it
-            alpha = t.weighting.weights()
+            alpha = t.mo.weighting.weights()
         else:
             acc = GramAccumulator(self.space)
             acc.add(local, loss_vec)
             gram, loss_vec = acc.result(t.accelerator)
-            alpha, extra = t.weighting.gradient_weights(gram, loss_vec)
+            alpha, extra = t.mo.weighting.gradient_weights(gram, loss_vec)
             self._log(alpha, extra, gram)
         metrics = trl_compat.metrics(t, "train")
-        for k, name in enumerate(t.objective_names):
+        for k, name in enumerate(t.mo.objective_names):
             metrics[f"mo/grad_weight/{name}"].append(float(alpha[k]))
         alpha = alpha.to(losses[0].device, losses[0].dtype)
         if not direct:
@@ -74,7 +78,7 @@ class GradientSpace:
             for k in range(objective_adv.shape[1]):
                 losses.append(trl_compat.policy_loss(t, model, {**inputs, "advantages": objective_adv[:, k]}))
                 first = first or {key: len(v) for key, v in metrics.items()}
-            own = trl_compat.policy_loss(t, model, inputs) if t.mo_needs.gram == "generation_batch" else None
+            own = trl_compat.policy_loss(t, model, inputs) if t.mo.needs.gram == "generation_batch" else None
             for key, v in metrics.items():  # TRL logs entropy / clip ratios on every call: keep one call's entries
                 del v[first.get(key, start.get(key, 0)) :]
         return losses, own, memo.out[0]
@@ -102,7 +106,7 @@ class GradientSpace:
         if not len(self.acc):
             return
         gram, losses = self.acc.result(self.trainer.accelerator)
-        _, extra = self.trainer.weighting.gradient_weights(gram, losses)
+        _, extra = self.trainer.mo.weighting.gradient_weights(gram, losses)
         self._log(torch.zeros(0), extra, gram)
 
     def batch_gram(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -119,13 +123,13 @@ class GradientSpace:
         if not torch.isfinite(alpha).all():
             cause = "its Gram matrix is not finite" if not torch.isfinite(gram).all() else "its solver diverged"
             raise FloatingPointError(
-                f"{t.weighting.name}: non-finite gradient weights {[round(x, 4) for x in alpha.tolist()]} at step "
+                f"{t.mo.weighting.name}: non-finite gradient weights {[round(x, 4) for x in alpha.tolist()]} at step "
                 f"{t.state.global_step} ({cause}); the run stops here instead of training on garbage"
             )
         metrics = trl_compat.metrics(t, "train")
         for key, value in extra.items():
-            metrics[f"mo/{t.weighting.name}/{key}"].append(float(value))
-        for k, name in enumerate(t.objective_names):
+            metrics[f"mo/{t.mo.weighting.name}/{key}"].append(float(value))
+        for k, name in enumerate(t.mo.objective_names):
             metrics[f"mo/grad_norm/{name}"].append(float(gram[k, k].clamp(min=0).sqrt()))
 
     # ---- gradients ------------------------------------------------------------------------------------------------

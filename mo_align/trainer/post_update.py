@@ -17,7 +17,7 @@ by :meth:`mo_align.weightings.TrainerNeeds.layout_conflict`), so each batch gets
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import TrainerCallback
@@ -27,10 +27,14 @@ from mo_align.weightings import ObjectiveStats
 from mo_align.weightings.validation import check_finite_weights
 
 
+if TYPE_CHECKING:
+    from mo_align.trainer import MOGRPOTrainer
+
+
 class PostUpdate:
     """The batch awaiting its post-update statistic, and the passes that compute it."""
 
-    def __init__(self, trainer: Any) -> None:
+    def __init__(self, trainer: MOGRPOTrainer) -> None:
         self.trainer = trainer
         self.pending: ObjectiveStats | None = None
 
@@ -71,12 +75,12 @@ class PostUpdate:
         stats, self.pending = self.pending, None
         if stats is None or trl_compat.buffered_micro_batches(t) is None:
             return
-        if t.mo_needs.gram == "generation_batch":
-            stats.extras["gramian"], stats.extras["losses"] = t.mo_gradient.batch_gram()
+        if t.mo.needs.gram == "generation_batch":
+            stats.extras["gramian"], stats.extras["losses"] = t.mo.gradient.batch_gram()
             stats.extras.setdefault("lr", trl_compat.learning_rate(t))
-        if t.mo_needs.post_update_logps:
+        if t.mo.needs.post_update_logps:
             self._signal(stats)
-        t.mo_log_update(t.weighting.update(stats))
+        t.mo_log_update(t.mo.weighting.update(stats))
 
     def _signal(self, stats: ObjectiveStats) -> None:
         t = self.trainer
@@ -90,7 +94,7 @@ class PostUpdate:
             mask = mb["completion_mask"].float()
             log_ratio = (self.logps(mb) - mb["mo_old_logps"]).float().cpu()
             adv = mb["advantages"].cpu()
-            w, n_unclipped = t.weighting.post_update_signal(adv, log_ratio, mask.cpu(), eps_low, eps_high)
+            w, n_unclipped = t.mo.weighting.post_update_signal(adv, log_ratio, mask.cpu(), eps_low, eps_high)
             signal[mb["mo_row_index"].cpu()] = w.float()
             unclipped += torch.tensor([n_unclipped, float(mask.sum())], dtype=torch.float64)
         device = t.accelerator.device
@@ -102,17 +106,17 @@ class PostUpdate:
 class MOCallback(TrainerCallback):
     """Deferred state transitions after each optimizer step, and the throttled run summary."""
 
-    def __init__(self, trainer: Any) -> None:
+    def __init__(self, trainer: MOGRPOTrainer) -> None:
         self.trainer = trainer
 
     def on_step_end(self, args, state, control, **kwargs):
         t = self.trainer
-        if t.mo_needs.gram == "optimizer_step":
-            t.mo_gradient.after_optimizer_step()
+        if t.mo.needs.gram == "optimizer_step":
+            t.mo.gradient.after_optimizer_step()
         generate_every = t.args.steps_per_generation * t.num_iterations
-        if t.mo_post_update.pending is not None and trl_compat.micro_step(t) % generate_every == 0:
-            t.mo_post_update.run()
-        check_finite_weights(t.weighting, state.global_step)  # gradient-space states move inside compute_loss
+        if t.mo.post_update.pending is not None and trl_compat.micro_step(t) % generate_every == 0:
+            t.mo.post_update.run()
+        check_finite_weights(t.mo.weighting, state.global_step)  # gradient-space states move inside compute_loss
 
     def on_log(self, args, state, control, **kwargs):
         self.trainer.write_summary(force=False)  # throttled: a killed run still has a recent summary

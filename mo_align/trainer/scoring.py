@@ -11,7 +11,7 @@ away, or after the batch is consumed: :mod:`mo_align.trainer.post_update`).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -19,11 +19,15 @@ from mo_align.trainer import trl_compat
 from mo_align.weightings import ObjectiveStats
 
 
-def score_batch(trainer: Any, out: dict[str, Any]) -> dict[str, Any]:
+if TYPE_CHECKING:
+    from mo_align.trainer import MOGRPOTrainer
+
+
+def score_batch(trainer: MOGRPOTrainer, out: dict[str, Any]) -> dict[str, Any]:
     """Replace TRL's advantages in ``out`` (the local generation batch) by the weighting's."""
-    t, weighting, needs = trainer, trainer.weighting, trainer.mo_needs
+    t, mo = trainer, trainer.mo
+    weighting, needs, r = mo.weighting, mo.needs, mo.rewards
     train = t.model.training
-    r = t.mo_rewards
     n_local = out["advantages"].shape[0]
     lengths = t.accelerator.gather(out["completion_mask"].sum(dim=1)).float().cpu()  # (N,)
     group_size = t.num_generations if train else t.num_generations_eval
@@ -34,7 +38,7 @@ def score_batch(trainer: Any, out: dict[str, Any]) -> dict[str, Any]:
         estimator=t.args.advantage_estimator,
         scale_rewards=t.scale_rewards,
         step=t.state.global_step,
-        objective_names=t.objective_names,
+        objective_names=mo.objective_names,
     )
     if train:
         t.mo_log_update(weighting.pre_update(stats))
@@ -53,16 +57,16 @@ def score_batch(trainer: Any, out: dict[str, Any]) -> dict[str, Any]:
         t.mo_observe_batch(r, advantages, group_size)
     stats.extras["signal"] = advantages  # the on-policy induced weight w_i = A_i (ratio 1)
     if train and needs.post_update_logps:
-        t.mo_post_update.prepare(out, stats)  # the statistic waits for log π after this batch's updates
+        mo.post_update.prepare(out, stats)  # the statistic waits for log π after this batch's updates
     elif train and needs.update == "after_batch":
-        t.mo_post_update.pending = stats  # updated from the Gram matrix accumulated while training on this batch
+        mo.post_update.pending = stats  # updated from the Gram matrix accumulated while training on this batch
         stats.extras["lr"] = trl_compat.learning_rate(t)  # η_t of this batch's first step (before the scheduler)
     elif train and needs.update == "after_combine":
         t.mo_log_update(weighting.update(stats))
     return out
 
 
-def log_batch(trainer: Any, mode: str, r, objective_adv, scalar, advantages) -> None:
+def log_batch(trainer: MOGRPOTrainer, mode: str, r, objective_adv, scalar, advantages) -> None:
     """``mo/weight|adv`` per objective, ``mo/scalar/mean|std`` (the weighting's scalar s over the batch, NaN rows
     left out), and the completion table's advantages made the ones actually used. TRL's ``reward`` / ``reward_std``
     (the weighted sum with TRL's ``reward_weights``, ones here) and ``rewards/<objective>/mean|std`` stay TRL's."""

@@ -17,7 +17,7 @@ import logging
 import os
 import pickle
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import TrainerCallback, TrainerState
@@ -27,47 +27,34 @@ from mo_align import checkpoints
 from mo_align.trainer import trl_compat
 
 
+if TYPE_CHECKING:
+    from mo_align.trainer import MOGRPOTrainer
+
+
 MO_STATE_FILE = "mo_state.pt"
 logger = logging.getLogger("mo_align")
 
 
-def mo_state_dict(trainer: Any) -> dict[str, Any]:
+def mo_state_dict(trainer: MOGRPOTrainer) -> dict[str, Any]:
+    """The trainer's :class:`~mo_align.trainer.mostate.MOState` part and its stateful reward functions' state."""
     t = trainer
     rewards = {
         name: fn.state_dict()
         for name, fn in zip(t.reward_func_names, t.reward_funcs, strict=True)
         if hasattr(fn, "state_dict") and not isinstance(fn, torch.nn.Module)
     }
-    return {
-        "weighting": t.weighting.name,
-        "weighting_state": t.weighting.state_dict(),
-        "rewards": rewards,
-        "eval_start": t.mo_eval_start,
-        "eval_starts": t.mo_eval_starts,  # further eval datasets (a dict of them)
-        "monitor": t.monitor.state_dict() if t.monitor is not None else None,
-        "history": t.mo_history,
-        "eval_samples": t.mo_eval_samples,  # the start's per-sample scores: paired CIs after a resume
-    }
+    return {**t.mo.state_dict(), "rewards": rewards}
 
 
-def load_mo_state_dict(trainer: Any, state: dict[str, Any]) -> None:
+def load_mo_state_dict(trainer: MOGRPOTrainer, state: dict[str, Any]) -> None:
     t = trainer
-    if state["weighting"] != t.weighting.name:
-        raise ValueError(f"checkpoint holds weighting {state['weighting']!r}, run uses {t.weighting.name!r}")
-    t.weighting.load_state_dict(state["weighting_state"])
-    t.mo_eval_start = state.get("eval_start")
-    t.mo_eval_starts = dict(state.get("eval_starts") or {})
-    if t.monitor is not None and state.get("monitor") is not None:
-        t.monitor.load_state_dict(state["monitor"])
-    if state.get("history") is not None:
-        t.mo_history = state["history"]
-    t.mo_eval_samples = list(state.get("eval_samples") or [])
+    t.mo.load_state_dict(state)
     for name, fn in zip(t.reward_func_names, t.reward_funcs, strict=True):
         if name in state["rewards"]:
             fn.load_state_dict(state["rewards"][name])
 
 
-def save_checkpoint(trainer: Any, save: Any, trial: Any) -> None:
+def save_checkpoint(trainer: MOGRPOTrainer, save: Any, trial: Any) -> None:
     """transformers' checkpoint (``save()``) + ``mo_state.pt``, then the completeness marker; older checkpoints are
     rotated away only once this one is complete."""
     t = trainer
@@ -90,7 +77,7 @@ def save_checkpoint(trainer: Any, save: Any, trial: Any) -> None:
         rotate_checkpoints(run_dir, limit, t.state.best_model_checkpoint, use_mtime=True)
 
 
-def resolve_resume(trainer: Any, resume_from_checkpoint: Any) -> Any:
+def resolve_resume(trainer: MOGRPOTrainer, resume_from_checkpoint: Any) -> Any:
     """``True`` -> the newest complete checkpoint (naming the ones skipped); a path -> checked for every file an
     exact resume needs (an error naming the missing one)."""
     t = trainer
@@ -107,7 +94,7 @@ def resolve_resume(trainer: Any, resume_from_checkpoint: Any) -> Any:
     return resume_from_checkpoint
 
 
-def load_checkpoint_state(trainer: Any, checkpoint: str) -> None:
+def load_checkpoint_state(trainer: MOGRPOTrainer, checkpoint: str) -> None:
     """Restore ``mo_state.pt`` of ``checkpoint`` (an error naming the file when it is missing or unreadable)."""
     path = os.path.join(checkpoint, MO_STATE_FILE)
     if not os.path.exists(path):
@@ -162,7 +149,7 @@ def checkpoint_step(checkpoint: Any) -> int | None:
     return TrainerState.load_from_json(path).global_step
 
 
-def finish_from_checkpoint(trainer: Any, checkpoint: str, step: int) -> TrainOutput:
+def finish_from_checkpoint(trainer: MOGRPOTrainer, checkpoint: str, step: int) -> TrainOutput:
     """A checkpoint at ``max_steps``: nothing is left to train, so its weights, trainer state and ``mo_state.pt``
     are restored and no step is taken (the caller saves the final model as after training)."""
     t = trainer

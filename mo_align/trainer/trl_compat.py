@@ -48,12 +48,14 @@ def __getattr__(name: str) -> Any:  # VLLM_PRIVATE is resolved lazily: the vLLM 
 
 
 # ---- accessors (the only code that spells these names) -----------------------------------------------------------
-def policy_loss(trainer: Any, model: Any, inputs: dict[str, Any]) -> Any:
+def policy_loss(trainer: GRPOTrainer, model: Any, inputs: dict[str, Any]) -> Any:
     """TRL's own policy loss of one micro-batch (``GRPOTrainer._compute_loss``): clipping, KL, loss type, scaling."""
     return GRPOTrainer._compute_loss(trainer, model, inputs)
 
 
-def per_token_logps(trainer: Any, model: Any, input_ids: Any, attention_mask: Any, logits_to_keep: int, **kw: Any):
+def per_token_logps(
+    trainer: GRPOTrainer, model: Any, input_ids: Any, attention_mask: Any, logits_to_keep: int, **kw: Any
+):
     """``GRPOTrainer._get_per_token_logps_and_entropies``: (log-probs, entropies, aux loss)."""
     return trainer._get_per_token_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep, **kw)
 
@@ -62,7 +64,7 @@ class MemoisedLogps:
     """Within the block, ``_get_per_token_logps_and_entropies`` computes once and returns the first call's output to
     every later call (one forward serves several losses); the output is in ``self.out`` (None until computed)."""
 
-    def __init__(self, trainer: Any) -> None:
+    def __init__(self, trainer: GRPOTrainer) -> None:
         self.trainer, self.out = trainer, None
 
     def __enter__(self) -> MemoisedLogps:
@@ -80,36 +82,36 @@ class MemoisedLogps:
         del self.trainer._get_per_token_logps_and_entropies
 
 
-def metrics(trainer: Any, mode: str) -> Any:
+def metrics(trainer: GRPOTrainer, mode: str) -> Any:
     """TRL's per-mode metric lists (``_metrics[mode]``: name -> values averaged at the next log)."""
     return trainer._metrics[mode]
 
 
-def completion_log(trainer: Any, key: str) -> Any:
+def completion_log(trainer: GRPOTrainer, key: str) -> Any:
     """TRL's completion table buffers (``_logs[key]``, deques)."""
     return trainer._logs[key]
 
 
-def buffered_micro_batches(trainer: Any) -> list[dict[str, Any]] | None:
+def buffered_micro_batches(trainer: GRPOTrainer) -> list[dict[str, Any]] | None:
     """The current generation batch, split into micro-batches (``_buffered_inputs``); None before the first."""
     return trainer._buffered_inputs
 
 
-def micro_step(trainer: Any) -> int:
+def micro_step(trainer: GRPOTrainer) -> int:
     """Micro-batches trained so far (``_step``, incremented after each ``training_step``)."""
     return trainer._step
 
 
-def learning_rate(trainer: Any) -> float:
+def learning_rate(trainer: GRPOTrainer) -> float:
     """The scheduler's current learning rate (``Trainer._get_learning_rate``)."""
     return trainer._get_learning_rate()
 
 
-def load_weights(trainer: Any, checkpoint: str) -> None:
+def load_weights(trainer: GRPOTrainer, checkpoint: str) -> None:
     """The model weights (or adapters) of a checkpoint into the trainer's model (``Trainer._load_from_checkpoint``)."""
     trainer._load_from_checkpoint(checkpoint)
 
 
-def output_dir(trainer: Any, trial: Any) -> str:
+def output_dir(trainer: GRPOTrainer, trial: Any) -> str:
     """The run directory checkpoints go to (``Trainer._get_output_dir``)."""
     return trainer._get_output_dir(trial=trial)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from trl.import_utils import is_vllm_available
@@ -31,6 +31,10 @@ from trl.import_utils import is_vllm_available
 from mo_align.vllm.client import ServerClient, VLLMServerError, sync_mode
 from mo_align.vllm.plugin import BACKEND as SHM_FILE
 from mo_align.vllm.trl_compat import TRLGeneration, generation_class_swapped
+
+
+if TYPE_CHECKING:
+    from trl import GRPOTrainer
 
 
 __all__ = ["ServerModeGeneration", "describe_sync", "server_mode"]
@@ -147,7 +151,7 @@ def server_mode(args: Any) -> Iterator[None]:
         yield
 
 
-def describe_sync(trainer: Any) -> dict[str, Any]:
+def describe_sync(trainer: GRPOTrainer) -> dict[str, Any]:
     """What the trainer's vLLM server sync did last (for logs and tests); empty outside server mode."""
     client = getattr(getattr(trainer, "vllm_generation", None), "vllm_client", None)
     if not isinstance(client, ServerClient):
