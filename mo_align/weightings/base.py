@@ -27,6 +27,7 @@ from typing import Any, ClassVar, Literal
 import torch
 
 from mo_align.advantages import batch_whiten, compute_advantages, group_normalize, normalize_then_sum
+from mo_align.weightings.papers import Paper
 
 
 Space = Literal["reward", "advantage", "gradient"]
@@ -137,6 +138,8 @@ class Weighting:
             is applied to that micro-batch (MGDA). ``"optimizer_step"``: the applied weights are ``weights()``,
             held for the whole optimizer step; ``gradient_weights`` is called once after the step with the Gram
             matrix of the step's accumulated gradients and the step's losses (GradNorm).
+        papers: the strategy's own papers (:class:`~mo_align.weightings.papers.Paper`), cited by model cards
+            after arXiv 2602.06869; empty for the classic scalarizations (linear, Tchebycheff, Lagrangian).
 
     Hooks the trainer calls, in order, on a training generation batch: ``pre_update`` (always), ``update`` if
     ``update_first``, ``combine``, then — per micro-batch or optimizer step for gradient space — ``gradient_weights``,
@@ -151,6 +154,7 @@ class Weighting:
     needs_objective_advantages: ClassVar[bool] = False
     update_first: ClassVar[bool] = False
     gradient_cadence: ClassVar[Literal["micro_batch", "optimizer_step"]] = "micro_batch"
+    papers: ClassVar[tuple[Paper, ...]] = ()
 
     def __init__(self, num_objectives: int) -> None:
         if not isinstance(num_objectives, int) or num_objectives < 1:

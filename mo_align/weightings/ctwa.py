@@ -76,6 +76,7 @@ import torch
 
 from mo_align.covariance import group_moments, induced_weights, on_policy_induced_weights, robust_signal
 from mo_align.weightings.base import ObjectiveStats, Weighting, per_objective
+from mo_align.weightings.papers import INTERFERENCE
 
 
 logger = logging.getLogger("mo_align")
@@ -140,6 +141,7 @@ def ctwa_update(
 class CTWAWeighting(Weighting):
     __doc__ = __doc__
     name = "ctwa"
+    papers = (INTERFERENCE,)
 
     def __init__(
         self,

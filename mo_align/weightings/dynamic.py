@@ -46,11 +46,13 @@ from typing import Any
 import torch
 
 from mo_align.weightings.base import ObjectiveStats, Weighting
+from mo_align.weightings.papers import DYNAMIC
 
 
 class DynamicWeighting(Weighting):
     __doc__ = __doc__
     name = "dynamic"
+    papers = (DYNAMIC,)
     requires = frozenset({"gramian"})
 
     def __init__(

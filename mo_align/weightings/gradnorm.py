@@ -46,11 +46,13 @@ from typing import Any
 import torch
 
 from mo_align.weightings.base import Weighting
+from mo_align.weightings.papers import GRADNORM
 
 
 class GradNormWeighting(Weighting):
     __doc__ = __doc__
     name = "gradnorm"
+    papers = (GRADNORM,)
     space = "gradient"
     requires = frozenset({"gramian"})
     gradient_cadence = "optimizer_step"

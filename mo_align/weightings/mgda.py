@@ -41,6 +41,7 @@ from typing import Any
 import torch
 
 from mo_align.weightings.base import Weighting
+from mo_align.weightings.papers import MGDA
 
 
 def project_to_simplex(v: torch.Tensor) -> torch.Tensor:
@@ -92,6 +93,7 @@ def min_norm_weights(gram: torch.Tensor, max_iter: int = 5000, tol: float = 1e-1
 class MGDAWeighting(Weighting):
     __doc__ = __doc__
     name = "mgda"
+    papers = (MGDA,)
     space = "gradient"
     requires = frozenset({"gramian"})
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import torch
 
 from mo_align.weightings.base import ObjectiveStats, Weighting
+from mo_align.weightings.papers import PAMA
 
 
 def pama_scalar(a: torch.Tensor) -> torch.Tensor:
@@ -51,6 +52,7 @@ def pama_weights(a: torch.Tensor) -> torch.Tensor:
 class PAMAWeighting(Weighting):
     __doc__ = __doc__
     name = "pama"
+    papers = (PAMA,)
     space = "advantage"
     update_first = True  # λ* is a function of this batch: log the weights actually used
 

@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from mo_align.weightings.base import ObjectiveStats, Weighting
+from mo_align.weightings.papers import SMOOTH_TCHEBYCHEFF
 from mo_align.weightings.tchebycheff import nan_column_max
 
 
@@ -52,6 +53,7 @@ class SmoothTchebycheffWeighting(Weighting):
     """
 
     name = "smooth_tchebycheff"
+    papers = (SMOOTH_TCHEBYCHEFF,)
 
     def __init__(
         self,
