@@ -22,7 +22,6 @@ contain the token (e.g. a ``training_args.bin`` pickled with ``hub_token`` set) 
 from __future__ import annotations
 
 from mo_align.hub.card import (
-    ALGORITHM_PAPERS,
     CARD_FILE,
     GRPO_PAPER,
     PAPER,
@@ -51,7 +50,6 @@ from mo_align.runs.report.plots import plot_run_weights as plot_weights  # share
 
 
 __all__ = [
-    "ALGORITHM_PAPERS",
     "CARD_FILE",
     "DEFAULT_COMMIT_MESSAGE",
     "GRPO_PAPER",
