@@ -3,7 +3,7 @@
 Written by the trainer into every ``output_dir`` (:func:`summary_from_trainer`, :func:`write_summary`: atomically,
 throttled while training); read by ``mo-align report``, the lab, the model card and the Hub push (:func:`load_run`),
 which, for runs without one, rebuild the same fields from transformers' ``trainer_state.json``
-(:func:`summary_from_trainer_state`). :class:`RunSummary` declares the fields.
+(:func:`mo_align.runs.trainer_state.from_trainer_state`). :class:`RunSummary` declares the fields.
 """
 
 from __future__ import annotations
@@ -23,10 +23,7 @@ SUMMARY_FILE = "mo_summary.json"
 TRAINER_STATE_FILE = "trainer_state.json"
 SUMMARY_VERSION = 1
 TRAIN_FALLBACK = "training batches (no evaluation)"
-# ``mo/<segment>/...`` segments the trainer logs for every weighting; any other segment is the weighting's own name.
-_GENERIC_MO_SEGMENTS = frozenset({"weight", "reward", "adv", "grad_weight", "grad_norm", "cov_ema", "events"})
 _CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")
-_SERIES_KEYS = ("eval", "weights", "cov_ema", "train_reward")
 
 
 class RunSummary(TypedDict, total=False):
@@ -78,7 +75,7 @@ def load_run(path: str | Path) -> dict[str, Any]:
     if p.is_file():
         if p.name == TRAINER_STATE_FILE:
             run_dir = p.parent.parent if _CHECKPOINT_DIR.match(p.parent.name) else p.parent
-            return _from_trainer_state(p, run_dir)
+            return _rebuilt(p, run_dir)
         return _load_summary_file(p)
     if p.is_dir():
         summary = p / SUMMARY_FILE
@@ -86,12 +83,18 @@ def load_run(path: str | Path) -> dict[str, Any]:
             return _load_summary_file(summary)
         state = _find_trainer_state(p)
         if state is not None:
-            return _from_trainer_state(state, p)
+            return _rebuilt(state, p)
         raise SummaryError(
             f"{p}: neither {SUMMARY_FILE} nor {TRAINER_STATE_FILE} (in the directory or a checkpoint-* "
             "subdirectory) found; is this a training output_dir?"
         )
     raise SummaryError(f"{p}: no such file or directory")
+
+
+def _rebuilt(state_path: Path, run_dir: Path) -> dict[str, Any]:
+    from mo_align.runs.trainer_state import from_trainer_state
+
+    return from_trainer_state(state_path, run_dir)
 
 
 def _find_trainer_state(run_dir: Path) -> Path | None:
@@ -218,102 +221,6 @@ def normalize_summary(raw: Mapping[str, Any], default_dir: str | Path | None = N
         "law": law_records(raw.get("law") or []),
         "source": raw.get("source"),
     }
-
-
-def _eval_objective(key: str) -> str | None:
-    """The objective of a per-objective eval mean: ``eval_<objective>/mean`` (or ``eval/<objective>/mean``, the
-    name before mo_align 0.1's transformers-style metrics); None for any other key, including TRL's own
-    ``eval_rewards/<name>/mean`` and ``eval_mo/...``."""
-    for prefix in ("eval_", "eval/"):
-        if key.startswith(prefix) and key.endswith("/mean"):
-            name = key[len(prefix) : -len("/mean")]
-            return name if name and "/" not in name else None
-    return None
-
-
-def _from_trainer_state(state_path: Path, run_dir: Path) -> dict[str, Any]:
-    """Rebuild a summary from ``log_history``: ``eval_<objective>/mean``, ``mo/weight/<objective>``,
-    ``mo/cov_ema/<objective>`` (else CTWA's ``mo/ctwa/ema/<objective>``), ``mo/reward/<objective>/mean`` and
-    ``mo/events/<kind>/<objective>`` (fired when > 0). The algorithm is the one ``mo/<name>/...`` namespace the
-    weighting logged under, else ``"unknown"``."""
-    state = read_json(state_path)  # transformers writes NaN losses here; non-finite values read as missing (_num)
-    history = state.get("log_history") if isinstance(state, dict) else None
-    if not isinstance(history, list):
-        raise SummaryError(f"{state_path}: no log_history list; not a transformers trainer_state.json")
-    parsed = _HistoryParser()
-    for entry in history:
-        if isinstance(entry, dict) and entry.get("step") is not None:
-            parsed.add(int(entry["step"]), entry)
-    series, objectives = parsed.series, parsed.objectives
-    for kind in ("weights", "train_reward", "cov_ema"):
-        for step in sorted(series[kind]):
-            objectives += [n for n in series[kind][step] if n not in objectives]
-    cov = series["cov_ema"] or series["ctwa_ema"]
-    evals = []
-    for step in sorted(series["eval"]):
-        evals.append({"step": step, "means": series["eval"][step]})
-        if step in parsed.eval_lengths:
-            evals[-1]["completion_length"] = parsed.eval_lengths[step]
-    raw = {
-        "run_name": run_dir.resolve().name,
-        "output_dir": str(run_dir.resolve()),
-        "algorithm": parsed.algorithms[0] if len(parsed.algorithms) == 1 else "unknown",
-        "objectives": objectives,
-        "eval": evals,
-        "weights": [{"step": s, "weights": series["weights"][s]} for s in sorted(series["weights"])],
-        "cov_ema": [{"step": s, "values": cov[s]} for s in sorted(cov)],
-        "train_reward": [{"step": s, "means": series["train_reward"][s]} for s in sorted(series["train_reward"])],
-        "events": parsed.events,
-    }
-    run = normalize_summary(raw)
-    run["source"] = str(state_path.resolve())
-    return run
-
-
-class _HistoryParser:
-    """Collects the summary's series from ``log_history`` entries (see :func:`_from_trainer_state`)."""
-
-    def __init__(self) -> None:
-        self.series: dict[str, dict[int, dict[str, float]]] = {k: {} for k in (*_SERIES_KEYS, "ctwa_ema")}
-        self.eval_lengths: dict[int, float] = {}
-        self.events: list[dict[str, Any]] = []
-        self.algorithms: list[str] = []
-        self.objectives: list[str] = []
-
-    def put(self, kind: str, step: int, name: str, value: Any) -> None:
-        self.series[kind].setdefault(step, {})[name] = _num(value)
-        if kind == "eval" and name not in self.objectives:
-            self.objectives.append(name)
-
-    def add(self, step: int, entry: Mapping[str, Any]) -> None:
-        for key, value in entry.items():
-            name = _eval_objective(key)
-            if name == "completion_length":
-                self.eval_lengths[step] = _num(value)
-            elif name is not None:
-                self.put("eval", step, name, value)
-            elif key.startswith("mo/"):
-                segment, _, rest = key[len("mo/") :].partition("/")
-                if rest:
-                    self._mo(step, key, segment, rest, value)
-
-    def _mo(self, step: int, key: str, segment: str, rest: str, value: Any) -> None:
-        if segment == "weight":
-            self.put("weights", step, rest, value)
-        elif segment == "cov_ema":
-            self.put("cov_ema", step, rest, value)
-        elif segment == "reward" and rest.endswith("/mean"):
-            self.put("train_reward", step, rest[: -len("/mean")], value)
-        elif segment == "events":
-            kind, _, objective = rest.partition("/")
-            if _num(value) > 0:
-                message = f"{kind} on {objective or 'the run'} at step {step} (from {key})"
-                self.events.append({"step": step, "kind": kind, "objective": objective or None, "message": message})
-        elif segment not in _GENERIC_MO_SEGMENTS:
-            if segment not in self.algorithms:
-                self.algorithms.append(segment)
-            if segment == "ctwa" and rest.startswith("ema/"):
-                self.put("ctwa_ema", step, rest[len("ema/") :], value)
 
 
 def _unique_names(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
