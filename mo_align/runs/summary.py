@@ -39,7 +39,9 @@ class RunSummary(TypedDict, total=False):
     seed: int | None
     launch_command: str | None  # as typed, secrets redacted
     dataset_name: str | None
-    eval: list[dict[str, Any]]  # {"step", "means", "completion_length", "ci", "delta_ci"} (CIs: [low, high])
+    # {"step", "means", "completion_length", "ci", "delta_ci", "scalar_delta_ci"} (CIs: [low, high]), and
+    # "unavailable" {objective: reason} where an objective had no reference to score against (no value, no Δ)
+    eval: list[dict[str, Any]]
     start: dict[str, float]  # the first evaluation's means
     final: dict[str, float]
     best: dict[str, float]
@@ -49,6 +51,8 @@ class RunSummary(TypedDict, total=False):
     train_reward: list[dict[str, Any]]  # {"step", "means"}
     events: list[dict[str, Any]]  # {"step", "kind", "objective", "message"}
     law: list[dict[str, Any]]  # the covariance law per (eval interval, objective): predicted_cov, realised, held
+    preference: dict[str, Any] | None  # the fixed scalar of scalar_delta_ci: {"weights", "source", "objectives"}
+    interference: list[str] | None  # run_interference: the objectives that interfere; None = no intervals
     values_from: str  # "eval", or TRAIN_FALLBACK when a run has no evaluation (set when read)
     source: str | None  # the file it was read from (set when read)
 
@@ -152,6 +156,10 @@ def _series(entries: Any, value_key: str, field: str = "") -> list[dict[str, Any
         for key in ("ci", "delta_ci"):  # {objective: [low, high]}
             if entry.get(key):
                 out[-1][key] = {str(k): interval(v, f"{field}[{i}].{key}.{k}") for k, v in dict(entry[key]).items()}
+        if entry.get("scalar_delta_ci") is not None:
+            out[-1]["scalar_delta_ci"] = interval(entry["scalar_delta_ci"], f"{field}[{i}].scalar_delta_ci")
+        if entry.get("unavailable"):  # {objective: why it has no value here}
+            out[-1]["unavailable"] = {str(k): str(v) for k, v in dict(entry["unavailable"]).items()}
     out.sort(key=lambda e: e["step"])
     return out
 
@@ -198,7 +206,7 @@ def normalize_summary(raw: Mapping[str, Any], default_dir: str | Path | None = N
                 "message": str(ev.get("message") or ""),
             }
         )
-    return {
+    run = {
         "version": SUMMARY_VERSION,
         "run_name": str(run_name),
         "output_dir": str(output_dir),
@@ -219,8 +227,39 @@ def normalize_summary(raw: Mapping[str, Any], default_dir: str | Path | None = N
         "values_from": values_from,
         "events": sorted(events, key=lambda e: e["step"]),
         "law": law_records(raw.get("law") or []),
+        "preference": _preference(raw.get("preference")),
         "source": raw.get("source"),
     }
+    run["interference"] = run_interference(run)  # derived: the stored verdict is recomputed from its inputs
+    return run
+
+
+def _preference(value: Any) -> dict[str, Any] | None:
+    if not value:
+        return None
+    if not isinstance(value, dict) or not isinstance(value.get("weights"), list):
+        raise ValueError(f"preference: expected {{weights, source, objectives}}, got {clip(repr(value), 40)}")
+    names = [str(o) for o in value.get("objectives") or []]
+    return {
+        "weights": [_num(w) for w in value["weights"]],
+        "source": str(value.get("source", "")),
+        "objectives": names,
+    }
+
+
+def run_interference(run: Mapping[str, Any]) -> list[str] | None:
+    """A run's interference verdict: :func:`mo_align.stats.interfering` (the one rule) on its last evaluation's
+    paired CIs of Δ vs the start, each objective's and the fixed scalar's (``scalar_delta_ci``, with the run's
+    ``preference``). The objectives that interfere, ``[]`` for none; ``None`` when the run recorded no such
+    intervals (no evaluation, a summary rebuilt from ``trainer_state.json`` or written before them)."""
+    from mo_align.stats import CI, interfering
+
+    evals = run.get("eval") or []
+    last = evals[-1] if evals and run.get("values_from", "eval") == "eval" else {}
+    scalar, deltas = last.get("scalar_delta_ci"), last.get("delta_ci")
+    if scalar is None or not deltas:
+        return None
+    return interfering({n: CI(math.nan, *pair) for n, pair in deltas.items()}, CI(math.nan, *scalar))
 
 
 def _unique_names(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -245,7 +284,8 @@ def summary_from_trainer(trainer: Any) -> RunSummary:
     evals = hist["eval"]
     start = {k: v for k, v in (t.mo_eval_start or {}).items() if k != "__scalar__"}
     final = dict(evals[-1]["means"]) if evals else {}
-    best = {n: max(e["means"][n] for e in evals) for n in t.objective_names} if evals else {}
+    finite = {n: [e["means"][n] for e in evals if math.isfinite(e["means"][n])] for n in t.objective_names}
+    best = {n: max(v, default=math.nan) for n, v in finite.items()} if evals else {}
     return RunSummary(
         version=SUMMARY_VERSION,
         run_name=t.args.run_name or os.path.basename(os.path.normpath(t.args.output_dir)),
@@ -267,7 +307,19 @@ def summary_from_trainer(trainer: Any) -> RunSummary:
         train_reward=hist["train_reward"],
         events=list(t.monitor.events) if t.monitor is not None else [],
         law=list(t.monitor.law) if t.monitor is not None else [],
+        preference=_run_preference(t, start),
+        interference=run_interference({"eval": evals}),
     )
+
+
+def _run_preference(trainer: Any, start: Mapping[str, float]) -> dict[str, Any]:
+    """The fixed scalar of the trainer's ``scalar_delta_ci``: weights, where they came from, the objectives in it
+    (those the first evaluation scored)."""
+    from mo_align.stats import run_preference
+
+    weights, source = run_preference(trainer.weighting.hyperparameters(), len(trainer.objective_names))
+    names = [n for n in trainer.objective_names if math.isfinite(start.get(n, math.nan))]
+    return {"weights": weights, "source": source, "objectives": names}
 
 
 def write_summary(summary: Mapping[str, Any], output_dir: str | os.PathLike) -> str:
