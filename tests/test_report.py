@@ -965,3 +965,53 @@ def test_numbers_to_the_precision_of_their_interval_and_one_seed_has_no_range(tm
     assert algorithm.startswith("| linear | 1 | 0.090 (n = 1, no range) | 0.716 (n = 1, no range) |")
     assert "(n = 1, no range)" in algorithm.split("|")[-3] and "[" not in algorithm
     assert result["algorithms"]["linear"]["final"]["accuracy"]["n"] == 1
+
+
+# ---- plots: read from the matplotlib figures, not from pixels -------------------------------------------------------
+def _legend(fig) -> list[str]:
+    return [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+
+
+def test_weights_plot_starts_at_zero_and_equal_weights_cannot_hide_each_other(tmp_path):
+    """Before: weights.png autoscaled to 0.3330–0.3340, so equal weights looked far apart, and the three lines had one
+    style, the last drawn hiding the others. Now the y-range starts at 0 and spans at least 0.1, the spread is
+    written in the panel, and each objective has its own line style and marker, later ones thinner and above."""
+    from mo_align.runs.report import plots
+    from mo_align.runs.summary import normalize_summary
+
+    run = summary("linear-seed0", "linear", 0, (0.4, 0.5, 0.3), (0.5, 0.5, 0.3))
+    w32 = [0.3330000042915344, 0.3330000042915344, 0.33399999141693115]  # float32 weights read back
+    run["weights"] = [{"step": s, "weights": dict(zip(OBJECTIVES, w32))} for s in range(1, 21)]
+    fig, handles = plots.weights_figure([normalize_summary(run)], OBJECTIVES)
+    (ax,) = [a for a in fig.axes if a.get_visible()]
+    low, high = ax.get_ylim()
+    assert low == 0.0 and high - low >= 0.1 and high > 0.334
+    assert [t.get_text() for t in ax.texts] == ["weights 0.333 to 0.334 (spread 0.001)"]
+    lines = ax.get_lines()
+    assert len(lines) == 3
+    styles = [(str(line.get_linestyle()), line.get_marker()) for line in lines]
+    assert len(set(styles)) == 3 and ":" not in [s for s, _ in styles]  # dotted is left to targets
+    widths = [line.get_linewidth() for line in lines]
+    sizes = [line.get_markersize() for line in lines]
+    order = [line.get_zorder() for line in lines]
+    assert widths == sorted(widths, reverse=True) and len(set(widths)) == 3
+    assert sizes == sorted(sizes, reverse=True) and order == sorted(order) and len(set(order)) == 3
+    plots._save(fig, tmp_path / "weights.png", handles)
+    assert _legend(fig) == OBJECTIVES
+
+
+def test_cov_ema_targets_are_in_the_legend(tmp_path):
+    """Before: CTWA's dotted target lines were drawn without a legend entry. Now each run with targets has one."""
+    from mo_align.runs.report import plots
+    from mo_align.runs.summary import normalize_summary
+
+    runs = [normalize_summary(r) for r in four_runs()[:3]]  # two ctwa runs (targets 0.15, 0.08, 0.08) and linear
+    fig, handles = plots.cov_ema_figure(runs, OBJECTIVES, plots._styles(runs), [])
+    plots._save(fig, tmp_path / "cov_ema.png", handles)
+    legend = _legend(fig)
+    assert "ctwa-seed0: target c_k" in legend and "ctwa-seed1: target c_k" in legend
+    assert not any(label.startswith("linear-seed0: target") for label in legend)  # linear has no targets
+    for ax, target in zip([a for a in fig.axes if a.get_visible()], (0.15, 0.08, 0.08)):
+        dotted = [line for line in ax.get_lines() if line.get_linestyle() == ":"]
+        assert [line.get_ydata()[0] for line in dotted] == [target, target]  # one per ctwa run
+    assert handles["ctwa-seed0: target c_k"].get_linestyle() == ":"
