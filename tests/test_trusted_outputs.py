@@ -76,6 +76,9 @@ def test_step0_conciseness_without_a_reference_has_no_value_and_no_verdict(tiny_
     assert summary["start"]["conciseness"] is None and summary["delta"]["conciseness"] is None
     assert last["delta_ci"]["conciseness"] == [None, None]
     assert summary["preference"]["objectives"] == ["accuracy", "clarity"]  # the fixed scalar leaves it out
+    logged = json.loads((run_dir / "trainer_state.json").read_text())["log_history"]
+    step0 = next(e for e in logged if "eval_conciseness/mean" in e and e["step"] == 0)
+    assert math.isnan(step0["eval_conciseness/mean"]) and math.isnan(step0["eval_conciseness/running_mean"])
     out = tmp_path / "report"
     assert cli_main(["report", str(run_dir), "--out", str(out)]) == 0
     console = capsys.readouterr().out

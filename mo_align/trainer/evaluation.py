@@ -225,14 +225,14 @@ def eval_metrics(trainer: Any, scores: torch.Tensor, lengths: torch.Tensor, p: s
         fixed, running = scores[:, k_obj + j], scores[:, k]
         name = t.objective_names[k]
         metrics[f"{p}_{name}/fixed_ref"] = float(torch.nanmean(fixed)) if (~torch.isnan(fixed)).any() else math.nan
-        metrics[f"{p}_{name}/running_mean"] = float(torch.nanmean(running))
+        no_mean = getattr(t.reward_funcs[k], "missing_reference", lambda fixed: None)(fixed=False)
+        metrics[f"{p}_{name}/running_mean"] = math.nan if no_mean else float(torch.nanmean(running))
         if t.args.mo_eval_fixed_reference:
             rewards[:, k] = fixed
     unavailable = missing_references(t)
     for k, name in enumerate(t.objective_names):
         if name in unavailable:  # e.g. the step-0 evaluation of conciseness against a running mean: no reference
             rewards[:, k] = math.nan
-            metrics.pop(f"{p}_{name}/running_mean", None)
     for k, name in enumerate(t.objective_names):
         finite = rewards[:, k][~torch.isnan(rewards[:, k])]
         metrics[f"{p}_{name}/mean"] = float(finite.mean()) if finite.numel() else float("nan")
