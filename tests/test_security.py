@@ -268,7 +268,7 @@ HEADINGS = [
             "Objectives",
             "Evaluation",
             "Objective weights",
-            "Interference events",
+            "Interference",
             "Dataset",
             "Launch command",
             "Usage",

@@ -60,6 +60,7 @@ def test_card_of_a_real_run_names_its_dataset_and_the_uploaded_recipe(tiny_run, 
     assert (uploaded / "mo_recipe.yaml").read_text() == (run_dir / "mo_recipe.yaml").read_text()
     assert "```bash\npython -m mo_align.train --config mo_recipe.yaml --disable_tqdm true\n```" in card
     assert "@misc{lu2026interference," in card and "eprint = {2602.06869}," in card
+    assert "## Interference\n\nVerdict: none (the rule of arXiv 2602.06869" in card  # the summary's verdict
 
 
 def test_step0_conciseness_without_a_reference_has_no_value_and_no_verdict(tiny_run, tmp_path, capsys):

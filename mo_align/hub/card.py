@@ -123,6 +123,14 @@ def _weights_section(summary: Mapping[str, Any], objectives: Sequence[str]) -> d
     return {"first": md.text(first.get("step")), "last": md.text(last.get("step")), "rows": cell_rows(rows)}
 
 
+def _verdict(summary: Mapping[str, Any]) -> str:
+    """The run summary's interference verdict (``mo_align.runs.summary.run_interference``), as text."""
+    flagged = summary.get("interference")
+    if not isinstance(flagged, list):
+        return "not recorded (no intervals in the run summary)"
+    return ", ".join(md.code(o) for o in flagged) if flagged else "none"
+
+
 def _events(summary: Mapping[str, Any]) -> list[list[str]]:
     events = [e for e in summary.get("events") or [] if isinstance(e, Mapping)]
     return cell_rows((e.get("step"), e.get("kind"), e.get("objective"), e.get("message") or "") for e in events)
@@ -201,6 +209,7 @@ def render_model_card(
         weights=_weights_section(summary, objectives),
         plot=plot,
         events=_events(summary),
+        interference=_verdict(summary),
         papers=paper_links(algorithm, hyper := summary.get("weighting_hyperparameters")),
         citation=(bibtex := citation(algorithm, hyper)),
         citation_fence=md.fence(bibtex),
