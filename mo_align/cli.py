@@ -49,9 +49,9 @@ weights.png, cov_ema.png and pareto_<a>__<b>.png for every pair of objectives.
 
 The report gives per run the final / best / delta (final - start) eval mean of every objective, aggregates
 the seeds of each algorithm (median and [min, max]), the hypervolume of the final points (every objective
-maximised), the non-dominated runs, and which runs show cross-objective interference (an event was recorded,
-or an objective fell more than --tolerance below its start while another improved). It prints a compact
-per-algorithm table and the path of report.md.
+maximised), the non-dominated runs, and cross-objective interference by one rule (an objective's Δ interval
+below 0 while the fixed scalar's lies above 0: per run on its paired CIs, as in its mo_summary.json; per
+algorithm on the intervals over seeds). It prints a compact per-algorithm table and the path of report.md.
 """
 
 
@@ -72,7 +72,8 @@ def _report_parser() -> argparse.ArgumentParser:
         "--tolerance",
         type=float,
         default=0.02,
-        help="an objective more than this below its start while another improved flags interference (default 0.02)",
+        help="runs that recorded no CIs: an objective more than this below its start while another improved is "
+        "noted (no verdict; default 0.02)",
     )
     return parser
 

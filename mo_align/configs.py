@@ -110,8 +110,9 @@ class MOGRPOConfig(GRPOConfig):
         mo_diagnostics (`bool`, *optional*, defaults to `True`):
             Log the interference monitor (`mo_align.diagnostics`) every generation batch and write
             ``mo_summary.json`` (eval curves, weights, covariance EMAs, events) next to the checkpoints.
-        mo_diagnostics_patience (`int`, *optional*, defaults to `10`), mo_diagnostics_tolerance (`float`, defaults
-            to `0.05`): when a negative covariance EMA or an eval drop becomes an interference event.
+        mo_diagnostics_patience (`int`, *optional*, defaults to `10`): batches of negative covariance EMA before a
+            ``negative_covariance`` event. mo_diagnostics_tolerance (`float`, defaults to `0.05`): accepted for older
+            recipes; ``eval_drop`` events follow the interference rule on intervals (``mo_align.stats.interfering``).
         mo_eval_fixed_reference (`bool`, *optional*, defaults to `False`):
             For objectives that also score against a fixed reference (conciseness), use that score as
             ``eval_<objective>/mean``; both are logged anyway (``/fixed_ref`` and ``/running_mean``).
@@ -127,8 +128,9 @@ class MOGRPOConfig(GRPOConfig):
             skip that cost (then ``eval_loss`` is absent and cannot select the best model).
         mo_eval_ci_level (`float`, *optional*, defaults to `0.95`):
             Confidence level of the per-objective eval CIs (bootstrap over prompts, a prompt's samples kept together),
-            of the paired CIs of Δ vs the start, of interference events (an objective whose Δ CI lies below 0 while
-            the optimised scalar rose) and of the covariance-law check (significant up / down between evaluations).
+            of the paired CIs of Δ vs the start (each objective's and the fixed scalar's), which decide interference
+            (an objective's below 0 while the fixed scalar's lies above 0) and the covariance-law check (significant
+            up / down between evaluations).
         mo_nan_patience (`int`, *optional*, defaults to `3`):
             Stop the run (naming the objectives) when an objective is None/NaN on every completion of the first N
             training batches (it never applies), or every objective on N consecutive training batches (nothing can
@@ -163,7 +165,7 @@ class MOGRPOConfig(GRPOConfig):
         default=10, metadata={"help": "Batches of negative covariance EMA before an interference event."}
     )
     mo_diagnostics_tolerance: float = field(
-        default=0.05, metadata={"help": "Eval drop below the first evaluation that counts as interference."}
+        default=0.05, metadata={"help": "Unused (kept for older recipes): interference is decided by intervals."}
     )
     mo_eval_fixed_reference: bool = field(
         default=False,

@@ -16,9 +16,9 @@ Cov_g(r_k, A) > 0. For each training generation batch the monitor logs, from ten
   advantages (the signal cannot tell them apart — GDPO's motivation).
 
 **Interference events**, each fired once per objective, logged as ``mo/events/<kind>/<k>``, warned once and listed
-in the run summary: ``negative_covariance`` (EMA below 0 for ``patience`` consecutive batches) and ``eval_drop``
-(an objective's eval mean falls more than ``tolerance`` below its first evaluation while the optimised scalar's eval
-mean rises).
+in the run summary: ``negative_covariance`` (EMA below 0 for ``patience`` consecutive batches: the covariance law's
+prediction that the objective degrades) and ``eval_drop`` (interference by :func:`mo_align.stats.interfering`: the
+objective's paired CI of Δ vs the first evaluation lies below 0 while the fixed scalar's lies above 0).
 """
 
 from __future__ import annotations
@@ -124,7 +124,8 @@ class InterferenceMonitor:
         objectives (`tuple[str, ...]`): objective names, in column order.
         ema_tau (`float`, *optional*, defaults to `0.1`): EMA rate of the covariance.
         patience (`int`, *optional*, defaults to `10`): batches of negative EMA before an event.
-        tolerance (`float`, *optional*, defaults to `0.05`): eval drop below the first evaluation that counts.
+        tolerance (`float`, *optional*, defaults to `0.05`): kept for older callers; ``eval_drop`` events are decided
+            by intervals (:meth:`observe_eval`), not by a drop size.
     """
 
     def __init__(self, objectives: tuple[str, ...], ema_tau: float = 0.1, patience: int = 10, tolerance: float = 0.05):
@@ -188,27 +189,25 @@ class InterferenceMonitor:
         self,
         means: dict[str, float],
         start: dict[str, float],
-        scalar: float,
-        scalar_start: float,
         step: int,
-        delta_ci: dict[str, tuple[float, float]] | None = None,
+        delta_ci: dict[str, tuple[float, float]],
+        scalar_ci: tuple[float, float],
     ) -> dict[str, float]:
-        """Events from an evaluation: an objective fell while the optimised scalar rose. With ``delta_ci`` (the
-        paired CI of each objective's Δ vs the start, issue "evidence") the fall must be significant: the whole
-        interval below 0; without it, a fall of more than ``tolerance``."""
+        """``eval_drop`` events from an evaluation, by the one interference rule (:func:`mo_align.stats.interfering`):
+        an objective whose paired CI of Δ vs the start (``delta_ci``) lies below 0 while the fixed scalar's
+        (``scalar_ci``) lies above 0."""
+        from mo_align.stats import CI, interfering
+
         out: dict[str, float] = {}
-        if not scalar > scalar_start:
-            return out
-        for k, name in enumerate(self.objectives):
-            drop = start.get(name, math.nan) - means.get(name, math.nan)
-            ci = (delta_ci or {}).get(name)
-            if (ci[1] < 0) if ci is not None else (drop > self.tolerance):
-                shown = f" (95 % CI of Δ [{ci[0]:+.3f}, {ci[1]:+.3f}])" if ci is not None else ""
-                msg = (
-                    f"{name}: eval mean {means[name]:.3f} is {drop:.3f} below its start {start[name]:.3f}{shown} at "
-                    f"step {step} while the optimised scalar rose ({scalar_start:.3f} -> {scalar:.3f})"
-                )
-                out.update(self._fire("eval_drop", k, step, msg))
+        deltas = {name: CI(math.nan, *ci) for name, ci in delta_ci.items()}
+        for name in interfering(deltas, CI(math.nan, *scalar_ci)):
+            low, high = delta_ci[name]
+            msg = (
+                f"{name}: eval mean {means[name]:.3f} vs its start {start[name]:.3f} (95 % CI of Δ [{low:+.3f}, "
+                f"{high:+.3f}]) at step {step} while the fixed scalar rose (CI of its Δ [{scalar_ci[0]:+.3f}, "
+                f"{scalar_ci[1]:+.3f}])"
+            )
+            out.update(self._fire("eval_drop", self.objectives.index(name), step, msg))
         return out
 
     def check_law(

@@ -26,6 +26,7 @@ import dataclasses
 import difflib
 import enum
 import os
+import re
 import types
 import typing
 from collections.abc import Iterable
@@ -38,6 +39,12 @@ from mo_align.weightings.validation import excerpt
 
 MAX_RECIPE_BYTES = 1 << 20  # 1 MiB; the largest shipped recipe is about 2 KB
 MAX_RECIPE_NODES = 100_000  # nodes of one field's value once every alias is expanded
+RECIPE_FILE = "mo_recipe.yaml"  # the recipe a run was launched with, copied into its output_dir (save_recipe)
+# `key: value` whose key names a secret, in block style (the rest of the line) and in a flow mapping (up to , or })
+_SECRET_KEY = r"[\"']?([\w.-]*?(?:token|secret|password|api_?key))[\"']?[ \t]*:[ \t]*"
+_SECRET_BLOCK = re.compile(rf"(?im)^([ \t]*{_SECRET_KEY})(\S.*)$")
+_SECRET_FLOW = re.compile(rf"(?i)([{{,][ \t]*{_SECRET_KEY})([^,}}\s][^,}}\n]*)")
+_SPECIAL_TOKENS = {f"{name}_token" for name in ("pad", "eos", "bos", "unk", "sep", "cls", "mask")}
 
 
 class RecipeError(ValueError):
@@ -320,3 +327,25 @@ def config_path(argv: list[str]) -> str | None:
         if arg.startswith("--config="):
             return arg.split("=", 1)[1]
     return None
+
+
+def save_recipe(path: str, output_dir: str) -> str:
+    """Copy the recipe ``path`` into ``output_dir`` as ``mo_recipe.yaml`` (atomically) and return the copy's path:
+    the model card's launch command names this file, and ``mo-align push`` uploads it with the model. The value of
+    every key that names a secret (``*token``, ``*secret``, ``*password``, ``*api_key``), anything shaped like a
+    Hugging Face token and the tokens set in the environment are replaced by ``***``; comments are kept."""
+    from mo_align.hub.redaction import env_secrets, redact
+
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+
+    def hide(m: re.Match) -> str:  # tokenizer special tokens (pad_token, ...) are not secrets
+        return m.group(0) if m.group(2).lower() in _SPECIAL_TOKENS else m.group(1) + "***"
+
+    text = _SECRET_FLOW.sub(hide, _SECRET_BLOCK.sub(hide, text))
+    os.makedirs(output_dir, exist_ok=True)
+    target = os.path.join(output_dir, RECIPE_FILE)
+    with open(target + ".tmp", "w", encoding="utf-8") as f:
+        f.write(redact(text, env_secrets(), flag_values=False))
+    os.replace(target + ".tmp", target)
+    return target

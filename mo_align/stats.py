@@ -69,10 +69,42 @@ class CI(NamedTuple):
         """The whole interval lies above 0 (a significant increase)."""
         return self.low > 0
 
-    def format(self, digits: int = 3, signed: bool = True) -> str:
-        """``+0.123 [+0.080, +0.160]``."""
-        spec = f"{'+' if signed else ''}.{digits}f"
-        return f"{self.estimate:{spec}} [{self.low:{spec}}, {self.high:{spec}}]"
+    def format(self, digits: int | None = None, signed: bool = True) -> str:
+        """``+0.123 [+0.080, +0.160]``: by default to the interval's precision (:func:`ci_decimals`)."""
+        return format_interval(self.estimate, self.low, self.high, signed, digits)
+
+
+def ci_decimals(low: float | None, high: float | None, default: int = 3) -> int:
+    """Decimals that show an interval's half-width ``(high − low) / 2`` to 2 significant digits (0.0315 → 3, 0.25
+    → 2, 0.002 → 4; at most 6); ``default`` for a missing or zero-width interval (width below 1e-9 relative)."""
+    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
+        return default
+    half = (high - low) / 2.0
+    if half <= 1e-9 * max(1.0, abs(low), abs(high)):  # zero width, up to the float noise of a mean ± 0
+        return default
+    return max(0, min(6, 1 - math.floor(math.log10(half))))
+
+
+def format_bounds(low: float | None, high: float | None, signed: bool = True) -> str:
+    """``[low, high]`` with the decimals of :func:`ci_decimals`; ``—`` for a missing interval."""
+    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
+        return "—"
+    spec = f"{'+' if signed else ''}.{ci_decimals(low, high)}f"
+    return f"[{low:{spec}}, {high:{spec}}]"
+
+
+def format_interval(
+    estimate: float | None, low: float | None, high: float | None, signed: bool = True, digits: int | None = None
+) -> str:
+    """``estimate [low, high]`` with the decimals of :func:`ci_decimals` (or ``digits``); ``—`` for a missing value,
+    the estimate alone when the interval is missing."""
+    if estimate is None or not math.isfinite(estimate):
+        return "—"
+    d = ci_decimals(low, high) if digits is None else digits
+    spec = f"{'+' if signed else ''}.{d}f"
+    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
+        return f"{estimate:{spec}}"
+    return f"{estimate:{spec}} [{low:{spec}}, {high:{spec}}]"
 
 
 def _clusters(values: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -167,10 +199,26 @@ def mean_paired_delta_ci(pairs: Any, level: float = DEFAULT_LEVEL, n_boot: int =
 
 def interfering(deltas: Mapping[str, CI], scalar: CI) -> list[str]:
     """Objectives whose Δ interval lies entirely below 0 while the fixed scalar's Δ interval lies entirely above 0
-    (both intervals from the same procedure)."""
+    (both intervals from the same procedure). The one definition of interference: the seed level (t intervals over
+    seeds), a run (its paired prompt-bootstrap intervals), the monitor's ``eval_drop`` events and every table that
+    says "interference" call it. A missing (NaN) interval decides nothing."""
     if not scalar.above_zero:
         return []
     return [name for name, ci in deltas.items() if ci.below_zero]
+
+
+def run_preference(hyperparameters: Mapping[str, Any] | None, k: int) -> tuple[list[float], str]:
+    """The fixed scalar's weights of one run and where they came from: its weighting's ``weights`` hyperparameter
+    when that is K finite numbers ≥ 0 with a positive sum (linear, CTWA's base preference, ...), else ``1/K`` each."""
+    w = (hyperparameters or {}).get("weights")
+    if isinstance(w, list | tuple) and len(w) == k:
+        try:
+            values = [float(v) for v in w]
+        except (TypeError, ValueError):
+            values = []
+        if values and all(math.isfinite(v) and v >= 0 for v in values) and sum(values) > 0:
+            return values, "the run's weights"
+    return [1.0 / k] * k, "equal weights: the run records no weights"
 
 
 # ---- seed-level statistics -----------------------------------------------------------------------------------------

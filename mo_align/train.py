@@ -21,7 +21,7 @@ from mo_align.configs import MOGRPOConfig, MOScriptArguments
 from mo_align.deepspeed_setup import ExtensionLockError
 from mo_align.extras import MissingExtraError, check_report_to, require
 from mo_align.launch import hub_token_flag, refuse_hub_token
-from mo_align.recipe import check_recipe, config_path
+from mo_align.recipe import check_recipe, config_path, save_recipe
 from mo_align.rewards.checks import RewardError, check_reward_output
 from mo_align.rewards.common import call_frozen
 from mo_align.runs.finished import finished_message, mark_finished, unmark_finished
@@ -193,9 +193,13 @@ def load_tokenizer(model_args: ModelConfig, training_args: MOGRPOConfig) -> Any:
 
 
 # ---- main -----------------------------------------------------------------------------------------------------
-def main(script_args: MOScriptArguments, training_args: MOGRPOConfig, model_args: ModelConfig) -> Any:
-    """Train and save; ``None`` (nothing done, one line said) when ``output_dir`` holds a finished run and
-    ``continue_finished_run`` is not set."""
+def main(
+    script_args: MOScriptArguments, training_args: MOGRPOConfig, model_args: ModelConfig, recipe: str | None = None
+) -> Any:
+    """Validate, load, train and save; ``None`` (nothing done, one line said) when ``output_dir`` holds a finished
+    run and ``continue_finished_run`` is not set. ``recipe`` (the ``--config`` file) is copied into ``output_dir``
+    first as ``mo_recipe.yaml``, secrets redacted (:func:`mo_align.recipe.save_recipe`), so the model card can name
+    it."""
     from transformers import set_seed
 
     from mo_align.trainer import MOGRPOTrainer
@@ -205,6 +209,8 @@ def main(script_args: MOScriptArguments, training_args: MOGRPOConfig, model_args
         return None
     set_seed(training_args.seed)
     reward_funcs, weighting, train_dataset, eval_dataset = validate(script_args, training_args, model_args)
+    if recipe is not None and training_args.should_save:
+        save_recipe(recipe, training_args.output_dir)
 
     # ---- tokenizer and model ------------------------------------------------------------------------------------
     tokenizer = load_tokenizer(model_args, training_args)
@@ -375,7 +381,7 @@ def cli(argv: Sequence[str] | None = None) -> None:
     except ExtensionLockError as exc:  # the machine's, not the recipe's: no file named
         _fail(exc)
     try:
-        main(script_args, training_args, model_args)
+        main(script_args, training_args, model_args, recipe=recipe)
     except ConfigError as exc:  # a missing optional package is the machine's, not the recipe's: no file named
         _fail(exc, None if isinstance(exc.__cause__, MissingExtraError) else recipe)
     except RewardError as exc:  # found while training (a bad value, objectives that never score): one line

@@ -77,13 +77,16 @@ def test_zero_variance_and_correlation_helpers():
     assert float(c[0, 1]) == pytest.approx(float((x * y).sum() / math.sqrt(float((x * x).sum() * (y * y).sum()))))
 
 
-def test_eval_drop_event_needs_the_scalar_to_rise():
-    mon = InterferenceMonitor(("a", "b"), tolerance=0.1)
-    start = {"a": 0.5, "b": 0.5}
-    assert mon.observe_eval({"a": 0.9, "b": 0.3}, start, scalar=0.4, scalar_start=0.5, step=5) == {}
-    out = mon.observe_eval({"a": 0.9, "b": 0.3}, start, scalar=0.6, scalar_start=0.5, step=10)
+def test_eval_drop_event_needs_the_fixed_scalars_interval_above_zero():
+    """The one interference rule (mo_align.stats.interfering): b's Δ interval below 0 fires only while the fixed
+    scalar's Δ interval lies above 0; each objective fires once."""
+    mon = InterferenceMonitor(("a", "b"))
+    start, means, cis = {"a": 0.5, "b": 0.5}, {"a": 0.9, "b": 0.3}, {"a": (0.3, 0.5), "b": (-0.3, -0.1)}
+    assert mon.observe_eval(means, start, 5, cis, (-0.01, 0.2)) == {}  # the scalar's interval reaches 0
+    out = mon.observe_eval(means, start, 10, cis, (0.01, 0.2))
     assert out == {"mo/events/eval_drop/b": 1.0}
-    assert mon.observe_eval({"a": 0.9, "b": 0.2}, start, scalar=0.7, scalar_start=0.5, step=15) == {}  # once
+    assert "CI of Δ [-0.300, -0.100]" in mon.events[-1]["message"] and "[+0.010, +0.200]" in mon.events[-1]["message"]
+    assert mon.observe_eval(means, start, 15, cis, (0.01, 0.2)) == {}  # once
 
 
 def test_monitor_state_round_trip():

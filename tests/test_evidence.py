@@ -16,12 +16,12 @@ from tests.helpers import reward_has_digit, reward_short, reward_vowels, tiny_co
 NAMES = ("reward_has_digit", "reward_short", "reward_vowels")
 
 
-def test_eval_drop_event_needs_a_significant_drop_when_cis_are_given():
+def test_eval_drop_event_needs_a_significant_drop():
     mon = InterferenceMonitor(("a", "b"), tolerance=0.05)
     start = {"a": 0.5, "b": 0.5}
     means = {"a": 0.9, "b": 0.3}  # b fell by 0.2 > tolerance, but its CI crosses 0: not significant
-    assert mon.observe_eval(means, start, 0.6, 0.5, 10, delta_ci={"a": (0.3, 0.5), "b": (-0.4, 0.01)}) == {}
-    out = mon.observe_eval(means, start, 0.6, 0.5, 20, delta_ci={"a": (0.3, 0.5), "b": (-0.4, -0.05)})
+    assert mon.observe_eval(means, start, 10, {"a": (0.3, 0.5), "b": (-0.4, 0.01)}, (0.05, 0.2)) == {}
+    out = mon.observe_eval(means, start, 20, {"a": (0.3, 0.5), "b": (-0.4, -0.05)}, (0.05, 0.2))
     assert out == {"mo/events/eval_drop/b": 1.0} and "CI of Δ [-0.400, -0.050]" in mon.events[-1]["message"]
 
 

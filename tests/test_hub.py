@@ -154,6 +154,9 @@ def test_card_has_every_section_and_the_plot(tmp_path):
     width, height = struct.unpack(">II", (tmp_path / "mo_weights.png").read_bytes()[16:24])
     assert width > 400 and height > 200
     assert "| `accuracy` | 0.5100 | 0.7000 |" in card  # first / last weights
+    # the summary's interference verdict (none recorded in this hand-made summary), then the monitor's events
+    assert "Verdict: not recorded (no intervals in the run summary)" in card
+    assert "Verdict: `accuracy` (the rule" in hub.render_model_card(_summary(interference=["accuracy"]), REPO)
     # interference events (the pipe in the message does not break the table)
     assert "| 12 | eval_drop | conciseness | fell 0.125 \\| below its start |" in card
     # dataset, papers, launch command
@@ -396,7 +399,7 @@ def test_trainer_push_to_hub_uploads_the_mo_align_card(tiny_model_dir, tmp_path,
     assert "## Dataset\n\n`synthetic`" in card
     assert "model.safetensors" in uploads[-1][1]["files"]
     assert (api.uploaded() / "mo_weights.png").exists()
-    assert "TRL" in card and "## Interference events" in card
+    assert "TRL" in card and "## Interference\n\nVerdict: " in card
     captured = capsys.readouterr()
     assert SECRET not in captured.out + captured.err + caplog.text + card
     for path in out.rglob("*"):

@@ -99,3 +99,23 @@ def test_demo_figure_panels(tmp_path, monkeypatch):
     targets = sorted(round(line.get_ydata()[0], 6) for line in axes[5].get_lines() if line.get_linestyle() == ":")
     assert targets == pytest.approx([0.08, 0.08, 0.15])
     assert {"linear-seed0", "ctwa-seed0", "objective: accuracy"} <= set(captured["handles"])
+
+
+def test_demo_weights_start_at_zero_and_ctwa_targets_are_in_the_legend(tmp_path):
+    """Before: the weight panels spanned min − 0.01 to max + 0.01 (0.323–0.344 for weights 0.333/0.334) and the
+    dotted targets had no legend entry. Now every weight panel starts at 0 and spans at least 0.1, the three
+    objectives' lines differ in style and marker, and each target c_k is in the figure's legend."""
+    from mo_align.lab.demo import demo_fig
+    from mo_align.runs.report.plots import _save
+
+    runs = [normalize_summary(run(n, a, [0.18] * 5)) for n, a in (("linear-seed0", "linear"), ("ctwa-seed0", "ctwa"))]
+    fig, handles = demo_fig(runs)
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    for ax in axes[3:5]:  # the two weight panels
+        low, high = ax.get_ylim()
+        assert low == 0.0 and high >= 0.1 and high > 0.334
+        assert len({(str(line.get_linestyle()), line.get_marker()) for line in ax.get_lines()}) == 3
+    _save(fig, tmp_path / "demo.png", handles)
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert {"target c_k: accuracy", "target c_k: conciseness", "target c_k: clarity"} <= set(legend)
+    assert handles["target c_k: accuracy"].get_ydata()[0] == 0.15

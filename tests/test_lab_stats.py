@@ -114,7 +114,8 @@ def test_interfering_needs_both_intervals_the_scalar_above_and_the_objective_bel
     assert interfering(deltas, CI(-0.01, -0.02, 0.0)) == []
     assert interfering(deltas, CI(math.nan, math.nan, math.nan)) == []
     assert CI(-0.3, -0.4, -0.2).below_zero and not CI(-0.05, -0.1, 0.01).below_zero and CI(0.2, 0.1, 0.3).above_zero
-    assert CI(-0.1234, -0.2, 0.05).format() == "-0.123 [-0.200, +0.050]"
+    assert CI(-0.1234, -0.2, 0.05).format(digits=3) == "-0.123 [-0.200, +0.050]"
+    assert CI(-0.1234, -0.2, 0.05).format() == "-0.12 [-0.20, +0.05]"  # the interval's precision: half-width 0.12
 
 
 def test_bad_input_is_refused_with_the_field_named():

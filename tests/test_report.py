@@ -214,25 +214,36 @@ def test_default_reference_outside_unit_interval_uses_worst_start():
         analyse(runs, reference="0,0")
 
 
-def test_interference_flags():
-    base = (0.5, 0.5, 0.5)
-    # conciseness falls 0.05 (> 0.02) while accuracy improves
-    flagged = interference(summary("r", "a", 0, base, (0.6, 0.45, 0.5)))
-    assert flagged["interference"] and flagged["objectives"] == ["conciseness"]
-    assert "conciseness fell by 0.050" in flagged["reasons"][0] and "accuracy" in flagged["reasons"][0]
-    # a fall within the tolerance is noise
-    assert not interference(summary("r", "a", 0, base, (0.6, 0.49, 0.5)))["interference"]
-    # a fall with nothing improving is not interference (everything got worse or stayed)
-    assert not interference(summary("r", "a", 0, base, (0.5, 0.40, 0.45)))["interference"]
-    # the tolerance is a parameter
-    assert not interference(summary("r", "a", 0, base, (0.6, 0.45, 0.5)), tolerance=0.1)["interference"]
-    # any recorded event flags the run and names its objective
-    event = {"step": 3, "kind": "eval_drop", "objective": "clarity", "message": "clarity dropped"}
-    by_event = interference(summary("r", "a", 0, base, (0.6, 0.6, 0.6), events=[event]))
-    assert by_event["interference"] and by_event["objectives"] == ["clarity"]
-    assert "eval_drop" in by_event["reasons"][0]
-    # no evaluation at all: nothing to flag
-    assert not interference({"start": {}, "final": {}, "events": []})["interference"]
+def test_a_runs_interference_is_the_one_rule_on_its_intervals():
+    """Before: a run was flagged by any recorded event (a negative covariance EMA on an objective that rose) or by a
+    fall beyond a tolerance, a rule of its own beside the seed level's. Now a run's verdict is
+    mo_align.stats.interfering on its paired CIs of Δ (each objective's and the fixed scalar's, as the trainer
+    records them); events, and falls of runs without intervals, are notes that decide nothing."""
+    base, deltas = (0.5, 0.5, 0.5), {"accuracy": [0.05, 0.15], "conciseness": [-0.08, -0.02], "clarity": [-0.01, 0.01]}
+    run = with_cis(summary("r", "a", 0, base, (0.6, 0.45, 0.5)), {}, deltas, scalar=[0.001, 0.05])
+    flagged = interference(run)
+    assert (flagged["interference"], flagged["objectives"]) == (True, ["conciseness"])
+    assert flagged["reasons"] == [
+        "conciseness: 95 % CI of Δ -0.050 [-0.080, -0.020] below 0 while the fixed scalar's is [+0.001, +0.050], "
+        "above 0"
+    ]
+    # the same fall while the fixed scalar's interval reaches 0: no interference
+    run = with_cis(summary("r", "a", 0, base, (0.6, 0.45, 0.5)), {}, deltas, scalar=[-0.001, 0.05])
+    assert interference(run)["interference"] is False and interference(run)["objectives"] == []
+    # an event on an objective that rose significantly: a note, not a verdict
+    event = {"step": 7, "kind": "negative_covariance", "objective": "conciseness", "message": "EMA < 0"}
+    rose = {"accuracy": [-0.01, 0.01], "conciseness": [0.484, 0.547], "clarity": [-0.01, 0.01]}
+    run = with_cis(summary("r", "a", 0, base, (0.5, 1.0, 0.5), events=[event]), {}, rose, scalar=[0.1, 0.2])
+    flags = interference(run)
+    assert flags["interference"] is False and flags["notes"] == [
+        "step 7: negative_covariance on conciseness (EMA < 0)"
+    ]
+    # no intervals: no verdict; a fall beyond the tolerance while another objective rose is a note
+    plain = interference(summary("r", "a", 0, base, (0.6, 0.45, 0.5)))
+    assert plain["interference"] is None and plain["objectives"] == []
+    assert plain["notes"] == ["conciseness fell by 0.050 (more than 0.02; no interval recorded: no verdict)"]
+    assert interference(summary("r", "a", 0, base, (0.6, 0.45, 0.5)), tolerance=0.1)["notes"] == []
+    assert interference({"start": {}, "final": {}, "events": []})["interference"] is None
 
 
 # ---- the written report --------------------------------------------------------------------------------------------
@@ -269,22 +280,19 @@ def test_write_report_two_algorithms_two_seeds(tmp_path):
     assert ctwa["final"]["accuracy"]["median"] == pytest.approx(0.55)
     assert ctwa["final"]["accuracy"]["min"] == pytest.approx(0.50)
     assert ctwa["hv_of_median_final"] == pytest.approx(0.55 * 0.60 * 0.375)
-    assert ctwa["interference_runs"] == ["ctwa-seed1"]
-    assert result["algorithms"]["linear"]["interference_runs"] == ["linear-seed1"]
-    assert result["interference"] == {
-        "ctwa-seed0": False,
-        "ctwa-seed1": True,
-        "linear-seed0": False,
-        "linear-seed1": True,
-    }
-    assert result["runs"]["linear-seed1"]["interference_objectives"] == ["conciseness"]
+    # no run recorded intervals: no per-run verdict (the event and the fall are notes)
+    assert ctwa["interference_runs"] == [] and result["algorithms"]["linear"]["interference_runs"] == []
+    assert result["interference"] == dict.fromkeys(["ctwa-seed0", "ctwa-seed1", "linear-seed0", "linear-seed1"])
+    assert result["runs"]["linear-seed1"]["interference_objectives"] == []
     # linear-seed0 (0.45, 0.52, 0.31) is dominated by ctwa-seed0 (0.60, 0.55, 0.40)
     assert result["non_dominated"] == ["ctwa-seed0", "ctwa-seed1", "linear-seed1"]
 
     # the tables: per run and per algorithm, with the interference column
     assert "| ctwa-seed0 | ctwa | 0 | 0.600 | " in md
     assert "| ctwa | 2 | 0.550 [0.500, 0.600] |" in md
-    assert "yes: conciseness" in md and "yes: clarity" in md
+    assert "yes:" not in md and md.count("| no verdict (no CIs) |") == 4
+    assert "- ctwa-seed1: no verdict (no CIs) (notes, no verdict: step 7: negative_covariance on clarity" in md
+    assert "- linear-seed1: no verdict (no CIs) (notes, no verdict: conciseness fell by 0.100 (more than 0.02" in md
     assert "<td>ctwa-seed1</td>" in page and "0.550 [0.500, 0.600]" in page
     assert json.loads((out / "report.json").read_text())["non_dominated"] == result["non_dominated"]
 
@@ -502,7 +510,7 @@ def test_cli_end_to_end(tmp_path, capsys):
     assert "= (0.1, 0.1, 0.1) [given]" in printed
     md = (out / "report.md").read_text()
     assert "(0.1, 0.1, 0.1) — given" in md
-    assert "yes: conciseness" not in md and "yes: clarity" in md  # linear-seed1's 0.1 fall is within 0.5; the event
+    assert "conciseness fell by" not in md and "negative_covariance on clarity" in md  # 0.1 is within 0.5
 
 
 def test_cli_errors_exit_2_with_one_line(tmp_path, capsys):
@@ -562,10 +570,13 @@ def test_runs_without_evaluation_report_their_training_batch_means_labelled(tmp_
 
 
 # ---- confidence intervals ------------------------------------------------------------------------------------------
-def with_cis(run, ci, delta_ci, law=()):
-    """The run with 95 % CIs on its last evaluation (as the trainer records them) and law records."""
+def with_cis(run, ci, delta_ci, law=(), scalar=None):
+    """The run with 95 % CIs on its last evaluation (as the trainer records them: ``scalar`` is the fixed scalar's
+    paired CI of Δ) and law records."""
     run["eval"][-1]["ci"] = ci
     run["eval"][-1]["delta_ci"] = delta_ci
+    if scalar is not None:
+        run["eval"][-1]["scalar_delta_ci"] = scalar
     run["law"] = list(law)
     return run
 
@@ -585,11 +596,13 @@ def test_cis_in_tables_and_the_seed_level_verdicts(tmp_path):
             summary("linear-seed0", "linear", 0, (0.4, 0.5, 0.3), (0.6, 0.45, 0.3)),
             ci,
             {"accuracy": [0.15, 0.25], "conciseness": [-0.08, -0.02], "clarity": [-0.03, 0.03]},
+            scalar=[0.01, 0.09],
         ),
         with_cis(
             summary("linear-seed1", "linear", 1, (0.4, 0.5, 0.3), (0.5, 0.45, 0.3)),
             ci,
             {"accuracy": [0.05, 0.15], "conciseness": [-0.10, 0.01], "clarity": [-0.03, 0.03]},
+            scalar=[0.0, 0.03],
         ),
     ]
     result = write_report(runs, tmp_path / "report")
@@ -599,7 +612,7 @@ def test_cis_in_tables_and_the_seed_level_verdicts(tmp_path):
     assert seed1["significant"]["conciseness"] == "none"
     # the 0.05 fall of seed 1 is beyond the 0.02 tolerance but not significant: with CIs, no per-run flag
     assert seed0["interference_objectives"] == ["conciseness"] and not seed1["interference"]
-    assert "95 % CI of Δ [-0.080, -0.020] entirely below 0" in seed0["interference_reasons"][0]
+    assert "95 % CI of Δ -0.050 [-0.080, -0.020] below 0" in seed0["interference_reasons"][0]
     assert "significant" not in result["algorithms"]["linear"]  # no per-algorithm seed counts any more
     seeds = result["seed_level"]
     assert seeds["preference"] == pytest.approx([1 / 3] * 3) and seeds["vs_reference"] is None
@@ -616,7 +629,10 @@ def test_cis_in_tables_and_the_seed_level_verdicts(tmp_path):
     assert seeds["vs_start"]["tests"] == 4 and row["interference"] == []  # the scalar did not rise significantly
     md = (tmp_path / "report" / "report.md").read_text()
     assert "| linear-seed0 | linear | 0 | 0.600 [0.550, 0.650] | 0.600 | +0.200 [+0.150, +0.250] |" in md
-    assert "| linear | 2 | +0.150 [" in md and "] not significant | -0.050 [-0.050, -0.050] down |" in md
+    # to the interval's precision: the accuracy interval's half-width 1.9 (2 significant digits) gives 1 decimal
+    assert f"| linear | 2 | {acc['estimate']:+.1f} [{acc['low']:+.1f}, {acc['high']:+.1f}] not significant |" in md
+    assert "| +0.03 [-0.60, +0.67] not significant | none |" in md  # the scalar: half-width 0.64, 2 decimals
+    assert "] not significant | -0.050 [-0.050, -0.050] down |" in md
     assert "Holm-adjusted over 4 tests (family level 95%)" in md and "↓" not in md and " of 2 " not in md
     console = format_console_table(result)
     assert "0.550 (+0.150)" in console and "0.450 (-0.050)" in console and "↓" not in console
@@ -625,14 +641,15 @@ def test_cis_in_tables_and_the_seed_level_verdicts(tmp_path):
     assert "per run:" not in format_console_table(result, per_run=False)
 
 
-def test_a_small_significant_fall_interferes_and_runs_without_cis_keep_the_tolerance():
+def test_a_small_significant_fall_interferes_and_runs_without_cis_have_no_verdict():
     run = with_cis(
         summary("r", "a", 0, (0.5, 0.5, 0.5), (0.6, 0.49, 0.5)),
         {},
         {"accuracy": [0.05, 0.15], "conciseness": [-0.015, -0.005], "clarity": [0.0, 0.0]},
+        scalar=[0.01, 0.04],
     )
     assert interference(run)["objectives"] == ["conciseness"]  # 0.01 < tolerance, but significant
-    assert not interference(summary("r", "a", 0, (0.5, 0.5, 0.5), (0.6, 0.49, 0.5)))["interference"]
+    assert interference(summary("r", "a", 0, (0.5, 0.5, 0.5), (0.6, 0.49, 0.5)))["interference"] is None
 
 
 def test_law_disagreements_are_listed_in_the_report_and_the_console(tmp_path):
@@ -957,3 +974,84 @@ def test_law_scored_against_the_baselines_and_fixed_by_construction():
         forced_by_construction([0.5, -0.1, 0.6], np.eye(3)) is False
         and forced_by_construction(None, np.eye(3)) is None
     )
+
+
+def test_numbers_to_the_precision_of_their_interval_and_one_seed_has_no_range(tmp_path):
+    """Before: report.md printed the recorded float32 weights as 0.3330000042915344, every interval to 3 decimals
+    whatever its width, and a one-seed algorithm as "0.090 [0.090, 0.090]", a range that is not one. Now weights
+    read 0.333, an estimate and its interval carry 2 significant digits of the half-width, and one seed shows its
+    value with "n = 1 (no range)"."""
+    from mo_align.stats import ci_decimals, format_interval
+
+    assert [ci_decimals(0.484, 0.547), ci_decimals(0.25, 0.75), ci_decimals(-0.002, 0.002)] == [3, 2, 4]
+    assert ci_decimals(-0.2 - 1e-17, -0.2 + 1e-17) == ci_decimals(0.0, 0.0) == ci_decimals(None, 1.0) == 3
+    assert format_interval(0.516, 0.484, 0.547) == "+0.516 [+0.484, +0.547]"
+    assert format_interval(0.09, 0.04, 0.14, signed=False) == "0.090 [0.040, 0.140]"  # half-width 0.050
+    assert format_interval(0.09, 0.0, 0.3, signed=False) == "0.09 [0.00, 0.30]"  # half-width 0.15
+    run = with_cis(
+        summary("solo-seed0", "linear", 0, (0.05, 0.2, 0.3), (0.09, 0.716, 0.3)),
+        {"accuracy": [0.0, 0.3], "conciseness": [0.69, 0.74], "clarity": [0.3, 0.3]},
+        {"accuracy": [-0.16, 0.24], "conciseness": [0.484, 0.547], "clarity": [0.0, 0.0]},
+        scalar=[0.15, 0.2],
+    )
+    run["weighting_hyperparameters"] = {"weights": [0.3330000042915344, 0.3330000042915344, 0.33399999141693115]}
+    result = write_report([run], tmp_path / "report")
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert '{"weights": [0.333, 0.333, 0.334]}' in md and "0.33300000" not in md
+    row = next(line for line in md.splitlines() if line.startswith("| solo-seed0 | linear | 0 |"))
+    assert "| 0.09 [0.00, 0.30] | 0.090 | +0.04 [-0.16, +0.24] |" in row  # best has no interval: 3 decimals
+    assert "| 0.716 [0.690, 0.740] |" in row and "| +0.516 [+0.484, +0.547] |" in row
+    algorithm = next(line for line in md.splitlines() if line.startswith("| linear | 1 |"))
+    assert algorithm.startswith("| linear | 1 | 0.090 (n = 1, no range) | 0.716 (n = 1, no range) |")
+    assert "(n = 1, no range)" in algorithm.split("|")[-3] and "[" not in algorithm
+    assert result["algorithms"]["linear"]["final"]["accuracy"]["n"] == 1
+
+
+# ---- plots: read from the matplotlib figures, not from pixels -------------------------------------------------------
+def _legend(fig) -> list[str]:
+    return [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+
+
+def test_weights_plot_starts_at_zero_and_equal_weights_cannot_hide_each_other(tmp_path):
+    """Before: weights.png autoscaled to 0.3330–0.3340, so equal weights looked far apart, and the three lines had one
+    style, the last drawn hiding the others. Now the y-range starts at 0 and spans at least 0.1, the spread is
+    written in the panel, and each objective has its own line style and marker, later ones thinner and above."""
+    from mo_align.runs.report import plots
+    from mo_align.runs.summary import normalize_summary
+
+    run = summary("linear-seed0", "linear", 0, (0.4, 0.5, 0.3), (0.5, 0.5, 0.3))
+    w32 = [0.3330000042915344, 0.3330000042915344, 0.33399999141693115]  # float32 weights read back
+    run["weights"] = [{"step": s, "weights": dict(zip(OBJECTIVES, w32))} for s in range(1, 21)]
+    fig, handles = plots.weights_figure([normalize_summary(run)], OBJECTIVES)
+    (ax,) = [a for a in fig.axes if a.get_visible()]
+    low, high = ax.get_ylim()
+    assert low == 0.0 and high - low >= 0.1 and high > 0.334
+    assert [t.get_text() for t in ax.texts] == ["weights 0.333 to 0.334 (spread 0.001)"]
+    lines = ax.get_lines()
+    assert len(lines) == 3
+    styles = [(str(line.get_linestyle()), line.get_marker()) for line in lines]
+    assert len(set(styles)) == 3 and ":" not in [s for s, _ in styles]  # dotted is left to targets
+    widths = [line.get_linewidth() for line in lines]
+    sizes = [line.get_markersize() for line in lines]
+    order = [line.get_zorder() for line in lines]
+    assert widths == sorted(widths, reverse=True) and len(set(widths)) == 3
+    assert sizes == sorted(sizes, reverse=True) and order == sorted(order) and len(set(order)) == 3
+    plots._save(fig, tmp_path / "weights.png", handles)
+    assert _legend(fig) == OBJECTIVES
+
+
+def test_cov_ema_targets_are_in_the_legend(tmp_path):
+    """Before: CTWA's dotted target lines were drawn without a legend entry. Now each run with targets has one."""
+    from mo_align.runs.report import plots
+    from mo_align.runs.summary import normalize_summary
+
+    runs = [normalize_summary(r) for r in four_runs()[:3]]  # two ctwa runs (targets 0.15, 0.08, 0.08) and linear
+    fig, handles = plots.cov_ema_figure(runs, OBJECTIVES, plots._styles(runs), [])
+    plots._save(fig, tmp_path / "cov_ema.png", handles)
+    legend = _legend(fig)
+    assert "ctwa-seed0: target c_k" in legend and "ctwa-seed1: target c_k" in legend
+    assert not any(label.startswith("linear-seed0: target") for label in legend)  # linear has no targets
+    for ax, target in zip([a for a in fig.axes if a.get_visible()], (0.15, 0.08, 0.08)):
+        dotted = [line for line in ax.get_lines() if line.get_linestyle() == ":"]
+        assert [line.get_ydata()[0] for line in dotted] == [target, target]  # one per ctwa run
+    assert handles["ctwa-seed0: target c_k"].get_linestyle() == ":"

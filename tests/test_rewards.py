@@ -216,3 +216,16 @@ def test_clarity_gate_on_accuracy():
 
 def test_clarity_never_raises_on_odd_completions():
     assert REWARDS["clarity"]()(None, [None, 3, [{"role": "assistant"}]]) == [0.0, 0.0, 0.0]
+
+
+def test_conciseness_says_when_an_evaluation_has_no_reference_length():
+    """The step-0 evaluation (before any training batch) has no running mean to score against: the reward still
+    returns 1.0 as the reference code does, and says why, so the trainer reports that evaluation as not available."""
+    fn = REWARDS["conciseness"]()
+    reason = "no running-mean length before the first training batch"
+    assert fn.missing_reference() == reason and fn.missing_reference(fixed=True).startswith("no fixed reference")
+    assert call(fn, [3, 100], training=False) == [1.0, 1.0]  # unchanged: the reference's behaviour
+    call(fn, [2, 4], training=True)
+    assert fn.missing_reference() is None and fn.missing_reference(fixed=True) is None
+    assert REWARDS["conciseness"](reference_length=10).missing_reference() is None
+    assert REWARDS["conciseness"](eval_reference_length=10).missing_reference(fixed=True) is None

@@ -268,11 +268,12 @@ HEADINGS = [
             "Objectives",
             "Evaluation",
             "Objective weights",
-            "Interference events",
+            "Interference",
             "Dataset",
             "Launch command",
             "Usage",
             "Papers",
+            "Citation",
             "Framework versions",
         )
     ),
@@ -288,7 +289,7 @@ def _hostile_summary():
         run_name=EVIL,
         algorithm="mgda" + EVIL,
         objectives=objectives,
-        dataset="d`" + EVIL,
+        dataset_name="d`" + EVIL,  # the summary's key (mo_align.runs.summary.RunSummary)
         launch_command=f"mo-align train --run_name '{EVIL}'",
         weighting_hyperparameters={EVIL: EVIL, "w": [0.5, "<script>x</script>"]},
         advantage_estimator=EVIL,
@@ -323,7 +324,7 @@ def _check_card(card: str, expected_front: dict, dataset: str) -> None:
     headings = [(t.tag, tokens[i + 1].content) for i, t in enumerate(tokens) if t.type == "heading_open"]
     assert headings == HEADINGS
     fences = [t for t in tokens if t.type == "fence"]
-    assert [t.info for t in fences] == ["bash", "python"]
+    assert [t.info for t in fences] == ["bash", "python", "bibtex"]
     assert fences[0].content == f"mo-align train --run_name '{EVIL}'\n".replace("hf_NotARealToken99'", "***")
     rendered = parser.render(body)
     assert "<script" not in rendered and "onerror=alert" not in rendered.replace("onerror=alert(1)&gt;", "")
@@ -369,7 +370,7 @@ def test_card_of_a_hostile_repo_id(tmp_path):
     tokens = list(_tokens(parser.parse(card.split("---\n", 2)[2])))
     assert [t.type for t in tokens if t.type.startswith("html")] == []
     headings = [(t.tag, tokens[i + 1].content) for i, t in enumerate(tokens) if t.type == "heading_open"]
-    assert [h for h, _ in headings] == ["h1"] + ["h2"] * 10
+    assert [h for h, _ in headings] == ["h1"] + ["h2"] * 11
     assert parser.renderInline(headings[0][1]) == html.escape('a"b``` `c # H <img src=x onerror=alert(1)>')
     usage = [t for t in tokens if t.type == "fence" and t.info == "python"]
     assert len(usage) == 1 and f"AutoModelForCausalLM.from_pretrained({json.dumps(repo)})" in usage[0].content

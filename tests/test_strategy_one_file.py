@@ -20,7 +20,13 @@ from tests.test_trainer import StopAt
 
 
 PATH = f"{__name__}.WarmupEqual"
-KENDALL = Paper("Multi-Task Learning Using Uncertainty to Weigh Losses for Scene Geometry and Semantics", "1705.07115")
+KENDALL = Paper(
+    "kendall2018uncertainty",
+    "Kendall and others",
+    2018,
+    "Multi-Task Learning Using Uncertainty to Weigh Losses for Scene Geometry and Semantics",
+    "1705.07115",
+)
 
 
 class WarmupEqual(Weighting, key="warmup_equal"):
@@ -56,7 +62,7 @@ class WarmupEqual(Weighting, key="warmup_equal"):
 def test_the_class_alone_declares_key_papers_ranges_and_flags():
     assert REGISTRY["warmup_equal"] is WarmupEqual and WarmupEqual.name == "warmup_equal"
     assert "warmup_equal" not in WEIGHTINGS  # the built-in strategies (and the recipe/make lists) stay as shipped
-    assert paper_links("warmup_equal")[1] == (KENDALL.title, "https://huggingface.co/papers/1705.07115")
+    assert paper_links("warmup_equal")[1] == (KENDALL.label, "https://huggingface.co/papers/1705.07115")
     w = get_weighting(PATH, 3, warmup=2)  # the dotted path a recipe gives
     assert w.weights().tolist() == [1.0, 0.0, 0.0]
     w.update(None)  # a half-way ramp: (1 - 1/2) [1, 0, 0] + 1/2 [1/3, 1/3, 1/3]

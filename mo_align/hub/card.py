@@ -12,16 +12,25 @@ them out. Every card goes through :func:`~mo_align.hub.redaction.redact` again b
 from __future__ import annotations
 
 import json
-import math
 import os
-import re
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mo_align.hub import markdown as md
+from mo_align.hub.card_parts import (
+    GRPO_PAPER,
+    PAPER,
+    Code,
+    algorithm_description,
+    cell_rows,
+    citation,
+    fmt,
+    launch_with_recipe,
+    paper_links,
+)
 from mo_align.hub.redaction import env_secrets, redact, redact_all
+from mo_align.recipe import RECIPE_FILE
 from mo_align.runs.report.plots import plot_run_weights  # one weight plot, shared with the run report
 from mo_align.runs.summary import SUMMARY_FILE  # the summary has one owner
 
@@ -35,6 +44,7 @@ __all__ = [
     "GRPO_PAPER",
     "PAPER",
     "PLOT_FILE",
+    "RECIPE_FILE",
     "SUMMARY_FILE",
     "TEMPLATE",
     "algorithm_description",
@@ -49,80 +59,8 @@ CARD_FILE = "README.md"
 PLOT_FILE = "mo_weights.png"
 TEMPLATE = Path(__file__).with_name("model_card.md")
 
-PAPER = ("Cross-objective interference in multi-objective RL alignment", "https://huggingface.co/papers/2602.06869")
-GRPO_PAPER = (
-    "DeepSeekMath: Pushing the Limits of Mathematical Reasoning in Open Language Models (GRPO)",
-    "https://huggingface.co/papers/2402.03300",
-)
-
-
-# ---- cells ---------------------------------------------------------------------------------------------------------
-def _fmt(value: Any, signed: bool = False) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "n/a"
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return f"{value:+.4f}" if signed else f"{value:.4f}"
-    return str(value)
-
-
-def _short(value: Any) -> Any:
-    """Floats to 6 significant digits, recursively (float32 weights read back as 0.699999988...)."""
-    if isinstance(value, float) and math.isfinite(value):
-        return float(f"{value:.6g}")
-    if isinstance(value, Mapping):
-        return {k: _short(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_short(v) for v in value]
-    return value
-
-
-class _Code(str):
-    """A table cell shown as a code span (a name: objective, hyperparameter)."""
-
-
-_PLAIN_JSON = re.compile(r"[A-Za-z0-9 .,+\-\[\]]*")  # numbers, booleans, null and lists of them
-
-
-def _cell(value: Any) -> str:
-    """A value rendered for one Markdown table cell: a string as text, JSON of numbers as is, other JSON (which
-    may hold strings) as a code span; one line, pipes escaped."""
-    if isinstance(value, _Code):
-        return md.code(value, table=True)
-    if isinstance(value, str):
-        return md.text(value)
-    dumped = json.dumps(_short(value))
-    return dumped if _PLAIN_JSON.fullmatch(dumped) else md.code(dumped, table=True)
-
-
-def _rows(rows: Iterable[Sequence[Any]]) -> list[list[str]]:
-    return [[_cell(c) for c in row] for row in rows]
-
 
 # ---- what the card says --------------------------------------------------------------------------------------------
-def algorithm_description(algorithm: str) -> str:
-    """The first line of the weighting module's docstring (``""`` for an unknown algorithm)."""
-    try:
-        from mo_align.weightings import registered_class
-    except ImportError:  # pragma: no cover - the package always has them
-        return ""
-    cls = registered_class(algorithm)  # a registry key or jd:<Name>; a name read from a file imports nothing
-    doc = sys.modules[cls.__module__].__doc__ if cls is not None else None
-    if not doc:
-        return ""
-    first = doc.strip().splitlines()[0].strip()
-    return first
-
-
-def paper_links(algorithm: str) -> list[tuple[str, str]]:
-    """(title, url) of the papers behind a run: the mo_align paper, the algorithm's own papers (its class's
-    ``papers``), GRPO."""
-    from mo_align.weightings import registered_class
-
-    cls = registered_class(algorithm)  # None for a run label (the lab's accuracy_only) or a key not imported here
-    papers = cls.papers if cls is not None else ()
-    return [PAPER, *((p.title, p.url) for p in papers), GRPO_PAPER]
-
-
 def hub_id(name: str | None) -> str | None:
     """``name`` when it reads as a Hub repo id (``huggingface_hub.utils.validate_repo_id``), not a local path."""
     from huggingface_hub.utils import HFValidationError, validate_repo_id
@@ -156,8 +94,8 @@ def _algorithm_section(summary: Mapping[str, Any], algorithm: str) -> dict[str, 
     hyper = summary.get("weighting_hyperparameters") or {}
     return {
         "description": algorithm_description(algorithm),
-        "settings": _rows(settings),
-        "hyperparameters": _rows((_Code(k), v) for k, v in hyper.items()),
+        "settings": cell_rows(settings),
+        "hyperparameters": cell_rows((Code(k), v) for k, v in hyper.items()),
     }
 
 
@@ -169,14 +107,14 @@ def _eval_section(summary: Mapping[str, Any], objectives: Sequence[str]) -> dict
     start, final = summary.get("start") or {}, summary.get("final") or {}
     best, delta = summary.get("best") or {}, summary.get("delta") or {}
     rows = [
-        (_Code(o), _fmt(start.get(o)), _fmt(final.get(o)), _fmt(best.get(o)), _fmt(delta.get(o), signed=True))
+        (Code(o), fmt(start.get(o)), fmt(final.get(o)), fmt(best.get(o)), fmt(delta.get(o), signed=True))
         for o in objectives
     ]
     first, last = evals[0].get("completion_length"), evals[-1].get("completion_length")
     if first is not None and last is not None:
-        rows.append(("completion length (tokens)", _fmt(first), _fmt(last), "", _fmt(last - first, signed=True)))
+        rows.append(("completion length (tokens)", fmt(first), fmt(last), "", fmt(last - first, signed=True)))
     steps = {"first": md.text(evals[0].get("step")), "last": md.text(evals[-1].get("step"))}
-    return {"count": len(evals), **steps, "rows": _rows(rows)}
+    return {"count": len(evals), **steps, "rows": cell_rows(rows)}
 
 
 def _weights_section(summary: Mapping[str, Any], objectives: Sequence[str]) -> dict[str, Any] | None:
@@ -185,13 +123,21 @@ def _weights_section(summary: Mapping[str, Any], objectives: Sequence[str]) -> d
     if not weights:
         return None
     first, last = weights[0], weights[-1]
-    rows = [(_Code(o), _fmt(first["weights"].get(o)), _fmt(last["weights"].get(o))) for o in objectives]
-    return {"first": md.text(first.get("step")), "last": md.text(last.get("step")), "rows": _rows(rows)}
+    rows = [(Code(o), fmt(first["weights"].get(o)), fmt(last["weights"].get(o))) for o in objectives]
+    return {"first": md.text(first.get("step")), "last": md.text(last.get("step")), "rows": cell_rows(rows)}
+
+
+def _verdict(summary: Mapping[str, Any]) -> str:
+    """The run summary's interference verdict (``mo_align.runs.summary.run_interference``), as text."""
+    flagged = summary.get("interference")
+    if not isinstance(flagged, list):
+        return "not recorded (no intervals in the run summary)"
+    return ", ".join(md.code(o) for o in flagged) if flagged else "none"
 
 
 def _events(summary: Mapping[str, Any]) -> list[list[str]]:
     events = [e for e in summary.get("events") or [] if isinstance(e, Mapping)]
-    return _rows((e.get("step"), e.get("kind"), e.get("objective"), e.get("message") or "") for e in events)
+    return cell_rows((e.get("step"), e.get("kind"), e.get("objective"), e.get("message") or "") for e in events)
 
 
 def _card_data(
@@ -230,6 +176,7 @@ def render_model_card(
     license: str | None = None,
     plot: str | None = PLOT_FILE,
     secrets: Iterable[str | None] = (),
+    recipe_file: str | None = None,
 ) -> str:
     """The model card (Markdown with YAML front matter) of a run summary; pure, writes nothing.
 
@@ -243,12 +190,14 @@ def render_model_card(
         license: the license of the weights (usually the base model's); omitted when not given.
         plot: relative path of the weight trajectory PNG next to the card, or None when there is none.
         secrets: strings to redact (tokens); Hugging Face token shapes are redacted anyway.
+        recipe_file: the recipe uploaded with the model (``mo_recipe.yaml``), named by the launch command's
+            ``--config``; None when there is none (the command is shown as typed).
     """
     from huggingface_hub import ModelCard
 
     hide = [*secrets, *env_secrets()]
     summary, dataset, base_model, tags, license = redact_all(
-        [summary, dataset or summary.get("dataset"), base_model, list(tags), license], hide
+        [summary, dataset or summary.get("dataset_name"), base_model, list(tags), license], hide
     )
     algorithm = str(summary.get("algorithm") or "unknown")
     objectives = [str(o) for o in summary.get("objectives") or []]
@@ -264,10 +213,14 @@ def render_model_card(
         weights=_weights_section(summary, objectives),
         plot=plot,
         events=_events(summary),
-        papers=paper_links(algorithm),
+        interference=_verdict(summary),
+        papers=paper_links(algorithm, hyper := summary.get("weighting_hyperparameters")),
+        citation=(bibtex := citation(algorithm, hyper)),
+        citation_fence=md.fence(bibtex),
         versions=_versions(packages),
         **_algorithm_section(summary, algorithm),
         **_text_fields(summary, redact(repo_id, hide), algorithm, objectives, base_model, (dataset, hub_dataset)),
+        **_launch(summary.get("launch_command"), recipe_file),
     )
     return redact(str(card), hide, flag_values=False)  # user strings were redacted before they were escaped
 
@@ -281,8 +234,7 @@ def _text_fields(
     datasets: tuple[str | None, str | None],
 ) -> dict[str, Any]:
     """The template's user strings, escaped (:mod:`mo_align.hub.markdown`): links only to valid Hub ids."""
-    (dataset, hub_dataset), command = datasets, summary.get("launch_command")
-    command = str(command) if command else None
+    dataset, hub_dataset = datasets
     repo_literal = json.dumps(repo_id)  # a Python string literal in the usage snippet
     if hub_id(base_model):
         base = f"[{md.text(base_model)}](https://huggingface.co/{base_model})"
@@ -298,8 +250,16 @@ def _text_fields(
         "objectives": [md.code(o) for o in objectives],
         "dataset": md.code(dataset) if dataset else None,
         "dataset_link": link,
+    }
+
+
+def _launch(command: Any, recipe_file: str | None) -> dict[str, Any]:
+    """The launch command (its ``--config`` naming the uploaded recipe when there is one) and its fence."""
+    command = launch_with_recipe(str(command), recipe_file) if command else None
+    return {
         "launch_command": command,
         "launch_fence": md.fence(command or ""),
+        "recipe_file": md.code(recipe_file) if command and recipe_file else None,
     }
 
 
@@ -314,10 +274,13 @@ def write_model_card(
     tags: Sequence[str] = (),
     license: str | None = None,
     secrets: Iterable[str | None] = (),
+    recipe_file: str | None = RECIPE_FILE,
 ) -> str:
     """Write ``README.md`` and ``mo_weights.png`` into ``run_dir``; return the card's text.
 
-    ``library_name`` defaults to ``peft`` when the directory holds an adapter, else ``transformers``.
+    ``library_name`` defaults to ``peft`` when the directory holds an adapter, else ``transformers``;
+    ``recipe_file`` is named by the card's launch command when ``run_dir`` holds it (the recipe the run was launched
+    with, copied there by ``mo_align.train``; None: never).
     """
     root = Path(run_dir)
     root.mkdir(parents=True, exist_ok=True)
@@ -334,6 +297,7 @@ def write_model_card(
         license=license,
         plot=PLOT_FILE if has_plot else None,
         secrets=secrets,
+        recipe_file=recipe_file if recipe_file and (root / recipe_file).is_file() else None,
     )
     tmp = root / (CARD_FILE + ".tmp")
     tmp.write_text(text, encoding="utf-8")
@@ -367,7 +331,7 @@ def trainer_model_card(
         args.output_dir,
         summary,
         repo_id,
-        dataset=dataset_name or summary.get("dataset"),
+        dataset=dataset_name or summary.get("dataset_name"),
         base_model=hub_id(base),
         library_name=library_name,
         tags=extra,

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mo_align.hub.card import SUMMARY_FILE, hub_id, write_model_card
+from mo_align.hub.card import RECIPE_FILE, SUMMARY_FILE, hub_id, write_model_card
 from mo_align.hub.redaction import env_secrets, files_containing, looks_like_token, redact
 
 
@@ -126,7 +126,8 @@ def push_run(
     base_model: str | None = None,
     license: str | None = None,
 ) -> Any:
-    """Upload a finished run (model or LoRA adapter, tokenizer, card, plot) to ``repo_id``; return the commit info.
+    """Upload a finished run (model or LoRA adapter, tokenizer, card, plot, the recipe it was launched with) to
+    ``repo_id``; return the commit info.
 
     Writes ``README.md`` and ``mo_weights.png`` into ``run_dir`` first and touches no other local file. Leaves out
     checkpoints, private/temporary files, tracker folders and any file containing ``token``.
@@ -138,7 +139,14 @@ def push_run(
     """
     root = _check_push(run_dir, repo_id)
     base_model = base_model or _base_model_of(root)
-    card = {"dataset": dataset, "base_model": base_model, "license": license, "secrets": [token]}
+    recipe = None if files_containing(root, token, [RECIPE_FILE]) else RECIPE_FILE  # left out below: not named
+    card = {
+        "dataset": dataset,
+        "base_model": base_model,
+        "license": license,
+        "secrets": [token],
+        "recipe_file": recipe,
+    }
     write_model_card(root, load_summary(root), repo_id, **card)
     ignore = list(IGNORE_PATTERNS)
     for path in files_containing(root, token, upload_candidates(root, ignore)):
@@ -161,8 +169,9 @@ PUSH_DESCRIPTION = """\
 Upload a finished mo_align run to the Hugging Face Hub.
 
 Writes a model card (README.md, with the algorithm and its hyperparameters, the objectives, the per-objective eval
-table, the weight trajectory plot mo_weights.png, interference events, dataset, papers and the launch command) into
-RUN_DIR from its mo_summary.json, then uploads RUN_DIR: the model (or LoRA adapter), tokenizer, card and plot.
+table, the weight trajectory plot mo_weights.png, interference events, dataset, papers with BibTeX and the launch
+command) into RUN_DIR from its mo_summary.json, then uploads RUN_DIR: the model (or LoRA adapter), tokenizer, card,
+plot and mo_recipe.yaml, the recipe the run was launched with (which the card's launch command names).
 Checkpoints (checkpoint-*) and files holding the token are not uploaded. Nothing local is deleted.
 
 The token is read from the environment variable named by --token-env (default HF_TOKEN); without it the saved

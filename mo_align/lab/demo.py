@@ -57,9 +57,19 @@ def ctwa_targets(run: Mapping[str, Any]) -> str | None:
 
 def demo_figure(runs: Sequence[Mapping[str, Any]], path: str) -> None:
     """One PNG: eval curves with CI bands (a panel per objective), each run's weights, a CTWA run's covariance EMA."""
+    from mo_align.runs.report.plots import _save
+
+    fig, handles = demo_fig(runs)
+    _save(fig, path, handles)
+
+
+def demo_fig(runs: Sequence[Mapping[str, Any]]) -> tuple[Any, dict[str, Any]]:
+    """(figure, legend handles) of :func:`demo_figure`. Weights share one y-range from 0
+    (:func:`~mo_align.runs.report.plots.weight_limits`), drawn so that equal weights cannot hide one another; the
+    CTWA panel's dotted targets are in the legend."""
     from matplotlib import colormaps
 
-    from mo_align.runs.report.plots import _cov_targets, _draw_series, _figure, _save, _Style, draw_eval_curve
+    from mo_align.runs.report.plots import _cov_targets, _draw_series, _figure, _Style, draw_eval_curve, weight_limits
 
     objectives = list(runs[0]["objectives"])
     ctwa = [r for r in runs if _cov_targets(r, objectives) and r["cov_ema"]]
@@ -82,14 +92,15 @@ def demo_figure(runs: Sequence[Mapping[str, Any]], path: str) -> None:
         ax.set_title(f"{r['run_name']}: weights", fontsize="medium")
         ax.set_ylabel("weight")
     values = [v for r in weighted for e in r["weights"] for v in e["weights"].values() if math.isfinite(v)]
-    for ax in weight_axes:  # one scale for every run's weights, so a flat trajectory looks flat
-        ax.set_ylim(min(values) - 0.01, max(values) + 0.01)
+    for ax in weight_axes:  # one scale for every run's weights, from 0, so a flat trajectory looks flat
+        weight_limits(ax, values)
     if ctwa:
         ax, run = axes[-1], ctwa[0]
         _draw_series(ax, run["cov_ema"], "values", objectives, series_handles)
         for name, target in _cov_targets(run, objectives).items():
             k = objectives.index(name) if name in objectives else 0
-            ax.axhline(target, color=palette[k % len(palette)], linestyle=":", linewidth=1.0)
+            line = ax.axhline(target, color=palette[k % len(palette)], linestyle=":", linewidth=1.2)
+            handles[f"target c_k: {name}"] = line
         ax.axhline(0.0, color="0.5", linewidth=0.8)
         ax.set_title(f"{run['run_name']}: covariance EMA (dotted: targets)", fontsize="medium")
         ax.set_ylabel("covariance EMA")
@@ -97,7 +108,7 @@ def demo_figure(runs: Sequence[Mapping[str, Any]], path: str) -> None:
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
     handles.update({f"objective: {k}": v for k, v in series_handles.items()})
-    _save(fig, path, handles)
+    return fig, handles
 
 
 def demo_extras(run_dirs: Sequence[str], out_root: str, figure: bool = True) -> list[str]:

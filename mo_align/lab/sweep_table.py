@@ -17,7 +17,8 @@ import numpy as np
 
 from mo_align.lab.run import EVIDENCE_FILE
 from mo_align.lab.sweep import share_dir
-from mo_align.runs.report.seeds import ALPHA, family, verdict
+from mo_align.runs.report.seeds import ALPHA, cell_ci, family, verdict
+from mo_align.stats import interfering
 
 
 SCALAR = "scalar"
@@ -83,8 +84,8 @@ def collect(
                 "level": cell["level"],
                 "verdict": verdict(cell, "vs_start"),
             }
-        up = stats[SCALAR]["verdict"] == "up"
-        flagged = [q for q in quantities[:-1] if up and stats[q]["verdict"] == "down"]
+        cis = {q: cell_ci(tests[((share, algorithm), q)]) for q in quantities}
+        flagged = interfering({q: cis[q] for q in quantities[:-1]}, cis[SCALAR])  # the one rule
         cells.append(
             {
                 "share": share,

@@ -103,6 +103,20 @@ class ConcisenessReward:
             return self.reference_length
         return self.first_batch_mean
 
+    def missing_reference(self, fixed: bool = False) -> str | None:
+        """Why an evaluation now would score against no reference length (``None`` when there is one): the
+        reward itself (``fixed`` false) has none before the first training batch unless ``reference_length`` is
+        set (it then scores 1.0, as the reference code does), :meth:`reference_scores` (``fixed``) has none before
+        the first training batch unless a reference length is given. The trainer reports such an evaluation as not
+        available, so no Δ starts from it."""
+        if fixed:
+            if self.fixed_reference is None:
+                return "no fixed reference length before the first training batch (set eval_reference_length)"
+            return None
+        if self.reference_length is None and self.running_mean is None:
+            return "no running-mean length before the first training batch"
+        return None
+
     def state_dict(self) -> dict[str, Any]:
         return {"total_tokens": self.total_tokens, "count": self.count, "first_batch_mean": self.first_batch_mean}
 

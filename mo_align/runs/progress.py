@@ -16,7 +16,11 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+
+if TYPE_CHECKING:
+    from transformers import Trainer
 
 from transformers import TrainerCallback
 
@@ -48,7 +52,7 @@ class ProgressCallback(TrainerCallback):
         os.replace(tmp, self.path)
 
 
-def attach(trainer: Any) -> None:
+def attach(trainer: Trainer) -> None:
     """Add a :class:`ProgressCallback` to ``trainer`` when ``MO_ALIGN_PROGRESS_FILE`` names a file."""
     path = os.environ.get(PROGRESS_ENV)
     if path:

@@ -2,7 +2,7 @@
 
 Written by the trainer into every ``output_dir`` (:func:`summary_from_trainer`, :func:`write_summary`); read by
 ``mo-align report``, the lab, the card and the push (:func:`load_run`), rebuilt from ``trainer_state.json`` for runs
-without one (:func:`summary_from_trainer_state`). :class:`RunSummary` declares the fields.
+without one (:func:`mo_align.runs.trainer_state.from_trainer_state`). :class:`RunSummary` declares the fields.
 """
 
 from __future__ import annotations
@@ -26,11 +26,7 @@ SUMMARY_FILE = "mo_summary.json"
 TRAINER_STATE_FILE = "trainer_state.json"
 SUMMARY_VERSION = 1
 TRAIN_FALLBACK = "training batches (no evaluation)"
-# ``mo/<segment>/...`` segments the trainer logs for every weighting; any other segment is the weighting's own name
-_GENERIC = ("weight", "reward", "scalar", "adv", "grad_weight", "grad_norm", "cov_ema", "events")
-_GENERIC_MO_SEGMENTS = frozenset(_GENERIC)
 _CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")
-_SERIES_KEYS = ("eval", "weights", "cov_ema", "train_reward")
 
 
 class RunSummary(TypedDict, total=False):
@@ -46,7 +42,9 @@ class RunSummary(TypedDict, total=False):
     seed: int | None
     launch_command: str | None  # as typed, secrets redacted
     dataset_name: str | None
-    eval: list[dict[str, Any]]  # {"step", "means", "completion_length", "ci", "delta_ci"} (CIs: [low, high])
+    # {"step", "means", "completion_length", "ci", "delta_ci", "scalar_delta_ci"} (CIs: [low, high]), and
+    # "unavailable" {objective: reason} where an objective had no reference to score against (no value, no Δ)
+    eval: list[dict[str, Any]]
     start: dict[str, float]  # the first evaluation's means
     final: dict[str, float]
     best: dict[str, float]
@@ -56,6 +54,8 @@ class RunSummary(TypedDict, total=False):
     train_reward: list[dict[str, Any]]  # {"step", "means"}
     events: list[dict[str, Any]]  # {"step", "kind", "objective", "message"}
     law: list[dict[str, Any]]  # the covariance law per (eval interval, objective): predicted_cov, realised, held
+    preference: dict[str, Any] | None  # the fixed scalar of scalar_delta_ci: {"weights", "source", "objectives"}
+    interference: list[str] | None  # run_interference: the objectives that interfere; None = no intervals
     values_from: str  # "eval", or TRAIN_FALLBACK when a run has no evaluation (set when read)
     source: str | None  # the file it was read from (set when read)
 
@@ -82,7 +82,7 @@ def load_run(path: str | Path) -> dict[str, Any]:
     if p.is_file():
         if p.name == TRAINER_STATE_FILE:
             run_dir = p.parent.parent if _CHECKPOINT_DIR.match(p.parent.name) else p.parent
-            return _from_trainer_state(p, run_dir)
+            return _rebuilt(p, run_dir)
         return _load_summary_file(p)
     if p.is_dir():
         summary = p / SUMMARY_FILE
@@ -90,12 +90,18 @@ def load_run(path: str | Path) -> dict[str, Any]:
             return _load_summary_file(summary)
         state = _find_trainer_state(p)
         if state is not None:
-            return _from_trainer_state(state, p)
+            return _rebuilt(state, p)
         raise SummaryError(
             f"{p}: neither {SUMMARY_FILE} nor {TRAINER_STATE_FILE} (in the directory or a checkpoint-* "
             "subdirectory) found; is this a training output_dir?"
         )
     raise SummaryError(f"{p}: no such file or directory")
+
+
+def _rebuilt(state_path: Path, run_dir: Path) -> dict[str, Any]:
+    from mo_align.runs.trainer_state import from_trainer_state
+
+    return from_trainer_state(state_path, run_dir)
 
 
 def _find_trainer_state(run_dir: Path) -> Path | None:
@@ -153,6 +159,10 @@ def _series(entries: Any, value_key: str, field: str = "") -> list[dict[str, Any
         for key in ("ci", "delta_ci"):  # {objective: [low, high]}
             if entry.get(key):
                 out[-1][key] = {str(k): interval(v, f"{field}[{i}].{key}.{k}") for k, v in dict(entry[key]).items()}
+        if entry.get("scalar_delta_ci") is not None:
+            out[-1]["scalar_delta_ci"] = interval(entry["scalar_delta_ci"], f"{field}[{i}].scalar_delta_ci")
+        if entry.get("unavailable"):  # {objective: why it has no value here}
+            out[-1]["unavailable"] = {str(k): str(v) for k, v in dict(entry["unavailable"]).items()}
     out.sort(key=lambda e: e["step"])
     return out
 
@@ -199,7 +209,7 @@ def normalize_summary(raw: Mapping[str, Any], default_dir: str | Path | None = N
                 "message": str(ev.get("message") or ""),
             }
         )
-    return {
+    run = {
         "version": SUMMARY_VERSION,
         "run_name": str(run_name),
         "output_dir": str(output_dir),
@@ -220,112 +230,39 @@ def normalize_summary(raw: Mapping[str, Any], default_dir: str | Path | None = N
         "values_from": values_from,
         "events": sorted(events, key=lambda e: e["step"]),
         "law": law_records(raw.get("law") or []),
+        "preference": _preference(raw.get("preference")),
         "source": raw.get("source"),
     }
-
-
-def _eval_objective(key: str) -> str | None:
-    """The objective of a per-objective eval mean: ``eval_<objective>/mean`` (or ``eval/<objective>/mean``, the
-    name before mo_align 0.1's transformers-style metrics); None for any other key, including TRL's own
-    ``eval_rewards/<name>/mean`` and ``eval_mo/...``."""
-    for prefix in ("eval_", "eval/"):
-        if key.startswith(prefix) and key.endswith("/mean"):
-            name = key[len(prefix) : -len("/mean")]
-            return name if name and "/" not in name else None
-    return None
-
-
-def _from_trainer_state(state_path: Path, run_dir: Path) -> dict[str, Any]:
-    """Rebuild a summary from ``log_history``: ``eval_<objective>/mean``, ``mo/weight/<objective>``,
-    ``mo/cov_ema/<objective>`` (else the strategy's own ``mo/<name>/<cov_ema_metric><objective>``, CTWA's ema/),
-    TRL's ``rewards/<objective>/mean`` (else ``mo/reward/<objective>/mean``, the same mean as older versions logged) and
-    ``mo/events/<kind>/<objective>`` (fired when > 0). The algorithm is the one ``mo/<name>/...`` namespace the
-    weighting logged under, else ``"unknown"``."""
-    state = read_json(state_path)  # transformers writes NaN losses here; non-finite values read as missing (_num)
-    history = state.get("log_history") if isinstance(state, dict) else None
-    if not isinstance(history, list):
-        raise SummaryError(f"{state_path}: no log_history list; not a transformers trainer_state.json")
-    parsed = _HistoryParser()
-    for entry in history:
-        if isinstance(entry, dict) and entry.get("step") is not None:
-            parsed.add(int(entry["step"]), entry)
-    series, objectives = parsed.series, parsed.objectives
-    for kind in ("weights", "train_reward", "cov_ema"):
-        for step in sorted(series[kind]):
-            objectives += [n for n in series[kind][step] if n not in objectives]
-    cov = series["cov_ema"] or series["strategy_cov_ema"]
-    evals = []
-    for step in sorted(series["eval"]):
-        evals.append({"step": step, "means": series["eval"][step]})
-        if step in parsed.eval_lengths:
-            evals[-1]["completion_length"] = parsed.eval_lengths[step]
-    raw = {
-        "run_name": run_dir.resolve().name,
-        "output_dir": str(run_dir.resolve()),
-        "algorithm": parsed.algorithms[0] if len(parsed.algorithms) == 1 else "unknown",
-        "objectives": objectives,
-        "eval": evals,
-        "weights": [{"step": s, "weights": series["weights"][s]} for s in sorted(series["weights"])],
-        "cov_ema": [{"step": s, "values": cov[s]} for s in sorted(cov)],
-        "train_reward": [{"step": s, "means": series["train_reward"][s]} for s in sorted(series["train_reward"])],
-        "events": parsed.events,
-    }
-    run = normalize_summary(raw)
-    run["source"] = str(state_path.resolve())
+    run["interference"] = run_interference(run)  # derived: the stored verdict is recomputed from its inputs
     return run
 
 
-class _HistoryParser:
-    """Collects the summary's series from ``log_history`` entries (see :func:`_from_trainer_state`)."""
+def _preference(value: Any) -> dict[str, Any] | None:
+    if not value:
+        return None
+    if not isinstance(value, dict) or not isinstance(value.get("weights"), list):
+        raise ValueError(f"preference: expected {{weights, source, objectives}}, got {clip(repr(value), 40)}")
+    names = [str(o) for o in value.get("objectives") or []]
+    return {
+        "weights": [_num(w) for w in value["weights"]],
+        "source": str(value.get("source", "")),
+        "objectives": names,
+    }
 
-    def __init__(self) -> None:
-        self.series: dict[str, dict[int, dict[str, float]]] = {k: {} for k in (*_SERIES_KEYS, "strategy_cov_ema")}
-        self.eval_lengths: dict[int, float] = {}
-        self.events: list[dict[str, Any]] = []
-        self.algorithms: list[str] = []
-        self.objectives: list[str] = []
 
-    def put(self, kind: str, step: int, name: str, value: Any) -> None:
-        self.series[kind].setdefault(step, {})[name] = _num(value)
-        if kind == "eval" and name not in self.objectives:
-            self.objectives.append(name)
+def run_interference(run: Mapping[str, Any]) -> list[str] | None:
+    """A run's interference verdict: :func:`mo_align.stats.interfering` (the one rule) on its last evaluation's
+    paired CIs of Δ vs the start, each objective's and the fixed scalar's (``scalar_delta_ci``, with the run's
+    ``preference``). The objectives that interfere, ``[]`` for none; ``None`` when the run recorded no such
+    intervals (no evaluation, a summary rebuilt from ``trainer_state.json`` or written before them)."""
+    from mo_align.stats import CI, interfering
 
-    def add(self, step: int, entry: Mapping[str, Any]) -> None:
-        for key, value in entry.items():
-            name = _eval_objective(key)
-            if name == "completion_length":
-                self.eval_lengths[step] = _num(value)
-            elif name is not None:
-                self.put("eval", step, name, value)
-            elif key.startswith("rewards/") and key.endswith("/mean"):
-                self.put("train_reward", step, key[len("rewards/") : -len("/mean")], value)
-            elif key.startswith("mo/"):
-                segment, _, rest = key[len("mo/") :].partition("/")
-                if rest:
-                    self._mo(step, entry, key, segment, rest, value)
-
-    def _mo(self, step: int, entry: Mapping[str, Any], key: str, segment: str, rest: str, value: Any) -> None:
-        if segment == "weight":
-            self.put("weights", step, rest, value)
-        elif segment == "cov_ema":
-            self.put("cov_ema", step, rest, value)
-        elif segment == "reward" and rest.endswith("/mean"):  # older logs; TRL's rewards/<name>/mean wins
-            name = rest[: -len("/mean")]
-            if f"rewards/{name}/mean" not in entry:
-                self.put("train_reward", step, name, value)
-        elif segment == "events":
-            kind, _, objective = rest.partition("/")
-            if _num(value) > 0:
-                message = f"{kind} on {objective or 'the run'} at step {step} (from {key})"
-                self.events.append({"step": step, "kind": kind, "objective": objective or None, "message": message})
-        elif segment not in _GENERIC_MO_SEGMENTS:
-            if segment not in self.algorithms:
-                self.algorithms.append(segment)
-            from mo_align.weightings import REGISTRY  # the strategy's own covariance EMA (Weighting.cov_ema_metric)
-
-            prefix = getattr(REGISTRY.get(segment), "cov_ema_metric", None)
-            if prefix and rest.startswith(prefix):
-                self.put("strategy_cov_ema", step, rest[len(prefix) :], value)
+    evals = run.get("eval") or []
+    last = evals[-1] if evals and run.get("values_from", "eval") == "eval" else {}
+    scalar, deltas = last.get("scalar_delta_ci"), last.get("delta_ci")
+    if scalar is None or not deltas:
+        return None
+    return interfering({n: CI(math.nan, *pair) for n, pair in deltas.items()}, CI(math.nan, *scalar))
 
 
 def _unique_names(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -351,7 +288,8 @@ def summary_from_trainer(trainer: MOGRPOTrainer) -> RunSummary:
     evals = hist["eval"]
     start = {k: v for k, v in (mo.eval_start or {}).items() if k != "__scalar__"}
     final = dict(evals[-1]["means"]) if evals else {}
-    best = {n: max(e["means"][n] for e in evals) for n in mo.objective_names} if evals else {}
+    finite = {n: [e["means"][n] for e in evals if math.isfinite(e["means"][n])] for n in mo.objective_names}
+    best = {n: max(v, default=math.nan) for n, v in finite.items()} if evals else {}
     return RunSummary(
         version=SUMMARY_VERSION,
         run_name=t.args.run_name or os.path.basename(os.path.normpath(t.args.output_dir)),
@@ -373,7 +311,19 @@ def summary_from_trainer(trainer: MOGRPOTrainer) -> RunSummary:
         train_reward=hist["train_reward"],
         events=list(mo.monitor.events) if mo.monitor is not None else [],
         law=list(mo.monitor.law) if mo.monitor is not None else [],
+        preference=_run_preference(t, start),
+        interference=run_interference({"eval": evals}),
     )
+
+
+def _run_preference(trainer: MOGRPOTrainer, start: Mapping[str, float]) -> dict[str, Any]:
+    """The fixed scalar of the trainer's ``scalar_delta_ci``: weights, where they came from, the objectives in it
+    (those the first evaluation scored)."""
+    from mo_align.stats import run_preference
+
+    weights, source = run_preference(trainer.weighting.hyperparameters(), len(trainer.objective_names))
+    names = [n for n in trainer.objective_names if math.isfinite(start.get(n, math.nan))]
+    return {"weights": weights, "source": source, "objectives": names}
 
 
 def write_summary(summary: Mapping[str, Any], output_dir: str | os.PathLike) -> str:

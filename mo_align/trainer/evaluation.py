@@ -25,7 +25,7 @@ from trl.models.utils import unwrap_model_for_generation
 
 from mo_align.rewards.checks import check_reward_output
 from mo_align.rewards.common import call_frozen
-from mo_align.stats import bootstrap_mean_ci, paired_delta_ci
+from mo_align.stats import bootstrap_mean_ci, paired_delta_ci, run_preference
 
 
 if TYPE_CHECKING:
@@ -200,6 +200,31 @@ def reward_model_scores(
     return scores
 
 
+def missing_references(trainer: MOGRPOTrainer) -> dict[str, str]:
+    """Objectives whose reward has no reference to score against yet (conciseness against a running mean before
+    the first training batch), with the reward's reason: their evaluation is not available (NaN), so no Δ, CI or
+    interference verdict starts from it."""
+    out = {}
+    for fn, name in zip(trainer.reward_funcs, trainer.objective_names):
+        check = getattr(fn, "missing_reference", None)
+        fixed = trainer.args.mo_eval_fixed_reference and callable(getattr(fn, "reference_scores", None))
+        reason = check(fixed=fixed) if callable(check) else None
+        if reason:
+            out[name] = reason
+    return out
+
+
+def fixed_scalar(rewards: np.ndarray, weights: Any, start: np.ndarray) -> np.ndarray:
+    """(prompts, samples) fixed scalar Σ_k w_k r_k of (prompts, samples, K) rewards, over the objectives the first
+    evaluation (``start``) scored: an objective without a step-0 value is left out at every evaluation, so the
+    scalar's Δ compares like with like. NaN scores are skipped; a row without any score is NaN."""
+    keep = np.isfinite(start).any(axis=(0, 1))
+    r = rewards[..., keep]
+    s = np.nansum(r * np.asarray(weights, dtype=np.float64)[keep], axis=-1)
+    s[np.isnan(r).all(axis=-1)] = np.nan
+    return s
+
+
 def fixed_reference_columns(reward_funcs: list) -> list[int]:
     """Indices of the objectives whose reward also scores against a fixed reference (in column order)."""
     return [k for k, fn in enumerate(reward_funcs) if callable(getattr(fn, "reference_scores", None))]
@@ -232,19 +257,26 @@ def eval_metrics(
         fixed, running = scores[:, k_obj + j], scores[:, k]
         name = t.mo.objective_names[k]
         metrics[f"{p}_{name}/fixed_ref"] = float(torch.nanmean(fixed)) if (~torch.isnan(fixed)).any() else math.nan
-        metrics[f"{p}_{name}/running_mean"] = float(torch.nanmean(running))
+        no_mean = getattr(t.reward_funcs[k], "missing_reference", lambda fixed: None)(fixed=False)
+        metrics[f"{p}_{name}/running_mean"] = math.nan if no_mean else float(torch.nanmean(running))
         if t.args.mo_eval_fixed_reference:
             rewards[:, k] = fixed
+    unavailable = missing_references(t)
+    for k, name in enumerate(t.mo.objective_names):
+        if name in unavailable:  # e.g. the step-0 evaluation of conciseness against a running mean: no reference
+            rewards[:, k] = math.nan
     for k, name in enumerate(t.mo.objective_names):
         finite = rewards[:, k][~torch.isnan(rewards[:, k])]
         metrics[f"{p}_{name}/mean"] = float(finite.mean()) if finite.numel() else float("nan")
     metrics[f"{p}_completion_length/mean"] = float(lengths.float().mean())
     if own:
-        metrics.update(_deltas(t, metrics, rewards, lengths, p))
+        metrics.update(_deltas(t, metrics, rewards, lengths, p, unavailable))
     return metrics
 
 
-def _deltas(trainer: MOGRPOTrainer, metrics: dict[str, float], rewards: torch.Tensor, lengths: torch.Tensor, p: str):
+def _deltas(
+    trainer: MOGRPOTrainer, metrics: dict[str, float], rewards: torch.Tensor, lengths: torch.Tensor, p: str, missing
+):
     """``<p>_<objective>/delta`` against the split's first evaluation; history and monitor for the primary split."""
     t = trainer
     means = {name: metrics[f"{p}_{name}/mean"] for name in t.mo.objective_names}
@@ -260,16 +292,16 @@ def _deltas(trainer: MOGRPOTrainer, metrics: dict[str, float], rewards: torch.Te
             t.mo.eval_starts[p] = start
     out = {f"{p}_{name}/delta": means[name] - start.get(name, math.nan) for name in t.mo.objective_names}
     if primary:
-        out.update(_primary(t, metrics, means, start, scalar, scalar_mean, rewards, lengths, p))
+        out.update(_primary(t, metrics, means, scalar, rewards, lengths, p, missing))
     return out
 
 
-def _primary(
-    t: MOGRPOTrainer, metrics, means, start, scalar, scalar_mean, rewards, lengths, p: str
-) -> dict[str, float]:
+def _primary(t: MOGRPOTrainer, metrics, means, scalar, rewards, lengths, p: str, missing) -> dict[str, float]:
     """The trainer's own split: per-sample scores kept (``mo.eval_samples``), 95 % CIs over prompts of each mean and
-    of each Δ vs the start (paired: the same prompts), the run history, interference events on the significant-drop
-    rule, and the covariance-law check of the interval since the previous evaluation (:mod:`mo_align.stats`)."""
+    of each Δ vs the start (paired: the same prompts) and of the fixed scalar's Δ (:func:`fixed_scalar` with the
+    run's preference, :func:`mo_align.stats.run_preference`), the run history (with the objectives ``missing`` a
+    reference and why), interference events (:func:`mo_align.stats.interfering`), and the covariance-law check of
+    the interval since the previous evaluation (:mod:`mo_align.stats`)."""
     step, samples = t.state.global_step, max(1, t.args.mo_eval_num_samples)  # rows are prompt-major
     shaped = {"rewards": rewards.reshape(-1, samples, rewards.shape[1]), "scalar": scalar.reshape(-1, samples)}
     shaped["lengths"] = lengths.reshape(-1, samples)
@@ -292,11 +324,13 @@ def _primary(
         if before is not None:
             r = paired_delta_ci(before[:, :, k], cur[:, :, k], level)
             realised[name] = (r.estimate, r.low, r.high)
+    weights = run_preference(t.weighting.hyperparameters(), len(t.objective_names))[0]
+    s = paired_delta_ci(fixed_scalar(first, weights, first), fixed_scalar(cur, weights, first), level)
     entry = {"step": step, "means": means, "completion_length": metrics[f"{p}_completion_length/mean"]}
-    t.mo.history["eval"].append({**entry, "ci": ci, "delta_ci": delta_ci})
+    entry.update(ci=ci, delta_ci=delta_ci, scalar_delta_ci=[s.low, s.high])
+    t.mo.history["eval"].append({**entry, **({"unavailable": dict(missing)} if missing else {})})
     if t.mo.monitor is not None:
-        scalar_start = start.get("__scalar__", math.nan)
-        out.update(t.mo.monitor.observe_eval(means, start, scalar_mean, scalar_start, step, delta_ci=delta_ci))
+        out.update(t.mo.monitor.observe_eval(means, t.mo.eval_start, step, delta_ci, (s.low, s.high)))
         if previous is not None:
             out.update(t.mo.monitor.check_law(previous["step"], step, realised, level))
     return out

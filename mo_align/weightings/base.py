@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, NamedTuple
+from typing import Any, ClassVar, Literal
 
 import torch
 
 from mo_align.advantages import batch_whiten, compute_advantages, group_normalize, normalize_then_sum
+from mo_align.weightings.papers import Paper
 
 
 Space = Literal["reward", "advantage", "gradient"]
@@ -133,17 +134,6 @@ class TrainerNeeds:
         )
 
 
-class Paper(NamedTuple):
-    """A paper behind a strategy (``Weighting.papers``): its title and arXiv id; the model card links it."""
-
-    title: str
-    arxiv: str
-
-    @property
-    def url(self) -> str:
-        return f"https://huggingface.co/papers/{self.arxiv}"
-
-
 # Every strategy declared with a registry key (``class X(Weighting, key="x")``), built-in or a user's, in the
 # order its module was imported. ``mo_align.weightings.WEIGHTINGS`` is the built-in part.
 REGISTRY: dict[str, type[Weighting]] = {}
@@ -170,12 +160,13 @@ class Weighting:
             is applied to that micro-batch (MGDA). ``"optimizer_step"``: the applied weights are ``weights()``,
             held for the whole optimizer step; ``gradient_weights`` is called once after the step with the Gram
             matrix of the step's accumulated gradients and the step's losses (GradNorm).
+        papers: the strategy's own papers (:class:`~mo_align.weightings.papers.Paper`), cited by model cards
+            after arXiv 2602.06869; empty for the classic scalarizations (linear, Tchebycheff, Lagrangian).
 
     What a strategy declares about itself, all on its class (one file per strategy):
         key (class keyword, ``class X(Weighting, key="x")``): registers the class under ``x`` (= ``name``), so a
             recipe's ``weighting: x`` finds it once its module is imported; a recipe may also name any subclass by
             its dotted path ``pkg.module.ClassName`` (imported then).
-        papers: the papers the model card cites for it (:class:`Paper`).
         ranges: the admissible interval of each numeric hyperparameter, in interval notation (``"(0, 1]"``; a
             per-objective list is checked entry by entry); a number without one must be finite with
             ``|x| <= 1e6`` (:func:`mo_align.weightings.validation.validate_kwargs`).

@@ -80,6 +80,7 @@ import torch
 
 from mo_align.covariance import group_moments, induced_weights, on_policy_induced_weights, robust_signal
 from mo_align.weightings.base import ObjectiveStats, TrainerNeeds, Weighting, per_objective
+from mo_align.weightings.papers import INTERFERENCE
 from mo_align.weightings.validation import check_number
 
 
@@ -149,6 +150,7 @@ def ctwa_update(
 
 class CTWAWeighting(Weighting, key="ctwa"):
     __doc__ = __doc__
+    papers = (INTERFERENCE,)
     cov_ema_metric = "ema/"  # mo/ctwa/ema/<objective>: the EMA e_k of the covariance statistic
     ranges: ClassVar[dict[str, str]] = {
         "weights": "[0, 1e6]",

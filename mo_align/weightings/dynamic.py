@@ -47,12 +47,13 @@ from typing import Any, ClassVar
 
 import torch
 
-from mo_align.weightings.base import ObjectiveStats, Paper, Weighting
+from mo_align.weightings.base import ObjectiveStats, Weighting
+from mo_align.weightings.papers import DYNAMIC
 
 
 class DynamicWeighting(Weighting, key="dynamic"):
     __doc__ = __doc__
-    papers = (Paper("Dynamic reward weighting (Lu et al. 2025)", "2509.11452"),)
+    papers = (DYNAMIC,)
     ranges: ClassVar[dict[str, str]] = {
         "weights": "[0, 1e6]",
         "regularization": "(0, 1e6]",

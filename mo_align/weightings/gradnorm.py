@@ -57,14 +57,13 @@ from typing import Any, ClassVar
 
 import torch
 
-from mo_align.weightings.base import Paper, Weighting
+from mo_align.weightings.base import Weighting
+from mo_align.weightings.papers import GRADNORM
 
 
 class GradNormWeighting(Weighting, key="gradnorm"):
     __doc__ = __doc__
-    papers = (
-        Paper("GradNorm: Gradient Normalization for Adaptive Loss Balancing in Deep Multitask Networks", "1711.02257"),
-    )
+    papers = (GRADNORM,)
     ranges: ClassVar[dict[str, str]] = {"alpha": "[0, 10]", "lr": "[0, 10]", "min_weight": "(0, 1]"}
     space = "gradient"
     requires = frozenset({"gramian"})

@@ -37,6 +37,7 @@ from typing import Any, ClassVar, Literal
 import torch
 
 from mo_align.extras import MissingExtraError, require
+from mo_align.weightings import papers as P
 from mo_align.weightings.base import Weighting, per_objective
 
 
@@ -83,6 +84,7 @@ class JDWeighting(Weighting):
     space = "gradient"
     requires = frozenset({"gramian"})
     method: ClassVar[str] = ""
+    papers = (P.JACOBIAN_DESCENT,)  # and each method's own paper
     params: ClassVar[dict[str, tuple[Any, ...]]] = {}
     stateful: ClassVar[bool] = False  # TorchJD keeps state across calls: checkpointed
     cross_gram: ClassVar[bool] = False  # designed for J₁ J₂ᵀ of two independent batches (MoDo, SDMGrad)
@@ -226,7 +228,7 @@ class JDDualProj(JDWeighting, key="dualproj"):
     """DualProj: the preference-weighted mean gradient projected onto the dual cone of {g_j} (GEM, Lopez-Paz &
     Ranzato 2017, arXiv 1706.08840; as a Jacobian-descent aggregator in arXiv 2406.16232)."""
 
-    method = "DualProj"
+    method, papers = "DualProj", (P.JACOBIAN_DESCENT, P.GEM)
     params = {"pref_vector": PREF, "norm_eps": EPS, "reg_eps": EPS}  # noqa: RUF012
 
 
@@ -235,7 +237,7 @@ class JDCAGrad(JDWeighting, key="cagrad"):
     (Liu et al. 2021, arXiv 2110.14048; TorchJD solves it with CLARABEL through cvxpy). ``c`` defaults to 0.4. With
     a zero gradient TorchJD returns α = 0 (the official code: about the mean gradient, /(1 + c²))."""
 
-    method = "CAGrad"
+    method, papers = "CAGrad", (P.JACOBIAN_DESCENT, P.CAGRAD)
     params = {"c": (float, 0.4, "[0, 100]"), "norm_eps": EPS}  # noqa: RUF012
 
 
@@ -243,7 +245,7 @@ class JDIMTLG(JDWeighting, key="imtlg"):
     """IMTL-G: equal projections of the update onto every unit gradient, α ∝ G⁺ diag(G)^½ (Liu et al. 2021,
     "Towards Impartial Multi-task Learning"; for dependent gradients, arXiv 2406.16232). α may be negative."""
 
-    method = "IMTLG"
+    method, papers = "IMTLG", (P.JACOBIAN_DESCENT, P.IMTL)
     nonnegative_weights = False
 
 
@@ -251,7 +253,7 @@ class JDAlignedMTL(JDWeighting, key="aligned_mtl"):
     """Aligned-MTL: align the principal components of J (condition number 1), then the preference-weighted sum
     (Senushkin et al. 2023, arXiv 2305.19000). α may be negative."""
 
-    method = "AlignedMTL"
+    method, papers = "AlignedMTL", (P.JACOBIAN_DESCENT, P.ALIGNED_MTL)
     nonnegative_weights = False
     params = {"pref_vector": PREF, "scale_mode": (Literal["min", "median", "rmse"], "min")}  # noqa: RUF012
 
@@ -260,16 +262,15 @@ class JDPCGrad(JDWeighting, key="pcgrad"):
     """PCGrad: remove from each g_k its conflicting components along the others, in a random order, and sum (Yu et
     al. 2020, arXiv 2001.06782). The order is drawn per call: α is permutation-equivariant in distribution only."""
 
-    method = "PCGrad"
+    method, papers = "PCGrad", (P.JACOBIAN_DESCENT, P.PCGRAD)
     permutation_equivariant = False
     params = {"seed": SEED}  # noqa: RUF012
 
 
 class JDGradVac(JDWeighting):
-    """GradVac: raise each pairwise cosine to its EMA target φ̂ (state, K × K), in a random order (Wang et al. 2021,
-    arXiv 2010.05874)."""
+    """GradVac: raise each pairwise cosine to its EMA target φ̂ (state, K × K), in a random order (Wang et al. 2021)."""
 
-    name, method = "jd:GradVac", "GradVac"
+    name, method, papers = "jd:GradVac", "GradVac", (P.JACOBIAN_DESCENT, P.GRADVAC)
     stateful, permutation_equivariant = True, False
     params = {"beta": (float, 0.5, "[0, 1]"), "eps": (float, 1e-8, "[0, 1]"), "seed": SEED}  # noqa: RUF012
 
@@ -277,15 +278,14 @@ class JDGradVac(JDWeighting):
 class JDFairGrad(JDWeighting):
     """FairGrad: α-fair allocation, solve G x = x^(−1/α), x ≥ 0 (Ban & Ji 2024, arXiv 2402.15638; scipy)."""
 
-    name, method = "jd:FairGrad", "FairGrad"
+    name, method, papers = "jd:FairGrad", "FairGrad", (P.JACOBIAN_DESCENT, P.FAIRGRAD)
     params = {"alpha": (float, REQUIRED, "[0, 100]"), "max_iters": (int | None, None, "[1, 1e7]")}  # noqa: RUF012
 
 
 class JDMoDo(JDWeighting):
-    """MoDo: one projected step λ ← Π_Δ(λ − γ (G + ρ I) λ) per call (state λ; Chen et al., JMLR 2024,
-    arXiv 2305.20057)."""
+    """MoDo: one projected step λ ← Π_Δ(λ − γ (G + ρ I) λ) per call (state λ; Chen et al., JMLR 2024)."""
 
-    name, method = "jd:MoDo", "MoDo"
+    name, method, papers = "jd:MoDo", "MoDo", (P.JACOBIAN_DESCENT, P.MODO)
     stateful = cross_gram = True
     params = {"gamma": (float, 0.1, "(0, 1e3]"), "rho": (float, 0.1, "[0, 1e3]")}  # noqa: RUF012
 
@@ -294,7 +294,7 @@ class JDSDMGrad(JDWeighting):
     """SDMGrad: direction-oriented MGDA, inner momentum SGD on the simplex pulled towards ``pref_vector`` by
     ``lambda_`` (state w; Xiao et al. 2023, arXiv 2305.18409)."""
 
-    name, method = "jd:SDMGrad", "SDMGrad"
+    name, method, papers = "jd:SDMGrad", "SDMGrad", (P.JACOBIAN_DESCENT, P.SDMGRAD)
     stateful = cross_gram = True
     params = {"lr": (float, 10.0, "(0, 1e6]"), "momentum": (float, 0.5, "[0, 1)")}  # noqa: RUF012
     params |= {"n_iter": (int, 20, "[1, 1e6]"), "lambda_": (float, 0.3, "[0, 1e6]"), "pref_vector": PREF}
@@ -304,7 +304,7 @@ class JDMGDA(JDWeighting):
     """TorchJD's MGDA: Frank-Wolfe for the min-norm point of the convex hull of {g_k} (Sener & Koltun 2018,
     arXiv 1810.04650, Algorithm 2); mo_align's ``mgda`` solves the same problem to a tighter tolerance."""
 
-    name, method = "jd:MGDA", "MGDA"
+    name, method, papers = "jd:MGDA", "MGDA", (P.JACOBIAN_DESCENT, P.MGDA)
     params = {"epsilon": (float, 1e-3, "(0, 1]"), "max_iters": (int, 100, "[1, 1e7]")}  # noqa: RUF012
 
 
@@ -331,7 +331,7 @@ class JDConstant(JDWeighting):
 class JDRandom(JDWeighting):
     """Random: α = softmax(z), z ~ N(0, I) drawn per call (Lin et al. 2022, arXiv 2111.10603)."""
 
-    name, method = "jd:Random", "Random"
+    name, method, papers = "jd:Random", "Random", (P.JACOBIAN_DESCENT, P.RANDOM)
     permutation_equivariant = False
     params = {"seed": SEED}  # noqa: RUF012
 
@@ -340,7 +340,7 @@ class JDKrum(JDWeighting):
     """(Multi-)Krum: the ``n_selected`` gradients closest to their neighbours, robust to ``n_byzantine`` outliers
     (Blanchard et al. 2017); needs K ≥ n_byzantine + 3. Ties are broken by index."""
 
-    name, method = "jd:Krum", "Krum"
+    name, method, papers = "jd:Krum", "Krum", (P.JACOBIAN_DESCENT, P.KRUM)
     permutation_equivariant = False
     params = {"n_byzantine": (int, REQUIRED, "[0, 1e6]"), "n_selected": (int, 1, "[1, 1e6]")}  # noqa: RUF012
 
@@ -350,7 +350,7 @@ class JDPCD(JDWeighting):
     fraction ``tau`` of its own progress (state: EMA of the squared norms; TMLR 2026, arXiv 2606.29521). The first
     reward function is the primary objective; a list ``tau`` has K − 1 entries."""
 
-    name, method = "jd:PCD", "PCD"
+    name, method, papers = "jd:PCD", "PCD", (P.JACOBIAN_DESCENT, P.PCD)
     stateful, permutation_equivariant = True, False
     params = {"tau": (float | list[float], 0.02, "[0, 1]"), "beta": (float, 0.999, "[0, 1)")}  # noqa: RUF012
     params |= {"eps": (float, 1e-8, "[0, 1]")}
@@ -366,7 +366,7 @@ class JDCRMOGM(JDWeighting):
     2022, "On the Convergence of Stochastic Multi-Objective Gradient Manipulation and Beyond"). ``weighting`` names
     the wrapped method (a key of :data:`METHODS`), ``weighting_kwargs`` its hyperparameters."""
 
-    name, method = "jd:CRMOGM", "CRMOGM"
+    name, method, papers = "jd:CRMOGM", "CRMOGM", (P.JACOBIAN_DESCENT, P.CRMOGM)
     stateful, permutation_equivariant, nonnegative_weights = True, False, False  # those of the wrapped method
     params = {"weighting": (str, "UPGrad"), "weighting_kwargs": (dict[str, Any] | None, None)}  # noqa: RUF012
     params |= {"alpha": (float, 0.9, "[0, 1]"), "initial_weights": (list[float] | None, None)}

@@ -40,7 +40,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from mo_align.weightings.base import Paper, Weighting
+from mo_align.weightings.base import Weighting
+from mo_align.weightings.papers import MGDA
 
 
 def project_to_simplex(v: torch.Tensor) -> torch.Tensor:
@@ -91,7 +92,7 @@ def min_norm_weights(gram: torch.Tensor, max_iter: int = 5000, tol: float = 1e-1
 
 class MGDAWeighting(Weighting, key="mgda"):
     __doc__ = __doc__
-    papers = (Paper("Multi-Task Learning as Multi-Objective Optimization", "1810.04650"),)
+    papers = (MGDA,)
     ranges: ClassVar[dict[str, str]] = {"max_iter": "[1, 1e7]", "tol": "(0, 1)"}
     space = "gradient"
     requires = frozenset({"gramian"})

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import torch
 
-from mo_align.weightings.base import ObjectiveStats, Paper, Weighting
+from mo_align.weightings.base import ObjectiveStats, Weighting
+from mo_align.weightings.papers import PAMA
 
 
 def pama_scalar(a: torch.Tensor) -> torch.Tensor:
@@ -50,7 +51,7 @@ def pama_weights(a: torch.Tensor) -> torch.Tensor:
 
 class PAMAWeighting(Weighting, key="pama"):
     __doc__ = __doc__
-    papers = (Paper("PAMA: Pareto multi-objective alignment", "2508.07768"),)
+    papers = (PAMA,)
     space = "advantage"
     update_first = True  # λ* is a function of this batch: log the weights actually used
 

@@ -32,7 +32,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from mo_align.weightings.base import ObjectiveStats, Paper, Weighting
+from mo_align.weightings.base import ObjectiveStats, Weighting
+from mo_align.weightings.papers import SMOOTH_TCHEBYCHEFF
 from mo_align.weightings.tchebycheff import nan_column_max
 
 
@@ -51,7 +52,7 @@ class SmoothTchebycheffWeighting(Weighting, key="smooth_tchebycheff"):
         temperature (`float`, *optional*, defaults to `1.0`): softmax temperature T of w = softmax(ℓ / T).
     """
 
-    papers = (Paper("Smooth Tchebycheff Scalarization for Multi-Objective Optimization", "2402.19078"),)
+    papers = (SMOOTH_TCHEBYCHEFF,)
     ranges: ClassVar[dict[str, str]] = {"preference": "[0, 1e6]", "omd_lr": "[0, 100]", "temperature": "(0, 1e6]"}
 
     def __init__(

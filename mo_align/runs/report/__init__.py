@@ -34,11 +34,15 @@ Conventions (every one of them is also stated in the written report):
   start's baseline (the mean of the step-0 evaluations of every run from that warm start) and each seed's paired
   difference with linear at the same seed, with t intervals over seeds, Holm-adjusted over each table's tests
   (stated under the table); verdicts up / down or better / worse / not significant come from those intervals.
-* **Interference**: per algorithm (seed level), the fixed scalar ``Σ w_k r_k`` (one weight vector for every
-  algorithm) rose and an objective fell, both by their adjusted intervals. Per run, a descriptive flag: the run
-  recorded an event (``negative_covariance``, ``eval_drop``, …), or some objective's final eval mean fell while
-  another improved (final > start): significantly (its Δ CI entirely below 0) where the run recorded CIs, else by
-  more than ``tolerance``.
+* **Interference**, one rule (:func:`mo_align.stats.interfering`): an objective's Δ interval lies below 0 while
+  the fixed scalar ``Σ w_k r_k``'s lies above 0. Per algorithm (seed level): the adjusted intervals over seeds, one
+  weight vector for every algorithm. Per run: the run's paired CIs of Δ vs its start and its fixed scalar's (its own
+  preference weights), the verdict its ``mo_summary.json`` records (:func:`mo_align.runs.summary.run_interference`);
+  ``None`` (no verdict) for a run without them. Events (``negative_covariance``, ``eval_drop``, …) and, for runs
+  without intervals, falls of more than ``tolerance`` are notes, never a verdict.
+* **Numbers** are shown to the precision of their interval (2 significant digits of its half-width); a one-seed
+  aggregate shows its value and ``n = 1 (no range)``; an objective without a step-0 value (its reward had no
+  reference yet) has no Δ.
 * **Δ accuracy between vs within styles** (:mod:`~.decomposition`, runs that recorded per-sample answer styles:
   the lab's): each configuration's Δ accuracy split into mass moved between styles and change within styles.
 * **Covariance law** (:mod:`~.law`): per run, the hit rate of the law's prediction (the sign of an interval's mean

@@ -16,6 +16,7 @@ from mo_align.runs.report.law import law_scores
 from mo_align.runs.report.pareto import hypervolume, non_dominated
 from mo_align.runs.report.seeds import seed_level
 from mo_align.runs.summary import SummaryError, _num, _unique_names, law_tally, normalize_summary
+from mo_align.stats import format_bounds, format_interval
 
 
 __all__ = [
@@ -74,42 +75,44 @@ def default_reference(runs: Sequence[Mapping[str, Any]], objectives: Sequence[st
 
 
 def interference(run: Mapping[str, Any], tolerance: float = DEFAULT_TOLERANCE) -> dict[str, Any]:
-    """Whether ``run`` shows cross-objective interference: any recorded event, or an objective whose final eval mean
-    fell while another objective improved (final > start). "Fell" is significant where the run recorded the paired
-    95 % CI of the final Δ (:func:`final_cis`): the whole interval below 0; otherwise a fall of more than
-    ``tolerance``.
-
-    Returns ``{"interference": bool, "objectives": [...], "reasons": [...]}``.
+    """A run's interference by the one rule: :func:`mo_align.runs.summary.run_interference` (the run summary's own
+    verdict, :func:`mo_align.stats.interfering` on the run's paired CIs of Δ vs the start, each objective's and the
+    fixed scalar's). Returns ``{"interference": True / False, or None when the run recorded no such intervals (no
+    verdict), "objectives": [...], "reasons": [...], "notes": [...]}``; the notes, which decide nothing, are the
+    monitor's events and, for a run without intervals, the objectives that fell more than ``tolerance`` below their
+    start while another rose.
     """
-    objectives: list[str] = []
-    reasons: list[str] = []
-    for ev in run.get("events") or []:
-        obj = ev.get("objective")
-        if obj and obj not in objectives:
-            objectives.append(obj)
-        reasons.append(f"step {ev['step']}: {ev['kind']}" + (f" on {obj}" if obj else "") + _suffix(ev.get("message")))
-    start, final = run.get("start") or {}, run.get("final") or {}
-    delta = {k: final[k] - start[k] for k in final if k in start}
-    delta = {k: v for k, v in delta.items() if not math.isnan(v)}
-    improved = [k for k, v in delta.items() if v > 0]
-    cis = final_cis(run)[1]
-    for name, change in delta.items():
-        others = [k for k in improved if k != name]
-        ci = cis.get(name)
-        fell = ci[1] < 0 if ci is not None else change < -tolerance
-        if fell and others:
-            if name not in objectives:
-                objectives.append(name)
-            why = (
-                f"95 % CI of Δ [{ci[0]:+.3f}, {ci[1]:+.3f}] entirely below 0"
-                if ci is not None
-                else f"beyond the tolerance {tolerance:g}"
-            )
-            reasons.append(
-                f"{name} fell by {-change:.3f} (start {start[name]:.3f} -> final {final[name]:.3f}, {why}) while "
-                f"{', '.join(others)} improved"
-            )
-    return {"interference": bool(reasons), "objectives": objectives, "reasons": reasons}
+    run = normalize_summary(run)
+    flagged = run["interference"]
+    last = run["eval"][-1] if flagged is not None else {}
+    reasons = []
+    for name in flagged or []:
+        low, high = last["delta_ci"][name]
+        s_low, s_high = last["scalar_delta_ci"]
+        reasons.append(
+            f"{name}: 95 % CI of Δ {format_interval(run['delta'].get(name), low, high)} below 0 while the fixed "
+            f"scalar's is {format_bounds(s_low, s_high)}, above 0"
+        )
+    notes = [
+        f"step {ev['step']}: {ev['kind']}"
+        + (f" on {ev['objective']}" if ev["objective"] else "")
+        + _suffix(ev["message"])
+        for ev in run["events"]
+    ]
+    if flagged is None:
+        delta = {k: v for k, v in run["delta"].items() if not math.isnan(v)}
+        rose = [k for k, v in delta.items() if v > 0]
+        for name, change in delta.items():
+            if change < -tolerance and [k for k in rose if k != name]:
+                notes.append(
+                    f"{name} fell by {-change:.3f} (more than {tolerance:g}; no interval recorded: no verdict)"
+                )
+    return {
+        "interference": None if flagged is None else bool(flagged),
+        "objectives": list(flagged or []),
+        "reasons": reasons,
+        "notes": notes,
+    }
 
 
 def final_cis(run: Mapping[str, Any]) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
@@ -224,6 +227,10 @@ def _per_run(
             "interference": flags["interference"],
             "interference_objectives": flags["objectives"],
             "interference_reasons": flags["reasons"],
+            "interference_notes": flags["notes"],
+            "scalar_delta_ci": (r["eval"][-1].get("scalar_delta_ci") if r["eval"] else None),
+            "preference": r.get("preference"),
+            "unavailable": {k: v for e in r["eval"] for k, v in (e.get("unavailable") or {}).items()},
             "num_events": len(r["events"]),
         }
     return per_run

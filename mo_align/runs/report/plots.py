@@ -21,10 +21,21 @@ from mo_align.runs.report.pareto import non_dominated
 from mo_align.runs.summary import _num, normalize_summary
 
 
-__all__ = ["PNG_SIGNATURE", "Plots", "draw_eval_curve", "make_plots", "plot_run_weights", "plot_weights"]
+__all__ = [
+    "PNG_SIGNATURE",
+    "Plots",
+    "cov_ema_figure",
+    "draw_eval_curve",
+    "make_plots",
+    "plot_run_weights",
+    "plot_weights",
+    "weight_limits",
+    "weights_figure",
+]
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _LINESTYLES = ("-", "--", ":", "-.")
+_OBJECTIVE_LINES = ("-", "--", "-.", (0, (6, 2, 1, 2, 1, 2)))  # dotted is left to targets (CTWA's c_k)
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 _EVENT_MARKERS = {"negative_covariance": "X", "eval_drop": "v"}
 
@@ -124,36 +135,71 @@ def _plot_eval_curves(runs, objectives, styles, path: Path) -> str | None:
 
 
 def _draw_series(ax, series: Sequence[Mapping[str, Any]], key: str, objectives, handles: dict[str, Any]) -> None:
-    """One line per objective of ``series`` (``[{"step": s, key: {objective: value}}]``), colored by objective."""
+    """One line per objective of ``series`` (``[{"step": s, key: {objective: value}}]``) that no other can hide:
+    objective k has its own colour, line style and marker, and each later line is thinner with smaller markers
+    drawn above the earlier ones, so equal values show as nested lines and markers (never offset)."""
     from matplotlib import colormaps
 
     palette = colormaps["tab10"].colors
     for k, name in enumerate(objectives):
-        pts = [(e["step"], e[key][name]) for e in series if name in e[key]]
+        pts = [(e["step"], e[key][name]) for e in series if name in e[key] and math.isfinite(e[key][name])]
         if pts:
             steps, values = zip(*pts)
-            (line,) = ax.plot(steps, values, color=palette[k % len(palette)])
+            (line,) = ax.plot(
+                steps,
+                values,
+                color=palette[k % len(palette)],
+                linestyle=_OBJECTIVE_LINES[k % len(_OBJECTIVE_LINES)],
+                linewidth=max(0.8, 2.8 - 0.8 * k),
+                marker=_MARKERS[k % len(_MARKERS)],
+                markersize=max(2.5, 8.0 - 2.0 * k),
+                markevery=max(1, len(pts) // 12),
+                zorder=2 + k,
+            )
             handles.setdefault(name, line)
+
+
+def weight_limits(ax, values: Sequence[float]) -> None:
+    """The y-range of a weight panel: from 0 (or the smallest weight, if negative) to at least 0.1 above it, so
+    weights that differ by 0.001 do not look far apart; the spread of the weights is written in the panel."""
+    values = [v for v in values if math.isfinite(v)]
+    if not values:
+        return
+    low, high = min(0.0, min(values)), max(values)
+    top = max(high + 0.08 * (high - low), low + 0.1)
+    ax.set_ylim(low, top)
+    spread = max(values) - min(values)
+    ax.text(
+        0.02, 0.03, f"weights {min(values):.3f} to {max(values):.3f} (spread {spread:.3f})", transform=ax.transAxes,
+        fontsize="x-small", color="0.3",
+    )  # fmt: skip
 
 
 def plot_weights(
     runs, objectives, path: Path, notes: list[str] | None = None, *, eval_panel: bool = False
 ) -> str | None:
-    """``weights.png`` of the report: one panel per run with a weight trajectory, one line per objective.
-
-    ``eval_panel`` (the model card's single run) adds a panel of each run's eval means per objective when it has
-    two evaluations or more. ``notes`` collects the runs left out for having no trajectory.
-    """
+    """``weights.png`` of the report (:func:`weights_figure`); the reason when there is nothing to plot."""
     with_weights = [r for r in runs if r["weights"]]
     if not with_weights:
         return "no run recorded a weight trajectory"
     if notes is not None:
         notes += [f"{r['run_name']}: no weight trajectory recorded" for r in runs if not r["weights"]]
+    fig, handles = weights_figure(with_weights, objectives, eval_panel=eval_panel)
+    _save(fig, path, handles)
+    return None
+
+
+def weights_figure(runs, objectives, *, eval_panel: bool = False) -> tuple[Any, dict[str, Any]]:
+    """(figure, legend handles): one panel per run with a weight trajectory, one line per objective
+    (:func:`_draw_series`), on :func:`weight_limits`. ``eval_panel`` (the model card's single run) adds a panel of
+    each run's eval means per objective when it has two evaluations or more."""
+    with_weights = [r for r in runs if r["weights"]]
     with_evals = [r for r in with_weights if len(r["eval"]) >= 2] if eval_panel else []
     fig, axes = _figure(len(with_weights) + len(with_evals))
     handles: dict[str, Any] = {}
     for ax, r in zip(axes, with_weights):
         _draw_series(ax, r["weights"], "weights", objectives, handles)
+        weight_limits(ax, [v for e in r["weights"] for v in e["weights"].values()])
         ax.set_title(f"{r['run_name']} ({r['algorithm']})", fontsize="medium")
         ax.set_ylabel("weight")
     for ax, r in zip(axes[len(with_weights) :], with_evals):
@@ -163,8 +209,7 @@ def plot_weights(
     for ax in axes:
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-    _save(fig, path, handles)
-    return None
+    return fig, handles
 
 
 def plot_run_weights(summary: Mapping[str, Any], path: str | os.PathLike) -> bool:
@@ -190,6 +235,14 @@ def _cov_targets(run: Mapping[str, Any], objectives: Sequence[str]) -> dict[str,
 def _plot_cov_ema(runs, objectives, styles, path: Path, notes: list[str]) -> str | None:
     if not any(r["cov_ema"] for r in runs):
         return "no run recorded a covariance-law EMA"
+    fig, handles = cov_ema_figure(runs, objectives, styles, notes)
+    _save(fig, path, handles)
+    return None
+
+
+def cov_ema_figure(runs, objectives, styles, notes: list[str]) -> tuple[Any, dict[str, Any]]:
+    """(figure, legend handles) of ``cov_ema.png``: per objective, each run's covariance EMA, its target (dotted,
+    in the legend as ``<run>: target c_k``) and its events."""
     fig, axes = _figure(len(objectives))
     handles: dict[str, Any] = {}
     event_kinds: dict[str, str] = {}
@@ -206,7 +259,8 @@ def _plot_cov_ema(runs, objectives, styles, path: Path, notes: list[str]) -> str
                 handles.setdefault(r["run_name"], line)
                 target = _cov_targets(r, objectives).get(name)
                 if target is not None and not math.isnan(target):
-                    ax.axhline(target, color=s.color, linestyle=":", linewidth=0.8)
+                    line = ax.axhline(target, color=s.color, linestyle=":", linewidth=1.2)
+                    handles.setdefault(f"{r['run_name']}: target c_k", line)
             for ev in r["events"]:
                 if ev["objective"] not in (name, None):
                     continue
@@ -227,8 +281,7 @@ def _plot_cov_ema(runs, objectives, styles, path: Path, notes: list[str]) -> str
         handles[f"event: {kind}"] = Line2D([], [], marker=marker, color="0.3", markeredgecolor="k", linestyle="")
     if event_kinds:
         notes.append("markers: events at the step they fired (dashed vertical line when the run has no EMA curve)")
-    _save(fig, path, handles)
-    return None
+    return fig, handles
 
 
 def _plot_pareto(runs, pair, analysis, styles, path: Path) -> str | None:

@@ -19,6 +19,7 @@ from mo_align.runs.report.law import law_lines, pooled_lines
 from mo_align.runs.report.plots import Plots
 from mo_align.runs.report.seeds import seed_tables
 from mo_align.runs.summary import TRAIN_FALLBACK
+from mo_align.stats import format_bounds, format_interval
 
 
 __all__ = ["blocks", "format_console_table", "law_lines", "to_html", "to_markdown"]
@@ -31,8 +32,11 @@ def _fmt(value: float | None, signed: bool = False, digits: int = 3) -> str:
 
 
 def _fmt_stats(stats: Mapping[str, Any], signed: bool = False) -> str:
+    """``median [min, max]`` over seeds; one seed has no range: the value and ``n = 1 (no range)``."""
     if stats["median"] is None:
         return "—"
+    if stats["n"] == 1:
+        return f"{_fmt(stats['median'], signed)} (n = 1, no range)"
     return f"{_fmt(stats['median'], signed)} [{_fmt(stats['min'], signed)}, {_fmt(stats['max'], signed)}]"
 
 
@@ -43,10 +47,26 @@ class _Table:
 
 
 def _fmt_ci(value: float | None, ci: list[float] | None, signed: bool = False) -> str:
-    """``0.600`` or, with its interval, ``0.600 [0.570, 0.630]``."""
+    """``0.600`` or, with its interval, to the interval's precision (:func:`mo_align.stats.ci_decimals`):
+    ``0.60 [0.45, 0.75]``, ``0.516 [0.484, 0.547]``."""
     if ci is None or value is None:
         return _fmt(value, signed)
-    return f"{_fmt(value, signed)} [{_fmt(ci[0], signed)}, {_fmt(ci[1], signed)}]"
+    return format_interval(value, ci[0], ci[1], signed)
+
+
+def _delta_cell(run: Mapping[str, Any], name: str) -> str:
+    """A run's Δ with its paired CI; ``— (no step-0 value)`` for an objective whose first evaluation had no reference."""
+    if name in run["unavailable"] and run["start"][name] is None:
+        return "— (no step-0 value)"
+    return _fmt_ci(run["delta"][name], run["delta_ci"][name], True)
+
+
+def interference_cell(run: Mapping[str, Any]) -> str:
+    """A run's interference verdict in a table (report.md and the console): the objectives, ``no``, or ``no
+    verdict`` when the run recorded no intervals (:func:`mo_align.runs.summary.run_interference`)."""
+    if run["interference"] is None:
+        return "no verdict (no CIs)"
+    return "yes: " + ", ".join(run["interference_objectives"]) if run["interference"] else "no"
 
 
 def _algorithm_table(analysis: dict[str, Any]) -> _Table:
@@ -62,6 +82,8 @@ def _algorithm_table(analysis: dict[str, Any]) -> _Table:
             if hv_range is None
             else f"{_fmt(agg['median_run_hv'], digits=4)} [{_fmt(hv_range[0], digits=4)}, {_fmt(hv_range[1], digits=4)}]"
         )
+        if hv_range is not None and len(agg["runs"]) == 1:
+            run_hv = f"{_fmt(agg['median_run_hv'], digits=4)} (n = 1, no range)"
         rows.append(
             [algorithm, str(len(agg["runs"]))]
             + [_fmt_stats(agg["final"][o]) for o in objs]
@@ -76,18 +98,15 @@ def _run_table(analysis: dict[str, Any]) -> _Table:
     headers = ["run", "algorithm", "seed"]
     for o in objs:
         headers += [f"{o} final [95% CI]", f"{o} best", f"{o} Δ [95% paired CI]"]
-    headers += ["HV", "non-dominated", "interference", "values from"]
+    headers += ["fixed scalar Δ [95% paired CI]", "HV", "non-dominated", "interference", "values from"]
     rows = []
     for name, r in analysis["runs"].items():
         row = [name, r["algorithm"], "—" if r["seed"] is None else str(r["seed"])]
         for o in objs:
-            final, delta = _fmt_ci(r["final"][o], r["final_ci"][o]), _fmt_ci(r["delta"][o], r["delta_ci"][o], True)
-            row += [final, _fmt(r["best"][o]), delta]
-        flag = ("yes: " + ", ".join(r["interference_objectives"])) if r["interference"] else "no"
-        if r["interference"] and not r["interference_objectives"]:
-            flag = "yes"
+            row += [_fmt_ci(r["final"][o], r["final_ci"][o]), _fmt(r["best"][o]), _delta_cell(r, o)]
+        row.append(format_bounds(*(r["scalar_delta_ci"] or (None, None))))
         nd = "yes" if r["non_dominated"] else "no"
-        rows.append([*row, _fmt(r["hypervolume"], digits=4), nd, flag, r["values_from"]])
+        rows.append([*row, _fmt(r["hypervolume"], digits=4), nd, interference_cell(r), r["values_from"]])
     return _Table(headers, rows)
 
 
@@ -140,27 +159,29 @@ def _intro_blocks(analysis: dict[str, Any]) -> list[tuple]:
 
 
 def _front_blocks(analysis: dict[str, Any]) -> list[tuple]:
-    """The non-dominated runs and each run's interference reasons (at most 12 shown)."""
+    """The non-dominated runs, each run's interference verdict with its reasons, and its notes (at most 12)."""
     nd = analysis["non_dominated"]
     items = []
     for name, r in analysis["runs"].items():
-        if r["interference"]:
-            shown = r["interference_reasons"][:12]
-            more = len(r["interference_reasons"]) - len(shown)
-            items.append(f"{name}: " + "; ".join(shown) + (f"; … and {more} more" if more > 0 else ""))
-        else:
-            items.append(f"{name}: none")
+        text = f"{name}: {interference_cell(r)}" + "".join(f"; {why}" for why in r["interference_reasons"])
+        notes = r["interference_notes"][:12]
+        more = len(r["interference_notes"]) - len(notes)
+        if notes:
+            text += " (notes, no verdict: " + "; ".join(notes) + (f"; … and {more} more" if more > 0 else "") + ")"
+        items += [text] + [f"{name}: {o} has no Δ: {why}" for o, why in r["unavailable"].items()]
     front = (
         "Non-dominated runs (final points over all objectives; no other run is >= everywhere and > somewhere): "
         + (", ".join(nd) if nd else "none (no run has final values for every objective)")
         + "."
     )
     rule = (
-        "Per-run flags (one run's evaluation noise, not a verdict across seeds): a run is flagged if it recorded an "
-        "event, or if an objective's final eval mean fell while another objective improved: significantly (the "
-        "paired 95 % CI of its Δ entirely below 0) where the run recorded CIs, else by more than the tolerance "
-        f"({analysis['tolerance']:g}). The interference verdict per algorithm is the seed-level one (fixed scalar "
-        "up and the objective down, both by their adjusted intervals over seeds)."
+        "One rule everywhere (mo_align.stats.interfering; the same verdict as the run summary's and the console's): "
+        "an objective interferes when its Δ interval lies below 0 while the fixed scalar's Δ interval lies above 0. "
+        "Per run, the intervals are the run's paired 95 % CIs of Δ vs its start (that run's evaluation noise; the "
+        "fixed scalar with the run's own preference weights); per algorithm, the seed level's adjusted intervals "
+        "over seeds (the seed-level table). Monitor events (a negative covariance EMA: the covariance law's "
+        "prediction) and, for runs without intervals, falls larger than the tolerance "
+        f"({analysis['tolerance']:g}) are listed as notes: they decide nothing."
     )
     return [("h", 2, "Pareto front"), ("p", front), ("h", 2, "Interference"), ("p", rule), ("list", items)]
 
@@ -196,7 +217,8 @@ def _seed_blocks(analysis: dict[str, Any]) -> list[tuple]:
 def _launch_table(runs: list[dict[str, Any]]) -> _Table:
     rows = []
     for r in runs:
-        hp = json.dumps(r["weighting_hyperparameters"], sort_keys=True) if r["weighting_hyperparameters"] else "—"
+        hp = r["weighting_hyperparameters"]
+        hp = json.dumps(_short(hp), sort_keys=True) if hp else "—"  # float32 0.3330000042915344 reads 0.333
         seed = "—" if r["seed"] is None else str(r["seed"])
         command, source = r["launch_command"] or "—", r.get("source") or "—"
         rows.append([r["run_name"], r["algorithm"], seed, r["output_dir"] or "—", hp, command, source])
@@ -295,6 +317,17 @@ def to_html(blocks: list[tuple]) -> str:
     return "\n".join(parts) + "\n"
 
 
+def _short(value: Any) -> Any:
+    """Floats to 6 significant digits, recursively: recorded float32 values without their conversion noise."""
+    if isinstance(value, float) and math.isfinite(value):
+        return float(f"{value:.6g}")
+    if isinstance(value, Mapping):
+        return {k: _short(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_short(v) for v in value]
+    return value
+
+
 def _columns(headers: list[str], rows: list[list[str]]) -> list[str]:
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
     line = "  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()
@@ -307,9 +340,12 @@ def _console_runs(result: Mapping[str, Any]) -> list[str]:
     runs = {n: r for n, r in result["runs"].items() if any(r["delta_ci"].get(o) for o in objs)}
     if not runs:
         return []
-    rows = [[n, *(_fmt_ci(r["delta"][o], r["delta_ci"][o], True) for o in objs)] for n, r in runs.items()]
-    head = "per run: Δ vs start [95% paired CI: that run's evaluation noise only, no verdict]"
-    return [head, *_columns(["run", *objs], rows)]
+    rows = [[n, *(_delta_cell(r, o) for o in objs), interference_cell(r)] for n, r in runs.items()]
+    head = (
+        "per run: Δ vs start [95% paired CI: that run's evaluation noise]; interference = that run's verdict "
+        "(mo_align.stats.interfering on these intervals and the fixed scalar's, as report.md and mo_summary.json)"
+    )
+    return [head, *_columns(["run", *objs, "interference"], rows)]
 
 
 def _seed_verdict(agg: Mapping[str, Any]) -> str:

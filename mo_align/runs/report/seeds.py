@@ -19,7 +19,11 @@ The unit of replication is the **seed** (training randomness), not the evaluatio
   weights: given, else the reference run's ``weights`` hyperparameter, else ``1/K`` each), never an algorithm's
   current weights.
 * **Interference** (per algorithm): the fixed scalar's Δ interval lies entirely above 0 and an objective's Δ
-  interval entirely below 0, both from the Δ-vs-start table's adjusted intervals.
+  interval entirely below 0, both from the Δ-vs-start table's adjusted intervals (:func:`mo_align.stats.interfering`,
+  the one rule every output that says "interference" applies).
+* **Missing values**: an objective without a start or final value in a run (its step-0 evaluation had no reference,
+  e.g. conciseness against a running mean before any training batch) has no Δ there; the fixed scalar sums the
+  objectives every evaluated run has at both ends (:func:`scalar_objectives`), and the tables say which.
 """
 
 from __future__ import annotations
@@ -27,12 +31,13 @@ from __future__ import annotations
 import math
 import re
 import shlex
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from mo_align.stats import holm_adjust, holm_levels, t_test
+from mo_align.stats import CI, format_interval, holm_adjust, holm_levels, interfering, t_test
 
 
 SCALAR = "scalar"
@@ -83,19 +88,32 @@ def configuration(run: Mapping[str, Any]) -> str:
     return _SEED.sub("", name) if _SEED.search(name) else run["algorithm"]
 
 
+def scalar_objectives(runs: Sequence[Mapping[str, Any]], objectives: Sequence[str]) -> list[str]:
+    """The objectives of the fixed scalar: those with a finite start and final in every evaluated run."""
+    evaluated = [r for r in runs if r.get("values_from", "eval") == "eval"]
+
+    def scored(r: Mapping[str, Any], o: str) -> bool:
+        return math.isfinite(float(r["start"].get(o, math.nan))) and math.isfinite(float(r["final"].get(o, math.nan)))
+
+    return [o for o in objectives if all(scored(r, o) for r in evaluated)]
+
+
 def seed_points(runs: Sequence[Mapping[str, Any]], objectives: Sequence[str], weights: Sequence[float]) -> list[dict]:
-    """Per evaluated run with a finite start and final for every objective: algorithm, warm start, seed, and the
-    start and final of every objective and of the fixed scalar."""
+    """Per evaluated run with a finite start and final for some objective: algorithm, warm start, seed, and the
+    start and final of every objective (NaN where the run has none) and of the fixed scalar (over
+    :func:`scalar_objectives`; NaN when there is none)."""
+    common = scalar_objectives(runs, objectives)
     points = []
     for r in runs:
         if r.get("values_from", "eval") != "eval":
             continue
         start = {o: float(r["start"].get(o, math.nan)) for o in objectives}
         final = {o: float(r["final"].get(o, math.nan)) for o in objectives}
-        if not all(math.isfinite(v) for v in [*start.values(), *final.values()]):
+        if not any(math.isfinite(start[o]) and math.isfinite(final[o]) for o in objectives):
             continue
         for values in (start, final):
-            values[SCALAR] = float(sum(w * values[o] for w, o in zip(weights, objectives)))
+            terms = [w * values[o] for w, o in zip(weights, objectives) if o in common]
+            values[SCALAR] = float(sum(terms)) if terms else math.nan
         seed = r.get("seed")
         points.append(
             {
@@ -115,7 +133,9 @@ def baselines(points: Sequence[Mapping[str, Any]], quantities: Sequence[str]) ->
     out: dict[str, dict[str, float]] = {}
     for key in dict.fromkeys(p["warm_start"] for p in points):
         mine = [p for p in points if p["warm_start"] == key]
-        out[key] = {q: float(np.mean([p["start"][q] for p in mine])) for q in quantities}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a quantity no run of this warm start has stays NaN
+            out[key] = {q: float(np.nanmean([p["start"][q] for p in mine])) for q in quantities}
     return out
 
 
@@ -149,6 +169,15 @@ def family(samples: Mapping[tuple[str, str], Sequence[float]], alpha: float = AL
             "level": 1.0 - a if math.isfinite(a) else None,
         }
     return out
+
+
+def cell_ci(cell: Mapping[str, Any]) -> CI:
+    """A table cell's adjusted interval as a :class:`~mo_align.stats.CI` (NaN bounds where it has none)."""
+
+    def number(v: Any) -> float:
+        return math.nan if v is None else float(v)
+
+    return CI(number(cell["estimate"]), number(cell["low"]), number(cell["high"]))
 
 
 def verdict(cell: Mapping[str, Any], table: str) -> str:
@@ -192,8 +221,9 @@ def seed_level(
         start_counts[a] = len(per_seed)
     vs_start = _table(start_samples, start_counts, quantities, "vs_start", alpha)
     for row in vs_start["rows"].values():
-        scalar_up = row["cells"][SCALAR]["verdict"] == "up"
-        row["interference"] = [o for o in objectives if scalar_up and row["cells"][o]["verdict"] == "down"]
+        row["interference"] = interfering(
+            {o: cell_ci(row["cells"][o]) for o in objectives}, cell_ci(row["cells"][SCALAR])
+        )
     vs_reference = None
     if reference in algorithms and len(algorithms) > 1:
         ref_samples, ref_counts = {}, {}
@@ -207,6 +237,7 @@ def seed_level(
     out = {
         "preference": weights,
         "preference_source": source,
+        "scalar_objectives": scalar_objectives(runs, objectives),
         "quantities": quantities,
         "alpha": alpha,
         "warm_starts": len(base),
@@ -228,20 +259,24 @@ def _json_ready(value: Any) -> Any:
 
 
 def format_cell(cell: Mapping[str, Any]) -> str:
-    """``+0.123 [+0.080, +0.160] up``; ``+0.123 (n < 2)`` without an interval; ``—`` without a value."""
+    """``+0.12 [+0.08, +0.16] up`` (decimals: :func:`mo_align.stats.ci_decimals`); ``+0.123 (n < 2)`` without an
+    interval; ``—`` without a value."""
     est = cell.get("estimate")
     if est is None:
         return "—"
     if cell.get("low") is None or cell.get("high") is None:
         return f"{est:+.3f} ({cell['verdict']})"
-    return f"{est:+.3f} [{cell['low']:+.3f}, {cell['high']:+.3f}] {cell['verdict']}"
+    return f"{format_interval(est, cell['low'], cell['high'])} {cell['verdict']}"  # to the interval's precision
 
 
 def seed_tables(seeds: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The two tables as ``{"title", "headers", "rows", "note"}`` (rows of strings), for markdown and the console."""
     qs = seeds["quantities"]
+    over = seeds.get("scalar_objectives", qs[:-1])
+    within = "" if list(over) == list(qs[:-1]) else f" over {', '.join(over) or 'no objective'}"
     label = {
-        q: (f"scalar (w = {', '.join(f'{w:.3g}' for w in seeds['preference'])})" if q == SCALAR else q) for q in qs
+        q: (f"scalar (w = {', '.join(f'{w:.3g}' for w in seeds['preference'])}){within}" if q == SCALAR else q)
+        for q in qs
     }
     level = f"{1 - seeds['alpha']:.0%}"
     start = seeds["vs_start"]
