@@ -239,5 +239,5 @@ def batched_vjp(trainer: Any, inputs: dict, repeats: int = 3) -> dict:
             t_bat.append(time.perf_counter() - t0)
         out.update(batched_s=statistics.median(t_bat), max_abs_diff=float((bat - seq).abs().max()))
     except Exception as exc:  # vmap over a backward that an operator does not support: report it
-        out["batched_error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
+        out["batched_error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
     return out

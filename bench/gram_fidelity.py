@@ -15,7 +15,10 @@ optimizer step of its setting, sampled at T = 1.
 
 ``python bench/gram_fidelity.py [--quick] [--batches 8] [--time-steps 5] [--lab-model DIR] [--no-lab] [--no-bench]
 [--cache outputs/lab-cache] [--out bench/results_gram_fidelity] [--threads N]`` (``make bench-gram ARGS=...``).
-Writes ``<out>.md`` and ``<out>.json``. Benchmarks are not tests: no threshold fails anything.
+Writes ``<out>.md`` and ``<out>.json`` (after each model, so a run cut short keeps the finished ones); ``--render
+JSON`` rewrites them from a run's JSON without measuring (e.g. with another ``--threshold``). On an idle 2-core CPU
+the default run takes about 20 min (the bench model's timings most of it; the lab model about 3 min, plus about
+5 min once to train the warm start when the cache has none). Benchmarks are not tests: no threshold fails anything.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores, or 1 on a busy machine)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=os.path.join(HERE, "results_gram_fidelity"), help="path stem of .md/.json")
+    p.add_argument("--render", default=None, metavar="JSON", help="only rewrite <out>.md/.json from a run's JSON")
     a = p.parse_args(argv)
     a.batches = a.batches or (4 if a.quick else 8)
     a.time_steps = a.time_steps or (3 if a.quick else 5)
@@ -151,6 +155,9 @@ def run_model(spec: dict[str, Any], a: argparse.Namespace, strategies: dict[str,
                               "batch": f"{per} prompts x {g} completions, <= {trainer.args.max_completion_length} "
                               f"tokens", "lr": trainer.args.learning_rate, "batches": [], "generate_s": []}  # fmt: skip
     result["spaces"] = {n: {"space": s, "gramian_params": p} for n, (s, p) in spaces.items()}
+    t = trainer.args
+    result["loss"] = (f"TRL's {t.loss_type} policy loss, beta {t.beta:g}, epsilon {t.epsilon:g}, "
+                      f"{getattr(t, 'advantage_estimator', 'grpo')} advantages per objective")  # fmt: skip
     for b in range(a.batches):
         rows = [spec["data"][i] for i in order[b * per : (b + 1) * per] for _ in range(g)]
         inputs, seconds = sample_batch(trainer, rows, a.seed + b)
@@ -185,6 +192,12 @@ def loadavg() -> str:
 
 def main(argv: list[str] | None = None) -> None:
     a = parse(argv)
+    if a.render:  # the tables again from a run's records (e.g. with another --threshold), nothing measured
+        with open(a.render) as f:
+            doc = json.load(f)
+        doc["meta"]["threshold"] = a.threshold
+        sys.stdout.write(write_results(doc["results"], doc["meta"], doc["strategies"], a.out))
+        return
     import torch
 
     from mo_align.lab.run import warm_start_threads
@@ -193,7 +206,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(a.threads if a.threads > 0 else warm_start_threads())
     meta: dict[str, Any] = {"date": str(datetime.date.today()), "loadavg_before": loadavg(),
                             "threads": torch.get_num_threads(), "command": " ".join(sys.argv),
-                            "batches": a.batches, "time_steps": a.time_steps, "threshold": a.threshold}  # fmt: skip
+                            "batches": a.batches, "time_steps": a.time_steps, "threshold": a.threshold,
+                            "cores": os.cpu_count() or 1}  # fmt: skip
     strategies = {s: lab_settings(s, 1)["weighting_kwargs"] for s in a.strategies}  # the paper recipes' kwargs
     specs = []
     if not a.no_lab:
@@ -201,18 +215,20 @@ def main(argv: list[str] | None = None) -> None:
         specs += [lab_spec(p) for p in paths]
     if not a.no_bench:
         specs.append(bench_spec())
-    results = []
+    meta["machine"] = gram_report.machine()
+    results, text = [], ""
     for spec in specs:
         say(f"{spec['label']}")
         results.append(run_model(spec, a, strategies))
-    meta["loadavg_after"] = loadavg()
-    meta["machine"] = gram_report.machine()
-    sys.stdout.write("\n" + write_results(results, meta, strategies, a.out))
+        meta["loadavg_after"] = loadavg()  # written after each model: a run cut short keeps the finished ones
+        text = write_results(results, meta, strategies, a.out)
+    sys.stdout.write("\n" + text)
 
 
 def write_results(results: list[dict], meta: dict[str, Any], strategies: dict[str, dict], out: str) -> str:
-    """``<out>.json`` (every batch's records and the summaries) and ``<out>.md`` (the tables); returns the text."""
-    doc = {"meta": meta, "strategies": strategies, "models": [gram_report.summarise(r) for r in results]}
+    """``<out>.json`` (the runs' records and their summaries) and ``<out>.md`` (the tables); returns the text."""
+    models = [gram_report.summarise(r) for r in results]
+    doc = {"meta": meta, "strategies": strategies, "models": models, "results": results}
     with open(out + ".json", "w") as f:
         json.dump(doc, f, indent=1)
     text = gram_report.render(doc)

@@ -14,6 +14,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
 import gram_core
 import gram_fidelity
+import gram_report
 
 
 class Toy(torch.nn.Module):
@@ -86,7 +87,7 @@ def tiny_results(tiny_model_dir, tmp_path_factory):
             "threshold": a.threshold, "machine": "-"}  # fmt: skip
     text = gram_fidelity.write_results([result], meta, strategies, out)
     with open(out + ".json") as f:
-        return result, json.load(f), text
+        return result, {**json.load(f), "_path": out + ".json"}, text
 
 
 def test_full_parameter_row_is_exact_and_cosines_are_cosines(tiny_results):
@@ -128,3 +129,30 @@ def test_results_json_has_every_strategy_and_space(tiny_results):
             assert r["cos"]["mean"] == 1.0 and r["alpha_maxabs"]["mean"] == 0.0
     assert model["linear_s"] > 0 and "## Recommendation" in text
     assert text.count("| mgda |") == 5
+    again = os.path.join(os.path.dirname(doc["_path"]), "again")
+    gram_fidelity.main(["--render", doc["_path"], "--out", again])  # the tables again from the run's JSON
+    with open(again + ".md") as f:
+        assert f.read() == text
+
+
+def _row(space, cos_low, time_s, step_low=None):
+    row = {"strategy": "s", "space": space, "time_s": time_s, "x_linear_train": time_s,
+           "cos": {"mean": cos_low, "low": cos_low, "high": 1.0, "n": 8, "of": 8}}  # fmt: skip
+    if step_low is not None:
+        row["cos_weight_step"] = {"mean": step_low, "low": step_low, "high": 1.0, "n": 8, "of": 8}
+        row["weight_step_ratio"] = {"mean": 0.5, "low": 0.4, "high": 0.6, "n": 8, "of": 8}
+    return row
+
+
+def test_recommendation_takes_the_cheapest_faithful_space_that_is_faster_than_every_parameter():
+    rows = [_row(gram_core.FULL, 1.0, 2.0), _row("slow but faithful", 0.999, 2.5), _row("cheap", 0.95, 1.0),
+            _row("mid", 0.995, 1.5)]  # fmt: skip
+    (line,) = gram_report.recommend({"rows": rows}, 0.99)
+    assert line.startswith("- **s**: mid — cos(d, d_full) 0.995")
+    (line,) = gram_report.recommend({"rows": rows[:3]}, 0.99)  # the faithful one measured slower than every parameter
+    assert line.startswith(
+        "- **s**: parameters (all) (2.00x) — no faster space reaches cos >= 0.99; the closest, cheap"
+    )
+    stateful = [_row(gram_core.FULL, 1.0, 2.0, 1.0), _row("direction off", 1.0, 1.0, 0.5)]
+    (line,) = gram_report.recommend({"rows": stateful}, 0.99)  # cos(d) = 1, but its weight step points elsewhere
+    assert line.startswith("- **s**: parameters (all) (2.00x) — no faster space reaches cos >= 0.99")
