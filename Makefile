@@ -26,7 +26,8 @@ export TOKENIZERS_PARALLELISM := false
 
 # Offline (no Hub, wandb offline unless WANDB_MODE is set) for tests, smoke runs, the lab, benchmarks and the demo
 # only; train-* and vllm-server download models and sync trackers. Target-specific values also reach prerequisites.
-OFFLINE_TARGETS := test test-slow test-vllm demo lab lab-quick lab-sweep lab-front bench bench-vllm tiny-model smoke \
+OFFLINE_TARGETS := test test-slow test-vllm demo lab lab-quick lab-sweep lab-front bench bench-gram bench-vllm \
+	tiny-model smoke \
 	$(addprefix smoke-,$(ALGORITHMS))
 $(OFFLINE_TARGETS): export HF_HUB_OFFLINE := 1
 $(OFFLINE_TARGETS): export HF_DATASETS_OFFLINE := 1
@@ -35,7 +36,7 @@ $(OFFLINE_TARGETS): export WANDB_MODE ?= offline
 check_algo = $(if $(filter $(1),$(ALGORITHMS)),,$(error unknown algorithm '$(1)'; valid: $(ALGORITHMS)))
 
 .PHONY: help install test test-slow lint format demo tiny-model smoke clean lab lab-quick lab-sweep lab-front bench
-.PHONY: wheel-check
+.PHONY: wheel-check bench-gram
 .PHONY: $(addprefix train-,$(ALGORITHMS)) $(addprefix smoke-,$(ALGORITHMS))
 
 help: ## list the targets
@@ -93,6 +94,9 @@ lab-sweep: install ## phase diagram: G share x {accuracy_only, linear, ctwa} x 3
 
 bench: install ## step-time ratios of every strategy vs linear (+ rollout and reward throughput) -> bench/results.md
 	$(PY) bench/run.py
+
+bench-gram: install ## Gram space vs fidelity and cost (mgda, dynamic, upgrad, gradnorm) -> bench/results_gram_fidelity.md
+	$(PY) bench/gram_fidelity.py $(ARGS)
 
 # Static pattern rules for the known algorithms (GNU make never applies implicit rules to .PHONY targets), and a
 # catch-all that rejects any other name with the list of valid ones.

@@ -27,6 +27,23 @@ def build_model(path: str) -> str:
     return path
 
 
+def bench_setup(max_steps: int) -> tuple:
+    """(training dataset, the K = 3 reward functions, the common trainer arguments) of every configuration."""
+    from datasets import Dataset
+
+    from mo_align.rewards import get_reward_funcs
+
+    prompts = [[{"role": "user", "content": f"Compute {i % 9 + 1} + {i % 7 + 2} - {i % 5 + 1}."}] for i in range(512)]
+    data = Dataset.from_dict({"prompt": prompts, "answer": [str(i % 9 + i % 7 + 2 - i % 5) for i in range(512)]})
+    funcs = get_reward_funcs(["accuracy", "conciseness", "clarity"], {"accuracy": {"mode": "reference"}})
+    common = {"output_dir": tempfile.mkdtemp(), "use_cpu": True, "bf16": False, "per_device_train_batch_size": 128,
+              "num_generations": 8, "max_completion_length": 64, "learning_rate": 1e-5,
+              "max_steps": max_steps, "logging_steps": 1, "save_strategy": "no", "report_to": "none",
+              "disable_tqdm": True, "seed": 0, "dataloader_num_workers": 0, "activation_checkpointing": False,
+              "generation_kwargs": {"min_new_tokens": 64}}  # equal generation work in every configuration  # fmt: skip
+    return data, funcs, common
+
+
 def timed(obj, name: str, sink: list[float]) -> None:
     """Wrap ``obj.name`` (a method) so each call's wall time is appended to ``sink``."""
     inner = getattr(obj, name)
@@ -56,22 +73,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", required=True)
     a = p.parse_args(argv)
     torch.set_num_threads(os.cpu_count() or 1)
-    from datasets import Dataset
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
     from mo_align.configs import MOGRPOConfig
-    from mo_align.rewards import get_reward_funcs
     from mo_align.trainer import MOGRPOTrainer
 
-    prompts = [[{"role": "user", "content": f"Compute {i % 9 + 1} + {i % 7 + 2} - {i % 5 + 1}."}] for i in range(512)]
-    data = Dataset.from_dict({"prompt": prompts, "answer": [str(i % 9 + i % 7 + 2 - i % 5) for i in range(512)]})
-    funcs = get_reward_funcs(["accuracy", "conciseness", "clarity"], {"accuracy": {"mode": "reference"}})
-    common = {"output_dir": tempfile.mkdtemp(), "use_cpu": True, "bf16": False, "per_device_train_batch_size": 128,
-              "num_generations": 8, "max_completion_length": 64, "learning_rate": 1e-5,
-              "max_steps": a.warmup + a.steps, "logging_steps": 1, "save_strategy": "no", "report_to": "none",
-              "disable_tqdm": True, "seed": 0, "dataloader_num_workers": 0, "activation_checkpointing": False,
-              "generation_kwargs": {"min_new_tokens": 64}}  # equal generation work in every configuration  # fmt: skip
+    data, funcs, common = bench_setup(a.warmup + a.steps)
     if a.micro_batches > 1:  # the same 128 completions per optimizer step, accumulated over micro-batches
         common.update(per_device_train_batch_size=128 // a.micro_batches, gradient_accumulation_steps=a.micro_batches,
                       steps_per_generation=a.micro_batches)  # fmt: skip
