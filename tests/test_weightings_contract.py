@@ -51,7 +51,12 @@ def test_registry_keys_match_modules():
     import mo_align.weightings as pkg
     from mo_align.weightings import jd
 
-    modules = {p.stem for p in pathlib.Path(pkg.__file__).parent.glob("*.py")} - {"__init__", "base", "validation", "papers"}
+    modules = {p.stem for p in pathlib.Path(pkg.__file__).parent.glob("*.py")} - {
+        "__init__",
+        "base",
+        "validation",
+        "papers",
+    }
     assert "jd" not in WEIGHTINGS and jd.REGISTERED
     assert set(WEIGHTINGS) == (modules - {"jd"}) | set(jd.REGISTERED)
     for key, cls in WEIGHTINGS.items():
