@@ -62,8 +62,11 @@ def configured(trainer: Any, space: str, pattern: str | None, weighting: Any = N
     """The trainer set up as if built with ``gramian_space=space, gramian_params=pattern`` (and ``weighting``): a fresh
     :class:`GradientSpace` (what ``MOGRPOTrainer.__init__`` builds from them); the previous setup restored after."""
     args = trainer.args
-    saved = (args.gramian_space, args.gramian_params, trainer.__dict__.get("weighting"),
-             trainer.__dict__.get("mo_needs"), trainer.__dict__.get("mo_gradient"))  # fmt: skip
+    saved = (
+        args.gramian_space,
+        args.gramian_params,
+        *(getattr(trainer, k, None) for k in ("weighting", "mo_needs", "mo_gradient")),
+    )
     args.gramian_space, args.gramian_params = space, pattern
     if weighting is not None:
         trainer.weighting, trainer.mo_needs = weighting, weighting.trainer_needs()
