@@ -72,13 +72,13 @@ format: install ## apply ruff format + fixes
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-wheel-check: ## build the wheel, install it in a clean venv, train one tiny step outside the checkout (~3 min)
+wheel-check: ## build the wheel, install it in a clean venv, train one tiny step outside the checkout (~3.5 min)
 	bash scripts/wheel_check.sh $(WHEEL_DIR)
 
 tiny-model: install ## write the offline tiny model + tokenizer to outputs/tiny-model
 	$(PY) -m mo_align.testing --out $(TINY_MODEL_DIR)
 
-demo: lab-quick ## the interference lab, quick: linear vs CTWA on CPU (<= 5 min), table + report
+demo: lab-quick ## the interference lab, quick: linear vs CTWA on CPU, table + report
 
 lab-quick: install ## warm start (cached) + linear vs ctwa, one seed, two runs in parallel
 	$(PY) -m mo_align.lab --quick $(if $(TASK),--task $(TASK)) $(ARGS)
