@@ -72,7 +72,7 @@ format: install ## apply ruff format + fixes
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-wheel-check: ## build the wheel, install it in a clean venv, train one tiny step outside the checkout (~3.5 min)
+wheel-check: ## build the wheel, install it in a clean venv, train one tiny step outside the checkout (~2 min)
 	bash scripts/wheel_check.sh $(WHEEL_DIR)
 
 tiny-model: install ## write the offline tiny model + tokenizer to outputs/tiny-model
