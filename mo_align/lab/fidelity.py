@@ -94,31 +94,6 @@ def fidelity_lines(run_dirs: Sequence[str], out_root: str | None = None, n_boot:
     return lines
 
 
-def _generate(model: Any, tok: Any, prompts: list[str], batch: int = 128) -> list[list[int]]:
-    """Completion ids sampled at T = 1 (top-k/top-p off, ≤ 64 tokens), padding cut, EOS kept (the trainer's
-    sampled evaluation)."""
-    import torch
-
-    out_ids = []
-    for start in range(0, len(prompts), batch):
-        enc = tok(prompts[start : start + batch], return_tensors="pt", padding=True, padding_side="left")
-        with torch.no_grad():
-            out = model.generate(
-                **enc,
-                max_new_tokens=64,
-                do_sample=True,
-                temperature=1.0,
-                top_k=0,
-                top_p=1.0,
-                pad_token_id=tok.pad_token_id,
-                eos_token_id=tok.eos_token_id,
-            )
-        for ids in out[:, enc["input_ids"].shape[1] :].tolist():
-            cut = [t for t in ids if t != tok.pad_token_id]
-            out_ids.append(cut[: cut.index(tok.eos_token_id) + 1] if tok.eos_token_id in cut else cut)
-    return out_ids
-
-
 def probe_profiles(sft_dir: str, reference_length: float, samples: int = 4, seed: int = 0) -> dict[str, Any]:
     """The warm start's style profiles (:func:`~mo_align.lab.styles.style_profiles`) from ``samples`` fresh samples
     of each held-out prompt, scored as the lab's evaluation scores them (conciseness against the fixed reference)."""
@@ -143,7 +118,9 @@ def probe_profiles(sft_dir: str, reference_length: float, samples: int = 4, seed
     ]
     torch.manual_seed(seed)
     texts = [tok.apply_chat_template(r["prompt"], tokenize=False, add_generation_prompt=True) for r in rows]
-    ids = _generate(model, tok, texts)
+    from mo_align.lab.sft import sample_ids
+
+    ids = sample_ids(model, tok, texts)
     decoded = tok.batch_decode(ids, skip_special_tokens=True)
     funcs = lab_reward_funcs(reference_length)
     scores = score_rewards(

@@ -71,13 +71,12 @@ def _batch(tok: Any, problems: list, rng: random.Random, size: int, regime: Regi
 
 
 @torch.no_grad()
-def sampled_mean_length(model: Any, tok: Any, problems: list, samples: int = 4, seed: int = 0) -> float:
-    """Mean completion length (tokens, EOS included) of T=1 samples on the given prompts."""
-    torch.manual_seed(seed)
-    texts = [_chat(tok, prompt_text(p)) for p in problems for _ in range(samples)]
-    lengths = []
-    for start in range(0, len(texts), 128):
-        enc = tok(texts[start : start + 128], return_tensors="pt", padding=True, padding_side="left")
+def sample_ids(model: Any, tok: Any, texts: list[str], batch: int = 128) -> list[list[int]]:
+    """Completion ids of ``texts`` sampled at T = 1 (top-k/top-p off, ≤ 64 tokens), padding cut, cut after the first
+    EOS (kept): the lab's sampled evaluation."""
+    out_ids = []
+    for start in range(0, len(texts), batch):
+        enc = tok(texts[start : start + batch], return_tensors="pt", padding=True, padding_side="left")
         out = model.generate(
             **enc,
             max_new_tokens=64,
@@ -89,8 +88,18 @@ def sampled_mean_length(model: Any, tok: Any, problems: list, samples: int = 4, 
             eos_token_id=tok.eos_token_id,
         )
         for ids in out[:, enc["input_ids"].shape[1] :].tolist():
-            ids = [t for t in ids if t != tok.pad_token_id]
-            lengths.append(ids.index(tok.eos_token_id) + 1 if tok.eos_token_id in ids else len(ids))
+            cut = [t for t in ids if t != tok.pad_token_id]
+            out_ids.append(cut[: cut.index(tok.eos_token_id) + 1] if tok.eos_token_id in cut else cut)
+    return out_ids
+
+
+def sampled_mean_length(model: Any, tok: Any, problems: list, samples: int = 4, seed: int = 0) -> float:
+    """Mean completion length (tokens, EOS included) of T=1 samples on the given prompts."""
+    torch.manual_seed(seed)
+    lengths = [
+        len(ids)
+        for ids in sample_ids(model, tok, [_chat(tok, prompt_text(p)) for p in problems for _ in range(samples)])
+    ]
     return sum(lengths) / len(lengths)
 
 
