@@ -333,7 +333,7 @@ def main(argv: list[str] | None = None) -> None:
         return known_answer_main(run_lab, a, task, regime)
     algorithms = a.algorithms or (QUICK if a.quick else list(LAB_ALGORITHMS))
     seeds = a.seeds or ([0] if a.quick else [0, 1, 2])
-    steps = a.steps or (75 if a.quick else 50)
+    steps = a.steps or 50  # make demo = seed 0 of make lab's linear and ctwa runs
     out = a.out or os.path.join("outputs", "lab-quick" if a.quick else "lab")
     eval_steps = a.eval_steps or 25
     # one warm start per regime, shared by make lab, make demo and the sweep (the regime sets its length)

@@ -84,7 +84,7 @@ RULES: tuple[Rule, ...] = (
         "a 0.8 M-parameter model trained for 50 steps barely moves at 1e-6, and 3e-4 collapsed even the accuracy-only "
         "control; at 1e-4, lr × optimizer steps is 5e-3 (the paper's 1e-6 × 1,620 = 1.6e-3)",
     ),
-    Rule("max_steps", PER_RUN, "scale", "--steps optimizer steps (make lab 50, make demo 75) instead of 90 epochs"),
+    Rule("max_steps", PER_RUN, "scale", "--steps optimizer steps (make lab and make demo: 50) instead of 90 epochs"),
     Rule(
         "per_device_train_batch_size",
         64,
