@@ -23,13 +23,17 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mo_align.preferences.front import front_record, parse_preferences, point_name
 from mo_align.preferences.spec import parse_block
 from mo_align.runs.jsonfile import SummaryError
 from mo_align.runs.report.analysis import ReportError
 from mo_align.runs.summary import SUMMARY_FILE, load_run, write_summary
+
+
+if TYPE_CHECKING:
+    from mo_align.trainer import MOGRPOTrainer
 
 
 DESCRIPTION = __doc__.split("\n\n")[0]
@@ -69,7 +73,7 @@ def _run_record(run: str) -> dict[str, Any]:
     return summary
 
 
-def build_trainer(run: str, recipe: str, record: dict[str, Any]) -> Any:
+def build_trainer(run: str, recipe: str, record: dict[str, Any]) -> MOGRPOTrainer:
     """An ``MOGRPOTrainer`` on the run's final model, with the recipe's objectives and eval split and the run's
     preference conditioning (template and placement from its summary)."""
     from transformers import AutoTokenizer  # the training stack is imported when a point is evaluated, not by the CLI
@@ -107,7 +111,7 @@ def build_trainer(run: str, recipe: str, record: dict[str, Any]) -> Any:
     return trainer
 
 
-def _fresh_record(trainer: Any, out_dir: str, name: str) -> None:
+def _fresh_record(trainer: MOGRPOTrainer, out_dir: str, name: str) -> None:
     """The trainer's evaluation record emptied, so each point's summary holds its one evaluation."""
     from mo_align.trainer.mostate import new_history  # with the trainer (torch, TRL)
 
@@ -127,7 +131,9 @@ def _done(point_dir: str, run: str, preference: list[float]) -> dict[str, Any] |
     return summary if hp.get("run") == os.path.abspath(run) and hp.get("preference") == preference else None
 
 
-def evaluate_point(trainer: Any, run_summary: dict[str, Any], preference: list[float], out: str) -> dict[str, Any]:
+def evaluate_point(
+    trainer: MOGRPOTrainer, run_summary: dict[str, Any], preference: list[float], out: str
+) -> dict[str, Any]:
     """Evaluate at ``preference`` and write the point's ``mo_summary.json``; returns the summary."""
     from transformers import set_seed
 

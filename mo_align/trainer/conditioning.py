@@ -22,6 +22,7 @@ from mo_align.trainer import trl_compat
 
 
 if TYPE_CHECKING:
+    from mo_align.trainer import MOGRPOTrainer
     from mo_align.weightings import ObjectiveStats, Weighting
 
 
@@ -40,7 +41,7 @@ class Conditioning:
         self.rows: torch.Tensor | None = None  # (N, K) preferences of the last conditioned batch (global)
 
     @classmethod
-    def build(cls, trainer: Any, weighting: Weighting) -> Conditioning | None:
+    def build(cls, trainer: MOGRPOTrainer, weighting: Weighting) -> Conditioning | None:
         """The trainer's conditioning (None when its args have no ``preference_conditioning``), after checking the
         weighting instance, the dataset's prompt kind and the chat template (one line each)."""
         spec = getattr(trainer.args, "preference_conditioning", None)
@@ -68,7 +69,7 @@ class Conditioning:
         prompt = state_preference(row["prompt"], self.statement(weights), self.spec["placement"])
         return {**row, "prompt": prompt, PREFERENCE_COLUMN: list(weights)}
 
-    def condition(self, trainer: Any, inputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def condition(self, trainer: MOGRPOTrainer, inputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The local rows of a generation batch, stated (training: drawn per group; evaluation: ``eval_preference``)."""
         acc, n_local = trainer.accelerator, len(inputs)
         n = n_local * acc.num_processes
@@ -100,7 +101,7 @@ class Conditioning:
     def scalarize(self, weighting: Weighting, rewards: torch.Tensor) -> torch.Tensor:
         return weighting.scalarize_rows(rewards, self.batch_rows(len(rewards)))
 
-    def _log(self, trainer: Any, groups: torch.Tensor) -> None:
+    def _log(self, trainer: MOGRPOTrainer, groups: torch.Tensor) -> None:
         """``mo/preference/<objective>/mean|min|max`` over the batch's prompts."""
         metrics = trl_compat.metrics(trainer, "train")
         for k, name in enumerate(self.names):
