@@ -233,3 +233,38 @@ def test_the_card_says_how_to_ask_for_a_preference_escaped():
     exec(snippet.split("\ninputs =")[0], scope)  # the snippet states the preference as the card says
     assert scope["messages"][0] == {"role": "system", "content": "Pref ``` <b>0.50</b> | 0.50"}
     assert "## Asking for a preference" not in render_model_card({**summary, "preference_conditioning": None}, "me/m")
+
+
+def test_a_checkpoint_with_or_without_conditioning_resumes_only_a_run_like_it():
+    from mo_align.trainer.conditioning import Conditioning, load_state
+
+    spec = parse_block({"template": "{a:.2f} {b:.2f}"}, weighting_class("linear"), seed=0)
+    conditioned = Conditioning(spec, ("a", "b"))
+    conditioned.sampler.next_batch(2)
+    saved = conditioned.state_dict()
+    with pytest.raises(ValueError, match="the checkpoint was trained with preference_conditioning; this run has none"):
+        load_state(None, saved)
+    with pytest.raises(ValueError, match="the checkpoint was trained without preference_conditioning"):
+        load_state(Conditioning(spec, ("a", "b")), None)
+    load_state(None, None)  # neither: nothing to restore
+    fresh = Conditioning(spec, ("a", "b"))
+    load_state(fresh, saved)
+    assert fresh.sampler.batches == 1
+
+
+def test_train_refuses_a_template_naming_no_objective_before_the_model_loads(tiny_model_dir, tmp_path, capsys):
+    from mo_align.train import cli as train_cli
+
+    recipe = yaml.safe_load(Path("recipes/tiny/linear.yaml").read_text())
+    recipe.update(model_name_or_path=tiny_model_dir, output_dir=str(tmp_path / "out"))
+    recipe["preference_conditioning"] = {"template": "acc {accuracy:.2f}, size {length:.2f}"}
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    with pytest.raises(SystemExit) as exc:
+        train_cli(["--config", str(path)])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"mo-align: error: {path}: preference_conditioning.template: field {{length}} names no objective; the "
+        "objectives: accuracy, conciseness, clarity"
+    ]
+    assert not (tmp_path / "out").exists()  # refused before anything was written or loaded

@@ -31,5 +31,5 @@ def check_run(spec: dict[str, Any] | None, reward_funcs: list, dataset: Any) -> 
     if not spec:
         return
     check_objectives(spec, [getattr(fn, "__name__", type(fn).__name__) for fn in reward_funcs])
-    if dataset is not None and len(dataset):
+    if dataset is not None and hasattr(dataset, "__len__") and len(dataset):  # a streaming split: checked in training
         check_prompt_kind(dataset[0]["prompt"], spec["placement"], f"{NAME}.placement")

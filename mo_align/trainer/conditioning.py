@@ -52,7 +52,7 @@ class Conditioning:
             raise ValueError(f"{NAME}: weighting {weighting.name!r} cannot be preference-conditioned: {why}")
         cond = cls(spec, trainer.mo.objective_names)
         dataset = trainer.train_dataset
-        if dataset is not None and hasattr(dataset, "__getitem__") and len(dataset):
+        if dataset is not None and hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__") and len(dataset):
             prompt = dataset[0]["prompt"]
             check_prompt_kind(prompt, spec["placement"], f"{NAME}.placement")
             if spec["placement"] == "system":
