@@ -6,7 +6,8 @@ TRL private name it touches is listed in :mod:`mo_align.trainer.trl_compat` (che
 
 1. ``_calculate_rewards`` — ``super()``, each reward's output checked and timed (``mo_align.rewards.checks``), then
    the gathered (N, K) reward matrix r is kept (``mo.rewards``).
-2. ``_generate_and_score_completions`` — ``super()``, then the weighting's advantages replace TRL's
+2. ``_generate_and_score_completions`` — with ``preference_conditioning``, a preference drawn per prompt and stated
+   in it first (:mod:`~mo_align.trainer.conditioning`); ``super()``, then the weighting's advantages replace TRL's
    (:mod:`~mo_align.trainer.scoring`): ``weighting.combine(ObjectiveStats(r, G, L, ...))`` on the gathered batch,
    sliced to this process, the per-objective advantages carried when asked for, ``mo/...`` metrics, and the state
    transition now or after the batch is consumed.
