@@ -268,3 +268,32 @@ def test_train_refuses_a_template_naming_no_objective_before_the_model_loads(tin
         "objectives: accuracy, conciseness, clarity"
     ]
     assert not (tmp_path / "out").exists()  # refused before anything was written or loaded
+
+
+def test_a_group_split_across_processes_gets_one_preference_on_both():
+    """Two processes, 6 local rows each, G = 4: the global batch holds 3 prompts and prompt 2's rows 4-7 sit on both
+    ranks; each rank draws the whole global batch and takes its own rows."""
+    from collections import defaultdict
+    from types import SimpleNamespace
+
+    from mo_align.trainer.conditioning import Conditioning
+
+    spec = parse_block({"template": "w {a:.3f} {b:.3f}"}, weighting_class("linear"), seed=5)
+    rows = [{"prompt": [{"role": "user", "content": f"q{i}"}], "answer": str(i)} for i in range(6)]
+    seen = []
+    for rank in (0, 1):
+        trainer = SimpleNamespace(
+            accelerator=SimpleNamespace(num_processes=2, process_index=rank),
+            model=SimpleNamespace(training=True),
+            num_generations=4,
+            _metrics={"train": defaultdict(list)},
+        )
+        cond = Conditioning(spec, ("a", "b"))
+        out = cond.condition(trainer, rows)
+        seen += [row["mo_preference"] for row in out]
+        assert [row["prompt"][0]["content"] for row in out] == [
+            render(spec["template"], ("a", "b"), w) for w in seen[-6:]
+        ]
+        assert out[0]["answer"] == "0" and rows[0]["prompt"][0]["role"] == "user"  # input rows untouched
+    drawn = PreferenceSampler(spec, 2).draw(0, 3).float().tolist()
+    assert seen == [drawn[0]] * 4 + [drawn[1]] * 4 + [drawn[2]] * 4
