@@ -34,6 +34,9 @@ commands:
                                           (re-running skips finished points, resumes killed ones; --help)
   soup RUN_A RUN_B [...] --alphas ... --out DIR
                                           weight-interpolation front (rewarded soups): evaluate Σ α_i θ_i (--help)
+  evaluate-preferences RUN --preferences grid:N|LIST --out DIR
+                                          a preference-conditioned model's front: evaluate it at each preference
+                                          stated in the prompt, CIs and hypervolume (--help)
   lab [--quick] [...]                     the interference lab (same as python -m mo_align.lab; --help)
   data math500 --out DIR [...]            write the paper's MATH-500 split (python -m mo_align.data.math500)
   env                                     versions, devices and installed extras, for bug reports
@@ -169,6 +172,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from importlib import import_module
 
         return import_module(f"mo_align.{command}").main(rest)
+    if command == "evaluate-preferences":  # mo_align.preferences.evaluate: add_parser(subparsers) and main(args)
+        from mo_align.preferences.evaluate import cli as evaluate_preferences
+
+        return evaluate_preferences(rest)
     if command == "push":
         from mo_align.hub import main as push
 

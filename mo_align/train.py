@@ -21,6 +21,7 @@ from mo_align.configs import MOGRPOConfig, MOScriptArguments
 from mo_align.deepspeed_setup import ExtensionLockError
 from mo_align.extras import MissingExtraError, check_report_to, require
 from mo_align.launch import hub_token_flag, refuse_hub_token
+from mo_align.preferences import check_run as check_conditioning
 from mo_align.recipe import check_recipe, config_path, save_recipe
 from mo_align.rewards.checks import RewardError, check_reward_output
 from mo_align.rewards.common import call_frozen
@@ -283,6 +284,7 @@ def validate(script_args: MOScriptArguments, training_args: MOGRPOConfig, model_
         weighting = get_weighting(training_args.weighting, len(names), **training_args.weighting_kwargs)
         train_dataset, eval_dataset = load_datasets(script_args, evaluate=training_args.eval_strategy != "no")
         preflight_rewards(reward_funcs, names, train_dataset)
+        check_conditioning(training_args.preference_conditioning, reward_funcs, train_dataset)
         if eval_dataset is None and training_args.eval_strategy != "no":
             raise ValueError("eval_strategy is set but no eval split was loaded (set dataset_test_split)")
         if model_args.load_in_4bit or model_args.load_in_8bit:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mo_align.hub import markdown as md
+from mo_align.hub.card_conditioning import conditioning_section
 from mo_align.hub.card_parts import (
     GRPO_PAPER,
     PAPER,
@@ -211,6 +212,7 @@ def render_model_card(
         summary_file=SUMMARY_FILE,
         evaluation=_eval_section(summary, objectives),
         weights=_weights_section(summary, objectives),
+        conditioning=conditioning_section(summary),  # a preference-conditioned run: how to ask for a preference
         plot=plot,
         events=_events(summary),
         interference=_verdict(summary),

@@ -89,8 +89,10 @@ def per_objective(value: Any, k: int, name: str) -> list[float] | None:
 
 
 def nan_weighted_sum(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """s_i = Σ_k w_k v_ik over the non-NaN entries; rows with every entry NaN stay NaN (unscorable)."""
-    s = (values * weights.to(values).unsqueeze(0)).nansum(dim=1)
+    """s_i = Σ_k w_k v_ik over the non-NaN entries; rows with every entry NaN stay NaN (unscorable). ``weights`` is
+    (K,), or (N, K) for a weight vector per row (preference-conditioned training)."""
+    w = weights.to(values)
+    s = (values * (w if w.dim() == 2 else w.unsqueeze(0))).nansum(dim=1)
     s[torch.isnan(values).all(dim=1)] = torch.nan
     return s
 
@@ -177,6 +179,9 @@ class Weighting:
             (CTWA: ``"ema/"``), which a run summary rebuilt from ``trainer_state.json`` reads when the
             interference monitor's ``mo/cov_ema/<objective>`` is absent.
         check_config: refuses a training configuration the strategy cannot run under (CTWA's exact statistic).
+        accepts_row_preferences: the strategy scores each row with its own preference (``scalarize_rows`` /
+            ``combine_rows``), which preference-conditioned training needs (:mod:`mo_align.preferences`); False for
+            gradient-space strategies and for those whose weights are their own adaptive state.
 
     Hooks the trainer calls, in order, on a training generation batch: ``pre_update`` (always), ``update`` if
     ``update_first``, ``combine``, then — per micro-batch or optimizer step for gradient space — ``gradient_weights``,
@@ -196,6 +201,7 @@ class Weighting:
     needs_objective_advantages: ClassVar[bool] = False
     update_first: ClassVar[bool] = False
     gradient_cadence: ClassVar[Literal["micro_batch", "optimizer_step"]] = "micro_batch"
+    accepts_row_preferences: ClassVar[bool] = False
 
     def __init_subclass__(cls, key: str | None = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -242,6 +248,15 @@ class Weighting:
                 return normalize_then_sum(stats.rewards, weights, stats.group_size)
             return stats.normalize(self.scalarize_with(stats.rewards, weights))
         return nan_weighted_sum(stats.objective_advantages(), weights).nan_to_num(0.0)
+
+    def scalarize_rows(self, rewards: torch.Tensor, preferences: torch.Tensor) -> torch.Tensor:
+        """f_{w_i}(r_i) with the preference w_i of each row, (N, K) rewards and (N, K) preferences -> (N,); only
+        for ``accepts_row_preferences`` strategies (preference-conditioned training)."""
+        raise NotImplementedError(f"{type(self).__name__} does not take a preference per row")
+
+    def combine_rows(self, stats: ObjectiveStats, preferences: torch.Tensor) -> torch.Tensor:
+        """Advantages (N,) with the preference w_i (N, K) of each row (the G rows of a group share one). Pure."""
+        raise NotImplementedError(f"{type(self).__name__} does not take a preference per row")
 
     # ---- state -------------------------------------------------------------------------------------------------
     def pre_update(self, stats: ObjectiveStats) -> dict[str, float]:
