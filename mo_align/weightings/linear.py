@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from mo_align.weightings.base import Weighting
+from mo_align.weightings.base import StepSize, Weighting
 
 
 class LinearWeighting(Weighting, key="linear"):
@@ -30,6 +30,9 @@ class LinearWeighting(Weighting, key="linear"):
         weights (`list[float]`, *optional*, defaults to `None`): one non-negative weight per objective, in the
             order of ``reward_funcs``; ``None`` means uniform 1/K.
     """
+
+    lab_order = 0  # in the lab's and the benchmarks' lists (mo_align.lab.catalog)
+    step_size = StepSize(note="fixed weights", row=11)
 
     ranges: ClassVar[dict[str, str]] = {"weights": "[0, 1e6]"}
 
