@@ -33,6 +33,8 @@ import sys
 import time
 from typing import Any
 
+import torch
+
 from mo_align.cli import CommandParser, UsageError, run_module
 from mo_align.lab.evidence import (  # the lab's evidence API, also importable from here
     EVAL_SCORES_FILE,
@@ -117,8 +119,6 @@ def add_worker_parser(subparsers: Any) -> CommandParser:
 
 
 def run_worker(a: argparse.Namespace) -> None:
-    import torch  # lazy, as before: `python -m mo_align.lab --help` need not load it
-
     torch.set_num_threads(a.threads)
     train_one(a.algo, a.seed, a.sft, a.reference_length, a.out, a.steps, a.eval_steps, a.eta)
 
@@ -148,8 +148,6 @@ def run_lab(
     sft_threads: int = 0,
     eta: str = DEFAULT_ETA,
 ) -> dict[str, Any]:
-    import torch
-
     from mo_align.lab.sft import warm_start
     from mo_align.lab.task import DEFAULT_TASK, get_regime
 

@@ -34,6 +34,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import torch
+
 from mo_align.cli import CommandParser, UsageError, run_module
 from mo_align.lab.evidence import EVAL_SCORES_FILE
 from mo_align.lab.protocol import same_settings
@@ -211,8 +213,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run(a: argparse.Namespace) -> None:
-    import torch  # lazy: this module is imported by the lab's parent process, which never loads torch for it
-
     if a.warm_start is not None:
         from mo_align.lab.sft import warm_start
         from mo_align.lab.task import compact_regime
