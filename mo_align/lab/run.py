@@ -33,6 +33,9 @@ import sys
 import time
 from typing import Any
 
+import torch
+
+from mo_align.cli import CommandParser, UsageError, run_module
 from mo_align.lab.evidence import (  # the lab's evidence API, also importable from here
     EVAL_SCORES_FILE,
     EVIDENCE_FILE,
@@ -101,10 +104,9 @@ def train_one(
     recorder.write(os.path.join(out, EVAL_SCORES_FILE))
 
 
-def _worker(argv: list[str]) -> None:
-    import torch
-
-    p = argparse.ArgumentParser()
+def add_worker_parser(subparsers: Any) -> CommandParser:
+    """``python -m mo_align.lab worker ...``: one run in its own process (:mod:`mo_align.lab.jobs` starts them)."""
+    p = subparsers.add_parser("worker", exits=True)
     for flag in ("--algo", "--sft", "--out"):
         p.add_argument(flag, required=True)
     p.add_argument("--seed", type=int, required=True)
@@ -113,7 +115,10 @@ def _worker(argv: list[str]) -> None:
     p.add_argument("--eval-steps", type=int, required=True)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--eta", choices=ETA_MODES, default=DEFAULT_ETA)
-    a = p.parse_args(argv)
+    return p
+
+
+def run_worker(a: argparse.Namespace) -> None:
     torch.set_num_threads(a.threads)
     train_one(a.algo, a.seed, a.sft, a.reference_length, a.out, a.steps, a.eval_steps, a.eta)
 
@@ -143,8 +148,6 @@ def run_lab(
     sft_threads: int = 0,
     eta: str = DEFAULT_ETA,
 ) -> dict[str, Any]:
-    import torch
-
     from mo_align.lab.sft import warm_start
     from mo_align.lab.task import DEFAULT_TASK, get_regime
 
@@ -225,10 +228,11 @@ def _write_results(done: list, seconds: dict, out_root: str, setting: dict[str, 
     return result
 
 
-def _parser() -> argparse.ArgumentParser:
+def add_parser(subparsers: Any) -> CommandParser:
+    """``mo-align lab`` and ``python -m mo_align.lab``."""
     from mo_align.lab.task import DEFAULT_TASK, REGIMES
 
-    p = argparse.ArgumentParser(prog="python -m mo_align.lab", description=__doc__.split("\n\n")[0])
+    p = subparsers.add_parser("lab", description=__doc__.split("\n\n")[0], exits=True)
     p.add_argument("--quick", action="store_true", help="linear vs ctwa, one seed (make demo / make lab-quick)")
     p.add_argument("--task", default=None, help=f"task regime, one of {sorted(REGIMES)} (default {DEFAULT_TASK})")
     p.add_argument("--compact-share", type=float, default=None, help="base mix + compact style G at this share")
@@ -266,25 +270,25 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _regime(p: argparse.ArgumentParser, a: argparse.Namespace) -> tuple[str, Any]:
+def _regime(a: argparse.Namespace) -> tuple[str, Any]:
     """(task label, regime or None for the registered task) from --task / --compact-share / --compact-accuracy."""
     from mo_align.lab.task import DEFAULT_TASK, REGIMES, compact_regime
 
     if a.task is not None and a.task not in REGIMES:
-        p.error(f"--task: unknown task {a.task!r}; choose from {sorted(REGIMES)}")
+        raise UsageError(f"--task: unknown task {a.task!r}; choose from {sorted(REGIMES)}")
     if a.compact_accuracy is not None and a.compact_share is None:
-        p.error("--compact-accuracy needs --compact-share")
+        raise UsageError("--compact-accuracy needs --compact-share")
     if a.compact_share is None:
         return a.task or DEFAULT_TASK, None
     try:
         regime = compact_regime(a.compact_share, 0.7 if a.compact_accuracy is None else a.compact_accuracy)
     except ValueError as exc:
-        p.error(f"--compact-share/--compact-accuracy: {exc}")
+        raise UsageError(f"--compact-share/--compact-accuracy: {exc}") from None
     task = f"compact-{a.compact_share:g}" + ("" if a.compact_accuracy is None else f"-acc{a.compact_accuracy:g}")
     return task, regime
 
 
-def _sweep(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
+def _sweep(a: argparse.Namespace) -> None:
     """``--sweep``: the phase diagram (:mod:`mo_align.lab.sweep`); the task's knob is the sweep's, so the flags that
     pick a task are refused."""
     from mo_align.lab.sweep import DEFAULT_SHARES, SWEEP_ALGORITHMS, check_shares, run_sweep
@@ -293,40 +297,46 @@ def _sweep(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
     clash += ["--compact-accuracy"] if a.compact_accuracy is not None else []
     clash += ["--quick"] if a.quick else []
     if clash:
-        p.error(f"--sweep: cannot be combined with {', '.join(clash)} (the sweep sets the task: the share of G)")
+        raise UsageError(
+            f"--sweep: cannot be combined with {', '.join(clash)} (the sweep sets the task: the share of G)"
+        )
     try:
         shares = check_shares(a.sweep or DEFAULT_SHARES)
     except ValueError as exc:
-        p.error(f"--sweep: {exc}")
+        raise UsageError(f"--sweep: {exc}") from None
     unknown = [x for x in a.algorithms or [] if x not in LAB_ALGORITHMS]
     if unknown:
-        p.error(f"--algorithms: unknown {unknown}; choose from {list(LAB_ALGORITHMS)}")
+        raise UsageError(f"--algorithms: unknown {unknown}; choose from {list(LAB_ALGORITHMS)}")
     algorithms, seeds = a.algorithms or list(SWEEP_ALGORITHMS), a.seeds or [0, 1, 2]
     out = a.out or os.path.join("outputs", "lab-sweep")
     steps, eval_steps = a.steps or 50, a.eval_steps or 25
     run_sweep(shares, algorithms, seeds, steps, eval_steps, out, a.jobs, a.sft_steps, a.cache, eta=a.eta)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> Any:
+    """``python -m mo_align.lab``; ``python -m mo_align.lab worker ...`` is a worker process."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "worker":
-        _worker(argv[1:])
-        return
-    p = _parser()
-    a = p.parse_args(argv)
+        return run_module(add_worker_parser, run_worker, argv[1:], "python -m mo_align.lab worker")
+    return run_module(add_parser, run, argv, "python -m mo_align.lab")
+
+
+def run(a: argparse.Namespace) -> Any:
     if a.print_protocol:
         from mo_align.lab.protocol import protocol_markdown
 
         sys.stdout.write(protocol_markdown())
         return
     if a.jobs < 1:
-        p.error(f"--jobs must be >= 1, got {a.jobs}")
+        raise UsageError(f"--jobs must be >= 1, got {a.jobs}")
     if a.known_answer and (a.sweep is not None or a.algorithms or a.quick):
-        p.error("--known-answer: cannot be combined with --sweep, --algorithms or --quick (it picks its own runs)")
+        raise UsageError(
+            "--known-answer: cannot be combined with --sweep, --algorithms or --quick (it picks its own runs)"
+        )
     if a.sweep is not None:
-        _sweep(p, a)
+        _sweep(a)
         return
-    task, regime = _regime(p, a)
+    task, regime = _regime(a)
     if a.known_answer:  # Linear preferences placed from the warm start's style profiles (mo_align.lab.fidelity)
         from mo_align.lab.fidelity import known_answer_main
 

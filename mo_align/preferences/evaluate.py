@@ -25,6 +25,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from mo_align.cli import run_module
 from mo_align.preferences.front import front_record, parse_preferences, point_name
 from mo_align.preferences.spec import parse_block
 from mo_align.runs.jsonfile import SummaryError
@@ -212,11 +213,5 @@ def _say(message: str) -> None:
 
 
 def cli(argv: Sequence[str] | None = None) -> int:
-    """``mo-align evaluate-preferences ...`` as a stand-alone parser (``--help`` 0, a usage error 2)."""
-    parser = argparse.ArgumentParser(prog="mo-align")
-    add_parser(parser.add_subparsers(dest="command"))
-    try:
-        args = parser.parse_args(["evaluate-preferences", *(sys.argv[1:] if argv is None else argv)])
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 2
-    return args.func(args)
+    """``mo-align evaluate-preferences ...`` from its arguments (``--help`` 0, a usage error 2)."""
+    return run_module(add_parser, main, argv, "mo-align evaluate-preferences")

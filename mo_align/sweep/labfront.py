@@ -31,6 +31,7 @@ from typing import Any
 
 import yaml
 
+from mo_align.cli import CommandParser, run_module
 from mo_align.lab.scaling import DEFAULT_ETA, ETA_MODES
 
 
@@ -224,8 +225,9 @@ def run_lab_front(args: argparse.Namespace) -> dict[str, Any]:
     return {"result": result, "seconds": seconds, "total": total}
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m mo_align.sweep.labfront", description=__doc__.split("\n\n")[0])
+def add_parser(subparsers: Any) -> CommandParser:
+    """``python -m mo_align.sweep.labfront`` (``make lab-front``)."""
+    p = subparsers.add_parser("labfront", description=__doc__.split("\n\n")[0], exits=True)
     p.add_argument("--task", default="tradeoff", help="the lab's task regime (default tradeoff)")
     p.add_argument("--steps", type=int, default=50, help="GRPO steps per run (default 50, as the lab)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -236,7 +238,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--sft-steps", type=int, default=None, help="warm-start steps (default: the task's)")
     p.add_argument("--eval-prompts", type=int, default=None, help="held-out prompts evaluated (default: all)")
     p.add_argument("--eta", choices=ETA_MODES, default=DEFAULT_ETA, help="adaptive step sizes, as the lab's --eta")
-    run_lab_front(p.parse_args(argv))
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    run_module(add_parser, run_lab_front, argv, "python -m mo_align.sweep.labfront")
 
 
 if __name__ == "__main__":

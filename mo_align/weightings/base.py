@@ -21,6 +21,7 @@ when each hook runs, is :meth:`Weighting.trainer_needs` (a :class:`TrainerNeeds`
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -136,6 +137,27 @@ class TrainerNeeds:
         )
 
 
+@dataclass(frozen=True)
+class StepSize:
+    """How a strategy adapts, for the lab's ``--eta matched`` rule (:mod:`mo_align.lab.scaling`): its step-size
+    keyword (None: no step size), when it updates, how ``matched`` scales the step, what moves, and its row in the
+    lab protocol's step-size table (``docs/lab_protocol.md``; ties and the default: the lab's order).
+
+    ``law``: ``linear`` (the state moves by step × a bounded signal per update, so step × updates is the budget),
+    ``inverse_lr`` (the step is the policy lr over the keyword: Dynamic's w ← softmax(log w + lr·Gram·1/μ)), or
+    ``none`` (not scaled)."""
+
+    kwarg: str | None = None
+    cadence: Literal["generation batch", "optimizer step"] | None = None
+    law: Literal["linear", "inverse_lr", "none"] = "none"
+    note: str = ""
+    row: float = math.inf
+
+
+GENERATION, OPTIMIZER = "generation batch", "optimizer step"  # StepSize.cadence
+GRAM_NO_STATE = StepSize(note="α from each micro-batch's Gram matrix: no state", row=7)  # MGDA and TorchJD's
+
+
 # Every strategy declared with a registry key (``class X(Weighting, key="x")``), built-in or a user's, in the
 # order its module was imported. ``mo_align.weightings.WEIGHTINGS`` is the built-in part.
 REGISTRY: dict[str, type[Weighting]] = {}
@@ -182,6 +204,12 @@ class Weighting:
         accepts_row_preferences: the strategy scores each row with its own preference (``scalarize_rows`` /
             ``combine_rows``), which preference-conditioned training needs (:mod:`mo_align.preferences`); False for
             gradient-space strategies and for those whose weights are their own adaptive state.
+        lab_order: its place in the lists of strategies the interference lab runs and the benchmarks time
+            (:mod:`mo_align.lab.catalog`; ties and the default, after the others: registry order); ``None``
+            keeps a strategy out of them.
+        step_size: its :class:`StepSize` (the lab's ``--eta matched`` rule).
+        bench_variants: the configurations the benchmarks time, label suffix -> ``weighting_kwargs`` (CTWA: its
+            on-policy and exact statistics).
 
     Hooks the trainer calls, in order, on a training generation batch: ``pre_update`` (always), ``update`` if
     ``update_first``, ``combine``, then — per micro-batch or optimizer step for gradient space — ``gradient_weights``,
@@ -202,6 +230,9 @@ class Weighting:
     update_first: ClassVar[bool] = False
     gradient_cadence: ClassVar[Literal["micro_batch", "optimizer_step"]] = "micro_batch"
     accepts_row_preferences: ClassVar[bool] = False
+    lab_order: ClassVar[float | None] = math.inf
+    step_size: ClassVar[StepSize] = StepSize()
+    bench_variants: ClassVar[dict[str, dict[str, Any]]] = {"": {}}
 
     def __init_subclass__(cls, key: str | None = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from mo_align.weightings.base import ObjectiveStats, Weighting, nan_weighted_sum
+from mo_align.weightings.base import ObjectiveStats, StepSize, Weighting, nan_weighted_sum
 
 
 class LinearWeighting(Weighting, key="linear"):
@@ -34,6 +34,9 @@ class LinearWeighting(Weighting, key="linear"):
         weights (`list[float]`, *optional*, defaults to `None`): one non-negative weight per objective, in the
             order of ``reward_funcs``; ``None`` means uniform 1/K.
     """
+
+    lab_order = 0  # in the lab's and the benchmarks' lists (mo_align.lab.catalog)
+    step_size = StepSize(note="fixed weights", row=11)
 
     ranges: ClassVar[dict[str, str]] = {"weights": "[0, 1e6]"}
     accepts_row_preferences = True

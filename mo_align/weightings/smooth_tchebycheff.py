@@ -37,7 +37,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from mo_align.weightings.base import ObjectiveStats, Weighting, nan_weighted_sum
+from mo_align.weightings.base import GENERATION, ObjectiveStats, StepSize, Weighting, nan_weighted_sum
 from mo_align.weightings.papers import SMOOTH_TCHEBYCHEFF
 from mo_align.weightings.tchebycheff import nan_column_max
 
@@ -56,6 +56,15 @@ class SmoothTchebycheffWeighting(Weighting, key="smooth_tchebycheff"):
         omd_lr (`float`, *optional*, defaults to `0.3`): OMD step size η (the reference script's value).
         temperature (`float`, *optional*, defaults to `1.0`): softmax temperature T of w = softmax(ℓ / T).
     """
+
+    lab_order = 2  # in the lab's and the benchmarks' lists (mo_align.lab.catalog)
+    step_size = StepSize(
+        kwarg="omd_lr",
+        cadence=GENERATION,
+        law="linear",
+        note="logits ℓ_k += η p_k (z_k − R̄_k): mirror-descent steps, linear in η",
+        row=2,
+    )
 
     papers = (SMOOTH_TCHEBYCHEFF,)
     ranges: ClassVar[dict[str, str]] = {"preference": "[0, 1e6]", "omd_lr": "[0, 100]", "temperature": "(0, 1e6]"}

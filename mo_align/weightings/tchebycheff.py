@@ -32,7 +32,7 @@ from typing import Any, ClassVar, Literal
 import torch
 
 from mo_align.advantages import nanstd
-from mo_align.weightings.base import ObjectiveStats, Weighting
+from mo_align.weightings.base import GENERATION, ObjectiveStats, StepSize, Weighting
 
 
 IdealMode = Literal["running_max", "batch_max"]
@@ -86,6 +86,9 @@ class TchebycheffWeighting(Weighting, key="tchebycheff"):
             ``"running_max"`` (per-objective max over all training batches so far), ``"batch_max"`` (max of the
             batch being scored) or a fixed list of K values.
     """
+
+    lab_order = 1  # in the lab's and the benchmarks' lists (mo_align.lab.catalog)
+    step_size = StepSize(cadence=GENERATION, note="running-max ideal point: state without a step size", row=5)
 
     ranges: ClassVar[dict[str, str]] = {"weights": "[0, 1e6]", "ideal": "[-1e6, 1e6]"}
     update_first = True
