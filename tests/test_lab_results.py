@@ -106,3 +106,23 @@ def test_every_lab_number_in_the_docs_is_recomputed_from_committed_files(page):
             f"{page} quotes {where}, which is not committed"
         )
     assert check_docs(path, ROOT) == []
+
+
+def test_the_lab_command_archives_a_lab_output_and_reports_a_missing_archive_in_one_line(tmp_path, capsys):
+    from mo_align.lab.run import main
+
+    out = tmp_path / "lab"
+    _fake_run(out, "ctwa-seed0")
+    _fake_run(out, "ctwa-seed1")
+    (out / "logs").mkdir()  # not a run: left out
+    dest = tmp_path / "archive"
+    main(["--archive", str(out), str(dest), "--label", "ctwa@matched"])
+    assert "archived 2 runs" in capsys.readouterr().out
+    assert sorted(json.loads((dest / "index.json").read_text())["runs"]) == [
+        "ctwa@matched-seed0",
+        "ctwa@matched-seed1",
+    ]
+    with pytest.raises(SystemExit) as exc:
+        main(["--tables", str(tmp_path / "nowhere")])
+    assert exc.value.code == 2
+    assert "nowhere/index.json: not a readable lab results index" in capsys.readouterr().err

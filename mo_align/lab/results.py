@@ -18,17 +18,21 @@ only field the index changes, when the tables read it; the stored file is the or
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 from collections.abc import Sequence
 from typing import Any
 
+from mo_align.cli import UsageError
 from mo_align.lab.evidence import EVAL_SCORES_FILE
 from mo_align.lab.fidelity import fidelity_lines
+from mo_align.lab.horizon import horizon_report
 from mo_align.lab.protocol import SETTINGS_FILE
 from mo_align.lab.scaling import paper_recipe
 from mo_align.runs.report.analysis import analyse
@@ -171,3 +175,23 @@ def check_docs(path: str, root: str) -> list[str]:
         for where, block in blocks
         if tables(os.path.join(root, where)) != block
     ]
+
+
+def results_command(a: argparse.Namespace) -> bool:
+    """``--tables``, ``--archive`` and ``--horizon`` (:mod:`mo_align.lab.results`, :mod:`mo_align.lab.horizon`): read
+    finished runs, train nothing; ``False`` when none was given."""
+    try:
+        if a.tables is not None:
+            sys.stdout.write(tables(a.tables))
+        elif a.archive is not None:
+            out, dest = a.archive
+            runs = sorted(e.path for e in os.scandir(out) if os.path.isfile(os.path.join(e.path, SUMMARY_FILE)))
+            names = archive(runs, dest, label=a.label)
+            sys.stdout.write(f"archived {len(names)} runs into {dest}: {', '.join(names)}\n")
+        elif a.horizon is not None:
+            sys.stdout.write("\n".join(horizon_report(*a.horizon)) + "\n")
+        else:
+            return False
+    except (ResultsError, OSError) as exc:
+        raise UsageError(str(exc), usage=False) from None
+    return True

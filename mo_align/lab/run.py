@@ -45,6 +45,7 @@ from mo_align.lab.evidence import (  # the lab's evidence API, also importable f
     run_evidence,  # noqa: F401 (re-exported: the lab's evidence API)
 )
 from mo_align.lab.jobs import _run_jobs
+from mo_align.lab.results import results_command
 from mo_align.lab.scaling import (
     ALGORITHMS,
     DEFAULT_ETA,
@@ -265,6 +266,27 @@ def add_parser(subparsers: Any) -> CommandParser:
     )
     p.add_argument("--print-protocol", action="store_true", help="print the paper-vs-lab table (docs/lab_protocol.md)")
     p.add_argument("--known-answer", action="store_true", help="Linear on both sides of the predicted boundary")
+    p.add_argument(
+        "--tables",
+        metavar="ARCHIVE",
+        default=None,
+        help="print the tables of committed results (mo_align.lab.results)",
+    )
+    p.add_argument(
+        "--archive",
+        nargs=2,
+        metavar=("OUT", "ARCHIVE"),
+        default=None,
+        help="copy the finished runs of the lab output OUT into ARCHIVE (gzip, with an index), under --label",
+    )
+    p.add_argument("--label", default=None, help="with --archive: the row name of these runs (e.g. ctwa@matched)")
+    p.add_argument(
+        "--horizon",
+        nargs=2,
+        metavar=("LONG", "SHORT"),
+        default=None,
+        help="weights in relative time: long paper-eta runs (LONG) beside matched-eta lab runs (SHORT)",
+    )
     p.add_argument("--out", default=None)
     p.add_argument("--cache", default=os.path.join("outputs", "lab-cache"), help="warm-start cache directory")
     return p
@@ -322,6 +344,8 @@ def main(argv: list[str] | None = None) -> Any:
 
 
 def run(a: argparse.Namespace) -> Any:
+    if results_command(a):  # --tables, --archive, --horizon: read finished runs, train nothing
+        return
     if a.print_protocol:
         from mo_align.lab.protocol import protocol_markdown
 
@@ -342,7 +366,7 @@ def run(a: argparse.Namespace) -> Any:
 
         return known_answer_main(run_lab, a, task, regime)
     algorithms = a.algorithms or (QUICK if a.quick else list(LAB_ALGORITHMS))
-    seeds = a.seeds or ([0] if a.quick else [0, 1, 2])
+    seeds = a.seeds or ([0] if a.quick else [0, 1, 2, 3, 4])
     steps = a.steps or 50  # make demo = seed 0 of make lab's linear and ctwa runs
     out = a.out or os.path.join("outputs", "lab-quick" if a.quick else "lab")
     eval_steps = a.eval_steps or 25
