@@ -17,6 +17,7 @@ from trl import GRPOConfig, ScriptArguments
 
 from mo_align.advantages import ADVANTAGE_ESTIMATORS
 from mo_align.deepspeed_setup import deepspeed_requested, prepare_deepspeed
+from mo_align.objectives import parse_conditions, parse_roles, split_conditions
 from mo_align.weightings.validation import excerpt
 
 
@@ -141,6 +142,14 @@ class MOGRPOConfig(GRPOConfig):
         mo_dataset_name (`str`, *optional*):
             The dataset named in the run summary and the model card; ``mo_align.train`` sets it from
             ``dataset_name`` / ``dataset_path`` when the recipe does not.
+        objective_roles (`dict` or `str`, *optional*):
+            Objective -> role (``mo_align.objectives.roles``): ``train`` (default; combined by the weighting),
+            ``monitor`` (scored, logged, evaluated and watched, not weighted) or ``eval`` (scored at evaluation
+            only). The weighting's per-objective lists have one entry per ``train`` objective.
+        objective_conditions (`dict` or `str`, *optional*):
+            Objective -> ``{only_if: {objective, at_least, at_most}, otherwise}`` (``mo_align.objectives.conditions``).
+            A recipe writes them inside ``reward_kwargs`` (``mo_align.train`` moves them here); set this field when
+            building ``MOGRPOTrainer`` in code.
     """
 
     weighting: str = field(
@@ -197,7 +206,20 @@ class MOGRPOConfig(GRPOConfig):
         default=None, metadata={"help": "Dataset named in the run summary and the model card (set by mo_align.train)."}
     )
 
-    _VALID_DICT_FIELDS = [*GRPOConfig._VALID_DICT_FIELDS, "weighting_kwargs"]  # noqa: RUF012
+    # ---- objective roles and conditions (mo_align.objectives) ----
+    objective_roles: dict[str, Any] | str | None = field(
+        default=None, metadata={"help": "Objective -> role: train (default), monitor or eval."}
+    )
+    objective_conditions: dict[str, Any] | str | None = field(
+        default=None, metadata={"help": "Objective -> {only_if, otherwise} (a recipe sets them in reward_kwargs)."}
+    )
+
+    _VALID_DICT_FIELDS = [  # noqa: RUF012
+        *GRPOConfig._VALID_DICT_FIELDS,
+        "weighting_kwargs",
+        "objective_roles",
+        "objective_conditions",
+    ]
 
     def __post_init__(self) -> None:
         from mo_align.weightings import validate_kwargs, weighting_class
@@ -209,6 +231,10 @@ class MOGRPOConfig(GRPOConfig):
         self.weighting_kwargs = _as_dict(self.weighting_kwargs, "weighting_kwargs")
         strategy = weighting_class(self.weighting)  # a registry key or jd:<Name>; ValueError naming the valid ones
         validate_kwargs(strategy, self.weighting_kwargs)
+        self.objective_roles = parse_roles(_as_dict(self.objective_roles, "objective_roles")) or None  # objectives
+        conditions = _as_dict(self.objective_conditions, "objective_conditions")
+        parse_conditions(conditions, None, "objective_conditions")  # names are checked against reward_funcs later
+        self.objective_conditions = conditions or None
         if self.advantage_estimator not in ADVANTAGE_ESTIMATORS:
             raise ValueError(
                 f"unknown advantage_estimator {self.advantage_estimator!r}; choose from {list(ADVANTAGE_ESTIMATORS)}"
@@ -287,7 +313,9 @@ class MOScriptArguments(ScriptArguments):
         reward_funcs (`list[str]`):
             Objectives, in order: keys of `mo_align.rewards.REWARDS` or dotted paths ``pkg.module.function``.
         reward_kwargs (`dict` or `str`, *optional*):
-            Per-reward keyword arguments keyed by reward name, e.g. ``{conciseness: {reference_length: 20}}``.
+            Per-reward keyword arguments keyed by reward name, e.g. ``{conciseness: {reference_length: 20}}``;
+            ``only_if`` and ``otherwise`` there condition the objective on another one's reward
+            (``mo_align.objectives.conditions``) and never reach the reward function.
         dataset_path (`str`, *optional*):
             Local dataset: a directory of ``{train,val,test}.parquet`` / ``.jsonl`` files, or ``synthetic`` for the
             built-in arithmetic task. Takes precedence over ``dataset_name``.
@@ -326,6 +354,8 @@ class MOScriptArguments(ScriptArguments):
         unknown = set(self.reward_kwargs) - set(self.reward_funcs)
         if unknown:
             raise ValueError(f"reward_kwargs names rewards that are not in reward_funcs: {sorted(unknown)}")
+        # only_if / otherwise are mo_align's (mo_align.objectives.conditions), checked here against reward_funcs
+        parse_conditions(split_conditions(self.reward_kwargs)[1], self.reward_funcs, "reward_kwargs")
 
 
 def resolve_config(args: Any, model: Any, num_objectives: int) -> MOGRPOConfig:
