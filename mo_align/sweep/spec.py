@@ -391,7 +391,9 @@ def load_sweep(path: str, check_recipes: bool = True) -> Sweep:
     if not _is_int(max_points) or max_points < 1:
         raise _fail(path, "max_points", f"{excerpt(max_points)}: an integer >= 1")
     sweep = Sweep(path, raw["recipe"], recipe, raw["output_dir"], [], overrides, accelerate)
-    _expand(sweep, raw, len(objectives), max_points)
+    roles = recipe.get("objective_roles") if isinstance(recipe.get("objective_roles"), dict) else {}
+    k = sum(roles.get(str(o).rsplit(".", 1)[-1], "train") == "train" for o in objectives)  # weights: train ones
+    _expand(sweep, raw, k, max_points)
     if check_recipes:
-        _check_recipes(sweep, len(objectives))
+        _check_recipes(sweep, k)
     return sweep
