@@ -17,7 +17,9 @@ from mo_align.rewards import reward_factory
 from mo_align.runs.report import analyse
 from mo_align.runs.report.plots import Plots
 from mo_align.runs.report.render import blocks
+from mo_align.sweep import load_sweep
 from tests.test_cli import no_model, tiny_recipe  # noqa: F401 (fixture)
+from tests.test_sweep import _recipe, _sweep
 
 
 @reward_factory
@@ -160,4 +162,16 @@ def test_report_shows_roles_and_keeps_monitors_out_of_the_scalar():
     intro = next(b for b in blocks(result, Plots()) if b[0] == "p")[1]
     assert "objectives (all maximised; role): a (train), m (monitor)." in intro
     card = render_model_card(_summary("r1", {"a": "train", "m": "monitor"}), "user/model")
-    assert "2. `m`: monitor" in card and "optimising 1 objectives" in card
+    assert (
+        "2. `m`: monitor" in card
+        and "optimising 1 objective with the **linear** weighting (1 more scored but not weighted" in card
+    )
+
+
+def test_sweep_preferences_cover_the_train_objectives(tmp_path, tiny_model_dir):
+    """A sweep over a recipe with a monitor draws 2-entry preference vectors (before: 3, refused at every point)."""
+    recipe = _recipe(tmp_path, tiny_model_dir, objective_roles={"clarity": "monitor"}, weighting_kwargs={})
+    body = {"recipe": recipe, "output_dir": str(tmp_path / "o"), "preferences": {"grid": 2}, "seeds": [0]}
+    body["algorithms"] = {"linear": None}
+    sweep = load_sweep(_sweep(tmp_path, body))
+    assert sorted(p.preference for p in sweep.points) == [[0.0, 1.0], [0.5, 0.5], [1.0, 0.0]]

@@ -273,9 +273,12 @@ def plan_run(
     reads, and the plan is returned under those names."""
     _, given = split_conditions(reward_kwargs)
     field = "reward_kwargs" if given else CONDITIONS_FIELD
-    plan = ObjectivePlan.build(names, args.objective_roles, conditions_from(given, args.objective_conditions), field)
+    trl_names = reward_names(reward_funcs)
+    alias = {t: n for t, n in zip(trl_names, names, strict=True) if t not in names}  # a role keyed by TRL's name
+    roles = {alias.get(k, k): v for k, v in (args.objective_roles or {}).items()}
+    plan = ObjectivePlan.build(names, roles, conditions_from(given, args.objective_conditions), field)
     plan.check_weighting(args, field)
-    plan = plan.renamed(reward_names(reward_funcs))
+    plan = plan.renamed(trl_names)
     args.objective_roles = {n: r for n, r in plan.roles.items() if r != DEFAULT_ROLE} or None
     args.objective_conditions = {n: c.as_dict() for n, c in plan.conditions.items()} or None
     return plan
