@@ -25,6 +25,7 @@ Layout (one concern per module; the trainer only wires hooks):
 ``covariance.py``          within-group covariance of rewards with a signal (the covariance law; CTWA, diagnostics)
 ``diagnostics.py``         the interference monitor (covariance EMAs, events)
 ``rewards/``               accuracy (math-verify pool), conciseness, clarity, K-head reward model; output checks
+``objectives/``            objective roles (train, monitor, eval) and conditions (only_if / otherwise)
 ``configs.py``             ``MOGRPOConfig(trl.GRPOConfig)``, ``MOScriptArguments``; ``recipe.py`` safe YAML reading
 ``train.py`` ``cli.py``    ``python -m mo_align.train`` / ``mo-align train|report|push|lab|data|env``; ``launch.py``
 ``runs/``                  ``summary`` the one owner of ``mo_summary.json``; ``report`` fronts, hypervolume, plots

@@ -17,6 +17,7 @@ from trl import GRPOConfig, ScriptArguments
 
 from mo_align.advantages import ADVANTAGE_ESTIMATORS
 from mo_align.deepspeed_setup import deepspeed_requested, prepare_deepspeed
+from mo_align.objectives import parse_conditions, parse_roles, split_conditions
 from mo_align.preferences.spec import parse_block
 from mo_align.weightings.validation import excerpt
 
@@ -146,6 +147,14 @@ class MOGRPOConfig(GRPOConfig):
             Preference-conditioned training (``mo_align.preferences``): a preference drawn per prompt (``sampler``:
             dirichlet / list / grid), stated in the prompt (``template``, ``placement``: system / prefix), and the
             prompt's group scored with it; a JSON object on the CLI. Keys in ``docs/preference_conditioning.md``.
+        objective_roles (`dict` or `str`, *optional*):
+            Objective -> role (``mo_align.objectives.roles``): ``train`` (default; combined by the weighting),
+            ``monitor`` (scored, logged, evaluated and watched, not weighted) or ``eval`` (scored at evaluation
+            only). The weighting's per-objective lists have one entry per ``train`` objective.
+        objective_conditions (`dict` or `str`, *optional*):
+            Objective -> ``{only_if: {objective, at_least, at_most}, otherwise}`` (``mo_align.objectives.conditions``).
+            A recipe writes them inside ``reward_kwargs`` (``mo_align.train`` moves them here); set this field when
+            building ``MOGRPOTrainer`` in code.
     """
 
     weighting: str = field(
@@ -205,7 +214,21 @@ class MOGRPOConfig(GRPOConfig):
         default=None, metadata={"help": "Preference-conditioned training: sampler, template, placement (mapping)."}
     )
 
-    _VALID_DICT_FIELDS = [*GRPOConfig._VALID_DICT_FIELDS, "weighting_kwargs", "preference_conditioning"]  # noqa: RUF012
+    # ---- objective roles and conditions (mo_align.objectives) ----
+    objective_roles: dict[str, Any] | str | None = field(
+        default=None, metadata={"help": "Objective -> role: train (default), monitor or eval."}
+    )
+    objective_conditions: dict[str, Any] | str | None = field(
+        default=None, metadata={"help": "Objective -> {only_if, otherwise} (a recipe sets them in reward_kwargs)."}
+    )
+
+    _VALID_DICT_FIELDS = [  # noqa: RUF012
+        *GRPOConfig._VALID_DICT_FIELDS,
+        "weighting_kwargs",
+        "objective_roles",
+        "objective_conditions",
+        "preference_conditioning",
+    ]
 
     def __post_init__(self) -> None:
         from mo_align.weightings import validate_kwargs, weighting_class
@@ -221,6 +244,10 @@ class MOGRPOConfig(GRPOConfig):
         self.preference_conditioning = parse_block(
             raw_conditioning, strategy, self.seed, self.weighting
         )  # mo_align.preferences
+        self.objective_roles = parse_roles(_as_dict(self.objective_roles, "objective_roles")) or None  # objectives
+        conditions = _as_dict(self.objective_conditions, "objective_conditions")
+        parse_conditions(conditions, None, "objective_conditions")  # names are checked against reward_funcs later
+        self.objective_conditions = conditions or None
         if self.advantage_estimator not in ADVANTAGE_ESTIMATORS:
             raise ValueError(
                 f"unknown advantage_estimator {self.advantage_estimator!r}; choose from {list(ADVANTAGE_ESTIMATORS)}"
@@ -299,7 +326,9 @@ class MOScriptArguments(ScriptArguments):
         reward_funcs (`list[str]`):
             Objectives, in order: keys of `mo_align.rewards.REWARDS` or dotted paths ``pkg.module.function``.
         reward_kwargs (`dict` or `str`, *optional*):
-            Per-reward keyword arguments keyed by reward name, e.g. ``{conciseness: {reference_length: 20}}``.
+            Per-reward keyword arguments keyed by reward name, e.g. ``{conciseness: {reference_length: 20}}``;
+            ``only_if`` and ``otherwise`` there condition the objective on another one's reward
+            (``mo_align.objectives.conditions``) and never reach the reward function.
         dataset_path (`str`, *optional*):
             Local dataset: a directory of ``{train,val,test}.parquet`` / ``.jsonl`` files, or ``synthetic`` for the
             built-in arithmetic task. Takes precedence over ``dataset_name``.
@@ -338,6 +367,8 @@ class MOScriptArguments(ScriptArguments):
         unknown = set(self.reward_kwargs) - set(self.reward_funcs)
         if unknown:
             raise ValueError(f"reward_kwargs names rewards that are not in reward_funcs: {sorted(unknown)}")
+        # only_if / otherwise are mo_align's (mo_align.objectives.conditions), checked here against reward_funcs
+        parse_conditions(split_conditions(self.reward_kwargs)[1], self.reward_funcs, "reward_kwargs")
 
 
 def resolve_config(args: Any, model: Any, num_objectives: int) -> MOGRPOConfig:

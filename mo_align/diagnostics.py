@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -126,10 +127,25 @@ class InterferenceMonitor:
         patience (`int`, *optional*, defaults to `10`): batches of negative EMA before an event.
         tolerance (`float`, *optional*, defaults to `0.05`): kept for older callers; ``eval_drop`` events are decided
             by intervals (:meth:`observe_eval`), not by a drop size.
+        roles (`Mapping[str, str]`, *optional*): objective -> role (``mo_align.objectives.roles``; default ``train``).
+            An ``eval`` objective is not scored on training batches: no batch metric, law check or
+            ``negative_covariance`` for it, ``eval_drop`` still applies; messages name a ``monitor`` or ``eval``
+            objective with its role.
     """
 
-    def __init__(self, objectives: tuple[str, ...], ema_tau: float = 0.1, patience: int = 10, tolerance: float = 0.05):
+    def __init__(
+        self,
+        objectives: tuple[str, ...],
+        ema_tau: float = 0.1,
+        patience: int = 10,
+        tolerance: float = 0.05,
+        roles: Mapping[str, str] | None = None,
+    ):
         self.objectives, self.ema_tau, self.patience, self.tolerance = tuple(objectives), ema_tau, patience, tolerance
+        # objective roles (mo_align.objectives.roles): eval-role objectives are not scored on training batches, so
+        # only evaluations watch them
+        self.roles = {n: (roles or {}).get(n, "train") for n in self.objectives}
+        self.batch_observed = [self.roles[n] != "eval" for n in self.objectives]
         self.ema: torch.Tensor | None = None
         self.streak = [0] * len(objectives)
         self.fired: set[tuple[str, str]] = set()
@@ -166,20 +182,23 @@ class InterferenceMonitor:
         zero_var = zero_variance_fraction(rewards, group_size)
         out: dict[str, float] = {}
         for k, name in enumerate(self.objectives):
+            if not self.batch_observed[k]:
+                continue
             out[f"mo/cov/{name}"], out[f"mo/corr/{name}"] = float(cov[k]), float(corr[k])
             out[f"mo/cov_ema/{name}"], out[f"mo/cov_neg_frac/{name}"] = float(self.ema[k]), float(neg[k])
             out[f"mo/zero_var_frac/{name}"] = float(zero_var[k])
             self.streak[k] = self.streak[k] + 1 if self.ema[k] < 0 else 0
             if self.streak[k] >= self.patience:
                 msg = (
-                    f"{name}: covariance with the optimised advantage has stayed negative for {self.streak[k]} "
+                    f"{self._label(name)}: covariance with the optimised advantage has stayed negative for {self.streak[k]} "
                     f"batches (EMA {float(self.ema[k]):+.4f}) at step {step}; the covariance law predicts it "
                     "degrades"
                 )
                 out.update(self._fire("negative_covariance", k, step, msg))
         corr_mat = reward_correlation(rewards)
-        for a in range(len(self.objectives)):
-            for b in range(a + 1, len(self.objectives)):
+        watched = [k for k, seen in enumerate(self.batch_observed) if seen]
+        for a in watched:
+            for b in (b for b in watched if b > a):
                 out[f"mo/reward_corr/{self.objectives[a]}__{self.objectives[b]}"] = float(corr_mat[a, b])
         out["mo/pareto_dominated_frac"] = pareto_dominated_fraction(rewards, advantages, group_size)
         out["mo/adv_collapse_rate"] = advantage_collapse_rate(rewards, advantages, group_size)
@@ -203,7 +222,7 @@ class InterferenceMonitor:
         for name in interfering(deltas, CI(math.nan, *scalar_ci)):
             low, high = delta_ci[name]
             msg = (
-                f"{name}: eval mean {means[name]:.3f} vs its start {start[name]:.3f} (95 % CI of Δ [{low:+.3f}, "
+                f"{self._label(name)}: eval mean {means[name]:.3f} vs its start {start[name]:.3f} (95 % CI of Δ [{low:+.3f}, "
                 f"{high:+.3f}]) at step {step} while the fixed scalar rose (CI of its Δ [{scalar_ci[0]:+.3f}, "
                 f"{scalar_ci[1]:+.3f}])"
             )
@@ -236,6 +255,8 @@ class InterferenceMonitor:
         low, high = (mean - half).tolist(), (mean + half).tolist()
         reward_cov = (self.interval_reward_cov / n).tolist()
         for k, name in enumerate(self.objectives):
+            if not self.batch_observed[k]:  # eval-role: no training batch predicts its change
+                continue
             delta, r_low, r_high = realised[name]
             outcome = "up" if r_low > 0 else ("down" if r_high < 0 else "not significant")
             predicted = "up" if low[k] > 0 else ("down" if high[k] < 0 else "undetermined")
@@ -265,6 +286,11 @@ class InterferenceMonitor:
         self.interval_reward_cov.zero_()
         self.interval_batches = 0
         return out
+
+    def _label(self, name: str) -> str:
+        """The objective as messages name it: with its role unless that is ``train``."""
+        role = self.roles.get(name, "train")
+        return name if role == "train" else f"{name} ({role})"
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -21,6 +21,7 @@ from mo_align.configs import MOGRPOConfig, MOScriptArguments
 from mo_align.deepspeed_setup import ExtensionLockError
 from mo_align.extras import MissingExtraError, check_report_to, require
 from mo_align.launch import hub_token_flag, refuse_hub_token
+from mo_align.objectives import plan_run
 from mo_align.preferences import check_run as check_conditioning
 from mo_align.recipe import check_recipe, config_path, save_recipe
 from mo_align.rewards.checks import RewardError, check_reward_output
@@ -275,13 +276,13 @@ def validate(script_args: MOScriptArguments, training_args: MOGRPOConfig, model_
     """Objectives, weighting, data and optional packages, checked before any model is loaded (one-line errors):
     returns (reward functions, weighting, train split, eval split or None)."""
     from mo_align.rewards import get_reward_funcs
-    from mo_align.weightings import get_weighting
 
     try:
         check_model_source(model_args.model_name_or_path)
         names = list(script_args.reward_funcs)
         reward_funcs = get_reward_funcs(names, script_args.reward_kwargs)
-        weighting = get_weighting(training_args.weighting, len(names), **training_args.weighting_kwargs)
+        plan = plan_run(names, reward_funcs, script_args.reward_kwargs, training_args)  # roles, conditions
+        weighting = plan.build_weighting(training_args)  # K = the train objectives
         train_dataset, eval_dataset = load_datasets(script_args, evaluate=training_args.eval_strategy != "no")
         preflight_rewards(reward_funcs, names, train_dataset)
         check_conditioning(training_args.preference_conditioning, reward_funcs, train_dataset)

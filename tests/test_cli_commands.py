@@ -50,7 +50,17 @@ def _options(help_text: str) -> set[str]:
 def test_help_lists_every_command_with_one_line(capsys):
     assert cli.main(["--help"]) == 0
     out = capsys.readouterr().out
-    assert list(cli.COMMANDS) == ["train", "report", "push", "sweep", "soup", "evaluate-preferences", "lab", "data", "env"]
+    assert list(cli.COMMANDS) == [
+        "train",
+        "report",
+        "push",
+        "sweep",
+        "soup",
+        "evaluate-preferences",
+        "lab",
+        "data",
+        "env",
+    ]
     listing = " ".join(out[out.index("commands:") : out.index("usage forms:")].split())
     for name, command in cli.COMMANDS.items():
         assert f"{name} {' '.join(command.help.split())}" in listing

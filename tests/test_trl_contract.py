@@ -50,6 +50,7 @@ def test_attributes_the_trainer_reads():
     for name in (
         "self.reward_func_names",
         "self.reward_funcs",
+        "self.reward_processing_classes",  # swapped with reward_funcs for eval-role objectives (mo_align.objectives)
         "self.num_generations_eval",
         "self.scale_rewards",
         "self._metrics[mode]",

@@ -28,6 +28,7 @@ from mo_align.hub.card_parts import (
     citation,
     fmt,
     launch_with_recipe,
+    objective_lines,
     paper_links,
 )
 from mo_align.hub.redaction import env_secrets, redact, redact_all
@@ -128,6 +129,12 @@ def _weights_section(summary: Mapping[str, Any], objectives: Sequence[str]) -> d
     return {"first": md.text(first.get("step")), "last": md.text(last.get("step")), "rows": cell_rows(rows)}
 
 
+def _trained(summary: Mapping[str, Any], objectives: Sequence[str]) -> list[str]:
+    """The objectives the weighting combined (role ``train``; every objective of a run that records no roles)."""
+    roles = summary.get("objective_roles") or {}
+    return [o for o in objectives if roles.get(o, "train") == "train"]
+
+
 def _verdict(summary: Mapping[str, Any]) -> str:
     """The run summary's interference verdict (``mo_align.runs.summary.run_interference``), as text."""
     flagged = summary.get("interference")
@@ -211,7 +218,8 @@ def render_model_card(
         has_summary=bool(summary),
         summary_file=SUMMARY_FILE,
         evaluation=_eval_section(summary, objectives),
-        weights=_weights_section(summary, objectives),
+        weights=_weights_section(summary, _trained(summary, objectives)),
+        trained=len(_trained(summary, objectives)),
         conditioning=conditioning_section(summary),  # a preference-conditioned run: how to ask for a preference
         plot=plot,
         events=_events(summary),
@@ -249,7 +257,7 @@ def _text_fields(
         "usage_fence": md.fence(repo_literal),
         "base_model": base,
         "algorithm": md.text(algorithm),
-        "objectives": [md.code(o) for o in objectives],
+        "objectives": objective_lines(summary, objectives),
         "dataset": md.code(dataset) if dataset else None,
         "dataset_link": link,
     }

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from mo_align.hub import markdown as md
+from mo_align.objectives.conditions import parse_condition
 from mo_align.weightings.papers import INTERFERENCE, Paper
 
 
@@ -26,6 +27,7 @@ __all__ = [
     "cell_rows",
     "citation",
     "launch_with_recipe",
+    "objective_lines",
     "paper_links",
 ]
 
@@ -76,6 +78,35 @@ def cell(value: Any) -> str:
 
 def cell_rows(values: Iterable[Sequence[Any]]) -> list[list[str]]:
     return [[cell(c) for c in row] for row in values]
+
+
+# ---- objectives: roles and conditions -------------------------------------------------------------------------------
+ROLE_TEXT = {
+    "train": "train (combined by the weighting)",
+    "monitor": "monitor (scored, logged, evaluated and watched; not weighted)",
+    "eval": "eval (scored at evaluation only)",
+}
+
+
+def objective_lines(summary: Mapping[str, Any], objectives: Sequence[str]) -> list[str]:
+    """The card's objective list: each objective with its role and its condition when the run recorded them
+    (``objective_roles``, ``objective_conditions`` of the run summary), escaped."""
+    roles = summary.get("objective_roles") or {}
+    conditions = summary.get("objective_conditions") or {}
+    lines = []
+    for name in objectives:
+        line = md.code(name)
+        if roles:
+            role = str(roles.get(name, "train"))
+            line += f": {md.text(ROLE_TEXT.get(role, role))}"
+        if name in conditions:
+            try:
+                words = parse_condition(name, conditions[name], "objective_conditions").describe()
+            except ValueError:  # a summary is an untrusted file: show what it holds
+                words = f"condition {json.dumps(conditions[name], default=str)}"
+            line += f"; {md.text(words)}"
+        lines.append(line)
+    return lines
 
 
 # ---- the algorithm and its papers ----------------------------------------------------------------------------------

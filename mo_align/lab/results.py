@@ -177,6 +177,31 @@ def check_docs(path: str, root: str) -> list[str]:
     ]
 
 
+def add_results_arguments(p: argparse.ArgumentParser) -> None:
+    """The lab command's flags that read finished runs (:func:`results_command`)."""
+    p.add_argument(
+        "--tables",
+        metavar="ARCHIVE",
+        default=None,
+        help="print the tables of committed results (mo_align.lab.results)",
+    )
+    p.add_argument(
+        "--archive",
+        nargs=2,
+        metavar=("OUT", "ARCHIVE"),
+        default=None,
+        help="copy the finished runs of the lab output OUT into ARCHIVE (gzip, with an index), under --label",
+    )
+    p.add_argument("--label", default=None, help="with --archive: the row name of these runs (e.g. ctwa@matched)")
+    p.add_argument(
+        "--horizon",
+        nargs=2,
+        metavar=("LONG", "SHORT"),
+        default=None,
+        help="weights in relative time: long paper-eta runs (LONG) beside matched-eta lab runs (SHORT)",
+    )
+
+
 def results_command(a: argparse.Namespace) -> bool:
     """``--tables``, ``--archive`` and ``--horizon`` (:mod:`mo_align.lab.results`, :mod:`mo_align.lab.horizon`): read
     finished runs, train nothing; ``False`` when none was given."""

@@ -45,7 +45,7 @@ from mo_align.lab.evidence import (  # the lab's evidence API, also importable f
     run_evidence,  # noqa: F401 (re-exported: the lab's evidence API)
 )
 from mo_align.lab.jobs import _run_jobs
-from mo_align.lab.results import results_command
+from mo_align.lab.results import add_results_arguments, results_command
 from mo_align.lab.scaling import (
     ALGORITHMS,
     DEFAULT_ETA,
@@ -266,27 +266,7 @@ def add_parser(subparsers: Any) -> CommandParser:
     )
     p.add_argument("--print-protocol", action="store_true", help="print the paper-vs-lab table (docs/lab_protocol.md)")
     p.add_argument("--known-answer", action="store_true", help="Linear on both sides of the predicted boundary")
-    p.add_argument(
-        "--tables",
-        metavar="ARCHIVE",
-        default=None,
-        help="print the tables of committed results (mo_align.lab.results)",
-    )
-    p.add_argument(
-        "--archive",
-        nargs=2,
-        metavar=("OUT", "ARCHIVE"),
-        default=None,
-        help="copy the finished runs of the lab output OUT into ARCHIVE (gzip, with an index), under --label",
-    )
-    p.add_argument("--label", default=None, help="with --archive: the row name of these runs (e.g. ctwa@matched)")
-    p.add_argument(
-        "--horizon",
-        nargs=2,
-        metavar=("LONG", "SHORT"),
-        default=None,
-        help="weights in relative time: long paper-eta runs (LONG) beside matched-eta lab runs (SHORT)",
-    )
+    add_results_arguments(p)  # --tables, --archive, --label, --horizon
     p.add_argument("--out", default=None)
     p.add_argument("--cache", default=os.path.join("outputs", "lab-cache"), help="warm-start cache directory")
     return p

@@ -30,6 +30,7 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
+from mo_align.objectives.conditions import CONDITION_KEYS
 from mo_align.rewards.accuracy import AccuracyReward
 from mo_align.rewards.clarity import ClarityReward
 from mo_align.rewards.common import completion_text
@@ -87,6 +88,7 @@ def get_reward_funcs(names: list[str], reward_kwargs: dict[str, dict[str, Any]] 
         kwargs = reward_kwargs.get(name) or {}
         if not isinstance(kwargs, dict):
             raise ValueError(f"reward_kwargs[{name!r}] must be a mapping, got {kwargs!r}")
+        kwargs = {k: v for k, v in kwargs.items() if k not in CONDITION_KEYS}  # the trainer's (only_if, otherwise)
         if name in REWARDS:
             try:
                 fn = REWARDS[name](**kwargs)

@@ -20,7 +20,7 @@ import logging
 import math
 import numbers
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -116,10 +116,13 @@ class RewardMonitor:
         finally:
             trainer.reward_funcs = original
 
-    def check_batch(self, rewards: torch.Tensor, metrics: dict[str, list]) -> None:
+    def check_batch(self, rewards: torch.Tensor, metrics: dict[str, list], skip: Sequence[str] = ()) -> None:
         """The gathered (N, K) reward matrix: ±inf or huge values are an error naming the objective; an objective
-        that is NaN for the whole batch is warned once. Logs ``mo/reward_time/<objective>``."""
+        that is NaN for the whole batch is warned once. Logs ``mo/reward_time/<objective>``. The objectives in
+        ``skip`` were not scored (an eval-role objective on a training batch) and are not checked."""
         for k, name in enumerate(self.names):
+            if name in skip:
+                continue
             col = rewards[:, k]
             bad = col[~torch.isnan(col) & ~(col.abs() <= MAX_ABS_REWARD)]
             if bad.numel():

@@ -39,6 +39,8 @@ class RunSummary(TypedDict, total=False):
     weighting_hyperparameters: dict[str, Any]
     advantage_estimator: str
     objectives: list[str]
+    objective_roles: dict[str, str]  # every objective's role (mo_align.objectives.roles): train, monitor or eval
+    objective_conditions: dict[str, Any]  # objective -> {"only_if": {...}, "otherwise": ...} (recipe form)
     seed: int | None
     launch_command: str | None  # as typed, secrets redacted
     dataset_name: str | None
@@ -202,16 +204,6 @@ def normalize_summary(raw: Mapping[str, Any], default_dir: str | Path | None = N
     objectives = [str(o) for o in raw.get("objectives") or []]
     for source in (final, start, *(e["means"] for e in evals)):
         objectives += [k for k in source if k not in objectives]
-    events = []
-    for ev in raw.get("events") or []:
-        events.append(
-            {
-                "step": int(ev["step"]),
-                "kind": str(ev.get("kind", "event")),
-                "objective": None if ev.get("objective") is None else str(ev["objective"]),
-                "message": str(ev.get("message") or ""),
-            }
-        )
     run = {
         "version": SUMMARY_VERSION,
         "run_name": str(run_name),
@@ -219,6 +211,8 @@ def normalize_summary(raw: Mapping[str, Any], default_dir: str | Path | None = N
         "algorithm": str(raw.get("algorithm") or "unknown"),
         "weighting_hyperparameters": dict(raw.get("weighting_hyperparameters") or {}),
         "objectives": objectives,
+        "objective_roles": {str(k): str(v) for k, v in dict(raw.get("objective_roles") or {}).items()},
+        "objective_conditions": dict(raw.get("objective_conditions") or {}),  # checked where used (the card)
         "seed": raw.get("seed"),
         "launch_command": text_or_none(raw.get("launch_command"), "launch_command"),
         "dataset_name": text_or_none(raw.get("dataset_name"), "dataset_name"),
@@ -231,7 +225,7 @@ def normalize_summary(raw: Mapping[str, Any], default_dir: str | Path | None = N
         "cov_ema": _series(raw.get("cov_ema"), "values", "cov_ema"),
         "train_reward": train,
         "values_from": values_from,
-        "events": sorted(events, key=lambda e: e["step"]),
+        "events": _events(raw.get("events")),
         "law": law_records(raw.get("law") or []),
         "preference": _preference(raw.get("preference")),
         "preference_conditioning": _conditioning(raw.get("preference_conditioning")),
@@ -239,6 +233,19 @@ def normalize_summary(raw: Mapping[str, Any], default_dir: str | Path | None = N
     }
     run["interference"] = run_interference(run)  # derived: the stored verdict is recomputed from its inputs
     return run
+
+
+def _events(entries: Any) -> list[dict[str, Any]]:
+    events = [
+        {
+            "step": int(ev["step"]),
+            "kind": str(ev.get("kind", "event")),
+            "objective": None if ev.get("objective") is None else str(ev["objective"]),
+            "message": str(ev.get("message") or ""),
+        }
+        for ev in entries or []
+    ]
+    return sorted(events, key=lambda e: e["step"])
 
 
 def _preference(value: Any) -> dict[str, Any] | None:
@@ -312,6 +319,7 @@ def summary_from_trainer(trainer: MOGRPOTrainer) -> RunSummary:
         weighting_hyperparameters=json_safe(mo.weighting.hyperparameters()),
         advantage_estimator=t.args.advantage_estimator,
         objectives=list(mo.objective_names),
+        **(mo.plan.record() if mo.plan is not None else {}),  # objective_roles, objective_conditions
         seed=t.args.seed,
         launch_command=redact(typed_command()),
         dataset_name=getattr(t.args, "mo_dataset_name", None),
@@ -336,8 +344,9 @@ def _run_preference(trainer: MOGRPOTrainer, start: Mapping[str, float]) -> dict[
     (those the first evaluation scored)."""
     from mo_align.stats import run_preference
 
-    weights, source = run_preference(trainer.weighting.hyperparameters(), len(trainer.objective_names))
-    names = [n for n in trainer.objective_names if math.isfinite(start.get(n, math.nan))]
+    trained = trainer.mo.weighted_names  # the fixed scalar is over the objectives the weighting combines
+    weights, source = run_preference(trainer.weighting.hyperparameters(), len(trained))
+    names = [n for n in trained if math.isfinite(start.get(n, math.nan))]
     return {"weights": weights, "source": source, "objectives": names}
 
 

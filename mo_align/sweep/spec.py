@@ -384,7 +384,9 @@ def load_sweep(path: str, check_recipes: bool = True) -> Sweep:
         raise _fail(path, "recipe", f"{spec.recipe} names no reward_funcs (the objectives)")
     overrides = _axis_values(spec.overrides, path, "overrides")
     sweep = Sweep(path, spec.recipe, recipe, spec.output_dir, [], overrides, spec.accelerate_config)
-    _expand(sweep, spec, len(objectives))
+    roles = recipe.get("objective_roles") if isinstance(recipe.get("objective_roles"), dict) else {}
+    k = sum(roles.get(str(o).rsplit(".", 1)[-1], "train") == "train" for o in objectives)  # weights: train ones
+    _expand(sweep, spec, k)
     if check_recipes:
-        _check_recipes(sweep, len(objectives))
+        _check_recipes(sweep, k)
     return sweep

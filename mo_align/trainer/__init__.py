@@ -41,6 +41,7 @@ from trl import GRPOTrainer
 
 from mo_align.configs import MOGRPOConfig, resolve_config
 from mo_align.diagnostics import InterferenceMonitor
+from mo_align.objectives import ObjectivePlan
 from mo_align.rewards.checks import RewardMonitor
 from mo_align.rewards.unscorable import check_scorable
 from mo_align.runs import progress
@@ -53,7 +54,7 @@ from mo_align.trainer.mostate import MOState, alias
 from mo_align.trainer.post_update import MOCallback, PostUpdate
 from mo_align.trainer.scoring import score_batch
 from mo_align.trainer.state import MO_STATE_FILE
-from mo_align.weightings import Weighting, get_weighting
+from mo_align.weightings import Weighting
 from mo_align.weightings.validation import check_finite_weights
 
 
@@ -80,13 +81,16 @@ class MOGRPOTrainer(GRPOTrainer):
 
     def __init__(self, model: Any, reward_funcs: Any = None, args: MOGRPOConfig | None = None, *a: Any, **kw: Any):
         weighting: Weighting | None = kw.pop("weighting", None)
-        k = len(reward_funcs) if isinstance(reward_funcs, list) else 1
-        args = resolve_config(args, model, k)  # None or a plain trl.GRPOConfig are accepted, as GRPOTrainer does
+        funcs = reward_funcs if isinstance(reward_funcs, list) else [reward_funcs]
+        args = resolve_config(args, model, len(funcs))  # None or a plain trl.GRPOConfig, as GRPOTrainer accepts
+        plan = ObjectivePlan.for_trainer(funcs, args)  # roles, conditions: the weighting sees the train objectives
+        k = len(plan.train_idx)
         if weighting is None:
-            weighting = get_weighting(args.weighting, k, **(args.weighting_kwargs or {}))
+            weighting = plan.build_weighting(args)
         elif weighting.num_objectives != k:
-            raise ValueError(f"weighting has {weighting.num_objectives} objectives but {k} reward_funcs were given")
-        self.mo = MOState(weighting)  # the multi-objective state, one typed place (mo_align.trainer.mostate)
+            given = "reward_funcs were given" if k == len(funcs) else "train objectives (objective_roles)"
+            raise ValueError(f"weighting has {weighting.num_objectives} objectives but {k} {given}")
+        self.mo = MOState(weighting, plan=plan)  # the multi-objective state, one typed place (trainer.mostate)
         check_layout(weighting, args)
         self.objective_advantages: torch.Tensor | None = None  # (B, K) of the current micro-batch
         from mo_align.vllm.generation import server_mode  # vLLM server mode: mo_align's client, CPU weight sync
@@ -103,6 +107,7 @@ class MOGRPOTrainer(GRPOTrainer):
         progress.attach(self)  # MO_ALIGN_PROGRESS_FILE: a parent process shows step k/n
         mo.objective_names = tuple(self.reward_func_names)
         mo.conditioning = Conditioning.build(self, weighting)  # preference_conditioning (None without the block)
+        mo.plan = plan.matching(mo.objective_names)  # the names TRL gave the reward functions
         mo.reward_monitor = RewardMonitor(mo.objective_names)  # output checks, NaN warnings, timing
         for fn in self.reward_funcs:
             if self.accelerator.num_processes > 1 and hasattr(fn, "all_gather_lengths"):
@@ -113,7 +118,10 @@ class MOGRPOTrainer(GRPOTrainer):
                 fn.warmup()  # start worker processes now, not inside the first batch
         if args.mo_diagnostics:
             mo.monitor = InterferenceMonitor(
-                mo.objective_names, patience=args.mo_diagnostics_patience, tolerance=args.mo_diagnostics_tolerance
+                mo.objective_names,
+                patience=args.mo_diagnostics_patience,
+                tolerance=args.mo_diagnostics_tolerance,
+                roles=mo.plan.roles,
             )
 
     # the state's pieces under their earlier trainer names (read and write ``self.mo``), kept for existing code
@@ -139,14 +147,19 @@ class MOGRPOTrainer(GRPOTrainer):
         for fn in self.reward_funcs:
             if hasattr(fn, "training") and not isinstance(fn, torch.nn.Module):
                 fn.training = training  # stateful rewards (running means) move on training batches only
-        with self.mo.reward_monitor.checking(self):  # each output checked (type, length, finite) and timed
-            rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
-        self.mo.rewards = rewards.detach().float().cpu()  # (N, K), gathered over processes
-        self.mo.reward_monitor.check_batch(self.mo.rewards, trl_compat.metrics(self, "train" if training else "eval"))
-        if training:  # an objective that never scores, or none scoring for mo_nan_patience batches, stops the run
-            check_scorable(
-                self.mo.rewards, self.mo.history["train_reward"], self.mo.objective_names, self.args.mo_nan_patience
+        plan = self.mo.plan  # eval-role objectives are not scored on a training batch (NaN columns)
+        with self.mo.reward_monitor.checking(self), plan.scoring(self, training):  # outputs checked and timed
+            rewards = plan.expand(
+                super()._calculate_rewards(inputs, prompts, completions, completion_ids_list), training
             )
+        self.mo.rewards = rewards.detach().float().cpu()  # (N, K), gathered over processes
+        skip = plan.eval_only if training else ()
+        self.mo.reward_monitor.check_batch(
+            self.mo.rewards, trl_compat.metrics(self, "train" if training else "eval"), skip
+        )
+        if training:  # an objective that never scores, or none scoring for mo_nan_patience batches, stops the run
+            observed = self.mo.rewards[:, plan.observed_idx]
+            check_scorable(observed, self.mo.history["train_reward"], plan.observed_names, self.args.mo_nan_patience)
         return rewards
 
     # ---- 2. replace the advantages ------------------------------------------------------------------------------
@@ -165,16 +178,21 @@ class MOGRPOTrainer(GRPOTrainer):
             trl_compat.metrics(self, "train")[f"mo/{self.mo.weighting.name}/{key}"].append(float(value))
 
     def mo_observe_batch(self, r: torch.Tensor, advantages: torch.Tensor, group_size: int) -> None:
-        """A training batch in the run history and the interference monitor."""
+        """A training batch in the run history (raw reward means of the objectives scored in training) and the
+        interference monitor (``r``: every objective, conditions applied; the eval-role columns NaN)."""
         mo, step = self.mo, self.state.global_step + 1  # the optimizer step this batch trains
-        hist, names = mo.history, mo.objective_names
-        hist["weights"].append({"step": step, "weights": dict(zip(names, mo.weighting.weights().tolist()))})
-        hist["train_reward"].append({"step": step, "means": dict(zip(names, torch.nanmean(r, dim=0).tolist()))})
+        hist, observed, names = mo.history, mo.plan.observed_idx, mo.plan.observed_names
+        hist["weights"].append(
+            {"step": step, "weights": dict(zip(mo.weighted_names, mo.weighting.weights().tolist()))}
+        )
+        means = torch.nanmean(mo.rewards[:, observed], dim=0).tolist()
+        hist["train_reward"].append({"step": step, "means": dict(zip(names, means))})
         if mo.monitor is None:
             return
         for key, value in mo.monitor.observe_batch(r, advantages, group_size, step).items():
             trl_compat.metrics(self, "train")[key].append(value)
-        hist["cov_ema"].append({"step": step, "values": dict(zip(names, mo.monitor.ema.tolist()))})
+        ema = mo.monitor.ema[observed].tolist()
+        hist["cov_ema"].append({"step": step, "values": dict(zip(names, ema))})
 
     # ---- 3. the loss --------------------------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):

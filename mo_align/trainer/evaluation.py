@@ -214,6 +214,13 @@ def missing_references(trainer: MOGRPOTrainer) -> dict[str, str]:
     return out
 
 
+def _weighted(trainer: MOGRPOTrainer, rewards: torch.Tensor) -> torch.Tensor:
+    """The columns of the weighting (``train`` objectives) of (..., K) eval rewards, their conditions applied
+    (:class:`mo_align.objectives.ObjectivePlan`); every column without a plan."""
+    plan = trainer.mo.plan
+    return rewards if plan is None else plan.weighted(rewards)
+
+
 def fixed_scalar(rewards: np.ndarray, weights: Any, start: np.ndarray) -> np.ndarray:
     """(prompts, samples) fixed scalar Σ_k w_k r_k of (prompts, samples, K) rewards, over the objectives the first
     evaluation (``start``) scored: an objective without a step-0 value is left out at every evaluation, so the
@@ -280,7 +287,7 @@ def _deltas(
     """``<p>_<objective>/delta`` against the split's first evaluation; history and monitor for the primary split."""
     t = trainer
     means = {name: metrics[f"{p}_{name}/mean"] for name in t.mo.objective_names}
-    scalar = t.mo.weighting.scalarize(rewards)
+    scalar = t.mo.weighting.scalarize(_weighted(t, rewards))  # the train objectives, conditioned
     scalar_mean = float(torch.nanmean(scalar)) if (~torch.isnan(scalar)).any() else math.nan
     primary = p == ("eval" if not isinstance(t.eval_dataset, dict) else f"eval_{next(iter(t.eval_dataset))}")
     start = t.mo.eval_start if primary else t.mo.eval_starts.get(p)
@@ -324,8 +331,9 @@ def _primary(t: MOGRPOTrainer, metrics, means, scalar, rewards, lengths, p: str,
         if before is not None:
             r = paired_delta_ci(before[:, :, k], cur[:, :, k], level)
             realised[name] = (r.estimate, r.low, r.high)
-    weights = run_preference(t.weighting.hyperparameters(), len(t.objective_names))[0]
-    s = paired_delta_ci(fixed_scalar(first, weights, first), fixed_scalar(cur, weights, first), level)
+    weights = run_preference(t.weighting.hyperparameters(), len(t.mo.weighted_names))[0]
+    first_w, cur_w = (_weighted(t, torch.from_numpy(x)).numpy() for x in (first, cur))
+    s = paired_delta_ci(fixed_scalar(first_w, weights, first_w), fixed_scalar(cur_w, weights, first_w), level)
     entry = {"step": step, "means": means, "completion_length": metrics[f"{p}_completion_length/mean"]}
     entry.update(ci=ci, delta_ci=delta_ci, scalar_delta_ci=[s.low, s.high])
     t.mo.history["eval"].append({**entry, **({"unavailable": dict(missing)} if missing else {})})

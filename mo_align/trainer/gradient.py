@@ -60,7 +60,7 @@ class GradientSpace:
             alpha, extra = t.mo.weighting.gradient_weights(gram, loss_vec)
             self._log(alpha, extra, gram)
         metrics = trl_compat.metrics(t, "train")
-        for k, name in enumerate(t.mo.objective_names):
+        for k, name in enumerate(t.mo.weighted_names):
             metrics[f"mo/grad_weight/{name}"].append(float(alpha[k]))
         alpha = alpha.to(losses[0].device, losses[0].dtype)
         if not direct:
@@ -129,7 +129,7 @@ class GradientSpace:
         metrics = trl_compat.metrics(t, "train")
         for key, value in extra.items():
             metrics[f"mo/{t.mo.weighting.name}/{key}"].append(float(value))
-        for k, name in enumerate(t.mo.objective_names):
+        for k, name in enumerate(t.mo.weighted_names):
             metrics[f"mo/grad_norm/{name}"].append(float(gram[k, k].clamp(min=0).sqrt()))
 
     # ---- gradients ------------------------------------------------------------------------------------------------

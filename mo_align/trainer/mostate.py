@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from mo_align.objectives import ObjectivePlan
 from mo_align.trainer.conditioning import load_state as load_conditioning_state
 from mo_align.weightings import TrainerNeeds, Weighting
 
@@ -46,7 +47,10 @@ class MOState:
 
     weighting: Weighting
     needs: TrainerNeeds = field(init=False)  # what to compute for the weighting, and when it updates
-    objective_names: tuple[str, ...] = ()
+    objective_names: tuple[str, ...] = ()  # every objective (K), in reward_funcs order
+    plan: ObjectivePlan | None = (
+        None  # roles and conditions (mo_align.objectives); None: all trained, none conditioned
+    )
     rewards: torch.Tensor | None = None  # (N, K) gathered rewards of the last scored batch
     history: dict[str, list] = field(default_factory=new_history)
     eval_start: dict[str, float] | None = None  # the first evaluation's means (for deltas)
@@ -63,6 +67,11 @@ class MOState:
 
     def __post_init__(self) -> None:
         self.needs = self.weighting.trainer_needs()
+
+    @property
+    def weighted_names(self) -> tuple[str, ...]:
+        """The objectives the weighting combines, in its column order (the ``train`` ones, K_train)."""
+        return self.plan.train_names if self.plan is not None else self.objective_names
 
     def state_dict(self) -> dict[str, Any]:
         """The part of ``mo_state.pt`` this state owns (tensors and plain values only)."""

@@ -26,8 +26,10 @@ if TYPE_CHECKING:
 def score_batch(trainer: MOGRPOTrainer, out: dict[str, Any]) -> dict[str, Any]:
     """Replace TRL's advantages in ``out`` (the local generation batch) by the weighting's."""
     t, mo = trainer, trainer.mo
-    weighting, needs, r = mo.weighting, mo.needs, mo.rewards
+    weighting, needs = mo.weighting, mo.needs
     train = t.model.training
+    # objective roles and conditions (mo_align.objectives): r holds the train objectives, conditioned; r_all every one
+    r, r_all = mo.plan.columns(mo.rewards, trl_compat.metrics(t, "train" if train else "eval"), train)
     n_local = out["advantages"].shape[0]
     lengths = t.accelerator.gather(out["completion_mask"].sum(dim=1)).float().cpu()  # (N,)
     group_size = t.num_generations if train else t.num_generations_eval
@@ -38,7 +40,7 @@ def score_batch(trainer: MOGRPOTrainer, out: dict[str, Any]) -> dict[str, Any]:
         estimator=t.args.advantage_estimator,
         scale_rewards=t.scale_rewards,
         step=t.state.global_step,
-        objective_names=mo.objective_names,
+        objective_names=mo.weighted_names,
     )
     if train:
         t.mo_log_update(weighting.pre_update(stats))
@@ -56,7 +58,7 @@ def score_batch(trainer: MOGRPOTrainer, out: dict[str, Any]) -> dict[str, Any]:
     scalar = weighting.scalarize(r) if cond is None else cond.scalarize(weighting, r)
     log_batch(t, "train" if train else "eval", r, objective_adv, scalar, advantages)
     if train:
-        t.mo_observe_batch(r, advantages, group_size)
+        t.mo_observe_batch(r_all, advantages, group_size)
     stats.extras["signal"] = advantages  # the on-policy induced weight w_i = A_i (ratio 1)
     if train and needs.post_update_logps:
         mo.post_update.prepare(out, stats)  # the statistic waits for log π after this batch's updates
@@ -74,7 +76,7 @@ def log_batch(trainer: MOGRPOTrainer, mode: str, r, objective_adv, scalar, advan
     (the weighted sum with TRL's ``reward_weights``, ones here) and ``rewards/<objective>/mean|std`` stay TRL's."""
     metrics = trl_compat.metrics(trainer, mode)
     weights = trainer.weighting.weights()
-    for k, name in enumerate(trainer.objective_names):
+    for k, name in enumerate(trainer.mo.weighted_names):
         metrics[f"mo/weight/{name}"].append(float(weights[k]))
         metrics[f"mo/adv/{name}/mean"].append(float(objective_adv[:, k].mean()))
         metrics[f"mo/adv/{name}/std"].append(float(objective_adv[:, k].std()) if len(r) > 1 else 0.0)

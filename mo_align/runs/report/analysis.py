@@ -186,6 +186,17 @@ def _objectives(runs: Sequence[Mapping[str, Any]]) -> list[str]:
     return objectives
 
 
+def objective_roles(runs: Sequence[Mapping[str, Any]], objectives: Sequence[str]) -> dict[str, str]:
+    """Each objective's role in the runs (``objective_roles`` of their summaries; ``train`` when not recorded):
+    the one role they agree on, else the roles seen joined by ``/`` (then it is not a ``train`` objective of the
+    seed-level scalar)."""
+    out = {}
+    for o in objectives:
+        seen = sorted({str((r.get("objective_roles") or {}).get(o, "train")) for r in runs})
+        out[o] = "/".join(seen)
+    return out
+
+
 def _reference(
     runs: Sequence[Mapping[str, Any]], objectives: list[str], reference: str | Sequence[float] | None
 ) -> tuple[list[float], list[str], str]:
@@ -267,13 +278,14 @@ def analyse(
         raise ReportError(f"--tolerance must be a finite number >= 0, got {tolerance!r}")
     runs = _unique_names([normalize_summary(r) for r in runs])
     objectives = _objectives(runs)
+    roles = objective_roles(runs, objectives)
     ref, reasons, ref_source = _reference(runs, objectives, reference)
     per_run = _per_run(runs, objectives, ref, tolerance)
     per_algorithm: dict[str, dict[str, Any]] = {}
     for r in runs:
         per_algorithm.setdefault(r["algorithm"], {"runs": []})["runs"].append(r["run_name"])
     try:
-        seeds = seed_level(runs, objectives, preference)
+        seeds = seed_level(runs, objectives, preference, trained=[o for o in objectives if roles[o] == "train"])
     except ValueError as e:
         raise ReportError(str(e)) from e
     for algorithm, agg in per_algorithm.items():
@@ -283,6 +295,7 @@ def analyse(
         agg["seed_interference"] = None if row is None else row["interference"]
     return {
         "objectives": objectives,
+        "objective_roles": roles,
         "reference": [float(v) for v in ref],
         "reference_source": ref_source,
         "reference_reasons": dict(zip(objectives, reasons)),

@@ -137,11 +137,12 @@ _PLOT_TITLES = {
 
 def _intro_blocks(analysis: dict[str, Any]) -> list[tuple]:
     """The title, what the values are, and the hypervolume reference point with its reasons."""
-    objs = analysis["objectives"]
+    objs, roles = analysis["objectives"], analysis.get("objective_roles") or {}
     ref = ", ".join(f"{v:g}" for v in analysis["reference"])
+    named = ", ".join(f"{o} ({roles.get(o, 'train')})" for o in objs)
     intro = (
-        f"{len(analysis['_runs'])} runs, {len(analysis['algorithms'])} algorithms; objectives (all maximised): "
-        f"{', '.join(objs)}. Values are per-objective eval means: final = last evaluation, best = highest "
+        f"{len(analysis['_runs'])} runs, {len(analysis['algorithms'])} algorithms; objectives (all maximised; role): "
+        f"{named}. Values are per-objective eval means: final = last evaluation, best = highest "
         "evaluation, Δ = final − start (first evaluation). Where the trainer recorded them, a run's final mean "
         "carries its 95 % bootstrap CI over prompts and its Δ the paired CI (the same prompts resampled at start "
         "and end): the evaluation noise of that one run. Verdicts between algorithms come from the seed-level "

@@ -205,10 +205,14 @@ def seed_level(
     preference: Sequence[float] | None = None,
     reference: str = REFERENCE_ALGORITHM,
     alpha: float = ALPHA,
+    trained: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Both tables and the interference verdicts (module docstring); ``vs_reference`` is ``None`` unless there are
-    runs of ``reference`` and of another row. JSON-ready: missing numbers are ``None``."""
-    weights, source = preference_weights(runs, objectives, preference)
+    runs of ``reference`` and of another row. ``trained``: the objectives of the fixed scalar (the runs' ``train``
+    objectives; default all), the others weigh 0 in it. JSON-ready: missing numbers are ``None``."""
+    trained = [o for o in objectives if o in trained] if trained is not None else list(objectives)
+    w, source = preference_weights(runs, trained, preference)  # the scalar: the train objectives (their roles)
+    weights = [w[trained.index(o)] if o in trained else 0.0 for o in objectives]
     quantities = [*objectives, SCALAR]
     points = seed_points(runs, objectives, weights)
     base = baselines(points, quantities)
