@@ -17,7 +17,7 @@ from trl import GRPOConfig, ScriptArguments
 
 from mo_align.advantages import ADVANTAGE_ESTIMATORS
 from mo_align.deepspeed_setup import deepspeed_requested, prepare_deepspeed
-from mo_align.weightings.validation import excerpt
+from mo_align.text import excerpt
 
 
 logger = logging.getLogger("mo_align")

@@ -34,7 +34,7 @@ from typing import Any, Literal
 
 import yaml
 
-from mo_align.weightings.validation import excerpt
+from mo_align.text import excerpt
 
 
 MAX_RECIPE_BYTES = 1 << 20  # 1 MiB; the largest shipped recipe is about 2 KB

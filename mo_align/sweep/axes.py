@@ -8,7 +8,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from mo_align.weightings.validation import excerpt
+from mo_align.text import excerpt
 
 
 MAX_ALPHA = 1e6  # larger Dirichlet concentrations draw all-zero rows in float64
