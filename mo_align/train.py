@@ -64,7 +64,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[MOScriptArguments, MO
 def _refuse_recipe_token(recipe: dict[str, Any]) -> None:
     """A Hub token in a recipe (``hub_token`` in any spelling, or ``env: {HF_TOKEN: ...}``, which TRL's parser
     exports) is a secret in a file that gets shared and copied into run directories."""
-    from mo_align.hub.redaction import TOKEN_ENV_VARS
+    from mo_align.redaction import TOKEN_ENV_VARS
 
     env = recipe.get("env") if isinstance(recipe.get("env"), dict) else {}
     keys = [k for k, v in recipe.items() if v is not None and hub_token_flag([f"--{k}"])]

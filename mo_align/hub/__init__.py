@@ -11,7 +11,7 @@
 
 Modules: :mod:`~mo_align.hub.card` (the card's content) with its template ``model_card.md``,
 :mod:`~mo_align.hub.push` (upload and command line),
-:mod:`~mo_align.hub.redaction` (secrets). The weight plot ``mo_weights.png`` is the run report's
+:mod:`~mo_align.redaction` (secrets, re-exported as :mod:`mo_align.hub.redaction`). The weight plot ``mo_weights.png`` is the run report's
 (:func:`mo_align.runs.report.plots.plot_run_weights`, exported here as :func:`plot_weights`).
 
 Secrets: the token is read from an environment variable, never from the command line, and is never printed,
@@ -45,7 +45,7 @@ from mo_align.hub.push import (
     push_run,
     upload_candidates,
 )
-from mo_align.hub.redaction import files_containing, redact
+from mo_align.redaction import files_containing, redact
 from mo_align.runs.report.plots import plot_run_weights as plot_weights  # shared with the run report
 
 

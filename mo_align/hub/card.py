@@ -6,7 +6,7 @@ its hyperparameters, the per-objective eval table, the weights of the first and 
 dataset, launch command, papers and package versions. Every user string (run name, dataset, model ids, objectives,
 weighting kwargs, events, launch command, tags) is redacted, then escaped here (:mod:`mo_align.hub.markdown`: inline
 text, code spans, code-block fences; the front matter is plain strings dumped as YAML), so the template only lays
-them out. Every card goes through :func:`~mo_align.hub.redaction.redact` again before it is returned.
+them out. Every card goes through :func:`~mo_align.redaction.redact` again before it is returned.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from mo_align.hub.card_parts import (
     launch_with_recipe,
     paper_links,
 )
-from mo_align.hub.redaction import env_secrets, redact, redact_all
 from mo_align.recipe import RECIPE_FILE
+from mo_align.redaction import env_secrets, redact, redact_all
 from mo_align.runs.report.plots import plot_run_weights  # one weight plot, shared with the run report
 from mo_align.runs.summary import SUMMARY_FILE  # the summary has one owner
 

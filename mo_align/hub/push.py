@@ -2,7 +2,7 @@
 
 The upload goes through an ``HfApi``-like client (injectable, so tests run offline with a fake). The token is read
 from an environment variable, never from the command line; files of the run that contain it are left out and every
-message goes through :func:`~mo_align.hub.redaction.redact`.
+message goes through :func:`~mo_align.redaction.redact`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mo_align.hub.card import RECIPE_FILE, SUMMARY_FILE, hub_id, write_model_card
-from mo_align.hub.redaction import env_secrets, files_containing, looks_like_token, redact
+from mo_align.redaction import env_secrets, files_containing, looks_like_token, redact
 
 
 __all__ = [

@@ -17,8 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from mo_align.runs.jsonfile import finite_float
 from mo_align.runs.report.pareto import non_dominated
-from mo_align.runs.summary import _num, normalize_summary
+from mo_align.runs.summary import normalize_summary
 
 
 __all__ = [
@@ -228,7 +229,7 @@ def _cov_targets(run: Mapping[str, Any], objectives: Sequence[str]) -> dict[str,
     if isinstance(targets, int | float) and not isinstance(targets, bool):
         return dict.fromkeys(names, float(targets))
     if isinstance(targets, list | tuple) and len(targets) == len(names):
-        return {n: _num(t) for n, t in zip(names, targets)}
+        return {n: finite_float(t) for n, t in zip(names, targets)}
     return {}
 
 
