@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mo_align.hub.card import RECIPE_FILE, SUMMARY_FILE, hub_id, write_model_card
 from mo_align.redaction import env_secrets, files_containing, looks_like_token, redact
+from mo_align.runs.card import RECIPE_FILE, SUMMARY_FILE, hub_id, write_model_card
 
 
 __all__ = [

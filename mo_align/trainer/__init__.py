@@ -17,7 +17,7 @@ TRL private name it touches is listed in :mod:`mo_align.trainer.trl_compat` (che
    (:mod:`~mo_align.trainer.state`).
 5. ``evaluate`` / ``evaluation_loop`` — transformers' ``evaluate`` around a loop that runs TRL's (``eval_loss``)
    and the per-objective decode (:mod:`~mo_align.trainer.evaluation`): ``eval_<objective>/mean|delta``.
-6. ``create_model_card`` / ``write_summary`` — the model card (``mo_align.hub``) and ``mo_summary.json``
+6. ``create_model_card`` / ``write_summary`` — the model card (``mo_align.runs.card``) and ``mo_summary.json``
    (``mo_align.runs.summary``, its one owner).
 7. ``training_step`` — a vLLM server failure (``mo_align.vllm``) stops the run after a checkpoint of the last
    finished step.
@@ -43,6 +43,7 @@ from mo_align.diagnostics import InterferenceMonitor
 from mo_align.rewards.checks import RewardMonitor
 from mo_align.rewards.unscorable import check_scorable
 from mo_align.runs import progress
+from mo_align.runs.card import trainer_model_card
 from mo_align.runs.summary import summary_from_trainer, write_summary
 from mo_align.trainer import evaluation, state, trl_compat
 from mo_align.trainer.checks import check_layout, check_setup
@@ -277,10 +278,8 @@ class MOGRPOTrainer(GRPOTrainer):
         write_summary(summary_from_trainer(self), self.args.output_dir)
 
     def create_model_card(self, model_name=None, dataset_name=None, tags=None):
-        """mo_align's model card (``mo_align.hub``): algorithm, objectives, eval table, weight plot, events, command.
-        Called by transformers' ``push_to_hub`` and by TRL at every checkpoint (main process only)."""
-        from mo_align.hub import trainer_model_card
-
+        """mo_align's model card (:mod:`mo_align.runs.card`): algorithm, objectives, eval table, weight plot, events,
+        command. Called by transformers' ``push_to_hub`` and by TRL at every checkpoint (main process only)."""
         trainer_model_card(self, model_name=model_name, dataset_name=dataset_name, tags=tags)
 
     # ---- 7. vLLM server mode ------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Pieces of a model card: table cells, the algorithm's description and papers (links and BibTeX), the launch command.
 
-Every user string that reaches a cell is escaped here (:mod:`mo_align.hub.markdown`); the papers are the run's
+Every user string that reaches a cell is escaped here (:mod:`mo_align.runs.markdown`); the papers are the run's
 weighting class's own (its ``papers``, :mod:`mo_align.weightings.papers`), after the paper every run cites.
 """
 
@@ -13,7 +13,7 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from mo_align.hub import markdown as md
+from mo_align.runs import markdown as md
 from mo_align.weightings.papers import INTERFERENCE, Paper
 
 
