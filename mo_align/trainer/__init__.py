@@ -36,6 +36,7 @@ from typing import Any
 
 import torch
 from accelerate.utils import gather_object
+from transformers.trainer_utils import EvalLoopOutput
 from trl import GRPOTrainer
 
 from mo_align.configs import MOGRPOConfig, resolve_config
@@ -52,6 +53,8 @@ from mo_align.trainer.mostate import MOState, alias
 from mo_align.trainer.post_update import MOCallback, PostUpdate
 from mo_align.trainer.scoring import score_batch
 from mo_align.trainer.state import MO_STATE_FILE
+from mo_align.vllm.client import VLLMServerError
+from mo_align.vllm.generation import server_mode  # vLLM server mode: mo_align's client, CPU weight sync
 from mo_align.weightings import Weighting, get_weighting
 from mo_align.weightings.validation import check_finite_weights
 
@@ -88,8 +91,6 @@ class MOGRPOTrainer(GRPOTrainer):
         self.mo = MOState(weighting)  # the multi-objective state, one typed place (mo_align.trainer.mostate)
         check_layout(weighting, args)
         self.objective_advantages: torch.Tensor | None = None  # (B, K) of the current micro-batch
-        from mo_align.vllm.generation import server_mode  # vLLM server mode: mo_align's client, CPU weight sync
-
         with server_mode(args):
             super().__init__(model, reward_funcs, args, *a, **kw)
         mo = self.mo
@@ -245,8 +246,6 @@ class MOGRPOTrainer(GRPOTrainer):
         self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
     ):
         """TRL's loop (``eval_loss``; when ``mo_eval_loss``), then the per-objective decode of the same split."""
-        from transformers.trainer_utils import EvalLoopOutput
-
         target, own = getattr(self, "_mo_eval_target", None) or (dataloader.dataset, False)
         metrics: dict[str, float] = {}
         if self.args.mo_eval_loss:
@@ -286,8 +285,6 @@ class MOGRPOTrainer(GRPOTrainer):
     def training_step(self, model, inputs, num_items_in_batch=None):
         """A vLLM server failure (``VLLMServerError``, raised on every process) stops the run after a checkpoint of
         the last finished step is written, so the work done so far is kept."""
-        from mo_align.vllm.client import VLLMServerError
-
         try:
             return super().training_step(model, inputs, num_items_in_batch)
         except VLLMServerError as exc:
