@@ -17,6 +17,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from mo_align.simplex import simplex_grid
 from mo_align.soup.interpolate import LORA_MODES, SoupError, check_runs, mix, soup_model
 
 
@@ -25,8 +26,6 @@ __all__ = ["SoupError", "check_runs", "main", "mix", "parse_alphas", "soup_model
 
 def parse_alphas(text: str, n_runs: int) -> list[list[float]]:
     """``a,b,c`` (two runs: α_A; α_B = 1 − α_A) or ``grid:N`` (the simplex grid over the runs)."""
-    from mo_align.sweep.spec import simplex_grid
-
     text = text.strip()
     if text.startswith("grid:"):
         steps = text[len("grid:") :]

@@ -3,11 +3,13 @@ any vector is built (a grid has C(N + K − 1, K − 1) vectors; ``dirichlet: {n
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
+from mo_align.simplex import simplex_grid as simplex_grid  # re-exported: mo_align.sweep.spec, mo_align.sweep
 from mo_align.text import excerpt
 
 
@@ -18,19 +20,7 @@ class SweepError(ValueError):
     """A sweep file that cannot run (one line naming the file and the field)."""
 
 
-def simplex_grid(k: int, steps: int) -> list[list[float]]:
-    """Every w = i / steps with non-negative integers i summing to steps, vertices first in lexicographic order."""
-    out = []
-    for cut in itertools.combinations(range(steps + k - 1), k - 1):  # stars and bars
-        bounds = (-1, *cut, steps + k - 1)
-        counts = [bounds[j + 1] - bounds[j] - 1 for j in range(k)]
-        out.append([round(c / steps, 4) for c in counts])
-    return sorted(out, reverse=True)
-
-
 def dirichlet_points(k: int, n: int, seed: int, alpha: float = 1.0) -> list[list[float]]:
-    import numpy as np
-
     draws = np.random.default_rng(seed).dirichlet([alpha] * k, size=n)
     return [[round(float(x), 4) for x in row] for row in draws]
 
