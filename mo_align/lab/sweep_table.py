@@ -16,8 +16,7 @@ from typing import Any
 import numpy as np
 from matplotlib import colormaps
 
-from mo_align.lab.run import EVIDENCE_FILE
-from mo_align.lab.sweep import share_dir
+from mo_align.lab.evidence import EVIDENCE_FILE
 from mo_align.runs.plotting import figure, save
 from mo_align.runs.report.seeds import ALPHA, cell_ci, family, verdict
 from mo_align.stats import interfering
@@ -25,6 +24,11 @@ from mo_align.stats import interfering
 
 SCALAR = "scalar"
 _SEED = re.compile(r"-seed\d+$")
+
+
+def share_dir(out_root: str, share: float) -> str:
+    """The directory of one share's runs and report in a sweep: ``<out_root>/share-<s>``."""
+    return os.path.join(out_root, f"share-{share:g}")
 
 
 def _read(path: str) -> Any:
