@@ -24,6 +24,7 @@ from mo_align.launch import hub_token_flag, refuse_hub_token
 from mo_align.recipe import check_recipe, config_path, save_recipe
 from mo_align.rewards.checks import RewardError, check_reward_output
 from mo_align.rewards.common import call_frozen
+from mo_align.runs.files import CONFIG_FILE
 from mo_align.runs.finished import finished_message, mark_finished, unmark_finished
 
 
@@ -161,13 +162,13 @@ def check_model_source(name: str | None) -> None:
     if name is None:
         raise ValueError("model_name_or_path is required")
     if os.path.isdir(name):
-        if not os.path.isfile(os.path.join(name, "config.json")):
+        if not os.path.isfile(os.path.join(name, CONFIG_FILE)):
             raise ValueError(f"model_name_or_path {name!r}: a directory without config.json (not a saved model)")
         return
     looks_local = name.startswith((".", "/", "~")) or name.count("/") != 1 or os.path.exists(name)
     if looks_local:
         raise ValueError(f"model_name_or_path {name!r}: no such directory; {TINY_MODEL_HINT}")
-    if constants.HF_HUB_OFFLINE and not isinstance(try_to_load_from_cache(name, "config.json"), str):
+    if constants.HF_HUB_OFFLINE and not isinstance(try_to_load_from_cache(name, CONFIG_FILE), str):
         raise ValueError(
             f"model_name_or_path {name!r}: not a local directory and not in the Hugging Face cache while "
             f"HF_HUB_OFFLINE=1 (download it online first); {TINY_MODEL_HINT}"

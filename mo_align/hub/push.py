@@ -19,6 +19,7 @@ from typing import Any
 
 from mo_align.redaction import env_secrets, files_containing, looks_like_token, redact
 from mo_align.runs.card import RECIPE_FILE, SUMMARY_FILE, hub_id, write_model_card
+from mo_align.runs.files import ADAPTER_CONFIG, ADAPTER_WEIGHTS, CONFIG_FILE, MODEL_WEIGHTS, MODEL_WEIGHTS_INDEX
 
 
 __all__ = [
@@ -40,11 +41,11 @@ DEFAULT_COMMIT_MESSAGE = "Upload mo_align run"
 # Never uploaded by `mo-align push`: checkpoints (optimizer states), private/temporary files, tracker folders.
 IGNORE_PATTERNS = ["checkpoint-*", "_*", "*.tmp", "wandb/*", "trackio/*", "runs/*", ".*"]
 WEIGHT_FILES = (
-    "model.safetensors",
-    "model.safetensors.index.json",
+    MODEL_WEIGHTS,
+    MODEL_WEIGHTS_INDEX,
     "pytorch_model.bin",
     "pytorch_model.bin.index.json",
-    "adapter_model.safetensors",
+    ADAPTER_WEIGHTS,
     "adapter_model.bin",
 )
 
@@ -82,7 +83,7 @@ def load_summary(run_dir: str | os.PathLike) -> dict[str, Any]:
 
 
 def _base_model_of(run_dir: Path) -> str | None:
-    for name, key in (("adapter_config.json", "base_model_name_or_path"), ("config.json", "_name_or_path")):
+    for name, key in ((ADAPTER_CONFIG, "base_model_name_or_path"), (CONFIG_FILE, "_name_or_path")):
         path = run_dir / name
         if path.exists():
             try:

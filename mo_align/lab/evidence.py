@@ -25,8 +25,9 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from mo_align.runs.report.style_split import EVAL_SCORES_FILE  # the report reads it too
 
-EVAL_SCORES_FILE = "lab_eval_scores.json"
+
 EVIDENCE_FILE = "interference.json"
 SCALAR = "scalar"
 _SEED = re.compile(r"-seed(\d+)$")

@@ -53,6 +53,7 @@ from mo_align.lab.results import lab_scaling, write_results
 from mo_align.lab.scaling import ALGORITHMS, DEFAULT_ETA, ETA_MODES, lab_settings, preference_weights
 from mo_align.lab.sft import warm_start
 from mo_align.lab.task import DEFAULT_TASK, REGIMES, compact_regime, get_regime, prompt_text, split_problems
+from mo_align.runs.report import REPORT_MD
 
 
 __all__ = [  # with the lab's evidence API (mo_align.lab.evidence), re-exported
@@ -177,7 +178,7 @@ def run_lab(
     done, seconds = run_jobs(todo, jobs, logs, say)
     setting = {"task": task, "regime": regime.key(), "steps": steps, "lab_scaling": scaling}
     result = write_results(done, seconds, out_root, setting, meta)
-    say(f"total {time.time() - t0:.0f} s; report: {os.path.join(out_root, 'report', 'report.md')}")
+    say(f"total {time.time() - t0:.0f} s; report: {os.path.join(out_root, 'report', REPORT_MD)}")
     with open(os.path.join(out_root, "lab_result.json"), "w") as f:
         summary = {"seconds": time.time() - t0, "failed": [o for o, rc in done if rc], "sft": meta, "task": task}
         summary.update(run_seconds={os.path.basename(o): v for o, v in seconds.items()}, lab_scaling=scaling)
@@ -294,4 +295,4 @@ def main(argv: list[str] | None = None) -> None:
     run_dirs = [r["output_dir"] for r in result["runs"].values()]
     lines = [*demo.demo_extras(run_dirs, out, figure=a.quick), "", *fidelity_lines(run_dirs, out)]
     sys.stdout.write("".join(f"\n{line}" for line in lines) + "\n")
-    sys.stdout.write(f"report: {os.path.join(out, 'report', 'report.md')} (and report.html)\n")
+    sys.stdout.write(f"report: {os.path.join(out, 'report', REPORT_MD)} (and report.html)\n")

@@ -35,6 +35,7 @@ from mo_align.runs.card_parts import (
     launch_with_recipe,
     paper_links,
 )
+from mo_align.runs.files import ADAPTER_CONFIG
 from mo_align.runs.plotting import plot_run_weights  # one weight plot, shared with the run report
 from mo_align.runs.summary import SUMMARY_FILE  # the summary has one owner
 
@@ -282,7 +283,7 @@ def write_model_card(
     root = Path(run_dir)
     root.mkdir(parents=True, exist_ok=True)
     if library_name is None:
-        library_name = "peft" if (root / "adapter_config.json").exists() else "transformers"
+        library_name = "peft" if (root / ADAPTER_CONFIG).exists() else "transformers"
     has_plot = plot_run_weights(summary, root / PLOT_FILE)
     text = render_model_card(
         summary,

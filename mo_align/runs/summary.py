@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 from mo_align.launch import typed_command
 from mo_align.redaction import redact
+from mo_align.runs.files import TRAINER_STATE_FILE
 from mo_align.runs.jsonfile import (
     SummaryError,
     clip,
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
 
 
 SUMMARY_FILE = "mo_summary.json"
-TRAINER_STATE_FILE = "trainer_state.json"
 SUMMARY_VERSION = 1
 TRAIN_FALLBACK = "training batches (no evaluation)"
 _CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")

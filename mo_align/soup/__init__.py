@@ -17,6 +17,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from mo_align.runs.files import SWEEP_RECIPE_FILE
+from mo_align.runs.summary import SUMMARY_FILE
 from mo_align.simplex import simplex_grid
 from mo_align.soup.interpolate import LORA_MODES, SoupError, check_runs, mix, soup_model
 
@@ -65,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _done(out_dir: str, runs: Sequence[str], alphas: Sequence[float], lora: str) -> dict | None:
-    path = os.path.join(out_dir, "mo_summary.json")
+    path = os.path.join(out_dir, SUMMARY_FILE)
     if not os.path.exists(path):
         return None
     with open(path) as f:
@@ -105,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         alphas = parse_alphas(args.alphas, len(args.runs))
         check_runs(args.runs, args.lora)
-        recipe = args.config or os.path.join(args.runs[0], "sweep_recipe.yaml")
+        recipe = args.config or os.path.join(args.runs[0], SWEEP_RECIPE_FILE)
         if not os.path.isfile(recipe):
             raise SoupError(
                 f"{recipe}: no such recipe; pass --config RECIPE (the runs' recipe: objectives, eval split)"

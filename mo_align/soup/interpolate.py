@@ -39,10 +39,9 @@ from typing import Any
 import torch
 import yaml
 
+from mo_align.runs.files import ADAPTER_CONFIG, ADAPTER_WEIGHTS, CONFIG_FILE, MODEL_WEIGHTS, SWEEP_RECIPE_FILE
 
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
-MODEL_WEIGHTS = "model.safetensors"
+
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 LORA_MODES = ("merged", "adapters")
 ADAPTER_KEYS = ("r", "lora_alpha", "target_modules", "use_rslora", "use_dora", "fan_in_fan_out", "bias")
@@ -71,7 +70,7 @@ def base_model(run_dir: str) -> str | None:
     """The model a run started from: the adapter's base, else its sweep recipe's ``model_name_or_path``."""
     if is_lora(run_dir):
         return _json(os.path.join(run_dir, ADAPTER_CONFIG)).get("base_model_name_or_path")
-    recipe = os.path.join(run_dir, "sweep_recipe.yaml")
+    recipe = os.path.join(run_dir, SWEEP_RECIPE_FILE)
     if os.path.exists(recipe):
         try:
             with open(recipe, encoding="utf-8") as f:
@@ -97,11 +96,11 @@ def _tokenizer_digest(run_dir: str) -> str | None:
 
 def _architecture(run_dir: str) -> str:
     config_dir = run_dir
-    if is_lora(run_dir) and not os.path.exists(os.path.join(run_dir, "config.json")):
+    if is_lora(run_dir) and not os.path.exists(os.path.join(run_dir, CONFIG_FILE)):
         config_dir = base_model(run_dir) or run_dir
-    path = os.path.join(config_dir, "config.json")
+    path = os.path.join(config_dir, CONFIG_FILE)
     if not os.path.exists(path):
-        return "no config.json"
+        return f"no {CONFIG_FILE}"
     config = _json(path)
     return f"model_type {config.get('model_type')}, " + "/".join(map(str, config.get("architectures") or ()))
 

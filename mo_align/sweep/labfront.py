@@ -29,9 +29,23 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import torch
 import yaml
 
-from mo_align.lab.scaling import DEFAULT_ETA, ETA_MODES
+from mo_align.lab.jobs import warm_start_threads
+from mo_align.lab.results import lab_scaling
+from mo_align.lab.run import lab_datasets
+from mo_align.lab.scaling import DEFAULT_ETA, ETA_MODES, lab_settings, paper_recipe
+from mo_align.lab.sft import warm_start
+from mo_align.lab.task import get_regime
+from mo_align.runs.files import SWEEP_RECIPE_FILE
+from mo_align.runs.report import write_report
+from mo_align.runs.summary import load_runs
+from mo_align.soup import parse_alphas, run_soup
+from mo_align.sweep import load_sweep
+from mo_align.sweep.run import DONE_FILE, run_sweep
+from mo_align.sweep.spec import point_name
+from mo_align.weightings import get_weighting
 
 
 CORNERS = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
@@ -48,8 +62,6 @@ def _say(message: str) -> None:
 
 def write_data(out: str, eval_prompts: int | None) -> str:
     """The lab's train and held-out splits as ``train.jsonl`` / ``test.jsonl`` (``dataset_path`` of the recipe)."""
-    from mo_align.lab.run import lab_datasets
-
     train, held_out = lab_datasets()
     if eval_prompts:
         held_out = held_out.select(range(min(eval_prompts, len(held_out))))
@@ -63,8 +75,6 @@ def write_data(out: str, eval_prompts: int | None) -> str:
 def lab_recipe(algorithm: str, sft_dir: str, data: str, reference_length: float, steps: int, eta: str) -> dict:
     """A lab run's settings (:func:`mo_align.lab.scaling.lab_settings`) as a recipe on the lab's model and data,
     evaluated at the start and the end, checkpointed at half-way (a killed sweep resumes)."""
-    from mo_align.lab.scaling import lab_settings, paper_recipe
-
     paper = paper_recipe(algorithm)
     settings = lab_settings(algorithm, steps, eta, output_dir=os.path.join(data, "unused"), eval_steps=steps)
     for key in ("seed", "run_name", "mo_run_label"):  # the sweep sets them per point
@@ -88,8 +98,6 @@ def lab_recipe(algorithm: str, sft_dir: str, data: str, reference_length: float,
 
 def check_algorithms(algorithms: Sequence[str]) -> None:
     """Refuse, in one line, an algorithm this checkout lacks (UPGrad comes with the TorchJD family)."""
-    from mo_align.weightings import get_weighting
-
     unknown = [a for a in algorithms if a not in ALGORITHMS]
     if unknown:
         raise SystemExit(f"mo-align: error: lab-front: unknown algorithm(s) {unknown}; choose from {list(ALGORITHMS)}")
@@ -162,7 +170,7 @@ def front_table(result: dict[str, Any], seconds: dict[str, float]) -> str:
 def _run_seconds(sweep: Any) -> dict[str, float]:
     out: dict[str, float] = {}
     for point in sweep.points:
-        done = os.path.join(sweep.point_dir(point), "sweep_done.json")
+        done = os.path.join(sweep.point_dir(point), DONE_FILE)
         if os.path.exists(done):
             with open(done) as f:
                 out[point.label] = out.get(point.label, 0.0) + float(json.load(f)["seconds"])
@@ -170,18 +178,6 @@ def _run_seconds(sweep: Any) -> dict[str, float]:
 
 
 def run_lab_front(args: argparse.Namespace) -> dict[str, Any]:
-    import torch
-
-    from mo_align.lab.run import lab_scaling, warm_start_threads
-    from mo_align.lab.sft import warm_start
-    from mo_align.lab.task import get_regime
-    from mo_align.runs.report import write_report
-    from mo_align.runs.summary import load_runs
-    from mo_align.soup import parse_alphas, run_soup
-    from mo_align.sweep import load_sweep
-    from mo_align.sweep.run import run_sweep
-    from mo_align.sweep.spec import point_name
-
     t0 = time.time()
     check_algorithms(args.algorithms)
     swept = ["linear", *(a for a in args.algorithms if a not in ("linear", "soup"))]
@@ -205,7 +201,7 @@ def run_lab_front(args: argparse.Namespace) -> dict[str, Any]:
         corners = [os.path.join(sweep.output_dir, point_name("linear", w, {}, seed)) for w in CORNERS]
         soup_dir = os.path.join(args.out, "soup")
         os.makedirs(soup_dir, exist_ok=True)
-        recipe_a = os.path.join(corners[0], "sweep_recipe.yaml")
+        recipe_a = os.path.join(corners[0], SWEEP_RECIPE_FILE)
         rows = run_soup(corners, parse_alphas("grid:2", 3), soup_dir, recipe_a, "merged", say=_say)
         dirs += [r["dir"] for r in rows]
         seconds["soup"] = time.time() - t_soup

@@ -28,15 +28,16 @@ from typing import Any
 import yaml
 
 from mo_align.process_group import die_with_parent
+from mo_align.runs.files import SWEEP_RECIPE_FILE, TRAIN_RESULTS_FILE, WEIGHT_FILES
 from mo_align.runs.progress import PROGRESS_ENV, ProgressWatcher, completed_with_progress
+from mo_align.runs.summary import SUMMARY_FILE
 from mo_align.sweep.spec import Point, Sweep, point_recipe
 
 
-RECIPE_FILE = "sweep_recipe.yaml"
+RECIPE_FILE = SWEEP_RECIPE_FILE
 RECIPES_DIR = "recipes"  # --print-commands: <output_dir>/recipes/<point>.yaml (a point's name ends in -seed<s>)
 DONE_FILE = "sweep_done.json"
 LOCK_FILE = ".sweep.lock"
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors")
 
 
 def point_status(run_dir: str) -> str:
@@ -46,7 +47,7 @@ def point_status(run_dir: str) -> str:
 
     if os.path.exists(os.path.join(run_dir, DONE_FILE)):
         return "done"
-    files = ("train_results.json", "mo_summary.json")
+    files = (TRAIN_RESULTS_FILE, SUMMARY_FILE)
     if all(os.path.exists(os.path.join(run_dir, f)) for f in files) and any(
         os.path.exists(os.path.join(run_dir, f)) for f in WEIGHT_FILES
     ):

@@ -15,10 +15,14 @@ from typing import Any
 
 from mo_align.runs.report.render import _Table
 from mo_align.runs.report.seeds import configuration, warm_start_key
-from mo_align.runs.report.style_split import NOTE, decompose_runs, load_styles, style_lines, table_rows
-
-
-EVAL_SCORES_FILE = "lab_eval_scores.json"  # the lab's per-sample scores (mo_align.lab.evidence)
+from mo_align.runs.report.style_split import (
+    EVAL_SCORES_FILE,
+    NOTE,
+    decompose_runs,
+    load_styles,
+    style_lines,
+    table_rows,
+)
 
 
 def style_decomposition(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:

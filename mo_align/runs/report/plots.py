@@ -29,7 +29,10 @@ from mo_align.runs.report.pareto import non_dominated
 
 
 __all__ = [
+    "COV_EMA_PNG",
+    "EVAL_CURVES_PNG",
     "PNG_SIGNATURE",
+    "WEIGHTS_PNG",
     "Plots",
     "cov_ema_figure",
     "cov_targets",
@@ -42,6 +45,7 @@ __all__ = [
 ]
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+EVAL_CURVES_PNG, WEIGHTS_PNG, COV_EMA_PNG = "eval_curves.png", "weights.png", "cov_ema.png"  # titled by render
 _LINESTYLES = ("-", "--", ":", "-.")
 _EVENT_MARKERS = {"negative_covariance": "X", "eval_drop": "v"}
 
@@ -224,9 +228,9 @@ def make_plots(analysis: dict[str, Any], out: Path) -> Plots:
     styles = _styles(runs)
     plots = Plots()
     jobs: list[tuple[str, Any]] = [
-        ("eval_curves.png", lambda p, notes: _plot_eval_curves(runs, objectives, styles, p)),
-        ("weights.png", lambda p, notes: plot_weights(runs, objectives, p, notes)),
-        ("cov_ema.png", lambda p, notes: _plot_cov_ema(runs, objectives, styles, p, notes)),
+        (EVAL_CURVES_PNG, lambda p, notes: _plot_eval_curves(runs, objectives, styles, p)),
+        (WEIGHTS_PNG, lambda p, notes: plot_weights(runs, objectives, p, notes)),
+        (COV_EMA_PNG, lambda p, notes: _plot_cov_ema(runs, objectives, styles, p, notes)),
     ]
     for pair in combinations(objectives, 2):
         name = f"pareto_{_safe(pair[0])}__{_safe(pair[1])}.png"

@@ -48,6 +48,9 @@ STYLE_CLASSES: dict[str, str] = {
     "other": "none of the templates",
 }
 PARTS = ("delta", "between", "within")
+EVAL_SCORES_FILE = (
+    "lab_eval_scores.json"  # a run's per-sample scores and styles (the lab writes it, load_styles reads it)
+)
 _LEVEL, _BOOT = 0.95, 2000
 
 
