@@ -36,6 +36,7 @@ Layout (one concern per module; the trainer only wires hooks):
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 
@@ -71,8 +72,6 @@ _WHERE = {
 def __getattr__(name: str) -> Any:
     """The public API, imported on first use (``import mo_align`` stays light: no torch/TRL until needed)."""
     if name in _WHERE:
-        import importlib
-
         return getattr(importlib.import_module(_WHERE[name]), name)
     raise AttributeError(f"module 'mo_align' has no attribute {name!r}")
 

@@ -33,6 +33,8 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
+from safetensors import safe_open
+
 from mo_align.runs.files import MO_STATE_FILE, TRAINER_STATE_FILE
 
 
@@ -93,8 +95,6 @@ def _signature(folder: str, rels: list[str]) -> tuple:
 def safetensors_problem(path: str) -> str | None:
     """Why ``path`` is not a readable safetensors file (header length, JSON, tensor offsets), or ``None``; reads the
     header only."""
-    from safetensors import safe_open
-
     try:
         with safe_open(path, framework="pt") as f:
             f.keys()

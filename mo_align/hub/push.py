@@ -17,6 +17,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from huggingface_hub import HfApi
+from huggingface_hub.utils import HFValidationError, filter_repo_objects, validate_repo_id
+
 from mo_align.redaction import env_secrets, files_containing, looks_like_token, redact
 from mo_align.runs.card import RECIPE_FILE, SUMMARY_FILE, hub_id, write_model_card
 from mo_align.runs.files import ADAPTER_CONFIG, ADAPTER_WEIGHTS, CONFIG_FILE, MODEL_WEIGHTS, MODEL_WEIGHTS_INDEX
@@ -60,8 +63,6 @@ class UploadError(Exception):
 
 def upload_candidates(folder: str | os.PathLike, ignore_patterns: Sequence[str] = IGNORE_PATTERNS) -> list[str]:
     """Paths (relative, POSIX) of the files under ``folder`` that an upload with ``ignore_patterns`` would send."""
-    from huggingface_hub.utils import filter_repo_objects
-
     root = Path(folder)
     files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
     return list(filter_repo_objects(files, ignore_patterns=list(ignore_patterns)))
@@ -98,8 +99,6 @@ def _base_model_of(run_dir: Path) -> str | None:
 
 def _check_push(run_dir: str | os.PathLike, repo_id: str) -> Path:
     """``run_dir`` as a Path once it is a finished run and ``repo_id`` a valid Hub id; PushError otherwise."""
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
     root = Path(run_dir)
     if not root.is_dir():
         raise PushError(f"{run_dir} is not a directory")
@@ -154,8 +153,6 @@ def push_run(
         logger.warning("not uploading %s: it contains the Hub token", path)
         ignore.append(path)
     if api is None:
-        from huggingface_hub import HfApi
-
         api = HfApi()
     try:
         api.create_repo(repo_id, token=token, private=private, exist_ok=True)

@@ -36,6 +36,7 @@ from typing import Any
 import torch
 from datasets import Dataset
 
+from mo_align.configs import MOGRPOConfig
 from mo_align.lab import demo
 from mo_align.lab import sweep as lab_sweep
 from mo_align.lab.evidence import (  # the lab's evidence API, also importable from here
@@ -100,8 +101,7 @@ def train_one(
 ):
     """One lab run in this process (used by the worker subprocess): the algorithm's paper recipe under the lab's
     scaling rule (:func:`mo_align.lab.scaling.lab_settings`)."""
-    # lazy: TRL (the configs, the trainer) loads in the worker processes only; the lab's parent never trains
-    from mo_align.configs import MOGRPOConfig
+    # lazy: TRL's GRPOTrainer loads in the worker processes only; the lab's parent never builds a trainer
     from mo_align.trainer import MOGRPOTrainer
 
     settings = lab_settings(algo, steps, eta, output_dir=out, seed=seed, eval_steps=eval_steps)

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from mo_align.runs import markdown as md
+from mo_align.weightings import registered_class
 from mo_align.weightings.papers import INTERFERENCE, Paper
 
 
@@ -82,8 +83,6 @@ def cell_rows(values: Iterable[Sequence[Any]]) -> list[list[str]]:
 def _weighting_class(algorithm: str) -> Any:
     """The registered class of a name read from a run's files (a registry key or ``jd:<Name>``), else ``None``; a
     name read from a file never imports anything (no dotted path is resolved here)."""
-    from mo_align.weightings import registered_class
-
     return registered_class(algorithm)
 
 

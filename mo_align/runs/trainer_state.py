@@ -115,7 +115,9 @@ class _HistoryParser:
         elif segment not in _GENERIC_MO_SEGMENTS:
             if segment not in self.algorithms:
                 self.algorithms.append(segment)
-            from mo_align.weightings import REGISTRY  # the strategy's own covariance EMA (Weighting.cov_ema_metric)
+            # lazy: the weightings (torch) load only for a strategy's own covariance EMA (Weighting.cov_ema_metric);
+            # mo-align report reads summaries without torch
+            from mo_align.weightings import REGISTRY
 
             prefix = getattr(REGISTRY.get(segment), "cov_ema_metric", None)
             if prefix and rest.startswith(prefix):

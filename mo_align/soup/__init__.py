@@ -78,6 +78,7 @@ def _done(out_dir: str, runs: Sequence[str], alphas: Sequence[float], lora: str)
 
 
 def run_soup(runs: Sequence[str], alphas: list[list[float]], out: str, recipe: str, lora: str, say=print) -> list:
+    # lazy: the evaluation (TRL's trainer, mo_align.train) loads once the runs and alphas were checked
     from mo_align.soup.evaluate import evaluate_soup
 
     rows = []

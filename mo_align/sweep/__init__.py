@@ -16,6 +16,8 @@ import contextlib
 import sys
 from collections.abc import Sequence
 
+from mo_align.launch import LaunchError
+from mo_align.sweep.run import SweepLocked, accelerate_line, point_status, printed_recipe_path, run_sweep, write_recipe
 from mo_align.sweep.spec import Point, Sweep, SweepError, load_sweep, simplex_grid
 
 
@@ -38,8 +40,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def print_commands(sweep: Sweep, out: object | None = None) -> int:
     """One line per unfinished point (finished points are counted on stderr); returns the number of lines."""
-    from mo_align.sweep.run import accelerate_line, point_status, printed_recipe_path, write_recipe
-
     lines, finished = [], 0
     for point in sweep.points:
         if point_status(sweep.point_dir(point)) == "done":
@@ -68,8 +68,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.jobs < 1:
         sys.stderr.write("mo-align: error: --jobs must be >= 1\n")
         return 2
-    from mo_align.launch import LaunchError
-    from mo_align.sweep.run import SweepLocked, run_sweep
 
     try:
         with contextlib.redirect_stdout(sys.stderr):  # libraries' banners never reach a commands file
