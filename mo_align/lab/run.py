@@ -39,6 +39,7 @@ from datasets import Dataset
 from mo_align.configs import MOGRPOConfig
 from mo_align.lab import demo
 from mo_align.lab import sweep as lab_sweep
+from mo_align.lab.batch import lab_scaling, write_results
 from mo_align.lab.evidence import (  # the lab's evidence API, also importable from here
     EVAL_SCORES_FILE,
     EVIDENCE_FILE,
@@ -50,7 +51,6 @@ from mo_align.lab.evidence import (  # the lab's evidence API, also importable f
 from mo_align.lab.fidelity import fidelity_lines, known_answer_main, lab_reward_funcs
 from mo_align.lab.jobs import run_jobs, warm_start_threads
 from mo_align.lab.protocol import protocol_markdown, write_settings
-from mo_align.lab.results import lab_scaling, write_results
 from mo_align.lab.scaling import ALGORITHMS, DEFAULT_ETA, ETA_MODES, lab_settings, preference_weights
 from mo_align.lab.sft import warm_start
 from mo_align.lab.task import DEFAULT_TASK, REGIMES, compact_regime, get_regime, prompt_text, split_problems

@@ -39,10 +39,10 @@ from typing import Any
 
 import torch
 
+from mo_align.lab.batch import lab_scaling, write_results
 from mo_align.lab.evidence import EVAL_SCORES_FILE
 from mo_align.lab.jobs import run_jobs, warm_start_threads
 from mo_align.lab.protocol import same_settings
-from mo_align.lab.results import lab_scaling, write_results
 from mo_align.lab.scaling import DEFAULT_ETA, lab_settings
 from mo_align.lab.sft import cached_warm_start, warm_start
 from mo_align.lab.sweep_table import collect, format_markdown, plot_sweep, share_dir

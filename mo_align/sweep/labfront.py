@@ -32,8 +32,8 @@ from typing import Any
 import torch
 import yaml
 
+from mo_align.lab.batch import lab_scaling
 from mo_align.lab.jobs import warm_start_threads
-from mo_align.lab.results import lab_scaling
 from mo_align.lab.run import lab_datasets
 from mo_align.lab.scaling import DEFAULT_ETA, ETA_MODES, lab_settings, paper_recipe
 from mo_align.lab.sft import warm_start

@@ -1,4 +1,4 @@
-"""What the lab does around its runs, shared by ``python -m mo_align.lab`` (:mod:`mo_align.lab.run`) and its sweep
+"""What the lab does around a batch of runs, shared by ``python -m mo_align.lab`` (:mod:`mo_align.lab.run`) and its sweep
 (:mod:`mo_align.lab.sweep`): the scaling rule of the runs, checked and recorded before any warm start
 (:func:`lab_scaling`), and the report, tables and evidence of the finished runs (:func:`write_results`)."""
 
