@@ -27,8 +27,9 @@ Layout (one concern per module; the trainer only wires hooks):
 ``rewards/``               accuracy (math-verify pool), conciseness, clarity, K-head reward model; output checks
 ``configs.py``             ``MOGRPOConfig(trl.GRPOConfig)``, ``MOScriptArguments``; ``recipe.py`` safe YAML reading
 ``train.py`` ``cli.py``    ``python -m mo_align.train`` / ``mo-align train|report|push|lab|data|env``; ``launch.py``
-``runs/``                  ``summary`` the one owner of ``mo_summary.json``; ``report`` fronts, hypervolume, plots
-``hub/``                   model card (from a template) and Hub push; ``vllm/`` server-mode client, weight sync, plugin
+``runs/``                  ``summary`` the one owner of ``mo_summary.json``; ``card`` the model card (from a template);
+                           ``report`` fronts, hypervolume, plots
+``hub/``                   Hub push (``mo-align push``); ``vllm/`` server-mode client, weight sync, plugin
 ``lab/``                   the CPU interference lab; ``data/`` MATH-500 preparation, the synthetic task
 ``checkpoints.py``         completeness markers; ``extras.py`` optional packages; ``testing.py`` the tiny model
 =========================  ==========================================================================================
