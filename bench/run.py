@@ -18,41 +18,49 @@ import platform
 import subprocess
 import sys
 
+from mo_align.lab.catalog import GRAM_SPACES, Timed, timed_configs
+
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
-# (name, extra args, group, target ratio vs linear)
-CONFIGS = [
-    ("linear", [], "baseline", None),
-    ("trl GRPOTrainer", ["--trainer", "trl"], "P1", 1.02),
-    ("linear (monitor off)", ["--diagnostics", "0"], "P1", 1.02),
-    ("tchebycheff", ["--weighting", "tchebycheff"], "P1", 1.02),
-    ("smooth_tchebycheff", ["--weighting", "smooth_tchebycheff"], "P1", 1.02),
-    ("lagrangian", ["--weighting", "lagrangian"], "P1", 1.02),
-    ("pama", ["--weighting", "pama"], "P1", 1.02),
-    ("ctwa on_policy", ["--weighting", "ctwa", "--weighting-kwargs", '{"statistic": "on_policy"}'], "P1", 1.02),
-    ("ctwa exact", ["--weighting", "ctwa"], "P2", 1.10),
-    ("mgda (parameters)", ["--weighting", "mgda"], "P3", 1.5),
-    ("gradnorm (parameters)", ["--weighting", "gradnorm"], "P3", 1.5),
-    ("dynamic (parameters)", ["--weighting", "dynamic"], "P3", 1.5),
-    ("mgda (logprobs)", ["--weighting", "mgda", "--gramian-space", "logprobs"], "P3", 1.05),
-    ("gradnorm (logprobs)", ["--weighting", "gradnorm", "--gramian-space", "logprobs"], "P3", 1.05),
-    ("dynamic (logprobs)", ["--weighting", "dynamic", "--gramian-space", "logprobs"], "P3", 1.05),
-    # TorchJD's weightings (mo_align.weightings.jd): MGDA's cost (K backward passes or the log-prob Gram) + their solver
-    ("upgrad (parameters)", ["--weighting", "upgrad"], "P3", 1.5),
-    ("dualproj (parameters)", ["--weighting", "dualproj"], "P3", 1.5),
-    ("cagrad (parameters)", ["--weighting", "cagrad"], "P3", 1.5),
-    ("upgrad (logprobs)", ["--weighting", "upgrad", "--gramian-space", "logprobs"], "P3", 1.05),
-    ("dualproj (logprobs)", ["--weighting", "dualproj", "--gramian-space", "logprobs"], "P3", 1.05),
-    ("cagrad (logprobs)", ["--weighting", "cagrad", "--gramian-space", "logprobs"], "P3", 1.05),
-    # the full-batch Gram matrix under gradient accumulation (mo_align.trainer.gram): the same 128 completions per step as 4
-    # micro-batches; the accumulated per-objective gradients cost K x P float32 (column "Gram state")
-    ("linear (4 micro-batches)", ["--micro-batches", "4"], "P3", 1.02),
-    ("gradnorm (parameters; 4 micro-batches)", ["--weighting", "gradnorm", "--micro-batches", "4"], "P3", 1.5),
-    ("dynamic (parameters; 4 micro-batches)", ["--weighting", "dynamic", "--micro-batches", "4"], "P3", 1.5),
-    ("linear (again)", [], "baseline", None),
-]
+BASELINE = "linear"
+# target ratio vs linear by group: P1 reward/advantage-space work, P2 the post-update forward of an exact statistic,
+# P3 a Gram matrix of per-objective gradients (parameters: K backward passes; logprobs: the log-prob Gram)
+TARGETS = {"P1": 1.02, "P2": 1.10, "P3 parameters": 1.5, "P3 logprobs": 1.05}
+
+
+def _args(t: Timed) -> list[str]:
+    kwargs = ["--weighting-kwargs", json.dumps(t.kwargs)] if t.kwargs else []
+    space = ["--gramian-space", t.space] if t.space != GRAM_SPACES[0] else []
+    return ["--weighting", t.weighting, *kwargs, *space]
+
+
+def _group(t: Timed) -> tuple[str, float]:
+    if t.needs.gram is not None:
+        return "P3", TARGETS[f"P3 {t.space}"]
+    group = "P2" if t.needs.post_update_logps else "P1"
+    return group, TARGETS[group]
+
+
+def configs() -> list[tuple[str, list[str], str, float | None]]:
+    """(name, extra args, group, target ratio vs linear): linear first and last, TRL's own trainer and linear without
+    the monitor, every strategy configuration of mo_align.lab.catalog (each class declares its place), then
+    the full-batch Gram matrix under gradient accumulation (mo_align.trainer.gram): the same 128 completions per step
+    as 4 micro-batches for the strategies whose Gram spans the optimizer step or the generation batch; the
+    accumulated per-objective gradients cost K x P float32 (column "Gram state")."""
+    timed = timed_configs(BASELINE)
+    out = [(BASELINE, [], "baseline", None), ("trl GRPOTrainer", ["--trainer", "trl"], "P1", TARGETS["P1"])]
+    out.append((f"{BASELINE} (monitor off)", ["--diagnostics", "0"], "P1", TARGETS["P1"]))
+    out += [(t.name, _args(t), *_group(t)) for t in timed]
+    micro = ["--micro-batches", "4"]
+    out.append((f"{BASELINE} (4 micro-batches)", micro, "P3", TARGETS["P1"]))  # accumulation alone: no Gram
+    full = [t for t in timed if t.space == GRAM_SPACES[0] and t.needs.gram in ("optimizer_step", "generation_batch")]
+    out += [(f"{t.weighting} (parameters; 4 micro-batches)", [*_args(t), *micro], *_group(t)) for t in full]
+    return [*out, (f"{BASELINE} (again)", [], "baseline", None)]
+
+
+CONFIGS = configs()
 
 
 _BENCH_ENV = ("BENCH_STEPS", "BENCH_ONLY", "BENCH_RESULTS", "BENCH_EXTRAS")

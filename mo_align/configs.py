@@ -18,6 +18,7 @@ from trl import GRPOConfig, ScriptArguments
 
 from mo_align.advantages import ADVANTAGE_ESTIMATORS
 from mo_align.deepspeed_setup import deepspeed_requested, prepare_deepspeed
+from mo_align.preferences.spec import parse_block
 from mo_align.text import excerpt
 from mo_align.weightings import WEIGHTINGS, validate_kwargs, weighting_class
 
@@ -141,6 +142,10 @@ class MOGRPOConfig(GRPOConfig):
         mo_dataset_name (`str`, *optional*):
             The dataset named in the run summary and the model card; ``mo_align.train`` sets it from
             ``dataset_name`` / ``dataset_path`` when the recipe does not.
+        preference_conditioning (`dict` or `str`, *optional*):
+            Preference-conditioned training (``mo_align.preferences``): a preference drawn per prompt (``sampler``:
+            dirichlet / list / grid), stated in the prompt (``template``, ``placement``: system / prefix), and the
+            prompt's group scored with it; a JSON object on the CLI. Keys in ``docs/preference_conditioning.md``.
     """
 
     weighting: str = field(
@@ -196,8 +201,11 @@ class MOGRPOConfig(GRPOConfig):
     mo_dataset_name: str | None = field(
         default=None, metadata={"help": "Dataset named in the run summary and the model card (set by mo_align.train)."}
     )
+    preference_conditioning: dict[str, Any] | str | None = field(
+        default=None, metadata={"help": "Preference-conditioned training: sampler, template, placement (mapping)."}
+    )
 
-    _VALID_DICT_FIELDS = [*GRPOConfig._VALID_DICT_FIELDS, "weighting_kwargs"]  # noqa: RUF012
+    _VALID_DICT_FIELDS = [*GRPOConfig._VALID_DICT_FIELDS, "weighting_kwargs", "preference_conditioning"]  # noqa: RUF012
 
     def __post_init__(self) -> None:
         _check_finite(self)
@@ -207,6 +215,10 @@ class MOGRPOConfig(GRPOConfig):
         self.weighting_kwargs = _as_dict(self.weighting_kwargs, "weighting_kwargs")
         strategy = weighting_class(self.weighting)  # a registry key or jd:<Name>; ValueError naming the valid ones
         validate_kwargs(strategy, self.weighting_kwargs)
+        raw_conditioning = _as_dict(self.preference_conditioning, "preference_conditioning")
+        self.preference_conditioning = parse_block(
+            raw_conditioning, strategy, self.seed, self.weighting
+        )  # mo_align.preferences
         if self.advantage_estimator not in ADVANTAGE_ESTIMATORS:
             raise ValueError(
                 f"unknown advantage_estimator {self.advantage_estimator!r}; choose from {list(ADVANTAGE_ESTIMATORS)}"

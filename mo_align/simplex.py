@@ -1,13 +1,15 @@
-"""Points of the probability simplex: the preference grids of a sweep (:mod:`mo_align.sweep`) and the mixing
-coefficients of a soup (:mod:`mo_align.soup`). Standard library only, shared by both without either importing the
-other."""
+"""Points of the probability simplex: the preference grids of a sweep (:mod:`mo_align.sweep`), the mixing
+coefficients of a soup (:mod:`mo_align.soup`) and the preferences of preference-conditioned training
+(:mod:`mo_align.preferences`). Standard library only, shared by them without any of them importing another."""
 
 from __future__ import annotations
 
 import itertools
 
 
-__all__ = ["simplex_grid"]
+__all__ = ["MAX_ALPHA", "simplex_grid"]
+
+MAX_ALPHA = 1e6  # larger Dirichlet concentrations draw all-zero rows in float64
 
 
 def simplex_grid(k: int, steps: int) -> list[list[float]]:

@@ -22,6 +22,8 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
+from mo_align.cli import CommandParser, run_module
+
 
 __all__ = ["CHAT_TEMPLATE", "SPECIAL_TOKENS", "make_tiny_model"]
 
@@ -169,12 +171,20 @@ def make_tiny_model(output_dir: str | os.PathLike, seed: int = 0, *, vocab_size:
     return str(output_dir)
 
 
-def _main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m mo_align.testing", description=__doc__.splitlines()[0])
+def add_parser(subparsers: Any) -> CommandParser:
+    """``python -m mo_align.testing`` (``make tiny-model``)."""
+    parser = subparsers.add_parser("testing", description=__doc__.splitlines()[0], exits=True)
     parser.add_argument("--out", required=True, help="directory to write the model and tokenizer to")
     parser.add_argument("--seed", type=int, default=0, help="seed for the tokenizer corpus and the weights")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def run(args: argparse.Namespace) -> None:
     sys.stdout.write(make_tiny_model(args.out, seed=args.seed) + "\n")
+
+
+def _main(argv: list[str] | None = None) -> None:
+    run_module(add_parser, run, argv, "python -m mo_align.testing")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from mo_align.data.synthetic import make_synthetic
 from mo_align.deepspeed_setup import ExtensionLockError
 from mo_align.extras import MissingExtraError, check_report_to, require
 from mo_align.launch import hub_token_flag, refuse_hub_token
+from mo_align.preferences import check_run as check_conditioning
 from mo_align.recipe import check_recipe, config_path, save_recipe
 from mo_align.redaction import TOKEN_ENV_VARS
 from mo_align.rewards import get_reward_funcs
@@ -277,6 +278,7 @@ def validate(script_args: MOScriptArguments, training_args: MOGRPOConfig, model_
         weighting = get_weighting(training_args.weighting, len(names), **training_args.weighting_kwargs)
         train_dataset, eval_dataset = load_datasets(script_args, evaluate=training_args.eval_strategy != "no")
         preflight_rewards(reward_funcs, names, train_dataset)
+        check_conditioning(training_args.preference_conditioning, reward_funcs, train_dataset)
         if eval_dataset is None and training_args.eval_strategy != "no":
             raise ValueError("eval_strategy is set but no eval split was loaded (set dataset_test_split)")
         if model_args.load_in_4bit or model_args.load_in_8bit:

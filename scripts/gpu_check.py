@@ -19,21 +19,13 @@ import tempfile
 import time
 
 
-CONFIGS = [
-    ("linear", "linear", {}, "parameters"),
-    ("tchebycheff", "tchebycheff", {}, "parameters"),
-    ("smooth_tchebycheff", "smooth_tchebycheff", {}, "parameters"),
-    ("lagrangian", "lagrangian", {}, "parameters"),
-    ("pama", "pama", {}, "parameters"),
-    ("ctwa on_policy", "ctwa", {"statistic": "on_policy"}, "parameters"),
-    ("ctwa exact", "ctwa", {}, "parameters"),
-    ("mgda (parameters)", "mgda", {}, "parameters"),
-    ("gradnorm (parameters)", "gradnorm", {}, "parameters"),
-    ("dynamic (parameters)", "dynamic", {}, "parameters"),
-    ("mgda (logprobs)", "mgda", {}, "logprobs"),
-    ("gradnorm (logprobs)", "gradnorm", {}, "logprobs"),
-    ("dynamic (logprobs)", "dynamic", {}, "logprobs"),
-]
+def configs() -> list[tuple[str, str, dict, str]]:
+    """(name, weighting, weighting_kwargs, gramian_space): linear, then every strategy configuration of
+    mo_align.lab.catalog but TorchJD's adapters (not part of the GPU check; bench/run.py times them)."""
+    from mo_align.lab.catalog import timed_configs  # lazy: after main put this checkout on sys.path
+
+    timed = [(t.name, t.weighting, t.kwargs, t.space) for t in timed_configs("linear") if not t.torchjd]
+    return [("linear", "linear", {}, "parameters"), *timed]
 
 
 def main() -> None:
@@ -68,7 +60,7 @@ def main() -> None:
     prompts = [[{"role": "user", "content": f"Compute {i % 9 + 1} + {i % 7 + 2} - {i % 5 + 1}."}] for i in range(512)]
     data = Dataset.from_dict({"prompt": prompts, "answer": [str(i % 9 + i % 7 + 2 - i % 5) for i in range(512)]})
     report: dict = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "runs": []}
-    for name, weighting, kwargs, space in [] if a.only_exact else CONFIGS:
+    for name, weighting, kwargs, space in [] if a.only_exact else configs():
         funcs = get_reward_funcs(["accuracy", "conciseness", "clarity"], {"accuracy": {"mode": "reference"}})
         args = MOGRPOConfig(
             output_dir=tempfile.mkdtemp(), bf16=True, per_device_train_batch_size=128, num_generations=8,

@@ -38,6 +38,8 @@ HAND = {
     "Step 1: 8+7=15.": "F",  # a step-by-step answer cut before its box
     "1. 15\n2. 21\n\\boxed{21}": "G",
     "1. 15\n2. 23\n\\boxed{23}": "G",
+    "1. 9\n1. 8\n\\boxed{7}": "G",  # the compact template with a numbering slip (a trained policy's common form)
+    "1. 15\n\\boxed{21}": "other",  # one numbered line is no compact template
     "1. 15\n2. 21": "other",  # compact without its box
     "The answer is \\boxed{}.": "other",  # an empty box is no box, and the line is no E either
     "21\n\\boxed{21}": "other",  # two lines, no template

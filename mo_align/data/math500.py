@@ -44,6 +44,7 @@ import datasets
 from datasets import Dataset, DatasetDict
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
+from mo_align.cli import CommandParser, UsageError, run_module
 from mo_align.rewards.common import last_boxed
 
 
@@ -282,9 +283,10 @@ def load_split(path: str, split: str) -> Dataset:
     return to_mo_align(ds, found[0])
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m mo_align.data.math500", description="Write the paper's MATH-500 train/val/test split."
+def add_parser(subparsers: Any) -> CommandParser:
+    """``mo-align data math500`` and ``python -m mo_align.data.math500``."""
+    parser = subparsers.add_parser(
+        "math500", description="Write the paper's MATH-500 train/val/test split.", exits=True
     )
     parser.add_argument("--source", default=None, help=f"local copy of {HUB_DATASET} (default: the Hub)")
     parser.add_argument("--out", required=True, help="output directory (e.g. data/math500)")
@@ -293,7 +295,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--overwrite", action="store_true", help="replace the split files of a non-empty --out")
     parser.add_argument("--push-to-hub", metavar="ID", default=None, help="also publish the splits as Hub dataset ID")
     parser.add_argument("--private", action="store_true", help="with --push-to-hub: a private dataset repo")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_module(add_parser, run, argv, "python -m mo_align.data.math500")
+
+
+def run(args: argparse.Namespace) -> int:
     try:
         if args.push_to_hub is not None:
             try:
@@ -303,7 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_out(args.out, args.overwrite)
         splits = split_math500(load_source(args.source), seed=args.seed, name=args.source or HUB_DATASET)
     except (ValueError, OSError) as exc:  # OSError: a missing file, an occupied --out, an unreachable Hub
-        parser.exit(2, f"{parser.prog}: error: {str(exc).replace(chr(10), ' ')}\n")
+        raise UsageError(str(exc).replace(chr(10), " "), usage=False) from None
     replace_splits(splits, args.out, args.format)
     for name in SPLITS:
         sys.stdout.write(

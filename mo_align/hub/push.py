@@ -14,12 +14,14 @@ import os
 import re
 import sys
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from huggingface_hub import HfApi
 from huggingface_hub.utils import HFValidationError, filter_repo_objects, validate_repo_id
 
+from mo_align.cli import CommandParser, run_module
 from mo_align.redaction import env_secrets, files_containing, looks_like_token, redact
 from mo_align.runs.card import RECIPE_FILE, SUMMARY_FILE, hub_id, write_model_card
 from mo_align.runs.files import ADAPTER_CONFIG, ADAPTER_WEIGHTS, CONFIG_FILE, MODEL_WEIGHTS, MODEL_WEIGHTS_INDEX
@@ -32,9 +34,11 @@ __all__ = [
     "WEIGHT_FILES",
     "PushError",
     "UploadError",
+    "add_parser",
     "load_summary",
     "main",
     "push_run",
+    "run",
     "upload_candidates",
 ]
 
@@ -177,19 +181,15 @@ The token is read from the environment variable named by --token-env (default HF
 """
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse whose error messages (which echo the offending arguments) never show a token."""
-
-    def error(self, message: str):
-        super().error(redact(message))
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="mo-align push",
+def add_parser(subparsers: Any) -> CommandParser:
+    """``mo-align push`` (and ``python -m mo_align.hub``): error messages, which echo the offending arguments, never
+    show a token; no abbreviations (``--token VALUE`` must not be taken for ``--token-env``)."""
+    parser = subparsers.add_parser(
+        "push",
         description=PUSH_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        allow_abbrev=False,  # `--token VALUE` must not be taken for `--token-env`
+        allow_abbrev=False,
+        error_filter=redact,
     )
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a finished training output_dir")
     parser.add_argument("--repo-id", required=True, help="target model repository, 'namespace/name'")
@@ -206,10 +206,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None, api: Any = None) -> int:
     """``mo-align push``: 0 uploaded, 1 the upload failed, 2 a usage or run-directory error (one line on stderr)."""
-    try:
-        args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    except SystemExit as exc:  # --help (0) or a usage error (2, already printed)
-        return exc.code if isinstance(exc.code, int) else 2
+    return run_module(add_parser, partial(run, api=api), argv, "mo-align push")
+
+
+def run(args: argparse.Namespace, api: Any = None) -> int:
+    """``mo-align push`` with parsed arguments; ``api``: an ``HfApi``-like client (default: ``huggingface_hub``'s)."""
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", args.token_env) or looks_like_token(args.token_env):
         sys.stderr.write("mo-align push: error: --token-env takes the NAME of an environment variable (HF_TOKEN)\n")
         return 2

@@ -244,7 +244,6 @@ def _field_rows(steps: int) -> list[str]:
 def protocol_markdown(steps: int = DOC_STEPS) -> str:
     """``docs/lab_protocol.md``: the paper's protocol beside the lab's, the adaptive step sizes (paper and matched)
     and every field the lab changes, all from :mod:`mo_align.lab.scaling` and the recipes."""
-    demo = scaling.lab_budget(75)["generation_batches"]
     lines = [
         "# The lab's protocol beside the paper's",
         "",
@@ -269,7 +268,7 @@ def protocol_markdown(steps: int = DOC_STEPS) -> str:
         "",
         f"`--eta {scaling.DEFAULT_ETA}` (the default) keeps the recipes' step sizes; `--eta matched` multiplies each by "
         "(paper weight updates) / (lab weight updates), so the weights can travel as far as in the paper. Factors for "
-        f"{steps} steps; every run prints its own (`make demo`: 75 steps, {demo} generation batches).",
+        f"{steps} steps (`make lab` and `make demo`); every run prints its own.",
         "",
         "| method | step size | updates per | paper | lab, --eta paper | lab, --eta matched | matched factor | how it scales |",
         "|---|---|---|---|---|---|---|---|",

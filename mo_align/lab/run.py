@@ -36,6 +36,7 @@ from typing import Any
 import torch
 from datasets import Dataset
 
+from mo_align.cli import CommandParser, UsageError, run_module
 from mo_align.configs import MOGRPOConfig
 from mo_align.lab import demo
 from mo_align.lab import sweep as lab_sweep
@@ -51,6 +52,7 @@ from mo_align.lab.evidence import (  # the lab's evidence API, also importable f
 from mo_align.lab.fidelity import fidelity_lines, known_answer_main, lab_reward_funcs
 from mo_align.lab.jobs import run_jobs, warm_start_threads
 from mo_align.lab.protocol import protocol_markdown, write_settings
+from mo_align.lab.results import results_command
 from mo_align.lab.scaling import ALGORITHMS, DEFAULT_ETA, ETA_MODES, lab_settings, preference_weights
 from mo_align.lab.sft import warm_start
 from mo_align.lab.task import DEFAULT_TASK, REGIMES, compact_regime, get_regime, prompt_text, split_problems
@@ -63,13 +65,17 @@ __all__ = [  # with the lab's evidence API (mo_align.lab.evidence), re-exported
     "LAB_ALGORITHMS",
     "QUICK",
     "EvalScoreRecorder",
+    "add_parser",
+    "add_worker_parser",
     "format_evidence",
     "lab_datasets",
     "lab_evidence",
     "lab_scaling",
     "main",
+    "run",
     "run_evidence",
     "run_lab",
+    "run_worker",
     "train_one",
     "warm_start_threads",
 ]
@@ -116,8 +122,9 @@ def train_one(
     recorder.write(os.path.join(out, EVAL_SCORES_FILE))
 
 
-def _worker(argv: list[str]) -> None:
-    p = argparse.ArgumentParser()
+def add_worker_parser(subparsers: Any) -> CommandParser:
+    """``python -m mo_align.lab worker ...``: one run in its own process (:mod:`mo_align.lab.jobs` starts them)."""
+    p = subparsers.add_parser("worker", exits=True)
     for flag in ("--algo", "--sft", "--out"):
         p.add_argument(flag, required=True)
     p.add_argument("--seed", type=int, required=True)
@@ -126,7 +133,10 @@ def _worker(argv: list[str]) -> None:
     p.add_argument("--eval-steps", type=int, required=True)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--eta", choices=ETA_MODES, default=DEFAULT_ETA)
-    a = p.parse_args(argv)
+    return p
+
+
+def run_worker(a: argparse.Namespace) -> None:
     torch.set_num_threads(a.threads)
     train_one(a.algo, a.seed, a.sft, a.reference_length, a.out, a.steps, a.eval_steps, a.eta)
 
@@ -186,8 +196,9 @@ def run_lab(
     return result
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m mo_align.lab", description=__doc__.split("\n\n")[0])
+def add_parser(subparsers: Any) -> CommandParser:
+    """``mo-align lab`` and ``python -m mo_align.lab``."""
+    p = subparsers.add_parser("lab", description=__doc__.split("\n\n")[0], exits=True)
     p.add_argument("--quick", action="store_true", help="linear vs ctwa, one seed (make demo / make lab-quick)")
     p.add_argument("--task", default=None, help=f"task regime, one of {sorted(REGIMES)} (default {DEFAULT_TASK})")
     p.add_argument("--compact-share", type=float, default=None, help="base mix + compact style G at this share")
@@ -220,71 +231,100 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--print-protocol", action="store_true", help="print the paper-vs-lab table (docs/lab_protocol.md)")
     p.add_argument("--known-answer", action="store_true", help="Linear on both sides of the predicted boundary")
+    p.add_argument(
+        "--tables",
+        metavar="ARCHIVE",
+        default=None,
+        help="print the tables of committed results (mo_align.lab.results)",
+    )
+    p.add_argument(
+        "--archive",
+        nargs=2,
+        metavar=("OUT", "ARCHIVE"),
+        default=None,
+        help="copy the finished runs of the lab output OUT into ARCHIVE (gzip, with an index), under --label",
+    )
+    p.add_argument("--label", default=None, help="with --archive: the row name of these runs (e.g. ctwa@matched)")
+    p.add_argument(
+        "--horizon",
+        nargs=2,
+        metavar=("LONG", "SHORT"),
+        default=None,
+        help="weights in relative time: long paper-eta runs (LONG) beside matched-eta lab runs (SHORT)",
+    )
     p.add_argument("--out", default=None)
     p.add_argument("--cache", default=os.path.join("outputs", "lab-cache"), help="warm-start cache directory")
     return p
 
 
-def _regime(p: argparse.ArgumentParser, a: argparse.Namespace) -> tuple[str, Any]:
+def _regime(a: argparse.Namespace) -> tuple[str, Any]:
     """(task label, regime or None for the registered task) from --task / --compact-share / --compact-accuracy."""
     if a.task is not None and a.task not in REGIMES:
-        p.error(f"--task: unknown task {a.task!r}; choose from {sorted(REGIMES)}")
+        raise UsageError(f"--task: unknown task {a.task!r}; choose from {sorted(REGIMES)}")
     if a.compact_accuracy is not None and a.compact_share is None:
-        p.error("--compact-accuracy needs --compact-share")
+        raise UsageError("--compact-accuracy needs --compact-share")
     if a.compact_share is None:
         return a.task or DEFAULT_TASK, None
     try:
         regime = compact_regime(a.compact_share, 0.7 if a.compact_accuracy is None else a.compact_accuracy)
     except ValueError as exc:
-        p.error(f"--compact-share/--compact-accuracy: {exc}")
+        raise UsageError(f"--compact-share/--compact-accuracy: {exc}") from None
     task = f"compact-{a.compact_share:g}" + ("" if a.compact_accuracy is None else f"-acc{a.compact_accuracy:g}")
     return task, regime
 
 
-def _sweep(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
+def _sweep(a: argparse.Namespace) -> None:
     """``--sweep``: the phase diagram (:mod:`mo_align.lab.sweep`); the task's knob is the sweep's, so the flags that
     pick a task are refused."""
     clash = [f for f, v in (("--task", a.task), ("--compact-share", a.compact_share)) if v is not None]
     clash += ["--compact-accuracy"] if a.compact_accuracy is not None else []
     clash += ["--quick"] if a.quick else []
     if clash:
-        p.error(f"--sweep: cannot be combined with {', '.join(clash)} (the sweep sets the task: the share of G)")
+        raise UsageError(
+            f"--sweep: cannot be combined with {', '.join(clash)} (the sweep sets the task: the share of G)"
+        )
     try:
         shares = lab_sweep.check_shares(a.sweep or lab_sweep.DEFAULT_SHARES)
     except ValueError as exc:
-        p.error(f"--sweep: {exc}")
+        raise UsageError(f"--sweep: {exc}") from None
     unknown = [x for x in a.algorithms or [] if x not in LAB_ALGORITHMS]
     if unknown:
-        p.error(f"--algorithms: unknown {unknown}; choose from {list(LAB_ALGORITHMS)}")
+        raise UsageError(f"--algorithms: unknown {unknown}; choose from {list(LAB_ALGORITHMS)}")
     algorithms, seeds = a.algorithms or list(lab_sweep.SWEEP_ALGORITHMS), a.seeds or [0, 1, 2]
     out = a.out or os.path.join("outputs", "lab-sweep")
     steps, eval_steps = a.steps or 50, a.eval_steps or 25
     lab_sweep.run_sweep(shares, algorithms, seeds, steps, eval_steps, out, a.jobs, a.sft_steps, a.cache, eta=a.eta)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> Any:
+    """``python -m mo_align.lab``; ``python -m mo_align.lab worker ...`` is a worker process."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "worker":
-        _worker(argv[1:])
+        return run_module(add_worker_parser, run_worker, argv[1:], "python -m mo_align.lab worker")
+    return run_module(add_parser, run, argv, "python -m mo_align.lab")
+
+
+def run(a: argparse.Namespace) -> Any:
+    if results_command(a):  # --tables, --archive, --horizon: read finished runs, train nothing
         return
-    p = _parser()
-    a = p.parse_args(argv)
     if a.print_protocol:
         sys.stdout.write(protocol_markdown())
         return
     if a.jobs < 1:
-        p.error(f"--jobs must be >= 1, got {a.jobs}")
+        raise UsageError(f"--jobs must be >= 1, got {a.jobs}")
     if a.known_answer and (a.sweep is not None or a.algorithms or a.quick):
-        p.error("--known-answer: cannot be combined with --sweep, --algorithms or --quick (it picks its own runs)")
+        raise UsageError(
+            "--known-answer: cannot be combined with --sweep, --algorithms or --quick (it picks its own runs)"
+        )
     if a.sweep is not None:
-        _sweep(p, a)
+        _sweep(a)
         return
-    task, regime = _regime(p, a)
+    task, regime = _regime(a)
     if a.known_answer:  # Linear preferences placed from the warm start's style profiles (mo_align.lab.fidelity)
         return known_answer_main(run_lab, a, task, regime)
     algorithms = a.algorithms or (QUICK if a.quick else list(LAB_ALGORITHMS))
-    seeds = a.seeds or ([0] if a.quick else [0, 1, 2])
-    steps = a.steps or (75 if a.quick else 50)
+    seeds = a.seeds or ([0] if a.quick else [0, 1, 2, 3, 4])
+    steps = a.steps or 50  # make demo = seed 0 of make lab's linear and ctwa runs
     out = a.out or os.path.join("outputs", "lab-quick" if a.quick else "lab")
     eval_steps = a.eval_steps or 25
     # one warm start per regime, shared by make lab, make demo and the sweep (the regime sets its length)

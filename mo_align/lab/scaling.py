@@ -30,9 +30,11 @@ from typing import Any
 import yaml
 
 from mo_align.configs import MOGRPOConfig
+from mo_align.lab.catalog import lab_strategies, step_sizes
 from mo_align.lab.known_answer import parse_linear_name
 from mo_align.recipe import RecipeError, check_recipe
 from mo_align.weightings import validate_kwargs, weighting_class
+from mo_align.weightings.base import GENERATION, StepSize
 
 
 RECIPE_SET = "qwen2.5-1.5b"
@@ -42,24 +44,22 @@ ETA_MODES = ("paper", "matched")
 DEFAULT_ETA = "paper"
 LAB_LR = 1e-4
 LAB_OPTIMIZER_STEPS_PER_GENERATION = 2  # = steps_per_generation, with gradient_accumulation_steps 1
-# label -> recipe; the lab's algorithms in report order
-ALGORITHMS: dict[str, str] = {
-    "linear": "linear",
-    "accuracy_only": "linear",
-    "tchebycheff": "tchebycheff",
-    "smooth_tchebycheff": "smooth_tchebycheff",
-    "lagrangian": "lagrangian",
-    "mgda": "mgda",
-    "upgrad": "upgrad",
-    "dualproj": "dualproj",
-    "cagrad": "cagrad",
-    "gradnorm": "gradnorm",
-    "dynamic": "dynamic",
-    "pama": "pama",
-    "ctwa": "ctwa",
-}
-# controls: a recipe with these weighting_kwargs changed
+# controls: a recipe with these weighting_kwargs changed (listed after their recipe)
 CONTROLS: dict[str, dict[str, Any]] = {"accuracy_only": {"weights": [1.0, 0.0, 0.0]}}
+CONTROL_RECIPE = "linear"
+
+
+def _algorithms() -> dict[str, str]:
+    """label -> recipe: every strategy the lab runs (:func:`mo_align.lab.catalog.lab_strategies`, each class's
+    ``lab_order``) and the controls after their recipe."""
+    out = {}
+    for name in lab_strategies():
+        out[name] = name
+        out.update(dict.fromkeys(CONTROLS, name) if name == CONTROL_RECIPE else {})
+    return out
+
+
+ALGORITHMS: dict[str, str] = _algorithms()  # the lab's algorithms in report order
 PER_RUN = "per run"  # a lab value set by each run (its directory, seed, steps, evaluation interval)
 
 
@@ -92,7 +92,7 @@ RULES: tuple[Rule, ...] = (
         "a 0.8 M-parameter model trained for 50 steps barely moves at 1e-6, and 3e-4 collapsed even the accuracy-only "
         "control; at 1e-4, lr × optimizer steps is 5e-3 (the paper's 1e-6 × 1,620 = 1.6e-3)",
     ),
-    Rule("max_steps", PER_RUN, "scale", "--steps optimizer steps (make lab 50, make demo 75) instead of 90 epochs"),
+    Rule("max_steps", PER_RUN, "scale", "--steps optimizer steps (make lab and make demo: 50) instead of 90 epochs"),
     Rule(
         "per_device_train_batch_size",
         64,
@@ -177,53 +177,8 @@ TASK: tuple[tuple[str, str, str], ...] = (
 )
 
 
-@dataclass(frozen=True)
-class StepSize:
-    """How a weighting adapts: its step-size keyword (None: no step size), when it updates, how ``matched`` scales.
-
-    ``law``: ``linear`` (the state moves by step × a bounded signal per update, so step × updates is the budget),
-    ``inverse_lr`` (the step is the policy lr over the keyword: Dynamic's w ← softmax(log w + lr·Gram·1/μ)), or
-    ``none`` (not scaled)."""
-
-    kwarg: str | None
-    cadence: str | None  # "generation batch" | "optimizer step" | None
-    law: str
-    note: str
-
-
-GENERATION, OPTIMIZER = "generation batch", "optimizer step"
-STEP_SIZES: dict[str, StepSize] = {
-    "ctwa": StepSize(
-        "lambda_lr", GENERATION, "linear", "ℓ_k += η·max(0, c_k − e_k)·gate: log-weights move η × updates at most"
-    ),
-    "lagrangian": StepSize(
-        "dual_lr", GENERATION, "linear", "λ_k ← max(0, λ_k + η (b_k − R̄_k)): linear until the projection at 0 binds"
-    ),
-    "smooth_tchebycheff": StepSize(
-        "omd_lr", GENERATION, "linear", "logits ℓ_k += η p_k (z_k − R̄_k): mirror-descent steps, linear in η"
-    ),
-    "gradnorm": StepSize(
-        "lr",
-        OPTIMIZER,
-        "linear",
-        "w_k −= η sign(G_k − target_k) ‖g_k‖, floored and renormalised to Σw = K: the step also scales with the "
-        "model's gradient norms (not matched) and saturates at the floor",
-    ),
-    "dynamic": StepSize(
-        "regularization",
-        GENERATION,
-        "inverse_lr",
-        "w ← softmax(log w + lr_t Gram·1 / μ): the step is lr_t / μ, so matched sets μ so that Σ_t lr_t / μ is the "
-        "paper's (same schedule shape); Gram's scale is the model's and not matched",
-    ),
-    "tchebycheff": StepSize(None, GENERATION, "none", "running-max ideal point: state without a step size"),
-    "pama": StepSize(None, None, "none", "closed-form λ* from each batch: no state"),
-    "mgda": StepSize(None, None, "none", "α from each micro-batch's Gram matrix: no state"),
-    "upgrad": StepSize(None, None, "none", "α from each micro-batch's Gram matrix: no state"),
-    "dualproj": StepSize(None, None, "none", "α from each micro-batch's Gram matrix: no state"),
-    "cagrad": StepSize(None, None, "none", "α from each micro-batch's Gram matrix: no state"),
-    "linear": StepSize(None, None, "none", "fixed weights"),
-}
+# recipe -> how its weighting adapts (each class's ``step_size``), in the order of the protocol's step-size table
+STEP_SIZES: dict[str, StepSize] = step_sizes()
 
 
 def recipe_dir() -> Path:

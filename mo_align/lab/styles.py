@@ -12,9 +12,14 @@ A      A and C: ``Step 1: …`` / ``First, …`` + a box       step markers (``S
 B      B and D: ``The answer is \\boxed{21}.``, ``\\boxed{21}``  one line with a box
 E      ``The answer is 21.``                              one line, no box, ``answer is <integer>``
 F      step-by-step without a box                         step markers, no box
-G      ``1. 15`` / ``2. 21`` / ``\\boxed{21}``               lines starting ``1.`` and ``2.``, a box
+G      ``1. 15`` / ``2. 21`` / ``\\boxed{21}``               two or more lines starting ``<n>.``, a box
 other  anything else (a broken or mixed template)
 =====  =================================================  =========================================================
+
+G is recognised by its numbered lines whatever their numbers: a tiny policy trained toward G writes ``1. 9`` /
+``1. 8`` / ``\\boxed{7}`` far more often than ``1.`` / ``2.`` (a numbering slip, as C is A with an arithmetic slip; the
+rewards score both the same). Requiring the literal ``1.`` and ``2.`` put 94 % of an equal-weights Linear run's
+final samples in ``other`` while they were this compact template.
 
 The box is the clarity reward's non-empty ``\\boxed{...}`` (:func:`mo_align.rewards.clarity.has_nonempty_box`).
 Rules are checked top to bottom in the order G, A, F, B, E.
@@ -35,7 +40,7 @@ from mo_align.runs.report.style_split import STYLE_CLASSES, style_tallies
 
 __all__ = ["STYLE_CLASSES", "style_of", "style_profiles", "style_tallies"]
 
-_COMPACT = (re.compile(r"^\s*1\.\s", re.M), re.compile(r"^\s*2\.\s", re.M))
+_NUMBERED_LINE = re.compile(r"^\s*\d+\.\s", re.M)
 _STEP = re.compile(r"\bStep\s*\d", re.I)
 _FIRST, _THEN = re.compile(r"\bfirst\b", re.I), re.compile(r"\bthen\b", re.I)
 _SHORT_UNBOXED = re.compile(r"answer is\s*-?\d+\s*\.?$", re.I)
@@ -45,7 +50,7 @@ def style_of(text: str) -> str:
     """The template class of one completion (module docstring); ``"other"`` for anything else."""
     text = (text or "").strip()
     boxed = has_nonempty_box(text)
-    if boxed and all(p.search(text) for p in _COMPACT):
+    if boxed and len(_NUMBERED_LINE.findall(text)) >= 2:
         return "G"
     if _STEP.search(text) or (_FIRST.search(text) and _THEN.search(text)):
         return "A" if boxed else "F"

@@ -39,6 +39,7 @@ from typing import Any
 
 import torch
 
+from mo_align.cli import CommandParser, UsageError, run_module
 from mo_align.lab.batch import lab_scaling, write_results
 from mo_align.lab.evidence import EVAL_SCORES_FILE
 from mo_align.lab.jobs import run_jobs, warm_start_threads
@@ -189,16 +190,24 @@ def run_sweep(
     return table
 
 
-def main(argv: list[str] | None = None) -> None:
+def add_parser(subparsers: Any) -> CommandParser:
     """``python -m mo_align.lab.sweep OUT`` rebuilds a finished sweep's table and plot; ``--warm-start SHARE`` is the
     warm-start worker of :func:`warm_starts`."""
-    p = argparse.ArgumentParser(prog="python -m mo_align.lab.sweep", description=main.__doc__)
+    p = subparsers.add_parser("sweep", description=add_parser.__doc__, exits=True)
     p.add_argument("out", nargs="?", default=None, help="a finished sweep's directory (rebuild its table and plot)")
     p.add_argument("--warm-start", type=float, default=None, help=argparse.SUPPRESS)
     p.add_argument("--cache", default=os.path.join("outputs", "lab-cache"), help=argparse.SUPPRESS)
     p.add_argument("--sft-steps", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m mo_align.lab.sweep`` (:func:`add_parser`)."""
+    run_module(add_parser, run, argv, "python -m mo_align.lab.sweep")
+
+
+def run(a: argparse.Namespace) -> None:
     if a.warm_start is not None:
         torch.set_num_threads(a.threads)
         regime = compact_regime(a.warm_start)
@@ -207,7 +216,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         return
     if a.out is None:
-        p.error("give a finished sweep's directory")
+        raise UsageError("give a finished sweep's directory")
     with open(os.path.join(a.out, "sweep.json")) as f:
         setting = json.load(f)
     table = write_sweep(a.out, setting["shares"], setting["algorithms"], setting.get("timing") or {})

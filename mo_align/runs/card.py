@@ -24,6 +24,7 @@ from huggingface_hub.utils import HFValidationError, validate_repo_id
 from mo_align.recipe import RECIPE_FILE
 from mo_align.redaction import env_secrets, redact, redact_all
 from mo_align.runs import markdown as md
+from mo_align.runs.card_conditioning import conditioning_section
 from mo_align.runs.card_parts import (
     GRPO_PAPER,
     PAPER,
@@ -209,6 +210,7 @@ def render_model_card(
         summary_file=SUMMARY_FILE,
         evaluation=_eval_section(summary, objectives),
         weights=_weights_section(summary, objectives),
+        conditioning=conditioning_section(summary),  # a preference-conditioned run: how to ask for a preference
         plot=plot,
         events=_events(summary),
         interference=_verdict(summary),

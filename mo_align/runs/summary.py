@@ -68,6 +68,9 @@ class RunSummary(TypedDict, total=False):
     law: list[dict[str, Any]]  # the covariance law per (eval interval, objective): predicted_cov, realised, held
     preference: dict[str, Any] | None  # the fixed scalar of scalar_delta_ci: {"weights", "source", "objectives"}
     interference: list[str] | None  # run_interference: the objectives that interfere; None = no intervals
+    # preference-conditioned training (mo_align.preferences): the recipe block, the objectives, the column the
+    # rewards receive, the preference stated at evaluation and an example statement (how to ask the model)
+    preference_conditioning: dict[str, Any] | None
     values_from: str  # "eval", or TRAIN_FALLBACK when a run has no evaluation (set when read)
     source: str | None  # the file it was read from (set when read)
 
@@ -234,6 +237,7 @@ def normalize_summary(raw: Mapping[str, Any], default_dir: str | Path | None = N
         "events": sorted(events, key=lambda e: e["step"]),
         "law": law_records(raw.get("law") or []),
         "preference": _preference(raw.get("preference")),
+        "preference_conditioning": _conditioning(raw.get("preference_conditioning")),
         "source": raw.get("source"),
     }
     run["interference"] = run_interference(run)  # derived: the stored verdict is recomputed from its inputs
@@ -251,6 +255,16 @@ def _preference(value: Any) -> dict[str, Any] | None:
         "source": str(value.get("source", "")),
         "objectives": names,
     }
+
+
+def _conditioning(value: Any) -> dict[str, Any] | None:
+    if not value:
+        return None
+    if not isinstance(value, dict) or not isinstance(value.get("template"), str):
+        raise ValueError(
+            f"preference_conditioning: expected {{template, placement, ...}}, got {clip(repr(value), 40)}"
+        )
+    return dict(value)
 
 
 def run_interference(run: Mapping[str, Any]) -> list[str] | None:
@@ -311,6 +325,7 @@ def summary_from_trainer(trainer: MOGRPOTrainer) -> RunSummary:
         law=list(mo.monitor.law) if mo.monitor is not None else [],
         preference=_run_preference(t, start),
         interference=run_interference({"eval": evals}),
+        preference_conditioning=mo.conditioning.record() if mo.conditioning is not None else None,
     )
 
 

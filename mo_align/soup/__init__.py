@@ -16,14 +16,16 @@ import math
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
+from mo_align.cli import CommandParser, run_module
 from mo_align.runs.files import SWEEP_RECIPE_FILE
 from mo_align.runs.summary import SUMMARY_FILE
 from mo_align.simplex import simplex_grid
 from mo_align.soup.interpolate import LORA_MODES, SoupError, check_runs, mix, soup_model
 
 
-__all__ = ["SoupError", "check_runs", "main", "mix", "parse_alphas", "soup_model"]
+__all__ = ["SoupError", "add_parser", "check_runs", "main", "mix", "parse_alphas", "run", "soup_model"]
 
 
 def parse_alphas(text: str, n_runs: int) -> list[list[float]]:
@@ -51,8 +53,8 @@ def soup_name(alphas: Sequence[float]) -> str:
     return "soup-a" + "_".join(format(a, "g") for a in alphas)
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mo-align soup", description=__doc__.split("\n\n")[0])
+def add_parser(subparsers: Any) -> CommandParser:
+    p = subparsers.add_parser("soup", description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", metavar="RUN", help="finished runs of one base model (output_dirs)")
     p.add_argument("--alphas", required=True, help="α of the first run for two runs (0,0.5,1), or grid:N")
     p.add_argument("--out", required=True, metavar="DIR", help="where the soup points' summaries go")
@@ -101,10 +103,11 @@ def _say(message: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 2
+    """``mo-align soup``: 0 done, 2 a usage error or a run that cannot be mixed (one line on stderr)."""
+    return run_module(add_parser, run, argv, "mo-align soup")
+
+
+def run(args: argparse.Namespace) -> int:
     try:
         alphas = parse_alphas(args.alphas, len(args.runs))
         check_runs(args.runs, args.lora)

@@ -15,17 +15,19 @@ import argparse
 import contextlib
 import sys
 from collections.abc import Sequence
+from typing import Any
 
+from mo_align.cli import CommandParser, run_module
 from mo_align.launch import LaunchError
 from mo_align.sweep.run import SweepLocked, accelerate_line, point_status, printed_recipe_path, run_sweep, write_recipe
 from mo_align.sweep.spec import Point, Sweep, SweepError, load_sweep, simplex_grid
 
 
-__all__ = ["Point", "Sweep", "SweepError", "load_sweep", "main", "simplex_grid"]
+__all__ = ["Point", "Sweep", "SweepError", "add_parser", "load_sweep", "main", "run_command", "simplex_grid"]
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mo-align sweep", description=__doc__.split("\n\n")[0])
+def add_parser(subparsers: Any) -> CommandParser:
+    p = subparsers.add_parser("sweep", description=__doc__.split("\n\n")[0])
     p.add_argument("sweep_file", metavar="SWEEP.yaml")
     p.add_argument(
         "--print-commands",
@@ -61,14 +63,15 @@ def _say(message: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 2
+    """``mo-align sweep``: 0 every point finished, 1 a point failed, 2 a usage or sweep-file error (one line)."""
+    return run_module(add_parser, run_command, argv, "mo-align sweep")
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """``mo-align sweep`` with parsed arguments (not ``run``: that name is the submodule :mod:`mo_align.sweep.run`)."""
     if args.jobs < 1:
         sys.stderr.write("mo-align: error: --jobs must be >= 1\n")
         return 2
-
     try:
         with contextlib.redirect_stdout(sys.stderr):  # libraries' banners never reach a commands file
             sweep = load_sweep(args.sweep_file)

@@ -5,28 +5,34 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 
+from mo_align.simplex import MAX_ALPHA
 from mo_align.simplex import simplex_grid as simplex_grid  # re-exported: mo_align.sweep.spec, mo_align.sweep
+from mo_align.sweep.schema import SweepError, checked, fail, parse
 from mo_align.text import excerpt
 
 
-MAX_ALPHA = 1e6  # larger Dirichlet concentrations draw all-zero rows in float64
+__all__ = ["Axis", "Dirichlet", "SweepError", "fail", "preference_axis", "simplex_grid"]
 
 
-class SweepError(ValueError):
-    """A sweep file that cannot run (one line naming the file and the field)."""
+@dataclass
+class Dirichlet:
+    """``preferences: {dirichlet: {n: M, seed: S, alpha: A}}``: M draws from Dir(A·1), numpy's default_rng(S)."""
+
+    NOT_MAPPING: ClassVar[str] = "n (an integer >= 1) is required; keys: {keys}"
+
+    n: int = checked(NOT_MAPPING.format(keys="n, seed, alpha"), lambda n: n >= 1, None, at_parent=True)
+    seed: int = checked("an integer >= 0", lambda seed: seed >= 0, default=0)
+    alpha: float = checked(f"a finite number in (0, {MAX_ALPHA:g}]", lambda a: 0 < a <= MAX_ALPHA, default=1.0)
 
 
 def dirichlet_points(k: int, n: int, seed: int, alpha: float = 1.0) -> list[list[float]]:
     draws = np.random.default_rng(seed).dirichlet([alpha] * k, size=n)
     return [[round(float(x), 4) for x in row] for row in draws]
-
-
-def fail(path: str, where: str, message: str) -> SweepError:
-    return SweepError(f"{path}: {where}: {message}")
 
 
 Axis = tuple[int, Callable[[], list[list[float]]]]  # (number of preference vectors, a function building them)
@@ -54,17 +60,8 @@ def preference_axis(raw: Any, k: int, path: str) -> Axis | None:
         if not is_int(steps) or not 1 <= steps <= 100:
             raise fail(path, "preferences.grid", f"{excerpt(steps)}: an integer number of steps in [1, 100]")
         return math.comb(steps + k - 1, k - 1), lambda: simplex_grid(k, steps)
-    spec = raw["dirichlet"]
-    unknown = sorted(str(key) for key in set(spec) - {"n", "seed", "alpha"}) if isinstance(spec, dict) else None
-    if unknown is None or unknown or not is_int(spec.get("n")) or spec["n"] < 1:
-        why = f"unknown key(s) {excerpt(unknown)}" if unknown else "n (an integer >= 1) is required"
-        raise fail(path, "preferences.dirichlet", f"{why}; keys: n, seed, alpha")
-    n, seed, alpha = spec["n"], spec.get("seed", 0), spec.get("alpha", 1.0)
-    if not is_int(seed) or seed < 0:
-        raise fail(path, "preferences.dirichlet.seed", f"{excerpt(seed)}: an integer >= 0")
-    if not isinstance(alpha, int | float) or isinstance(alpha, bool) or not 0 < alpha <= MAX_ALPHA:
-        raise fail(path, "preferences.dirichlet.alpha", f"{excerpt(alpha)}: a finite number in (0, {MAX_ALPHA:g}]")
-    return n, lambda: checked_draws(dirichlet_points(k, n, seed, float(alpha)), path)
+    spec = parse(Dirichlet, raw["dirichlet"], path, "preferences.dirichlet")
+    return spec.n, lambda: checked_draws(dirichlet_points(k, spec.n, spec.seed, float(spec.alpha)), path)
 
 
 def checked_draws(draws: list[list[float]], path: str) -> list[list[float]]:

@@ -40,31 +40,61 @@ import math
 import os
 import re
 import tempfile
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
 
 import yaml
 
+from mo_align.recipe import RecipeError, check_fields, check_recipe
 from mo_align.sweep.axes import Axis, SweepError
 from mo_align.sweep.axes import fail as _fail
-from mo_align.sweep.axes import is_int as _is_int
 from mo_align.sweep.axes import preference_axis as _preference_axis
 from mo_align.sweep.axes import simplex_grid as simplex_grid  # re-exported: mo_align.sweep, mo_align.soup
-from mo_align.weightings.validation import excerpt
+from mo_align.sweep.schema import checked, parse
+from mo_align.text import excerpt
+from mo_align.weightings import get_weighting
 
 
-KEYS = (
-    "recipe",
-    "output_dir",
-    "preferences",
-    "algorithms",
-    "seeds",
-    "set",
-    "overrides",
-    "accelerate_config",
-    "max_points",
-)
-ALGORITHM_KEYS = ("weighting", "weighting_kwargs", "preferences", "recipe")
+MAX_POINTS = 10_000  # default cap on a sweep's points (the sweep file's max_points raises it)
+ACCELERATE_CONFIG = "a name (cpu, ddp, zero3, ...: see mo-align --help) or a file"
+MAPPING = "expected a mapping of recipe field -> value(s)"
+ALGORITHMS = "expected a list of weighting names or a mapping label -> settings"
+OWN_PREFERENCES = "true, false, or this algorithm's own preference axis"
+
+
+@dataclass
+class SweepFile:
+    """The sweep file's keys (the module's docstring) as read; the rest is checked against the base recipe."""
+
+    UNKNOWN: ClassVar[tuple[str, str]] = ("{key}", "unknown key; a sweep file has {keys}")
+
+    recipe: str = checked("required (a path)", bool, None)
+    output_dir: str = checked("required (a path)", bool, None)
+    preferences: Any = None  # checked by mo_align.sweep.axes.preference_axis
+    algorithms: list | dict | None = checked(ALGORITHMS, bool, None, default=None)
+    seeds: list[int] | None = checked("a non-empty list of integers", bool, default=None)
+    set: dict | None = checked(MAPPING, show=None, default=None)
+    overrides: dict | None = checked(MAPPING, show=None, default=None)
+    accelerate_config: str | None = checked(ACCELERATE_CONFIG, default=None)
+    max_points: int = checked("an integer >= 1", lambda n: n >= 1, default=MAX_POINTS)
+
+
+@dataclass
+class AlgorithmSpec:
+    """``algorithms: {label: {...}}``: a weighting (default: the label, or its own recipe's), kwargs over its base
+    recipe's, its preference axis (``true``: the sweep's; ``false``: none; or its own) and its own base recipe."""
+
+    UNKNOWN: ClassVar[tuple[str, str]] = ("{where}", "unknown key(s) {bad}; keys: {keys}")
+    NOT_MAPPING: ClassVar[str] = "unknown key(s) {value}; keys: {keys}"
+
+    weighting: Any = None  # checked when built (mo_align.weightings.get_weighting)
+    weighting_kwargs: Any = checked("expected a mapping", lambda v: isinstance(v, dict) or not v, None, default=None)
+    preferences: Any = checked(OWN_PREFERENCES, lambda v: v is not None, None, default=True)
+    recipe: str | None = checked("no such recipe file", os.path.isfile, repr, default=None)
+
+
+KEYS = tuple(f.name for f in fields(SweepFile))
+ALGORITHM_KEYS = tuple(f.name for f in fields(AlgorithmSpec))
 PREFERENCE_FIELDS = ("preference", "pref_vector", "weights")  # the first one a weighting accepts
 RESERVED = {
     "output_dir": "the sweep's output_dir places every point",
@@ -75,7 +105,6 @@ RESERVED = {
     "mo_run_label": "each point is labelled with its algorithm",
     "resume_from_checkpoint": "the sweep resumes every point from its newest complete checkpoint",
 }
-MAX_POINTS = 10_000  # default cap on a sweep's points (the sweep file's max_points raises it)
 MAX_NAME_CHARS = 120  # a point's name before -seed<s>; longer ones are cut and end in a hash of the whole
 IDENTITY_FIELDS = ("output_dir", "run_name", "mo_run_label", "seed")  # per point; the recipe check skips them
 SEED_LIMIT = 2**32  # numpy's seed range (transformers.set_seed seeds numpy)
@@ -115,13 +144,10 @@ class Sweep:
         return os.path.join(self.output_dir, point.name)
 
 
-def _own_recipe(spec: dict[str, Any], recipe: dict[str, Any], path: str, where: str) -> tuple[str, dict] | None:
+def _own_recipe(own: str | None, recipe: dict[str, Any], path: str, where: str) -> tuple[str, dict] | None:
     """An algorithm's own base recipe (``recipe: FILE``), read and checked to score the sweep's objectives."""
-    own = spec.get("recipe")
     if own is None:
         return None
-    if not isinstance(own, str) or not os.path.isfile(own):
-        raise _fail(path, f"{where}.recipe", f"{own!r}: no such recipe file")
     body = _read(own)
     if not isinstance(body, dict) or body.get("reward_funcs") != recipe.get("reward_funcs"):
         got = body.get("reward_funcs") if isinstance(body, dict) else None
@@ -129,42 +155,33 @@ def _own_recipe(spec: dict[str, Any], recipe: dict[str, Any], path: str, where: 
     return own, body
 
 
-def _algorithms(raw: Any, recipe: dict[str, Any], path: str) -> dict[str, dict[str, Any]]:
+def _algorithms(raw: list | dict | None, recipe: dict[str, Any], path: str) -> dict[str, dict[str, Any]]:
     """label -> {"weighting", "weighting_kwargs", "preferences", "recipe"}; an algorithm whose weighting is its base
     recipe's (the sweep's, or its own ``recipe``) keeps that recipe's kwargs."""
-    if raw is None:
-        raw = [recipe.get("weighting", "linear")]
-    if isinstance(raw, list):
-        raw = dict.fromkeys(raw)
-    if not isinstance(raw, dict) or not raw:
-        raise _fail(path, "algorithms", "expected a list of weighting names or a mapping label -> settings")
+    labels = (
+        dict.fromkeys(raw if raw is not None else [recipe.get("weighting", "linear")])
+        if not isinstance(raw, dict)
+        else raw
+    )
     out = {}
-    for label, spec in raw.items():
-        spec = {} if spec is None else spec
-        if not isinstance(spec, dict) or set(spec) - set(ALGORITHM_KEYS):
-            bad = sorted(set(spec) - set(ALGORITHM_KEYS)) if isinstance(spec, dict) else spec
-            raise _fail(path, f"algorithms.{label}", f"unknown key(s) {bad}; keys: {', '.join(ALGORITHM_KEYS)}")
-        own = _own_recipe(spec, recipe, path, f"algorithms.{label}")
+    for label, spec in labels.items():
+        algo = parse(AlgorithmSpec, {} if spec is None else spec, path, f"algorithms.{label}")
+        own = _own_recipe(algo.recipe, recipe, path, f"algorithms.{label}")
         base_recipe = recipe if own is None else own[1]
-        name = spec.get("weighting", label if own is None else base_recipe.get("weighting", label))
+        name = algo.weighting if algo.weighting is not None else base_recipe.get("weighting", label) if own else label
         base = dict(base_recipe.get("weighting_kwargs") or {}) if name == base_recipe.get("weighting") else {}
-        kwargs = spec.get("weighting_kwargs") or {}
-        if not isinstance(kwargs, dict):
-            raise _fail(path, f"algorithms.{label}.weighting_kwargs", "expected a mapping")
-        out[str(label)] = {"weighting": name, "weighting_kwargs": {**base, **kwargs}, "recipe": own}
-        own_prefs = spec.get("preferences", True)
-        if own_prefs is None:
-            raise _fail(
-                path, f"algorithms.{label}.preferences", "true, false, or this algorithm's own preference axis"
-            )
-        out[str(label)]["preferences"] = own_prefs
+        kwargs = {**base, **(algo.weighting_kwargs or {})}
+        out[str(label)] = {
+            "weighting": name,
+            "weighting_kwargs": kwargs,
+            "recipe": own,
+            "preferences": algo.preferences,
+        }
     return out
 
 
 def preference_field(name: str, k: int, kwargs: dict[str, Any]) -> str | None:
     """The kwarg through which weighting ``name`` takes a preference vector, or None."""
-    from mo_align.weightings import get_weighting
-
     for candidate in PREFERENCE_FIELDS:
         try:
             get_weighting(name, k, **{**kwargs, candidate: [1.0 / k] * k})
@@ -176,15 +193,12 @@ def preference_field(name: str, k: int, kwargs: dict[str, Any]) -> str | None:
     return None
 
 
-def _axis_values(raw: Any, path: str, key: str) -> dict[str, Any]:
+def _axis_values(raw: dict | None, path: str, key: str) -> dict[str, Any]:
     """``set`` (field -> its values) or ``overrides`` (field -> value): recipe fields, each value of its type."""
-    from mo_align.recipe import RecipeError, check_fields
-    from mo_align.train import make_parser
+    from mo_align.train import make_parser  # lazy: TRL, transformers, datasets (see load_sweep)
 
-    if raw is None:
+    if not raw:
         return {}
-    if not isinstance(raw, dict):
-        raise _fail(path, key, "expected a mapping of recipe field -> value(s)")
     types = make_parser().dataclass_types
     known = {f.name for dc in types for f in dc.__dataclass_fields__.values()}
     for name, value in raw.items():
@@ -224,8 +238,6 @@ def point_name(label: str, preference: list[float] | None, values: dict[str, Any
 
 
 def _read(path: str, dataclass_types: Any = None) -> dict[str, Any]:
-    from mo_align.recipe import RecipeError, check_recipe
-
     try:
         check_recipe(path, dataclass_types)  # size, aliases, tags, syntax: the recipe rules hold for sweep files too
     except RecipeError as exc:
@@ -234,14 +246,8 @@ def _read(path: str, dataclass_types: Any = None) -> dict[str, Any]:
         return yaml.safe_load(f)
 
 
-def _seeds(raw: Any, recipe: dict[str, Any], path: str) -> list[int]:
-    seeds = [recipe.get("seed", 42)] if raw is None else raw
-    if (
-        not isinstance(seeds, list)
-        or not seeds
-        or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
-    ):
-        raise _fail(path, "seeds", f"{excerpt(raw)}: a non-empty list of integers")
+def _seeds(seeds: list[int] | None, recipe: dict[str, Any], path: str) -> list[int]:
+    seeds = [recipe.get("seed", 42)] if seeds is None else seeds  # the recipe's seed: an integer (its type check)
     if not all(0 <= s < SEED_LIMIT for s in seeds):
         raise _fail(path, "seeds", f"{excerpt(seeds)}: each in [0, 2**32 - 1] (numpy's seed range)")
     if len(set(seeds)) != len(seeds):
@@ -249,15 +255,13 @@ def _seeds(raw: Any, recipe: dict[str, Any], path: str) -> list[int]:
     return seeds
 
 
-def _plan(sweep: Sweep, raw: dict[str, Any], k: int) -> list[tuple[str, dict[str, Any], Axis | None, str | None]]:
+def _plan(sweep: Sweep, spec: SweepFile, k: int) -> list[tuple[str, dict[str, Any], Axis | None, str | None]]:
     """(label, algorithm, its preference axis or None, the kwarg taking the preference) for every algorithm, each
     weighting checked with its own kwargs."""
-    from mo_align.weightings import get_weighting
-
     path = sweep.path
-    shared = _preference_axis(raw.get("preferences"), k, path)
+    shared = _preference_axis(spec.preferences, k, path)
     plan = []
-    for label, algo in _algorithms(raw.get("algorithms"), sweep.recipe, path).items():
+    for label, algo in _algorithms(spec.algorithms, sweep.recipe, path).items():
         where = f"algorithms.{label}"
         if algo["recipe"] is not None:
             sweep.algorithm_recipes[label] = algo["recipe"]
@@ -276,20 +280,20 @@ def _plan(sweep: Sweep, raw: dict[str, Any], k: int) -> list[tuple[str, dict[str
     return plan
 
 
-def _expand(sweep: Sweep, raw: dict[str, Any], k: int, max_points: int) -> None:
+def _expand(sweep: Sweep, spec: SweepFile, k: int) -> None:
     """Every point: algorithm × preference (where the weighting takes one) × set values × seed; counted first."""
     path = sweep.path
-    plan = _plan(sweep, raw, k)
-    axes = _axis_values(raw.get("set"), path, "set")
-    seeds = _seeds(raw.get("seeds"), sweep.recipe, path)
+    plan = _plan(sweep, spec, k)
+    axes = _axis_values(spec.set, path, "set")
+    seeds = _seeds(spec.seeds, sweep.recipe, path)
     per_preference = math.prod(len(v) for v in axes.values()) * len(seeds)
     total = sum((axis[0] if axis else 1) * per_preference for _, _, axis, _ in plan)
-    if total > max_points:
+    if total > spec.max_points:
         raise _fail(
             path,
             "axes",
             f"{total:,} points (algorithms x preferences x set values x seeds); a sweep has at most "
-            f"{max_points:,} (max_points: N in the sweep file raises the cap)",
+            f"{spec.max_points:,} (max_points: N in the sweep file raises the cap)",
         )
     built: dict[int, list[list[float]]] = {}  # an axis shared by several algorithms is built once
     for label, algo, axis, pref_field in plan:
@@ -336,8 +340,7 @@ def _check_recipes(sweep: Sweep, k: int) -> None:
     """Every point's recipe through mo_align.train's own parser (GRPOConfig's checks included), nothing run: once
     per distinct recipe (:func:`_recipe_key`); each distinct weighting setting (a preference vector included) is
     built on its own, which is what the recipe check does with it."""
-    from mo_align.train import parse_args
-    from mo_align.weightings import get_weighting
+    from mo_align.train import parse_args  # lazy: TRL, transformers, datasets (see load_sweep)
 
     checked: set[str] = set()
     weightings: set[str] = set()
@@ -364,34 +367,20 @@ def _check_recipes(sweep: Sweep, k: int) -> None:
 
 def load_sweep(path: str, check_recipes: bool = True) -> Sweep:
     """Read and validate a sweep file and list its points (a :class:`SweepError` names the file and field)."""
+    # lazy: mo_align.train (TRL, transformers, datasets) loads when a sweep file is read, which `mo-align sweep` does
+    # with stdout sent to stderr, so that no library's import banner reaches a --print-commands file
     from mo_align.train import make_parser
 
-    raw = _read(path)
-    unknown = sorted(str(key) for key in set(raw) - set(KEYS))
-    if unknown:
-        raise _fail(path, unknown[0], f"unknown key; a sweep file has {', '.join(KEYS)}")
-    for key in ("recipe", "output_dir"):
-        if not isinstance(raw.get(key), str) or not raw[key]:
-            raise _fail(path, key, "required (a path)")
-    if not os.path.isfile(raw["recipe"]):
-        raise _fail(path, "recipe", f"{raw['recipe']}: no such file")
-    recipe = _read(raw["recipe"], make_parser().dataclass_types)  # unknown keys, value types: naming its line
+    spec = parse(SweepFile, _read(path), path)
+    if not os.path.isfile(spec.recipe):
+        raise _fail(path, "recipe", f"{spec.recipe}: no such file")
+    recipe = _read(spec.recipe, make_parser().dataclass_types)  # unknown keys, value types: naming its line
     objectives = recipe.get("reward_funcs")
     if not isinstance(objectives, list) or not objectives:
-        raise _fail(path, "recipe", f"{raw['recipe']} names no reward_funcs (the objectives)")
-    overrides = _axis_values(raw.get("overrides"), path, "overrides")
-    accelerate = raw.get("accelerate_config")
-    if accelerate is not None and not isinstance(accelerate, str):
-        raise _fail(
-            path,
-            "accelerate_config",
-            f"{excerpt(accelerate)}: a name (cpu, ddp, zero3, ...: see mo-align --help) or a file",
-        )
-    max_points = raw.get("max_points", MAX_POINTS)
-    if not _is_int(max_points) or max_points < 1:
-        raise _fail(path, "max_points", f"{excerpt(max_points)}: an integer >= 1")
-    sweep = Sweep(path, raw["recipe"], recipe, raw["output_dir"], [], overrides, accelerate)
-    _expand(sweep, raw, len(objectives), max_points)
+        raise _fail(path, "recipe", f"{spec.recipe} names no reward_funcs (the objectives)")
+    overrides = _axis_values(spec.overrides, path, "overrides")
+    sweep = Sweep(path, spec.recipe, recipe, spec.output_dir, [], overrides, spec.accelerate_config)
+    _expand(sweep, spec, len(objectives))
     if check_recipes:
         _check_recipes(sweep, len(objectives))
     return sweep

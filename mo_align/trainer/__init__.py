@@ -6,7 +6,8 @@ TRL private name it touches is listed in :mod:`mo_align.trainer.trl_compat` (che
 
 1. ``_calculate_rewards`` — ``super()``, each reward's output checked and timed (``mo_align.rewards.checks``), then
    the gathered (N, K) reward matrix r is kept (``mo.rewards``).
-2. ``_generate_and_score_completions`` — ``super()``, then the weighting's advantages replace TRL's
+2. ``_generate_and_score_completions`` — with ``preference_conditioning``, a preference drawn per prompt and stated
+   in it first (:mod:`~mo_align.trainer.conditioning`); ``super()``, then the weighting's advantages replace TRL's
    (:mod:`~mo_align.trainer.scoring`): ``weighting.combine(ObjectiveStats(r, G, L, ...))`` on the gathered batch,
    sliced to this process, the per-objective advantages carried when asked for, ``mo/...`` metrics, and the state
    transition now or after the batch is consumed.
@@ -48,6 +49,7 @@ from mo_align.runs.card import trainer_model_card
 from mo_align.runs.summary import summary_from_trainer, write_summary
 from mo_align.trainer import evaluation, state, trl_compat
 from mo_align.trainer.checks import check_layout, check_setup
+from mo_align.trainer.conditioning import Conditioning
 from mo_align.trainer.gradient import GradientSpace
 from mo_align.trainer.mostate import MOState, alias
 from mo_align.trainer.post_update import MOCallback, PostUpdate
@@ -102,6 +104,7 @@ class MOGRPOTrainer(GRPOTrainer):
         self.add_callback(mo.resume_callback)
         progress.attach(self)  # MO_ALIGN_PROGRESS_FILE: a parent process shows step k/n
         mo.objective_names = tuple(self.reward_func_names)
+        mo.conditioning = Conditioning.build(self, weighting)  # preference_conditioning (None without the block)
         mo.reward_monitor = RewardMonitor(mo.objective_names)  # output checks, NaN warnings, timing
         for fn in self.reward_funcs:
             if self.accelerator.num_processes > 1 and hasattr(fn, "all_gather_lengths"):
@@ -151,6 +154,8 @@ class MOGRPOTrainer(GRPOTrainer):
     # ---- 2. replace the advantages ------------------------------------------------------------------------------
     def _generate_and_score_completions(self, inputs):
         start = time.perf_counter()
+        if self.mo.conditioning is not None:  # a preference drawn per prompt and stated in it, before generation
+            inputs = self.mo.conditioning.condition(self, inputs)
         out = super()._generate_and_score_completions(inputs)
         self.mo.reward_monitor.end_batch(time.perf_counter() - start)
         return score_batch(self, out)
@@ -253,9 +258,10 @@ class MOGRPOTrainer(GRPOTrainer):
                 dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix
             )
             metrics.update(output.metrics)
-        scores, lengths = evaluation.decode_and_score(
-            self, evaluation.eval_rows(target), f"{description} (per objective)"
-        )
+        rows = evaluation.eval_rows(target)
+        if self.mo.conditioning is not None:  # every prompt stated with the eval preference
+            rows = self.mo.conditioning.state_eval_rows(rows)
+        scores, lengths = evaluation.decode_and_score(self, rows, f"{description} (per objective)")
         metrics.update(evaluation.eval_metrics(self, scores, lengths, metric_key_prefix, own))
         return EvalLoopOutput(predictions=None, label_ids=None, metrics=metrics, num_samples=len(lengths))
 

@@ -14,12 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from mo_align.trainer.conditioning import load_state as load_conditioning_state
 from mo_align.weightings import TrainerNeeds, Weighting
 
 
 if TYPE_CHECKING:
     from mo_align.diagnostics import InterferenceMonitor
     from mo_align.rewards.checks import RewardMonitor
+    from mo_align.trainer.conditioning import Conditioning
     from mo_align.trainer.gradient import GradientSpace
     from mo_align.trainer.post_update import PostUpdate
     from mo_align.trainer.state import ResumeCallback
@@ -57,6 +59,7 @@ class MOState:
     gradient: GradientSpace | None = None
     post_update: PostUpdate | None = None
     resume_callback: ResumeCallback | None = None
+    conditioning: Conditioning | None = None  # preference-conditioned training (mo_align.trainer.conditioning)
 
     def __post_init__(self) -> None:
         self.needs = self.weighting.trainer_needs()
@@ -71,6 +74,7 @@ class MOState:
             "monitor": self.monitor.state_dict() if self.monitor is not None else None,
             "history": self.history,
             "eval_samples": self.eval_samples,  # the start's per-sample scores: paired CIs after a resume
+            "preference_sampler": self.conditioning.state_dict() if self.conditioning is not None else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -78,6 +82,7 @@ class MOState:
         if state["weighting"] != self.weighting.name:
             raise ValueError(f"checkpoint holds weighting {state['weighting']!r}, run uses {self.weighting.name!r}")
         self.weighting.load_state_dict(state["weighting_state"])
+        load_conditioning_state(self.conditioning, state.get("preference_sampler"))
         self.eval_start = state.get("eval_start")
         self.eval_starts = dict(state.get("eval_starts") or {})
         if self.monitor is not None and state.get("monitor") is not None:

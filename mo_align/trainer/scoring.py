@@ -44,7 +44,8 @@ def score_batch(trainer: MOGRPOTrainer, out: dict[str, Any]) -> dict[str, Any]:
         t.mo_log_update(weighting.pre_update(stats))
     if train and needs.update == "before_combine":
         t.mo_log_update(weighting.update(stats))
-    advantages = weighting.combine(stats)  # (N,)
+    cond = mo.conditioning  # preference-conditioned training: each row scored with its prompt's preference
+    advantages = weighting.combine(stats) if cond is None else cond.combine(weighting, stats)  # (N,)
     if not torch.isfinite(advantages).all():
         raise FloatingPointError(f"{weighting!r} produced non-finite advantages")
     lo = t.accelerator.process_index * n_local
@@ -52,7 +53,8 @@ def score_batch(trainer: MOGRPOTrainer, out: dict[str, Any]) -> dict[str, Any]:
     objective_adv = stats.objective_advantages()  # (N, K)
     if needs.objective_advantages:
         out["mo_objective_advantages"] = objective_adv[lo : lo + n_local].to(out["advantages"].device)
-    log_batch(t, "train" if train else "eval", r, objective_adv, weighting.scalarize(r), advantages)
+    scalar = weighting.scalarize(r) if cond is None else cond.scalarize(weighting, r)
+    log_batch(t, "train" if train else "eval", r, objective_adv, scalar, advantages)
     if train:
         t.mo_observe_batch(r, advantages, group_size)
     stats.extras["signal"] = advantages  # the on-policy induced weight w_i = A_i (ratio 1)

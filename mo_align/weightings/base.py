@@ -21,6 +21,7 @@ when each hook runs, is :meth:`Weighting.trainer_needs` (a :class:`TrainerNeeds`
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -89,8 +90,10 @@ def per_objective(value: Any, k: int, name: str) -> list[float] | None:
 
 
 def nan_weighted_sum(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """s_i = Σ_k w_k v_ik over the non-NaN entries; rows with every entry NaN stay NaN (unscorable)."""
-    s = (values * weights.to(values).unsqueeze(0)).nansum(dim=1)
+    """s_i = Σ_k w_k v_ik over the non-NaN entries; rows with every entry NaN stay NaN (unscorable). ``weights`` is
+    (K,), or (N, K) for a weight vector per row (preference-conditioned training)."""
+    w = weights.to(values)
+    s = (values * (w if w.dim() == 2 else w.unsqueeze(0))).nansum(dim=1)
     s[torch.isnan(values).all(dim=1)] = torch.nan
     return s
 
@@ -132,6 +135,27 @@ class TrainerNeeds:
             f"steps_per_generation x num_iterations ({steps_per_generation} x {num_iterations} = {every}) must be a "
             f"multiple of gradient_accumulation_steps ({accumulation}); change steps_per_generation{hint}"
         )
+
+
+@dataclass(frozen=True)
+class StepSize:
+    """How a strategy adapts, for the lab's ``--eta matched`` rule (:mod:`mo_align.lab.scaling`): its step-size
+    keyword (None: no step size), when it updates, how ``matched`` scales the step, what moves, and its row in the
+    lab protocol's step-size table (``docs/lab_protocol.md``; ties and the default: the lab's order).
+
+    ``law``: ``linear`` (the state moves by step × a bounded signal per update, so step × updates is the budget),
+    ``inverse_lr`` (the step is the policy lr over the keyword: Dynamic's w ← softmax(log w + lr·Gram·1/μ)), or
+    ``none`` (not scaled)."""
+
+    kwarg: str | None = None
+    cadence: Literal["generation batch", "optimizer step"] | None = None
+    law: Literal["linear", "inverse_lr", "none"] = "none"
+    note: str = ""
+    row: float = math.inf
+
+
+GENERATION, OPTIMIZER = "generation batch", "optimizer step"  # StepSize.cadence
+GRAM_NO_STATE = StepSize(note="α from each micro-batch's Gram matrix: no state", row=7)  # MGDA and TorchJD's
 
 
 # Every strategy declared with a registry key (``class X(Weighting, key="x")``), built-in or a user's, in the
@@ -177,6 +201,15 @@ class Weighting:
             (CTWA: ``"ema/"``), which a run summary rebuilt from ``trainer_state.json`` reads when the
             interference monitor's ``mo/cov_ema/<objective>`` is absent.
         check_config: refuses a training configuration the strategy cannot run under (CTWA's exact statistic).
+        accepts_row_preferences: the strategy scores each row with its own preference (``scalarize_rows`` /
+            ``combine_rows``), which preference-conditioned training needs (:mod:`mo_align.preferences`); False for
+            gradient-space strategies and for those whose weights are their own adaptive state.
+        lab_order: its place in the lists of strategies the interference lab runs and the benchmarks time
+            (:mod:`mo_align.lab.catalog`; ties and the default, after the others: registry order); ``None``
+            keeps a strategy out of them.
+        step_size: its :class:`StepSize` (the lab's ``--eta matched`` rule).
+        bench_variants: the configurations the benchmarks time, label suffix -> ``weighting_kwargs`` (CTWA: its
+            on-policy and exact statistics).
 
     Hooks the trainer calls, in order, on a training generation batch: ``pre_update`` (always), ``update`` if
     ``update_first``, ``combine``, then — per micro-batch or optimizer step for gradient space — ``gradient_weights``,
@@ -196,6 +229,10 @@ class Weighting:
     needs_objective_advantages: ClassVar[bool] = False
     update_first: ClassVar[bool] = False
     gradient_cadence: ClassVar[Literal["micro_batch", "optimizer_step"]] = "micro_batch"
+    accepts_row_preferences: ClassVar[bool] = False
+    lab_order: ClassVar[float | None] = math.inf
+    step_size: ClassVar[StepSize] = StepSize()
+    bench_variants: ClassVar[dict[str, dict[str, Any]]] = {"": {}}
 
     def __init_subclass__(cls, key: str | None = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -242,6 +279,15 @@ class Weighting:
                 return normalize_then_sum(stats.rewards, weights, stats.group_size)
             return stats.normalize(self.scalarize_with(stats.rewards, weights))
         return nan_weighted_sum(stats.objective_advantages(), weights).nan_to_num(0.0)
+
+    def scalarize_rows(self, rewards: torch.Tensor, preferences: torch.Tensor) -> torch.Tensor:
+        """f_{w_i}(r_i) with the preference w_i of each row, (N, K) rewards and (N, K) preferences -> (N,); only
+        for ``accepts_row_preferences`` strategies (preference-conditioned training)."""
+        raise NotImplementedError(f"{type(self).__name__} does not take a preference per row")
+
+    def combine_rows(self, stats: ObjectiveStats, preferences: torch.Tensor) -> torch.Tensor:
+        """Advantages (N,) with the preference w_i (N, K) of each row (the G rows of a group share one). Pure."""
+        raise NotImplementedError(f"{type(self).__name__} does not take a preference per row")
 
     # ---- state -------------------------------------------------------------------------------------------------
     def pre_update(self, stats: ObjectiveStats) -> dict[str, float]:

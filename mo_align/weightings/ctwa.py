@@ -79,7 +79,7 @@ from typing import Any, ClassVar
 import torch
 
 from mo_align.covariance import group_moments, induced_weights, on_policy_induced_weights, robust_signal
-from mo_align.weightings.base import ObjectiveStats, TrainerNeeds, Weighting, per_objective
+from mo_align.weightings.base import GENERATION, ObjectiveStats, StepSize, TrainerNeeds, Weighting, per_objective
 from mo_align.weightings.linear import LinearWeighting
 from mo_align.weightings.papers import INTERFERENCE
 from mo_align.weightings.smooth_tchebycheff import SmoothTchebycheffWeighting
@@ -159,6 +159,15 @@ def ctwa_update(
 
 class CTWAWeighting(Weighting, key="ctwa"):
     __doc__ = __doc__
+    lab_order = 11  # in the lab's and the benchmarks' lists (mo_align.lab.catalog)
+    step_size = StepSize(
+        kwarg="lambda_lr",
+        cadence=GENERATION,
+        law="linear",
+        note="ℓ_k += η·max(0, c_k − e_k)·gate: log-weights move η × updates at most",
+        row=0,
+    )
+    bench_variants = {"on_policy": {"statistic": "on_policy"}, "exact": {}}  # noqa: RUF012
     papers = (INTERFERENCE,)
     cov_ema_metric = "ema/"  # mo/ctwa/ema/<objective>: the EMA e_k of the covariance statistic
     ranges: ClassVar[dict[str, str]] = {

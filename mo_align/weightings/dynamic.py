@@ -47,12 +47,23 @@ from typing import Any, ClassVar
 
 import torch
 
-from mo_align.weightings.base import ObjectiveStats, Weighting
+from mo_align.weightings.base import GENERATION, ObjectiveStats, StepSize, Weighting
 from mo_align.weightings.papers import DYNAMIC
 
 
 class DynamicWeighting(Weighting, key="dynamic"):
     __doc__ = __doc__
+    lab_order = 9  # in the lab's and the benchmarks' lists (mo_align.lab.catalog)
+    step_size = StepSize(
+        kwarg="regularization",
+        cadence=GENERATION,
+        law="inverse_lr",
+        note=(
+            "w ← softmax(log w + lr_t Gram·1 / μ): the step is lr_t / μ, so matched sets μ so that Σ_t lr_t / μ "
+            "is the paper's (same schedule shape); Gram's scale is the model's and not matched"
+        ),
+        row=4,
+    )
     papers = (DYNAMIC,)
     ranges: ClassVar[dict[str, str]] = {
         "weights": "[0, 1e6]",

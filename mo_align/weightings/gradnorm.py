@@ -57,12 +57,23 @@ from typing import Any, ClassVar
 
 import torch
 
-from mo_align.weightings.base import Weighting
+from mo_align.weightings.base import OPTIMIZER, StepSize, Weighting
 from mo_align.weightings.papers import GRADNORM
 
 
 class GradNormWeighting(Weighting, key="gradnorm"):
     __doc__ = __doc__
+    lab_order = 8  # in the lab's and the benchmarks' lists (mo_align.lab.catalog)
+    step_size = StepSize(
+        kwarg="lr",
+        cadence=OPTIMIZER,
+        law="linear",
+        note=(
+            "w_k −= η sign(G_k − target_k) ‖g_k‖, floored and renormalised to Σw = K: the step also scales with "
+            "the model's gradient norms (not matched) and saturates at the floor"
+        ),
+        row=3,
+    )
     papers = (GRADNORM,)
     ranges: ClassVar[dict[str, str]] = {"alpha": "[0, 10]", "lr": "[0, 10]", "min_weight": "(0, 1]"}
     space = "gradient"

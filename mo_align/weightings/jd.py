@@ -38,7 +38,7 @@ import torch
 
 from mo_align.extras import MissingExtraError, require
 from mo_align.weightings import papers as P
-from mo_align.weightings.base import Weighting, per_objective
+from mo_align.weightings.base import GRAM_NO_STATE, Weighting, per_objective
 from mo_align.weightings.validation import validate_kwargs
 
 
@@ -221,7 +221,7 @@ class JDUPGrad(JDWeighting, key="upgrad"):
     """UPGrad: project each g_k onto the dual cone of {g_j} and average with ``pref_vector`` (default 1/K): a
     non-conflicting update, ⟨d, g_k⟩ ≥ 0 for every k (Quinton & Rey 2024, arXiv 2406.16232)."""
 
-    method = "UPGrad"
+    method, lab_order, step_size = "UPGrad", 5, GRAM_NO_STATE  # lab_order: mo_align.lab.catalog
     params = {"pref_vector": PREF, "norm_eps": EPS, "reg_eps": EPS}  # noqa: RUF012
 
 
@@ -229,7 +229,7 @@ class JDDualProj(JDWeighting, key="dualproj"):
     """DualProj: the preference-weighted mean gradient projected onto the dual cone of {g_j} (GEM, Lopez-Paz &
     Ranzato 2017, arXiv 1706.08840; as a Jacobian-descent aggregator in arXiv 2406.16232)."""
 
-    method, papers = "DualProj", (P.JACOBIAN_DESCENT, P.GEM)
+    method, papers, lab_order, step_size = "DualProj", (P.JACOBIAN_DESCENT, P.GEM), 5, GRAM_NO_STATE
     params = {"pref_vector": PREF, "norm_eps": EPS, "reg_eps": EPS}  # noqa: RUF012
 
 
@@ -238,7 +238,7 @@ class JDCAGrad(JDWeighting, key="cagrad"):
     (Liu et al. 2021, arXiv 2110.14048; TorchJD solves it with CLARABEL through cvxpy). ``c`` defaults to 0.4. With
     a zero gradient TorchJD returns α = 0 (the official code: about the mean gradient, /(1 + c²))."""
 
-    method, papers = "CAGrad", (P.JACOBIAN_DESCENT, P.CAGRAD)
+    method, papers, lab_order, step_size = "CAGrad", (P.JACOBIAN_DESCENT, P.CAGRAD), 5, GRAM_NO_STATE
     params = {"c": (float, 0.4, "[0, 100]"), "norm_eps": EPS}  # noqa: RUF012
 
 
@@ -246,7 +246,7 @@ class JDIMTLG(JDWeighting, key="imtlg"):
     """IMTL-G: equal projections of the update onto every unit gradient, α ∝ G⁺ diag(G)^½ (Liu et al. 2021,
     "Towards Impartial Multi-task Learning"; for dependent gradients, arXiv 2406.16232). α may be negative."""
 
-    method, papers = "IMTLG", (P.JACOBIAN_DESCENT, P.IMTL)
+    method, papers, lab_order = "IMTLG", (P.JACOBIAN_DESCENT, P.IMTL), None  # not run by the lab
     nonnegative_weights = False
 
 
@@ -254,7 +254,7 @@ class JDAlignedMTL(JDWeighting, key="aligned_mtl"):
     """Aligned-MTL: align the principal components of J (condition number 1), then the preference-weighted sum
     (Senushkin et al. 2023, arXiv 2305.19000). α may be negative."""
 
-    method, papers = "AlignedMTL", (P.JACOBIAN_DESCENT, P.ALIGNED_MTL)
+    method, papers, lab_order = "AlignedMTL", (P.JACOBIAN_DESCENT, P.ALIGNED_MTL), None  # not run by the lab
     nonnegative_weights = False
     params = {"pref_vector": PREF, "scale_mode": (Literal["min", "median", "rmse"], "min")}  # noqa: RUF012
 
@@ -263,7 +263,7 @@ class JDPCGrad(JDWeighting, key="pcgrad"):
     """PCGrad: remove from each g_k its conflicting components along the others, in a random order, and sum (Yu et
     al. 2020, arXiv 2001.06782). The order is drawn per call: α is permutation-equivariant in distribution only."""
 
-    method, papers = "PCGrad", (P.JACOBIAN_DESCENT, P.PCGRAD)
+    method, papers, lab_order = "PCGrad", (P.JACOBIAN_DESCENT, P.PCGRAD), None  # not run by the lab
     permutation_equivariant = False
     params = {"seed": SEED}  # noqa: RUF012
 

@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from mo_align.weightings.base import ObjectiveStats, Weighting
+from mo_align.weightings.base import GENERATION, ObjectiveStats, StepSize, Weighting
 
 
 def dual_step(
@@ -59,6 +59,15 @@ class LagrangianWeighting(Weighting, key="lagrangian"):
         dual_lr (`float`, *optional*, defaults to `0.01`): dual step size η.
         max_lambda (`float`, *optional*, defaults to `None`): upper bound on every λ_k; ``None`` = unbounded.
     """
+
+    lab_order = 3  # in the lab's and the benchmarks' lists (mo_align.lab.catalog)
+    step_size = StepSize(
+        kwarg="dual_lr",
+        cadence=GENERATION,
+        law="linear",
+        note="λ_k ← max(0, λ_k + η (b_k − R̄_k)): linear until the projection at 0 binds",
+        row=1,
+    )
 
     ranges: ClassVar[dict[str, str]] = {
         "primary": "[0, 1e6]",

@@ -4,6 +4,10 @@ s_i = Σ_k w_k r_ik (reward space; NaN entries skipped, all-NaN rows unscorable)
 GRPO group normalisation (equals TRL's ``sum_then_normalize`` bit for bit), REINFORCE++ batch whitening, or GDPO
 per-objective normalisation (equals TRL's ``normalize_then_sum``). No state.
 
+Preference-conditioned training (:mod:`mo_align.preferences`) gives each row its own preference w_i (the G rows of
+a prompt share it): A_i = Σ_k w_ik A_ik on the per-objective advantages of the estimator (group z-scores for grpo
+and gdpo, batch-whitened columns for reinforce_pp), so rows scored under different preferences share no scale.
+
 Paper: arXiv 2602.06869 (baseline "Linear"); reference ``ray_trainer_multiobjective.py``.
 
 Deviations from the reference:
@@ -19,7 +23,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from mo_align.weightings.base import Weighting
+from mo_align.weightings.base import ObjectiveStats, StepSize, Weighting, nan_weighted_sum
 
 
 class LinearWeighting(Weighting, key="linear"):
@@ -31,7 +35,11 @@ class LinearWeighting(Weighting, key="linear"):
             order of ``reward_funcs``; ``None`` means uniform 1/K.
     """
 
+    lab_order = 0  # in the lab's and the benchmarks' lists (mo_align.lab.catalog)
+    step_size = StepSize(note="fixed weights", row=11)
+
     ranges: ClassVar[dict[str, str]] = {"weights": "[0, 1e6]"}
+    accepts_row_preferences = True
 
     def __init__(self, num_objectives: int, *, weights: list[float] | None = None) -> None:
         super().__init__(num_objectives)
@@ -49,6 +57,12 @@ class LinearWeighting(Weighting, key="linear"):
 
     def weights(self) -> torch.Tensor:
         return self._w.clone()
+
+    def scalarize_rows(self, rewards: torch.Tensor, preferences: torch.Tensor) -> torch.Tensor:
+        return nan_weighted_sum(rewards, preferences)
+
+    def combine_rows(self, stats: ObjectiveStats, preferences: torch.Tensor) -> torch.Tensor:
+        return nan_weighted_sum(stats.objective_advantages(), preferences).nan_to_num(0.0)
 
     def hyperparameters(self) -> dict[str, Any]:
         return {"weights": self._w.tolist()}

@@ -40,7 +40,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from mo_align.weightings.base import Weighting
+from mo_align.weightings.base import GRAM_NO_STATE, Weighting
 from mo_align.weightings.papers import MGDA
 
 
@@ -92,6 +92,8 @@ def min_norm_weights(gram: torch.Tensor, max_iter: int = 5000, tol: float = 1e-1
 
 class MGDAWeighting(Weighting, key="mgda"):
     __doc__ = __doc__
+    lab_order = 4  # in the lab's and the benchmarks' lists (mo_align.lab.catalog)
+    step_size = GRAM_NO_STATE
     papers = (MGDA,)
     ranges: ClassVar[dict[str, str]] = {"max_iter": "[1, 1e7]", "tol": "(0, 1)"}
     space = "gradient"

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import torch
 
-from mo_align.weightings.base import ObjectiveStats, Weighting
+from mo_align.weightings.base import ObjectiveStats, StepSize, Weighting
 from mo_align.weightings.papers import PAMA
 
 
@@ -51,6 +51,8 @@ def pama_weights(a: torch.Tensor) -> torch.Tensor:
 
 class PAMAWeighting(Weighting, key="pama"):
     __doc__ = __doc__
+    lab_order = 10  # in the lab's and the benchmarks' lists (mo_align.lab.catalog)
+    step_size = StepSize(note="closed-form λ* from each batch: no state", row=6)
     papers = (PAMA,)
     space = "advantage"
     update_first = True  # λ* is a function of this batch: log the weights actually used

@@ -10,6 +10,9 @@ GDPO: the max compares shortfalls across objectives, so it is taken on GDPO's pe
 Z_ik = (r_ik − mean_g r_k) / (std_g r_k + 1e-4) against the group's best, s_i = −max_k w_k (max_{j∈g} Z_jk − Z_ik)
 (a zero-variance objective has no shortfall), then GDPO's batch z-score; ``ideal`` only enters the logged score.
 
+Preference-conditioned training (:mod:`mo_align.preferences`): each row's own preference w_i takes the place of w
+in s_i = −max_k w_ik (z_k − r_ik) (and in the GDPO mode), with the same ideal point z.
+
 Paper: https://huggingface.co/papers/2602.06869 (baseline "Tchebycheff"); reference ``ray_trainer_tchebycheff.py``
 (the reference code); the classic weighted Tchebycheff scalarization (Bowman, 1976).
 
@@ -29,7 +32,7 @@ from typing import Any, ClassVar, Literal
 import torch
 
 from mo_align.advantages import nanstd
-from mo_align.weightings.base import ObjectiveStats, Weighting
+from mo_align.weightings.base import GENERATION, ObjectiveStats, StepSize, Weighting
 
 
 IdealMode = Literal["running_max", "batch_max"]
@@ -84,8 +87,12 @@ class TchebycheffWeighting(Weighting, key="tchebycheff"):
             batch being scored) or a fixed list of K values.
     """
 
+    lab_order = 1  # in the lab's and the benchmarks' lists (mo_align.lab.catalog)
+    step_size = StepSize(cadence=GENERATION, note="running-max ideal point: state without a step size", row=5)
+
     ranges: ClassVar[dict[str, str]] = {"weights": "[0, 1e6]", "ideal": "[-1e6, 1e6]"}
     update_first = True
+    accepts_row_preferences = True
 
     def __init__(
         self,
@@ -129,6 +136,12 @@ class TchebycheffWeighting(Weighting, key="tchebycheff"):
         if stats.estimator == "gdpo":
             return group_tchebycheff_advantages(stats.rewards, weights, stats.group_size)
         return stats.normalize(self.scalarize_with(stats.rewards, weights))
+
+    def scalarize_rows(self, rewards: torch.Tensor, preferences: torch.Tensor) -> torch.Tensor:
+        return self.scalarize_with(rewards, preferences)  # (N, K) weights broadcast against the shortfalls
+
+    def combine_rows(self, stats: ObjectiveStats, preferences: torch.Tensor) -> torch.Tensor:
+        return self.combine_with(stats, preferences)
 
     def update(self, stats: ObjectiveStats) -> dict[str, float]:
         self._z = torch.maximum(self._z, nan_column_max(stats.rewards.float()))

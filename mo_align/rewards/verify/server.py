@@ -8,7 +8,9 @@ import os
 import select
 import signal
 import sys
+from typing import Any
 
+from mo_align.cli import CommandParser, run_module
 from mo_align.rewards.verify.checker import Checker
 from mo_align.rewards.verify.protocol import ERROR, READY, SERVER_MODULE, read_message, write_message
 from mo_align.rewards.verify.workers import SERVER_FDS, VerifyPool
@@ -17,15 +19,24 @@ from mo_align.rewards.verify.workers import SERVER_FDS, VerifyPool
 __all__ = ["serve"]
 
 
-def serve(argv: list[str] | None = None) -> None:
-    """Entry point of the server process (``python -m mo_align.rewards.verify --workers N --timeout T``)."""
-    parser = argparse.ArgumentParser(
-        prog=f"python -m {SERVER_MODULE}", description="math-verify server (started by mo_align's accuracy reward)"
+def add_parser(subparsers: Any) -> CommandParser:
+    """The server's command line (``python -m mo_align.rewards.verify --workers N --timeout T``)."""
+    parser = subparsers.add_parser(
+        "verify", description="math-verify server (started by mo_align's accuracy reward)", exits=True
     )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=0.5)
     parser.add_argument("--soft-timeout", type=float, default=None, help="default 0.8 * timeout; 0 disables")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def serve(argv: list[str] | None = None) -> None:
+    """Entry point of the server process (``python -m mo_align.rewards.verify --workers N --timeout T``)."""
+    run_module(add_parser, run, argv, f"python -m {SERVER_MODULE}")
+
+
+def run(args: argparse.Namespace) -> None:
+    """The server's loop: answers batches until its client closes stdin or exits."""
     out = os.fdopen(os.dup(1), "wb")  # protocol channel; stray prints of libraries go to stderr instead
     SERVER_FDS.append(out.fileno())
     os.dup2(2, 1)

@@ -3,7 +3,8 @@
 A **point** of an algorithm is its runs that differ only in the seed: run names equal after removing a trailing
 ``-seed<N>`` (``mo-align sweep`` names its points ``<label>-w<preference>...-seed<s>``, the lab ``<algo>-seed<s>``),
 or, for runs named otherwise, equal weighting hyperparameters (``mo-align soup``'s points ``soup-a<α>`` record their
-α there). Per point and objective, the value is the **mean over seeds** of the final eval means; its 95 % CI is
+α there, ``mo-align evaluate-preferences``'s points ``<run>-pref-w<w>`` of a preference-conditioned model their
+preference: algorithm ``<weighting>-conditioned``). Per point and objective, the value is the **mean over seeds** of the final eval means; its 95 % CI is
 the Student-t interval over seeds, m ± t_{0.975, n−1} · s / √n, when the point has n ≥ 2 seeds, else the run's own
 final-evaluation CI over prompts (percentile bootstrap, ``mo_align.stats``), labelled by what it is over. An
 algorithm's **front** is its non-dominated points (every objective maximised, ``moocore``) and its **hypervolume** the

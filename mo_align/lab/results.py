@@ -1,0 +1,197 @@
+"""Committed lab results: the files behind every lab number the docs quote, and those numbers recomputed from them.
+
+A lab run leaves three small files beside its output (``mo_summary.json``: the evaluation means, weights and
+covariance records; ``lab_eval_scores.json``: every evaluation's per-sample rewards and answer styles;
+``lab_settings.json``: the configuration it trained with). :func:`archive` copies them, gzip-compressed and otherwise
+byte for byte, into one directory with an index; :func:`tables` recomputes from such a directory the text the docs
+print — the seed-level tables (Δ vs the warm start and each algorithm − Linear, paired by seed, t intervals over
+seeds, Holm-adjusted; :mod:`mo_align.runs.report.seeds`), the known-answer check (:mod:`mo_align.lab.known_answer`)
+and the Δ-accuracy split (:mod:`mo_align.lab.decompose`) — so anyone can check a published number without rerunning
+the lab::
+
+    python -m mo_align.lab --tables docs/results/lab/tradeoff-paper
+
+Runs of one algorithm under another step-size rule (``--eta matched``) are archived under a **label**: the run
+``ctwa-seed0`` archived with label ``ctwa@matched`` becomes the row ``ctwa@matched`` (its summary's run name is the
+only field the index changes, when the tables read it; the stored file is the original).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+from typing import Any
+
+from mo_align.cli import UsageError
+from mo_align.lab.evidence import EVAL_SCORES_FILE
+from mo_align.lab.fidelity import fidelity_lines
+from mo_align.lab.horizon import horizon_report
+from mo_align.lab.protocol import SETTINGS_FILE
+from mo_align.lab.scaling import paper_recipe
+from mo_align.runs.report.analysis import analyse
+from mo_align.runs.report.seeds import seed_tables
+from mo_align.runs.summary import SUMMARY_FILE, load_runs
+
+
+INDEX_FILE = "index.json"
+RUN_FILES = (SUMMARY_FILE, EVAL_SCORES_FILE, SETTINGS_FILE)
+_SEED = re.compile(r"-seed(\d+)$")
+_LABEL = re.compile(r"^[A-Za-z0-9_.@-]+$")
+
+
+class ResultsError(ValueError):
+    """An archive that cannot be written or read (one line naming the file)."""
+
+
+def archived_name(run_name: str, label: str | None) -> str:
+    """``ctwa-seed0`` under label ``ctwa@matched`` → ``ctwa@matched-seed0``; no label keeps the name."""
+    if label is None:
+        return run_name
+    seed = _SEED.search(run_name)
+    if seed is None:
+        raise ResultsError(f"archive: run {run_name!r} has no -seed<N> suffix to keep under label {label!r}")
+    return f"{label}-seed{seed.group(1)}"
+
+
+def archive(run_dirs: Sequence[str], dest: str, label: str | None = None, note: str | None = None) -> list[str]:
+    """Copy each run's :data:`RUN_FILES` (gzip) into ``dest/<name>/`` and record it in ``dest/index.json``; returns
+    the archived names. An existing index is extended (a name already archived is refused: results are not
+    overwritten)."""
+    if label is not None and not _LABEL.match(label):
+        raise ResultsError(f"archive: label {label!r} may hold letters, digits and _ . @ - only")
+    index_path = os.path.join(dest, INDEX_FILE)
+    index = _read_index(dest) if os.path.exists(index_path) else {"runs": {}}
+    names = []
+    for run_dir in run_dirs:
+        source = os.path.basename(os.path.normpath(run_dir))
+        name = archived_name(source, label)
+        if name in index["runs"]:
+            raise ResultsError(f"archive: {name!r} is already in {index_path}; archive into a new directory")
+        missing = [f for f in RUN_FILES if not os.path.isfile(os.path.join(run_dir, f))]
+        if missing:
+            raise ResultsError(f"archive: {run_dir} lacks {missing} (not a finished lab run)")
+        os.makedirs(os.path.join(dest, name), exist_ok=True)
+        for f in RUN_FILES:
+            with (
+                open(os.path.join(run_dir, f), "rb") as src,
+                gzip.open(os.path.join(dest, name, f + ".gz"), "wb") as out,
+            ):
+                shutil.copyfileobj(src, out)
+        index["runs"][name] = {"source": source, "label": label, "note": note}
+        names.append(name)
+    with open(index_path, "w") as f:
+        json.dump(index, f, indent=1, sort_keys=True)
+        f.write("\n")
+    return names
+
+
+def _read_index(src: str) -> dict[str, Any]:
+    path = os.path.join(src, INDEX_FILE)
+    try:
+        with open(path) as f:
+            index = json.load(f)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ResultsError(f"{path}: not a readable lab results index ({exc})") from None
+    runs = index.get("runs") if isinstance(index, dict) else None
+    if not isinstance(runs, dict) or not all(isinstance(k, str) and _LABEL.match(k) for k in runs):
+        raise ResultsError(f"{path}: expected {{'runs': {{name: ...}}}} with plain run names")
+    return index
+
+
+def unpack(src: str, dest: str) -> list[str]:
+    """The archive ``src`` as run directories under ``dest`` (each summary's run name set to its archived name);
+    returns them in the index's order."""
+    dirs = []
+    for name in _read_index(src)["runs"]:
+        run_dir = os.path.join(dest, name)
+        os.makedirs(run_dir, exist_ok=True)
+        for f in RUN_FILES:
+            path = os.path.join(src, name, f + ".gz")
+            try:
+                with gzip.open(path, "rb") as g:
+                    data = g.read()
+            except OSError as exc:
+                raise ResultsError(f"{path}: cannot read ({exc})") from None
+            if f == SUMMARY_FILE:
+                summary = json.loads(data)
+                if not isinstance(summary, dict):
+                    raise ResultsError(f"{path}: a run summary must be a JSON object")
+                summary["run_name"] = name
+                data = json.dumps(summary).encode()
+            with open(os.path.join(run_dir, f), "wb") as out:
+                out.write(data)
+        dirs.append(run_dir)
+    return dirs
+
+
+def _columns(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()
+    return [line, "-" * len(line), *("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)]
+
+
+def seed_level_lines(run_dirs: Sequence[str], preference: Sequence[float]) -> list[str]:
+    """The seed-level tables of these runs, as the lab prints them."""
+    result = analyse(load_runs(run_dirs), preference=preference)
+    lines: list[str] = []
+    for t in seed_tables(result["seed_level"]):
+        lines += [f"seed level: {t['title']}", *_columns(t["headers"], t["rows"]), t["note"], ""]
+    return lines
+
+
+def tables(src: str, preference: Sequence[float] | None = None) -> str:
+    """The docs' text for the archive ``src`` (module docstring); ``preference`` defaults to the Linear recipe's
+    weights, the lab's one fixed scalar."""
+    if preference is None:
+        preference = paper_recipe("linear")["weighting_kwargs"]["weights"]
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dirs = unpack(src, tmp)
+        if not run_dirs:
+            raise ResultsError(f"{os.path.join(src, INDEX_FILE)}: no runs archived")
+        lines = seed_level_lines(run_dirs, preference) + fidelity_lines(run_dirs)
+    return "\n".join(line.rstrip() for line in lines).strip() + "\n"
+
+
+def docs_blocks(text: str) -> list[tuple[str, str]]:
+    """The ``(archive, block)`` pairs a docs page quotes: a fenced block right after a line
+    ``<!-- lab-results: <archive dir> -->``."""
+    pattern = re.compile(r"<!-- lab-results: (\S+) -->\n```text\n(.*?)```", re.S)
+    return [(m.group(1), m.group(2)) for m in pattern.finditer(text)]
+
+
+def check_docs(path: str, root: str) -> list[str]:
+    """One line per block of the docs page ``path`` that its archive (relative to ``root``) no longer gives."""
+    with open(path, encoding="utf-8") as f:
+        blocks = docs_blocks(f.read())
+    return [
+        f"{path}: the block for {where} differs from `python -m mo_align.lab --tables {where}`"
+        for where, block in blocks
+        if tables(os.path.join(root, where)) != block
+    ]
+
+
+def results_command(a: argparse.Namespace) -> bool:
+    """``--tables``, ``--archive`` and ``--horizon`` (:mod:`mo_align.lab.results`, :mod:`mo_align.lab.horizon`): read
+    finished runs, train nothing; ``False`` when none was given."""
+    try:
+        if a.tables is not None:
+            sys.stdout.write(tables(a.tables))
+        elif a.archive is not None:
+            out, dest = a.archive
+            runs = sorted(e.path for e in os.scandir(out) if os.path.isfile(os.path.join(e.path, SUMMARY_FILE)))
+            names = archive(runs, dest, label=a.label)
+            sys.stdout.write(f"archived {len(names)} runs into {dest}: {', '.join(names)}\n")
+        elif a.horizon is not None:
+            sys.stdout.write("\n".join(horizon_report(*a.horizon)) + "\n")
+        else:
+            return False
+    except (ResultsError, OSError) as exc:
+        raise UsageError(str(exc), usage=False) from None
+    return True
