@@ -63,10 +63,11 @@ test: install ## offline test suite (CPU), then every tiny recipe (make smoke); 
 test-slow: install ## slow tests only
 	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)
 
-lint: install ## ruff format --check + ruff check + size check (modules <= 400 lines, functions <= 60)
+lint: install ## ruff format --check + ruff check + size check (modules <= 400 lines, functions <= 60) + layer check
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
 	$(PY) scripts/size_check.py
+	$(PY) scripts/layer_check.py
 
 format: install ## apply ruff format + fixes
 	$(VENV)/bin/ruff format .

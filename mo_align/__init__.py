@@ -28,8 +28,9 @@ Layout (one concern per module; the trainer only wires hooks):
 ``objectives/``            objective roles (train, monitor, eval) and conditions (only_if / otherwise)
 ``configs.py``             ``MOGRPOConfig(trl.GRPOConfig)``, ``MOScriptArguments``; ``recipe.py`` safe YAML reading
 ``train.py`` ``cli.py``    ``python -m mo_align.train`` / ``mo-align train|report|push|lab|data|env``; ``launch.py``
-``runs/``                  ``summary`` the one owner of ``mo_summary.json``; ``report`` fronts, hypervolume, plots
-``hub/``                   model card (from a template) and Hub push; ``vllm/`` server-mode client, weight sync, plugin
+``runs/``                  ``summary`` the one owner of ``mo_summary.json``; ``card`` the model card (from a template);
+                           ``report`` fronts, hypervolume, plots
+``hub/``                   Hub push (``mo-align push``); ``vllm/`` server-mode client, weight sync, plugin
 ``lab/``                   the CPU interference lab; ``data/`` MATH-500 preparation, the synthetic task
 ``checkpoints.py``         completeness markers; ``extras.py`` optional packages; ``testing.py`` the tiny model
 =========================  ==========================================================================================
@@ -37,6 +38,7 @@ Layout (one concern per module; the trainer only wires hooks):
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 
@@ -72,8 +74,6 @@ _WHERE = {
 def __getattr__(name: str) -> Any:
     """The public API, imported on first use (``import mo_align`` stays light: no torch/TRL until needed)."""
     if name in _WHERE:
-        import importlib
-
         return getattr(importlib.import_module(_WHERE[name]), name)
     raise AttributeError(f"module 'mo_align' has no attribute {name!r}")
 

@@ -33,6 +33,10 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
+from safetensors import safe_open
+
+from mo_align.runs.files import MO_STATE_FILE, TRAINER_STATE_FILE
+
 
 logger = logging.getLogger("mo_align")
 
@@ -91,8 +95,6 @@ def _signature(folder: str, rels: list[str]) -> tuple:
 def safetensors_problem(path: str) -> str | None:
     """Why ``path`` is not a readable safetensors file (header length, JSON, tensor offsets), or ``None``; reads the
     header only."""
-    from safetensors import safe_open
-
     try:
         with safe_open(path, framework="pt") as f:
             f.keys()
@@ -167,7 +169,7 @@ def last_complete_checkpoint(output_dir: str, verify: bool = True) -> tuple[str 
 
 def required_files(world_size: int, process_index: int, sharded_optimizer: bool, save_only_model: bool) -> list[str]:
     """Files an exact resume reads, beside the model weights (which transformers checks itself)."""
-    files = ["trainer_state.json", "mo_state.pt"]
+    files = [TRAINER_STATE_FILE, MO_STATE_FILE]
     if not save_only_model:
         files.append("rng_state.pth" if world_size == 1 else f"rng_state_{process_index}.pth")
         if not sharded_optimizer:  # DeepSpeed / FSDP keep optimizer and scheduler in their own layout

@@ -13,13 +13,15 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from huggingface_hub.utils import HFValidationError, validate_repo_id
 from trl import GRPOConfig, ScriptArguments
 
 from mo_align.advantages import ADVANTAGE_ESTIMATORS
 from mo_align.deepspeed_setup import deepspeed_requested, prepare_deepspeed
 from mo_align.objectives import parse_conditions, parse_roles, split_conditions
 from mo_align.preferences.spec import parse_block
-from mo_align.weightings.validation import excerpt
+from mo_align.text import excerpt
+from mo_align.weightings import WEIGHTINGS, validate_kwargs, weighting_class
 
 
 logger = logging.getLogger("mo_align")
@@ -78,8 +80,6 @@ def _check_mo_fields(args: Any) -> None:
 
 def _check_repo_id(repo_id: Any) -> None:
     """``hub_model_id`` must be a valid Hub repo id before anything runs (it is pasted into the model card's code)."""
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
     try:
         validate_repo_id(repo_id)
     except HFValidationError as exc:
@@ -231,8 +231,6 @@ class MOGRPOConfig(GRPOConfig):
     ]
 
     def __post_init__(self) -> None:
-        from mo_align.weightings import validate_kwargs, weighting_class
-
         _check_finite(self)
         _check_seeds(self)
         if self.hub_model_id is not None:
@@ -284,10 +282,6 @@ class MOGRPOConfig(GRPOConfig):
         ``multi_objective_aggregation`` the estimator (``sum_then_normalize`` -> ``grpo``, ``normalize_then_sum``
         -> ``gdpo``). Both give TRL's advantages exactly (see ``mo_align.weightings.linear``). The mo_align fields
         take their defaults; ``args`` itself is not modified."""
-        from dataclasses import fields
-
-        from mo_align.weightings import WEIGHTINGS, validate_kwargs
-
         weights = [1.0] * num_objectives if args.reward_weights is None else [float(w) for w in args.reward_weights]
         estimator = {"sum_then_normalize": "grpo", "normalize_then_sum": "gdpo"}.get(args.multi_objective_aggregation)
         if estimator is None:

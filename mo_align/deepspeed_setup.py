@@ -60,6 +60,7 @@ def extensions_root() -> Path:
     root = os.environ.get("TORCH_EXTENSIONS_DIR")
     if root:
         return Path(root)
+    # lazy: torch loads only when the build root is asked for; mo-align train's launcher imports this module
     from torch.utils.cpp_extension import get_default_build_root
 
     return Path(get_default_build_root())
@@ -131,15 +132,15 @@ def check_extension_locks(root: Path | None = None) -> None:
 def skip_cpu_comm_op() -> bool:
     """On DeepSpeed's CPU accelerator, keep this process from building ``deepspeed_shm_comm`` (see the module
     docstring); True when the op was marked not compatible."""
-    from deepspeed.accelerator import get_accelerator
+    from deepspeed.accelerator import get_accelerator  # optional extra: deepspeed
 
     if get_accelerator().device_name() != "cpu":
         return False
-    from deepspeed.git_version_info import installed_ops
+    from deepspeed.git_version_info import installed_ops  # optional extra: deepspeed
 
     if installed_ops.get(SHM_OP, False):
         return False  # built ahead: it loads without a build
-    import deepspeed.ops
+    import deepspeed.ops  # optional extra: deepspeed
 
     deepspeed.ops.__compatible_ops__[SHM_OP] = False
     return True

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from mo_align.covariance import group_covariances, group_moments
+from mo_align.stats import CI, interfering, t_ppf
 
 
 logger = logging.getLogger("mo_align")
@@ -215,8 +216,6 @@ class InterferenceMonitor:
         """``eval_drop`` events from an evaluation, by the one interference rule (:func:`mo_align.stats.interfering`):
         an objective whose paired CI of Δ vs the start (``delta_ci``) lies below 0 while the fixed scalar's
         (``scalar_ci``) lies above 0."""
-        from mo_align.stats import CI, interfering
-
         out: dict[str, float] = {}
         deltas = {name: CI(math.nan, *ci) for name, ci in delta_ci.items()}
         for name in interfering(deltas, CI(math.nan, *scalar_ci)):
@@ -240,8 +239,6 @@ class InterferenceMonitor:
         ``mo/law/<objective>/agreement`` (1 held, 0 did not; absent without a verdict) and
         ``mo/law/<objective>/predicted_cov``; keeps one record per objective in :attr:`law` (with the interval's
         mean within-group reward covariance matrix, ``reward_cov``); resets the interval."""
-        from mo_align.stats import t_ppf
-
         out: dict[str, float] = {}
         n = self.interval_batches
         if not n:

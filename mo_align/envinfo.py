@@ -7,6 +7,8 @@ import os
 import platform
 import sys
 
+import torch
+
 
 PACKAGES = (
     "mo_align",
@@ -37,8 +39,6 @@ def _version(dist: str) -> str:
 
 def environment() -> list[tuple[str, str]]:
     """(name, value) rows: platform, Python, every package of the stack and its extras, devices."""
-    import torch
-
     rows = [("platform", platform.platform()), ("python", sys.version.split()[0])]
     rows += [(dist, _version(dist)) for dist in PACKAGES]
     rows.append(("cpu cores", str(os.cpu_count())))

@@ -14,6 +14,11 @@ from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
+import yaml
+
+from mo_align.deepspeed_setup import ExtensionLockError, check_extension_locks
+from mo_align.extras import require
+
 
 # Set by `mo-align train --accelerate_config ...` for the processes it starts: their own argv is accelerate's.
 TYPED_COMMAND_ENV = "MO_ALIGN_TYPED_COMMAND"
@@ -93,8 +98,6 @@ def resolve_accelerate_config(value: str, workdir: Path) -> Path:
     not found from the current directory is rewritten into ``workdir`` with the absolute path, so it launches from
     anywhere, a wheel install included.
     """
-    import yaml
-
     name = ACCELERATE_ALIASES.get(value, value)
     path = Path(value)
     if not path.suffix:
@@ -105,10 +108,7 @@ def resolve_accelerate_config(value: str, workdir: Path) -> Path:
         )
     config = yaml.safe_load(path.read_text()) or {}
     if config.get("distributed_type") == "DEEPSPEED":
-        from mo_align.extras import require
-
         require("deepspeed", f"--accelerate_config {value}")
-        from mo_align.deepspeed_setup import ExtensionLockError, check_extension_locks
 
         try:  # refused here once, rather than by every rank after the launch
             check_extension_locks()

@@ -34,7 +34,8 @@ from typing import Any, Literal
 
 import yaml
 
-from mo_align.weightings.validation import excerpt
+from mo_align.redaction import env_secrets, redact
+from mo_align.text import excerpt
 
 
 MAX_RECIPE_BYTES = 1 << 20  # 1 MiB; the largest shipped recipe is about 2 KB
@@ -334,8 +335,6 @@ def save_recipe(path: str, output_dir: str) -> str:
     the model card's launch command names this file, and ``mo-align push`` uploads it with the model. The value of
     every key that names a secret (``*token``, ``*secret``, ``*password``, ``*api_key``), anything shaped like a
     Hugging Face token and the tokens set in the environment are replaced by ``***``; comments are kept."""
-    from mo_align.hub.redaction import env_secrets, redact
-
     with open(path, encoding="utf-8") as f:
         text = f.read()
 

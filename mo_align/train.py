@@ -13,19 +13,28 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+import datasets
+import transformers
 import yaml
+from huggingface_hub import constants, try_to_load_from_cache
+from transformers import AutoTokenizer, set_seed
 from trl import ModelConfig, TrlParser, get_peft_config, get_quantization_config
 
 from mo_align.checkpoints import DiskFullError, disk_full_guard, last_complete_checkpoint, skip_message
 from mo_align.configs import MOGRPOConfig, MOScriptArguments
+from mo_align.data.math500 import load_split
+from mo_align.data.synthetic import make_synthetic
 from mo_align.deepspeed_setup import ExtensionLockError
 from mo_align.extras import MissingExtraError, check_report_to, require
 from mo_align.launch import hub_token_flag, refuse_hub_token
 from mo_align.objectives import plan_run
 from mo_align.preferences import check_run as check_conditioning
 from mo_align.recipe import check_recipe, config_path, save_recipe
+from mo_align.redaction import TOKEN_ENV_VARS
+from mo_align.rewards import get_reward_funcs
 from mo_align.rewards.checks import RewardError, check_reward_output
 from mo_align.rewards.common import call_frozen
+from mo_align.runs.files import CONFIG_FILE
 from mo_align.runs.finished import finished_message, mark_finished, unmark_finished
 
 
@@ -66,8 +75,6 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[MOScriptArguments, MO
 def _refuse_recipe_token(recipe: dict[str, Any]) -> None:
     """A Hub token in a recipe (``hub_token`` in any spelling, or ``env: {HF_TOKEN: ...}``, which TRL's parser
     exports) is a secret in a file that gets shared and copied into run directories."""
-    from mo_align.hub.redaction import TOKEN_ENV_VARS
-
     env = recipe.get("env") if isinstance(recipe.get("env"), dict) else {}
     keys = [k for k, v in recipe.items() if v is not None and hub_token_flag([f"--{k}"])]
     keys += [f"env.{k}" for k in TOKEN_ENV_VARS if env.get(k)]
@@ -82,18 +89,12 @@ def load_datasets(script_args: MOScriptArguments, evaluate: bool = False) -> tup
     The eval split is TRL's ``dataset_test_split`` (``eval_split``, when set, names it instead), loaded when the run
     evaluates (``evaluate``) or when ``eval_split`` is given; ``validation`` and ``val`` name the same local split.
     """
-    import datasets
-
     path = script_args.dataset_path
     eval_split = script_args.eval_split or (script_args.dataset_test_split if evaluate else None)
     if path == "synthetic":
-        from mo_align.data.synthetic import make_synthetic
-
         splits = make_synthetic(**script_args.dataset_kwargs)
         return splits["train"], (splits["test"] if eval_split else None)
     if path is not None:
-        from mo_align.data.math500 import load_split
-
         train = load_split(path, script_args.dataset_train_split)
         return train, (load_split(path, eval_split) if eval_split else None)
     if script_args.dataset_name is None:
@@ -158,18 +159,16 @@ def check_model_source(name: str | None) -> None:
     """``model_name_or_path`` is a local model directory, or a Hub id that is cached (offline) or left for loading
     (online, where :func:`load_tokenizer` names it if it cannot be fetched): one line naming it otherwise, before the
     slow imports and downloads."""
-    from huggingface_hub import constants, try_to_load_from_cache
-
     if name is None:
         raise ValueError("model_name_or_path is required")
     if os.path.isdir(name):
-        if not os.path.isfile(os.path.join(name, "config.json")):
+        if not os.path.isfile(os.path.join(name, CONFIG_FILE)):
             raise ValueError(f"model_name_or_path {name!r}: a directory without config.json (not a saved model)")
         return
     looks_local = name.startswith((".", "/", "~")) or name.count("/") != 1 or os.path.exists(name)
     if looks_local:
         raise ValueError(f"model_name_or_path {name!r}: no such directory; {TINY_MODEL_HINT}")
-    if constants.HF_HUB_OFFLINE and not isinstance(try_to_load_from_cache(name, "config.json"), str):
+    if constants.HF_HUB_OFFLINE and not isinstance(try_to_load_from_cache(name, CONFIG_FILE), str):
         raise ValueError(
             f"model_name_or_path {name!r}: not a local directory and not in the Hugging Face cache while "
             f"HF_HUB_OFFLINE=1 (download it online first); {TINY_MODEL_HINT}"
@@ -178,8 +177,6 @@ def check_model_source(name: str | None) -> None:
 
 def load_tokenizer(model_args: ModelConfig, training_args: MOGRPOConfig) -> Any:
     """The tokenizer of ``model_name_or_path``; a model that cannot be found or fetched is one line naming it."""
-    from transformers import AutoTokenizer
-
     try:
         return AutoTokenizer.from_pretrained(
             model_args.model_name_or_path,
@@ -202,10 +199,6 @@ def main(
     run and ``continue_finished_run`` is not set. ``recipe`` (the ``--config`` file) is copied into ``output_dir``
     first as ``mo_recipe.yaml``, secrets redacted (:func:`mo_align.recipe.save_recipe`), so the model card can name
     it."""
-    from transformers import set_seed
-
-    from mo_align.trainer import MOGRPOTrainer
-
     setup_logging(training_args)
     if already_finished(script_args, training_args):
         return None
@@ -222,6 +215,9 @@ def main(
     training_args.mo_dataset_name = (
         training_args.mo_dataset_name or script_args.dataset_name or script_args.dataset_path
     )
+    # lazy: TRL's GRPOTrainer (seconds to import) loads once the recipe, the flags, the data and the model source
+    # were checked (validate), so a mistake in them is one line without that wait
+    from mo_align.trainer import MOGRPOTrainer
 
     trainer = MOGRPOTrainer(
         model=model_args.model_name_or_path,
@@ -275,8 +271,6 @@ def save_final(trainer: Trainer, output_dir: str, metrics: dict[str, Any]) -> No
 def validate(script_args: MOScriptArguments, training_args: MOGRPOConfig, model_args: ModelConfig) -> tuple:
     """Objectives, weighting, data and optional packages, checked before any model is loaded (one-line errors):
     returns (reward functions, weighting, train split, eval split or None)."""
-    from mo_align.rewards import get_reward_funcs
-
     try:
         check_model_source(model_args.model_name_or_path)
         names = list(script_args.reward_funcs)
@@ -314,9 +308,6 @@ def setup_logging(training_args: MOGRPOConfig) -> None:
     """Per-process log level, as TRL's and open-r1's scripts: ``log_level`` on the main process, ``log_level_replica``
     (default: warning) on the others; mo_align, transformers and datasets follow it. With the default ``passive``
     main-process level mo_align's own messages stay at info (transformers' and datasets' levels are left alone)."""
-    import datasets
-    import transformers
-
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=[logging.StreamHandler()])
     level = training_args.get_process_log_level()
     passive_main = training_args.log_level == "passive" and training_args.should_log

@@ -82,9 +82,7 @@ def test_demo_figure_panels(tmp_path, monkeypatch):
         captured["fig"], captured["handles"] = fig, handles
 
     runs = [normalize_summary(run(n, a, [0.18] * 5)) for n, a in (("linear-seed0", "linear"), ("ctwa-seed0", "ctwa"))]
-    import mo_align.runs.report.plots as plots
-
-    monkeypatch.setattr(plots, "_save", keep)
+    monkeypatch.setattr(demo, "save", keep)  # demo draws with mo_align.runs.plotting's save
     demo.demo_figure(runs, str(tmp_path / "x.png"))
     axes = [ax for ax in captured["fig"].axes if ax.get_visible()]
     assert [ax.get_title() for ax in axes] == [

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import shutil
 import sys
@@ -39,7 +40,9 @@ import tempfile
 from collections.abc import Sequence
 from typing import Any
 
-from datasets import Dataset
+import datasets
+from datasets import Dataset, DatasetDict
+from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from mo_align.cli import CommandParser, UsageError, run_module
 from mo_align.rewards.common import last_boxed
@@ -126,8 +129,6 @@ def to_mo_align(ds: Dataset, name: str = "the dataset") -> Dataset:
 
 def _check_json_lines(path: str) -> None:
     """A JSON-lines file: every non-blank line one JSON object, and at least one (errors name file and line)."""
-    import json
-
     count = 0
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
@@ -171,8 +172,6 @@ def _first_char(path: str) -> str:
 def load_source(source: str | None = None) -> Dataset:
     """MATH-500's 500 problems in their original order: the Hub's ``test`` split, or a local file."""
     if source is None:
-        import datasets
-
         return datasets.load_dataset(HUB_DATASET, split="test")
     return _read_file(source)
 
@@ -306,8 +305,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     try:
         if args.push_to_hub is not None:
-            from huggingface_hub.utils import HFValidationError, validate_repo_id
-
             try:
                 validate_repo_id(args.push_to_hub)
             except HFValidationError:
@@ -323,8 +320,6 @@ def run(args: argparse.Namespace) -> int:
         )
     sys.stdout.write(f"wrote {args.out}/{{{','.join(SPLITS)}}}.{args.format}\n")
     if args.push_to_hub is not None:
-        from datasets import DatasetDict
-
         DatasetDict(splits).push_to_hub(args.push_to_hub, private=args.private)
         sys.stdout.write(
             f"pushed to https://huggingface.co/datasets/{args.push_to_hub} (recipes: dataset_name: {args.push_to_hub})\n"

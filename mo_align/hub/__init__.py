@@ -9,10 +9,11 @@
   ``HfApi``-like client (injectable, so tests run offline with a fake).
 * :func:`main` is ``mo-align push RUN_DIR --repo-id ID [--private] [--token-env HF_TOKEN]``.
 
-Modules: :mod:`~mo_align.hub.card` (the card's content) with its template ``model_card.md``,
-:mod:`~mo_align.hub.push` (upload and command line),
-:mod:`~mo_align.hub.redaction` (secrets). The weight plot ``mo_weights.png`` is the run report's
-(:func:`mo_align.runs.report.plots.plot_run_weights`, exported here as :func:`plot_weights`).
+Modules: :mod:`~mo_align.hub.push` (upload and command line); the card's content is :mod:`mo_align.runs.card`
+(the trainer writes the card at every checkpoint; re-exported as :mod:`mo_align.hub.card`), with its template
+``model_card.md`` in this package; secrets are :mod:`mo_align.redaction` (re-exported as
+:mod:`mo_align.hub.redaction`). The weight plot ``mo_weights.png`` is the run report's
+(:func:`mo_align.runs.plotting.plot_run_weights`, exported here as :func:`plot_weights`).
 
 Secrets: the token is read from an environment variable, never from the command line, and is never printed,
 logged or written: every text this package writes or prints goes through :func:`redact`, and files of the run that
@@ -21,18 +22,6 @@ contain the token (e.g. a ``training_args.bin`` pickled with ``hub_token`` set) 
 
 from __future__ import annotations
 
-from mo_align.hub.card import (
-    CARD_FILE,
-    GRPO_PAPER,
-    PAPER,
-    PLOT_FILE,
-    SUMMARY_FILE,
-    algorithm_description,
-    paper_links,
-    render_model_card,
-    trainer_model_card,
-    write_model_card,
-)
 from mo_align.hub.push import (
     DEFAULT_COMMIT_MESSAGE,
     IGNORE_PATTERNS,
@@ -45,8 +34,20 @@ from mo_align.hub.push import (
     push_run,
     upload_candidates,
 )
-from mo_align.hub.redaction import files_containing, redact
-from mo_align.runs.report.plots import plot_run_weights as plot_weights  # shared with the run report
+from mo_align.redaction import files_containing, redact
+from mo_align.runs.card import (
+    CARD_FILE,
+    GRPO_PAPER,
+    PAPER,
+    PLOT_FILE,
+    SUMMARY_FILE,
+    algorithm_description,
+    paper_links,
+    render_model_card,
+    trainer_model_card,
+    write_model_card,
+)
+from mo_align.runs.plotting import plot_run_weights as plot_weights  # shared with the run report
 
 
 __all__ = [

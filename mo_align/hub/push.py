@@ -2,7 +2,7 @@
 
 The upload goes through an ``HfApi``-like client (injectable, so tests run offline with a fake). The token is read
 from an environment variable, never from the command line; files of the run that contain it are left out and every
-message goes through :func:`~mo_align.hub.redaction.redact`.
+message goes through :func:`~mo_align.redaction.redact`.
 """
 
 from __future__ import annotations
@@ -18,9 +18,13 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from huggingface_hub import HfApi
+from huggingface_hub.utils import HFValidationError, filter_repo_objects, validate_repo_id
+
 from mo_align.cli import CommandParser, run_module
-from mo_align.hub.card import RECIPE_FILE, SUMMARY_FILE, hub_id, write_model_card
-from mo_align.hub.redaction import env_secrets, files_containing, looks_like_token, redact
+from mo_align.redaction import env_secrets, files_containing, looks_like_token, redact
+from mo_align.runs.card import RECIPE_FILE, SUMMARY_FILE, hub_id, write_model_card
+from mo_align.runs.files import ADAPTER_CONFIG, ADAPTER_WEIGHTS, CONFIG_FILE, MODEL_WEIGHTS, MODEL_WEIGHTS_INDEX
 
 
 __all__ = [
@@ -44,11 +48,11 @@ DEFAULT_COMMIT_MESSAGE = "Upload mo_align run"
 # Never uploaded by `mo-align push`: checkpoints (optimizer states), private/temporary files, tracker folders.
 IGNORE_PATTERNS = ["checkpoint-*", "_*", "*.tmp", "wandb/*", "trackio/*", "runs/*", ".*"]
 WEIGHT_FILES = (
-    "model.safetensors",
-    "model.safetensors.index.json",
+    MODEL_WEIGHTS,
+    MODEL_WEIGHTS_INDEX,
     "pytorch_model.bin",
     "pytorch_model.bin.index.json",
-    "adapter_model.safetensors",
+    ADAPTER_WEIGHTS,
     "adapter_model.bin",
 )
 
@@ -63,8 +67,6 @@ class UploadError(Exception):
 
 def upload_candidates(folder: str | os.PathLike, ignore_patterns: Sequence[str] = IGNORE_PATTERNS) -> list[str]:
     """Paths (relative, POSIX) of the files under ``folder`` that an upload with ``ignore_patterns`` would send."""
-    from huggingface_hub.utils import filter_repo_objects
-
     root = Path(folder)
     files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
     return list(filter_repo_objects(files, ignore_patterns=list(ignore_patterns)))
@@ -86,7 +88,7 @@ def load_summary(run_dir: str | os.PathLike) -> dict[str, Any]:
 
 
 def _base_model_of(run_dir: Path) -> str | None:
-    for name, key in (("adapter_config.json", "base_model_name_or_path"), ("config.json", "_name_or_path")):
+    for name, key in ((ADAPTER_CONFIG, "base_model_name_or_path"), (CONFIG_FILE, "_name_or_path")):
         path = run_dir / name
         if path.exists():
             try:
@@ -101,8 +103,6 @@ def _base_model_of(run_dir: Path) -> str | None:
 
 def _check_push(run_dir: str | os.PathLike, repo_id: str) -> Path:
     """``run_dir`` as a Path once it is a finished run and ``repo_id`` a valid Hub id; PushError otherwise."""
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
     root = Path(run_dir)
     if not root.is_dir():
         raise PushError(f"{run_dir} is not a directory")
@@ -157,8 +157,6 @@ def push_run(
         logger.warning("not uploading %s: it contains the Hub token", path)
         ignore.append(path)
     if api is None:
-        from huggingface_hub import HfApi
-
         api = HfApi()
     try:
         api.create_repo(repo_id, token=token, private=private, exist_ok=True)

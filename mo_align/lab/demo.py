@@ -18,15 +18,19 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from matplotlib import colormaps
+
+from mo_align.runs.plotting import Style, draw_series, figure, save, weight_limits
+from mo_align.runs.report.plots import cov_targets, draw_eval_curve
+from mo_align.runs.summary import load_runs
+
 
 DEMO_FIGURE = "demo.png"
 
 
 def ctwa_targets(run: Mapping[str, Any]) -> str | None:
     """One paragraph on a CTWA run's targets from its summary; None for a run without ``cov_targets`` or EMA."""
-    from mo_align.runs.report.plots import _cov_targets
-
-    targets = _cov_targets(run, run["objectives"])
+    targets = cov_targets(run, run["objectives"])
     emas = run["cov_ema"]
     if not targets or not emas:
         return None
@@ -57,26 +61,20 @@ def ctwa_targets(run: Mapping[str, Any]) -> str | None:
 
 def demo_figure(runs: Sequence[Mapping[str, Any]], path: str) -> None:
     """One PNG: eval curves with CI bands (a panel per objective), each run's weights, a CTWA run's covariance EMA."""
-    from mo_align.runs.report.plots import _save
-
     fig, handles = demo_fig(runs)
-    _save(fig, path, handles)
+    save(fig, path, handles)
 
 
 def demo_fig(runs: Sequence[Mapping[str, Any]]) -> tuple[Any, dict[str, Any]]:
     """(figure, legend handles) of :func:`demo_figure`. Weights share one y-range from 0
-    (:func:`~mo_align.runs.report.plots.weight_limits`), drawn so that equal weights cannot hide one another; the
+    (:func:`~mo_align.runs.plotting.weight_limits`), drawn so that equal weights cannot hide one another; the
     CTWA panel's dotted targets are in the legend."""
-    from matplotlib import colormaps
-
-    from mo_align.runs.report.plots import _cov_targets, _draw_series, _figure, _Style, draw_eval_curve, weight_limits
-
     objectives = list(runs[0]["objectives"])
-    ctwa = [r for r in runs if _cov_targets(r, objectives) and r["cov_ema"]]
+    ctwa = [r for r in runs if cov_targets(r, objectives) and r["cov_ema"]]
     weighted = [r for r in runs if r["weights"]]
-    fig, axes = _figure(len(objectives) + len(weighted) + bool(ctwa), ncols_max=len(objectives))
-    palette = colormaps["tab10"].colors  # objectives take colours 0..K-1 (_draw_series), runs the next ones
-    styles = {r["run_name"]: _Style(palette[(len(objectives) + i) % 10], "-", "o") for i, r in enumerate(runs)}
+    fig, axes = figure(len(objectives) + len(weighted) + bool(ctwa), ncols_max=len(objectives))
+    palette = colormaps["tab10"].colors  # objectives take colours 0..K-1 (draw_series), runs the next ones
+    styles = {r["run_name"]: Style(palette[(len(objectives) + i) % 10], "-", "o") for i, r in enumerate(runs)}
     handles: dict[str, Any] = {}
     for ax, name in zip(axes, objectives):
         for r in runs:
@@ -88,7 +86,7 @@ def demo_fig(runs: Sequence[Mapping[str, Any]]) -> tuple[Any, dict[str, Any]]:
     series_handles: dict[str, Any] = {}
     weight_axes = axes[len(objectives) : len(objectives) + len(weighted)]
     for ax, r in zip(weight_axes, weighted):
-        _draw_series(ax, r["weights"], "weights", objectives, series_handles)
+        draw_series(ax, r["weights"], "weights", objectives, series_handles)
         ax.set_title(f"{r['run_name']}: weights", fontsize="medium")
         ax.set_ylabel("weight")
     values = [v for r in weighted for e in r["weights"] for v in e["weights"].values() if math.isfinite(v)]
@@ -96,8 +94,8 @@ def demo_fig(runs: Sequence[Mapping[str, Any]]) -> tuple[Any, dict[str, Any]]:
         weight_limits(ax, values)
     if ctwa:
         ax, run = axes[-1], ctwa[0]
-        _draw_series(ax, run["cov_ema"], "values", objectives, series_handles)
-        for name, target in _cov_targets(run, objectives).items():
+        draw_series(ax, run["cov_ema"], "values", objectives, series_handles)
+        for name, target in cov_targets(run, objectives).items():
             k = objectives.index(name) if name in objectives else 0
             line = ax.axhline(target, color=palette[k % len(palette)], linestyle=":", linewidth=1.2)
             handles[f"target c_k: {name}"] = line
@@ -114,8 +112,6 @@ def demo_fig(runs: Sequence[Mapping[str, Any]]) -> tuple[Any, dict[str, Any]]:
 def demo_extras(run_dirs: Sequence[str], out_root: str, figure: bool = True) -> list[str]:
     """The lines the lab prints after its tables: CTWA's targets for every CTWA run, and (``figure``) the path of
     ``demo.png`` written into ``out_root``."""
-    from mo_align.runs.summary import load_runs
-
     runs = load_runs(run_dirs)
     lines = [text for r in runs if r["algorithm"] == "ctwa" and (text := ctwa_targets(r))]
     if figure:

@@ -22,11 +22,18 @@ from __future__ import annotations
 import json
 import os
 import re
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 
-EVAL_SCORES_FILE = "lab_eval_scores.json"
+from mo_align.lab.styles import style_of
+from mo_align.runs.report.seeds import configuration, seed_level
+from mo_align.runs.report.style_split import EVAL_SCORES_FILE  # the report reads it too
+from mo_align.stats import CI, hierarchical_delta_ci, paired_delta_ci
+
+
 EVIDENCE_FILE = "interference.json"
 SCALAR = "scalar"
 _SEED = re.compile(r"-seed(\d+)$")
@@ -44,8 +51,6 @@ class EvalScoreRecorder:
     def __init__(self, trainer: MOGRPOTrainer, labeler: Any = "style") -> None:
         self.mo = trainer.mo  # the objective names, the evaluation record and its labeler
         if labeler == "style":
-            from mo_align.lab.styles import style_of
-
             labeler = style_of
         if labeler is not None:
             self.mo.eval_labeler = labeler
@@ -58,8 +63,6 @@ class EvalScoreRecorder:
 
 def _load(run_dir: str) -> tuple[list[str], Any, Any, list[int]]:
     """(objectives, first and last evaluation's rewards (prompts, samples, K), their steps)."""
-    import numpy as np
-
     with open(os.path.join(run_dir, EVAL_SCORES_FILE)) as f:
         data = json.load(f)
     first, last = data["evals"][0], data["evals"][-1]
@@ -69,10 +72,6 @@ def _load(run_dir: str) -> tuple[list[str], Any, Any, list[int]]:
 
 def prompt_means(rewards: Any) -> Any:
     """(prompts, K) per-prompt means over the samples (``NaN`` scores ignored) of (prompts, samples, K) rewards."""
-    import warnings
-
-    import numpy as np
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a prompt without any finite score stays NaN
         return np.nanmean(np.asarray(rewards, dtype=float), axis=1)
@@ -80,8 +79,6 @@ def prompt_means(rewards: Any) -> Any:
 
 def warm_start_baseline(starts: Sequence[Any]) -> Any:
     """(prompts, K): per prompt, the mean over the runs of their step-0 per-prompt means."""
-    import numpy as np
-
     shapes = {np.asarray(s).shape[0] for s in starts}
     if len(shapes) != 1:
         raise ValueError(
@@ -101,10 +98,6 @@ def run_evidence(
     """One run's Δ = final − baseline of every objective and of the fixed scalar, each with its paired prompt-bootstrap
     CI. ``baseline``: (prompts, K) per-prompt means (default: the run's own first evaluation); ``preference``: the
     fixed scalar's weights (default ``1/K`` each)."""
-    import numpy as np
-
-    from mo_align.stats import paired_delta_ci
-
     names, start, final, steps = _load(run_dir)
     base = prompt_means(start) if baseline is None else np.asarray(baseline, dtype=float)
     w = np.asarray(preference if preference is not None else [1.0 / len(names)] * len(names), dtype=float)
@@ -147,11 +140,6 @@ def lab_evidence(
 ) -> dict[str, Any]:
     """The evidence of runs that share one warm start (module docstring): ``baseline``, ``runs`` (per run),
     ``seed_level`` (the tables) and ``hierarchical`` (configuration -> quantity -> two-stage bootstrap CI)."""
-    import numpy as np
-
-    from mo_align.runs.report.seeds import configuration, seed_level
-    from mo_align.stats import hierarchical_delta_ci
-
     loaded = {d: _load(d) for d in run_dirs}
     names = next(iter(loaded.values()))[0]
     base = warm_start_baseline([start for _, start, _, _ in loaded.values()])
@@ -182,8 +170,6 @@ def lab_evidence(
 def format_evidence(rows: list[dict[str, Any]]) -> str:
     """Console table: per run, Δ vs the warm start's baseline [95 % prompt-bootstrap CI] per objective and for the
     fixed scalar. No verdicts: those are the seed-level tables'."""
-    from mo_align.stats import CI
-
     if not rows:
         return ""
     names = list(rows[0]["delta"])

@@ -17,7 +17,30 @@ import os
 import re
 import sys
 from collections.abc import Callable, Sequence
+from types import SimpleNamespace
 from typing import Any
+
+import numpy as np
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from mo_align.lab import sft
+from mo_align.lab.decompose import decompose_runs, format_decomposition, load_styles, write_json
+from mo_align.lab.evidence import EVAL_SCORES_FILE
+from mo_align.lab.jobs import warm_start_threads
+from mo_align.lab.known_answer import (
+    MIN_STYLE_SAMPLES,
+    SEGMENT,
+    check_rows,
+    format_check,
+    format_profiles,
+    linear_name,
+    place_preferences,
+)
+from mo_align.lab.scaling import ALGORITHMS, paper_recipe, preference_weights
+from mo_align.lab.styles import style_of, style_profiles
+from mo_align.lab.task import get_regime, prompt_text, split_problems
+from mo_align.rewards import get_reward_funcs
 
 
 FIDELITY_FILE = "fidelity.json"
@@ -26,8 +49,6 @@ _SEED = re.compile(r"-seed\d+$")
 
 def lab_reward_funcs(reference_length: float) -> list:
     """The lab's three objectives (every worker, :func:`mo_align.lab.run.train_one`, and the profile sampling)."""
-    from mo_align.rewards import get_reward_funcs
-
     return get_reward_funcs(
         ["accuracy", "conciseness", "clarity"],
         {
@@ -40,8 +61,6 @@ def lab_reward_funcs(reference_length: float) -> list:
 
 def _weights(run: str) -> list[float] | None:
     """A Linear run's weights: its recipe's (linear, accuracy_only) or a :func:`~.known_answer.linear_name`'s."""
-    from mo_align.lab.scaling import ALGORITHMS, paper_recipe, preference_weights
-
     algo = _SEED.sub("", run)
     own = preference_weights(algo)
     if own is not None:
@@ -53,13 +72,6 @@ def _weights(run: str) -> list[float] | None:
 def fidelity_lines(run_dirs: Sequence[str], out_root: str | None = None, n_boot: int = 2000) -> list[str]:
     """The known-answer table and the Δ-accuracy decomposition of runs from one warm start (module docstring); one
     line saying why when the runs recorded no answer styles."""
-    import numpy as np
-
-    from mo_align.lab.decompose import decompose_runs, format_decomposition, load_styles, write_json
-    from mo_align.lab.evidence import EVAL_SCORES_FILE
-    from mo_align.lab.known_answer import MIN_STYLE_SAMPLES, check_rows, format_check, format_profiles
-    from mo_align.lab.styles import style_profiles
-
     try:  # after a long lab run, a run's unreadable file is one line here, not a crash
         loaded = {
             os.path.basename(os.path.normpath(d)): load_styles(os.path.join(d, EVAL_SCORES_FILE)) for d in run_dirs
@@ -97,15 +109,7 @@ def fidelity_lines(run_dirs: Sequence[str], out_root: str | None = None, n_boot:
 def probe_profiles(sft_dir: str, reference_length: float, samples: int = 4, seed: int = 0) -> dict[str, Any]:
     """The warm start's style profiles (:func:`~mo_align.lab.styles.style_profiles`) from ``samples`` fresh samples
     of each held-out prompt, scored as the lab's evaluation scores them (conciseness against the fixed reference)."""
-    from types import SimpleNamespace
-
-    import numpy as np
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from mo_align.lab.known_answer import MIN_STYLE_SAMPLES
-    from mo_align.lab.styles import style_of, style_profiles
-    from mo_align.lab.task import prompt_text, split_problems
+    # lazy: TRL (the trainer's evaluation) loads for --known-answer only; the lab's parent never trains
     from mo_align.trainer.evaluation import fixed_reference_columns, score_rewards
 
     tok = AutoTokenizer.from_pretrained(sft_dir)
@@ -118,9 +122,7 @@ def probe_profiles(sft_dir: str, reference_length: float, samples: int = 4, seed
     ]
     torch.manual_seed(seed)
     texts = [tok.apply_chat_template(r["prompt"], tokenize=False, add_generation_prompt=True) for r in rows]
-    from mo_align.lab.sft import sample_ids
-
-    ids = sample_ids(model, tok, texts)
+    ids = sft.sample_ids(model, tok, texts)
     decoded = tok.batch_decode(ids, skip_special_tokens=True)
     funcs = lab_reward_funcs(reference_length)
     scores = score_rewards(
@@ -150,12 +152,6 @@ def run_known_answer(
     sft_threads: int,
 ) -> list[str]:
     """``--known-answer`` (module docstring): returns the lines :func:`fidelity_lines` prints."""
-    import torch
-
-    from mo_align.lab.known_answer import SEGMENT, format_profiles, linear_name, place_preferences
-    from mo_align.lab.run import warm_start_threads
-    from mo_align.lab.sft import warm_start
-    from mo_align.lab.task import get_regime
 
     def say(msg: str) -> None:
         sys.stdout.write(f"[known-answer] {msg}\n")
@@ -163,7 +159,9 @@ def run_known_answer(
 
     regime = regime or get_regime(task)
     torch.set_num_threads(sft_threads if sft_threads > 0 else warm_start_threads())
-    sft_dir, meta = warm_start(cache, steps=sft_steps or regime.warm_start_steps, log=say, regime=regime, task=task)
+    sft_dir, meta = sft.warm_start(
+        cache, steps=sft_steps or regime.warm_start_steps, log=say, regime=regime, task=task
+    )
     profiles = {s: p for s, p in probe_profiles(sft_dir, meta["reference_length"]).items() if s != "other"}
     for line in format_profiles(profiles, ["accuracy", "conciseness", "clarity"]):
         say(line)

@@ -34,6 +34,11 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
+import numpy as np
+
+from mo_align.lab.styles import STYLE_CLASSES
+from mo_align.stats import CI, bootstrap_mean_ci, paired_delta_ci
+
 
 MIN_STYLE_SAMPLES = 20
 MARGIN = 0.1
@@ -183,8 +188,6 @@ def linear_weighting(algo: str) -> tuple[str, dict[str, Any]] | None:
 
 
 def _indicator(labels: Any, style: str) -> Any:
-    import numpy as np
-
     return (np.asarray(labels, dtype=object) == style).astype(np.float64)
 
 
@@ -194,11 +197,6 @@ def observed_style(
     """The dominant style of an evaluation's (prompts, samples) ``labels``: ``style``, ``share`` (its CI over
     prompts, as a dict), every style's share, and with ``start_labels`` (the same prompts) every style's paired
     ``delta_share`` CI."""
-    import numpy as np
-
-    from mo_align.lab.styles import STYLE_CLASSES
-    from mo_align.stats import bootstrap_mean_ci, paired_delta_ci
-
     labs = np.asarray(labels, dtype=object)
     if labs.ndim != 2 or labs.size == 0:
         raise ValueError(f"observed style: expected (prompts, samples) labels, got shape {labs.shape}")
@@ -251,8 +249,6 @@ def check_rows(
 
 def format_profiles(style_profiles: Mapping[str, Any], objectives: Sequence[str]) -> list[str]:
     """One line per style: its share of the warm start's samples and its mean reward vector."""
-    from mo_align.lab.styles import STYLE_CLASSES
-
     lines = [f"answer styles at the warm start (mean {' / '.join(objectives)} of the samples of each style):"]
     for s, p in style_profiles.items():
         means = " / ".join(f"{v:.3f}" for v in _means(p))
@@ -262,8 +258,6 @@ def format_profiles(style_profiles: Mapping[str, Any], objectives: Sequence[str]
 
 def format_check(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     """The table "predicted vs observed" per run, and the overall line."""
-    from mo_align.stats import CI
-
     head = [
         "run",
         "weights",

@@ -10,6 +10,7 @@ import json
 import os
 from typing import Any
 
+from mo_align.configs import MOGRPOConfig
 from mo_align.lab import scaling
 from mo_align.lab.scaling import ALGORITHMS, PER_RUN, RULES, STEP_SIZES, TASK
 
@@ -72,7 +73,6 @@ def _recipe_value(recipe: dict[str, Any], field: str) -> Any:
         return f"{recipe['num_train_epochs']} epochs"
     if field in recipe:
         return recipe[field]
-    from mo_align.configs import MOGRPOConfig
 
     default = MOGRPOConfig.__dataclass_fields__[field].default  # not in the recipe: MOGRPOConfig's default
     return getattr(default, "value", default)  # an enum default as its string

@@ -34,28 +34,51 @@ import time
 from typing import Any
 
 import torch
+from datasets import Dataset
 
 from mo_align.cli import CommandParser, UsageError, run_module
+from mo_align.configs import MOGRPOConfig
+from mo_align.lab import demo
+from mo_align.lab import sweep as lab_sweep
+from mo_align.lab.batch import lab_scaling, write_results
 from mo_align.lab.evidence import (  # the lab's evidence API, also importable from here
     EVAL_SCORES_FILE,
     EVIDENCE_FILE,
     EvalScoreRecorder,
     format_evidence,
     lab_evidence,
-    run_evidence,  # noqa: F401 (re-exported: the lab's evidence API)
+    run_evidence,
 )
-from mo_align.lab.jobs import _run_jobs
+from mo_align.lab.fidelity import fidelity_lines, known_answer_main, lab_reward_funcs
+from mo_align.lab.jobs import run_jobs, warm_start_threads
+from mo_align.lab.protocol import protocol_markdown, write_settings
 from mo_align.lab.results import add_results_arguments, results_command
-from mo_align.lab.scaling import (
-    ALGORITHMS,
-    DEFAULT_ETA,
-    ETA_MODES,
-    LabRecipeError,
-    check_recipes,
-    lab_settings,
-    paper_recipe,
-    preference_weights,
-)
+from mo_align.lab.scaling import ALGORITHMS, DEFAULT_ETA, ETA_MODES, lab_settings, preference_weights
+from mo_align.lab.sft import warm_start
+from mo_align.lab.task import DEFAULT_TASK, REGIMES, compact_regime, get_regime, prompt_text, split_problems
+from mo_align.runs.report import REPORT_MD
+
+
+__all__ = [  # with the lab's evidence API (mo_align.lab.evidence), re-exported
+    "EVAL_SCORES_FILE",
+    "EVIDENCE_FILE",
+    "LAB_ALGORITHMS",
+    "QUICK",
+    "EvalScoreRecorder",
+    "add_parser",
+    "add_worker_parser",
+    "format_evidence",
+    "lab_datasets",
+    "lab_evidence",
+    "lab_scaling",
+    "main",
+    "run",
+    "run_evidence",
+    "run_lab",
+    "run_worker",
+    "train_one",
+    "warm_start_threads",
+]
 
 
 # every algorithm is its paper recipe (recipes/qwen2.5-1.5b/<algo>.yaml) changed only by the lab's scaling rule
@@ -64,10 +87,6 @@ QUICK = ["linear", "ctwa"]
 
 
 def lab_datasets() -> tuple[Any, Any]:
-    from datasets import Dataset
-
-    from mo_align.lab.task import prompt_text, split_problems
-
     def rows(problems: list) -> Any:
         prompts = [[{"role": "user", "content": prompt_text(p)}] for p in problems]
         return Dataset.from_dict({"prompt": prompts, "answer": [str(p[5]) for p in problems]})
@@ -88,9 +107,7 @@ def train_one(
 ):
     """One lab run in this process (used by the worker subprocess): the algorithm's paper recipe under the lab's
     scaling rule (:func:`mo_align.lab.scaling.lab_settings`)."""
-    from mo_align.configs import MOGRPOConfig
-    from mo_align.lab.fidelity import lab_reward_funcs
-    from mo_align.lab.protocol import write_settings
+    # lazy: TRL's GRPOTrainer loads in the worker processes only; the lab's parent never builds a trainer
     from mo_align.trainer import MOGRPOTrainer
 
     settings = lab_settings(algo, steps, eta, output_dir=out, seed=seed, eval_steps=eval_steps)
@@ -124,17 +141,6 @@ def run_worker(a: argparse.Namespace) -> None:
     train_one(a.algo, a.seed, a.sft, a.reference_length, a.out, a.steps, a.eval_steps, a.eta)
 
 
-def warm_start_threads() -> int:
-    """Threads for the single warm-start process: every core on an idle machine, 1 on a busy one.
-
-    Measured on the 2-core lab machine while other jobs ran (load average ≈ 5): one SFT step took 2.9 s on 2 threads
-    and 0.64–0.74 s on 1 (oversubscribed OpenMP threads wait on each other); idle, 2 threads take 0.21 s
-    per step. "Busy" = a 1-minute load average above half the cores.
-    """
-    cores = max(1, os.cpu_count() or 1)
-    return cores if os.getloadavg()[0] <= cores / 2 else 1
-
-
 def run_lab(
     algorithms: list[str],
     seeds: list[int],
@@ -149,9 +155,6 @@ def run_lab(
     sft_threads: int = 0,
     eta: str = DEFAULT_ETA,
 ) -> dict[str, Any]:
-    from mo_align.lab.sft import warm_start
-    from mo_align.lab.task import DEFAULT_TASK, get_regime
-
     def say(msg: str) -> None:
         sys.stdout.write(f"[lab {time.strftime('%H:%M:%S')}] {msg}\n")
         sys.stdout.flush()
@@ -182,10 +185,10 @@ def run_lab(
         for a in algorithms
     ]
     say(f"{len(todo)} runs, {jobs} at a time, {steps} steps each")
-    done, seconds = _run_jobs(todo, jobs, logs, say)
+    done, seconds = run_jobs(todo, jobs, logs, say)
     setting = {"task": task, "regime": regime.key(), "steps": steps, "lab_scaling": scaling}
-    result = _write_results(done, seconds, out_root, setting, meta)
-    say(f"total {time.time() - t0:.0f} s; report: {os.path.join(out_root, 'report', 'report.md')}")
+    result = write_results(done, seconds, out_root, setting, meta)
+    say(f"total {time.time() - t0:.0f} s; report: {os.path.join(out_root, 'report', REPORT_MD)}")
     with open(os.path.join(out_root, "lab_result.json"), "w") as f:
         summary = {"seconds": time.time() - t0, "failed": [o for o, rc in done if rc], "sft": meta, "task": task}
         summary.update(run_seconds={os.path.basename(o): v for o, v in seconds.items()}, lab_scaling=scaling)
@@ -193,46 +196,8 @@ def run_lab(
     return result
 
 
-def lab_scaling(algorithms: list[str], steps: int, eta: str, eval_steps: int | None, say: Any = None) -> dict:
-    """The scaling rule of these runs as JSON (:func:`~.protocol.record`), each line passed to ``say``
-    (:func:`~.protocol.describe`); a missing or unreadable paper recipe stops the lab in one line."""
-    from mo_align.lab.protocol import describe, record
-
-    try:
-        check_recipes(algorithms, steps, eta)
-        rule = record(algorithms, steps, eta, eval_steps)
-    except LabRecipeError as exc:
-        raise SystemExit(str(exc)) from None
-    for line in describe(algorithms, steps, eta, eval_steps) if say is not None else []:
-        say(line)
-    return rule
-
-
-def _write_results(done: list, seconds: dict, out_root: str, setting: dict[str, Any], meta: dict) -> dict[str, Any]:
-    """The report of the finished runs and its console table (with the seed-level tables), then the per-run table of
-    Δ vs the warm start's baseline (printed) and the evidence (``interference.json``)."""
-    from mo_align.runs.report import format_console_table, write_report
-    from mo_align.runs.summary import load_runs
-
-    ok = [out for out, rc in done if rc == 0]
-    if not ok:
-        raise SystemExit("mo-align lab: every run failed; see " + os.path.join(out_root, "logs"))
-    preference = paper_recipe("linear")["weighting_kwargs"]["weights"]  # one fixed scalar for every algorithm
-    result = write_report(load_runs(ok), os.path.join(out_root, "report"), preference=preference)
-    sys.stdout.write("\n" + format_console_table(result, per_run=False) + "\n")  # per run: the evidence table
-    evidence = lab_evidence(ok, preference)
-    for row, out in zip(evidence["runs"], ok):
-        row["seconds"] = seconds.get(out)
-    with open(os.path.join(out_root, EVIDENCE_FILE), "w") as f:
-        json.dump({**setting, **evidence}, f, indent=1)
-    sys.stdout.write("\n" + format_evidence(evidence["runs"]) + "\n")
-    return result
-
-
 def add_parser(subparsers: Any) -> CommandParser:
     """``mo-align lab`` and ``python -m mo_align.lab``."""
-    from mo_align.lab.task import DEFAULT_TASK, REGIMES
-
     p = subparsers.add_parser("lab", description=__doc__.split("\n\n")[0], exits=True)
     p.add_argument("--quick", action="store_true", help="linear vs ctwa, one seed (make demo / make lab-quick)")
     p.add_argument("--task", default=None, help=f"task regime, one of {sorted(REGIMES)} (default {DEFAULT_TASK})")
@@ -274,8 +239,6 @@ def add_parser(subparsers: Any) -> CommandParser:
 
 def _regime(a: argparse.Namespace) -> tuple[str, Any]:
     """(task label, regime or None for the registered task) from --task / --compact-share / --compact-accuracy."""
-    from mo_align.lab.task import DEFAULT_TASK, REGIMES, compact_regime
-
     if a.task is not None and a.task not in REGIMES:
         raise UsageError(f"--task: unknown task {a.task!r}; choose from {sorted(REGIMES)}")
     if a.compact_accuracy is not None and a.compact_share is None:
@@ -293,8 +256,6 @@ def _regime(a: argparse.Namespace) -> tuple[str, Any]:
 def _sweep(a: argparse.Namespace) -> None:
     """``--sweep``: the phase diagram (:mod:`mo_align.lab.sweep`); the task's knob is the sweep's, so the flags that
     pick a task are refused."""
-    from mo_align.lab.sweep import DEFAULT_SHARES, SWEEP_ALGORITHMS, check_shares, run_sweep
-
     clash = [f for f, v in (("--task", a.task), ("--compact-share", a.compact_share)) if v is not None]
     clash += ["--compact-accuracy"] if a.compact_accuracy is not None else []
     clash += ["--quick"] if a.quick else []
@@ -303,16 +264,16 @@ def _sweep(a: argparse.Namespace) -> None:
             f"--sweep: cannot be combined with {', '.join(clash)} (the sweep sets the task: the share of G)"
         )
     try:
-        shares = check_shares(a.sweep or DEFAULT_SHARES)
+        shares = lab_sweep.check_shares(a.sweep or lab_sweep.DEFAULT_SHARES)
     except ValueError as exc:
         raise UsageError(f"--sweep: {exc}") from None
     unknown = [x for x in a.algorithms or [] if x not in LAB_ALGORITHMS]
     if unknown:
         raise UsageError(f"--algorithms: unknown {unknown}; choose from {list(LAB_ALGORITHMS)}")
-    algorithms, seeds = a.algorithms or list(SWEEP_ALGORITHMS), a.seeds or [0, 1, 2]
+    algorithms, seeds = a.algorithms or list(lab_sweep.SWEEP_ALGORITHMS), a.seeds or [0, 1, 2]
     out = a.out or os.path.join("outputs", "lab-sweep")
     steps, eval_steps = a.steps or 50, a.eval_steps or 25
-    run_sweep(shares, algorithms, seeds, steps, eval_steps, out, a.jobs, a.sft_steps, a.cache, eta=a.eta)
+    lab_sweep.run_sweep(shares, algorithms, seeds, steps, eval_steps, out, a.jobs, a.sft_steps, a.cache, eta=a.eta)
 
 
 def main(argv: list[str] | None = None) -> Any:
@@ -327,8 +288,6 @@ def run(a: argparse.Namespace) -> Any:
     if results_command(a):  # --tables, --archive, --horizon: read finished runs, train nothing
         return
     if a.print_protocol:
-        from mo_align.lab.protocol import protocol_markdown
-
         sys.stdout.write(protocol_markdown())
         return
     if a.jobs < 1:
@@ -342,8 +301,6 @@ def run(a: argparse.Namespace) -> Any:
         return
     task, regime = _regime(a)
     if a.known_answer:  # Linear preferences placed from the warm start's style profiles (mo_align.lab.fidelity)
-        from mo_align.lab.fidelity import known_answer_main
-
         return known_answer_main(run_lab, a, task, regime)
     algorithms = a.algorithms or (QUICK if a.quick else list(LAB_ALGORITHMS))
     seeds = a.seeds or ([0] if a.quick else [0, 1, 2, 3, 4])
@@ -355,10 +312,7 @@ def run(a: argparse.Namespace) -> Any:
     result = run_lab(
         algorithms, seeds, steps, eval_steps, out, a.jobs, a.sft_steps, cache, task, regime, threads, eta=a.eta
     )
-    from mo_align.lab.demo import demo_extras
-    from mo_align.lab.fidelity import fidelity_lines
-
     run_dirs = [r["output_dir"] for r in result["runs"].values()]
-    lines = [*demo_extras(run_dirs, out, figure=a.quick), "", *fidelity_lines(run_dirs, out)]
+    lines = [*demo.demo_extras(run_dirs, out, figure=a.quick), "", *fidelity_lines(run_dirs, out)]
     sys.stdout.write("".join(f"\n{line}" for line in lines) + "\n")
-    sys.stdout.write(f"report: {os.path.join(out, 'report', 'report.md')} (and report.html)\n")
+    sys.stdout.write(f"report: {os.path.join(out, 'report', REPORT_MD)} (and report.html)\n")

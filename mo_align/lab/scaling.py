@@ -20,13 +20,20 @@ The recipes are read from the repository next to the package (:func:`recipe_dir`
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from mo_align.configs import MOGRPOConfig
 from mo_align.lab.catalog import lab_strategies, step_sizes
+from mo_align.lab.known_answer import parse_linear_name
+from mo_align.recipe import RecipeError, check_recipe
+from mo_align.weightings import validate_kwargs, weighting_class
 from mo_align.weightings.base import GENERATION, StepSize
 
 
@@ -181,8 +188,6 @@ def recipe_dir() -> Path:
 
 def preference_weights(algorithm: str) -> dict[str, Any] | None:
     """Weighting kwargs a control or a known-answer run (``linear-w0.6_0.2_0.2``) sets on the Linear recipe."""
-    from mo_align.lab.known_answer import parse_linear_name  # (known_answer imports nothing of the lab)
-
     if algorithm in CONTROLS:
         return CONTROLS[algorithm]
     w = parse_linear_name(algorithm)
@@ -199,10 +204,6 @@ def recipe_name(algorithm: str) -> str:
 
 @cache
 def _read_recipe(path: str) -> dict[str, Any]:
-    import yaml
-
-    from mo_align.recipe import RecipeError, check_recipe
-
     if not Path(path).is_file():
         raise LabRecipeError(
             f"mo-align lab: the paper recipe {path} is missing; the lab reads recipes/{RECIPE_SET}/*.yaml from the "
@@ -218,16 +219,12 @@ def _read_recipe(path: str) -> dict[str, Any]:
 
 def paper_recipe(algorithm: str) -> dict[str, Any]:
     """The recipe an algorithm of the lab is built from (a fresh copy; :class:`LabRecipeError` if absent)."""
-    import copy
-
     return copy.deepcopy(_read_recipe(str(recipe_dir() / f"{recipe_name(algorithm)}.yaml")))
 
 
 def check_recipes(algorithms: list[str], steps: int = 50, eta: str = DEFAULT_ETA) -> None:
     """Read every recipe the algorithms need and check the weighting kwargs the lab will train with (a matched step
     size beyond the weighting's bounds included), before anything is trained: one-line :class:`LabRecipeError`."""
-    from mo_align.weightings import validate_kwargs, weighting_class
-
     for algorithm in algorithms:
         settings = lab_settings(algorithm, steps, eta)
         try:
@@ -320,8 +317,6 @@ def lab_settings(algorithm: str, steps: int, eta: str = DEFAULT_ETA, **run: Any)
     """The ``MOGRPOConfig`` keyword arguments of one lab run: the recipe's training fields with :data:`RULES`
     applied. ``run`` gives the per-run values: ``output_dir``, ``seed``, ``eval_steps`` (``run_name`` and
     ``mo_run_label`` default from the algorithm and seed)."""
-    from mo_align.configs import MOGRPOConfig
-
     if eta not in ETA_MODES:
         raise LabRecipeError(f"mo-align lab: --eta must be one of {list(ETA_MODES)}, got {eta!r}")
     recipe = paper_recipe(algorithm)
@@ -351,6 +346,4 @@ def lab_settings(algorithm: str, steps: int, eta: str = DEFAULT_ETA, **run: Any)
 
 def lab_config(algorithm: str, steps: int, eta: str = DEFAULT_ETA, **run: Any) -> Any:
     """The ``MOGRPOConfig`` a lab worker trains with (:func:`lab_settings`)."""
-    from mo_align.configs import MOGRPOConfig
-
     return MOGRPOConfig(**lab_settings(algorithm, steps, eta, **run))

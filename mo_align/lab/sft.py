@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from mo_align.lab.task import (
     DEFAULT_TASK,
@@ -165,8 +166,6 @@ def warm_start(
     ``regime`` (default: the registered regime ``task``, else :data:`~mo_align.lab.task.DEFAULT_TASK`) sets the
     style mix; it is part of the cache key, so every regime (and every knob value of a sweep) has its own warm start.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     regime = regime or get_regime(task or DEFAULT_TASK)
     out, meta = cached_warm_start(cache_root, regime, seed, steps, batch, lr)
     if meta is not None:

@@ -28,20 +28,18 @@ Rules are checked top to bottom in the order G, A, F, B, E.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from typing import Any
+
+import numpy as np
 
 from mo_align.rewards.clarity import has_nonempty_box
 
+# re-exported: the classes and their tallies live with the report, which reads the labels too
+from mo_align.runs.report.style_split import STYLE_CLASSES, style_tallies
 
-STYLE_CLASSES: dict[str, str] = {
-    "A": "step-by-step, boxed (the data's A and C)",
-    "B": "short, boxed (the data's B and D)",
-    "E": "short, no box",
-    "F": "step-by-step, no box",
-    "G": "compact 1. / 2. / box",
-    "other": "none of the templates",
-}
+
+__all__ = ["STYLE_CLASSES", "style_of", "style_profiles", "style_tallies"]
+
 _NUMBERED_LINE = re.compile(r"^\s*\d+\.\s", re.M)
 _STEP = re.compile(r"\bStep\s*\d", re.I)
 _FIRST, _THEN = re.compile(r"\bfirst\b", re.I), re.compile(r"\bthen\b", re.I)
@@ -64,39 +62,10 @@ def style_of(text: str) -> str:
     return "other"
 
 
-def style_tallies(labels: Any, values: Any, styles: Sequence[str] = tuple(STYLE_CLASSES)) -> tuple[Any, Any]:
-    """Per prompt and style: the number of samples with a finite value, and the sum of their values.
-
-    ``labels``: (prompts, samples) style names; ``values``: (prompts, samples) scores (``NaN`` = no score: the
-    sample is left out of both, as the trainer's ``nanmean`` leaves it out). Returns two (prompts, styles) arrays.
-    """
-    import numpy as np
-
-    vals = np.asarray(values, dtype=np.float64)
-    labs = np.asarray(labels, dtype=object)
-    if vals.ndim != 2 or labs.shape != vals.shape:
-        raise ValueError(
-            f"style tallies: labels {labs.shape} and values {vals.shape} must be the same (prompts, samples)"
-        )
-    unknown = sorted({str(x) for x in labs.ravel()} - set(styles))
-    if unknown:
-        raise ValueError(f"style tallies: unknown style label(s) {unknown[:5]}; styles are {list(styles)}")
-    finite = np.isfinite(vals)
-    counts = np.zeros((vals.shape[0], len(styles)))
-    sums = np.zeros((vals.shape[0], len(styles)))
-    for j, s in enumerate(styles):
-        mine = (labs == s) & finite
-        counts[:, j] = mine.sum(axis=1)
-        sums[:, j] = np.where(mine, vals, 0.0).sum(axis=1)
-    return counts, sums
-
-
 def style_profiles(labels: Any, rewards: Any, min_count: int = 1) -> dict[str, dict[str, Any]]:
     """Per style with at least ``min_count`` samples: its ``count``, ``share`` of all samples and ``means``, the mean
     of each objective over its samples (``NaN`` scores left out), from (prompts, samples) labels and (prompts,
     samples, K) rewards (one evaluation, or several stacked along the prompts)."""
-    import numpy as np
-
     r = np.asarray(rewards, dtype=np.float64)
     labs = np.asarray(labels, dtype=object)
     if r.ndim != 3 or labs.shape != r.shape[:2]:

@@ -26,21 +26,30 @@ sweep (``python -m mo_align.lab.sweep OUT``).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import torch
 
 from mo_align.cli import CommandParser, UsageError, run_module
+from mo_align.lab.batch import lab_scaling, write_results
 from mo_align.lab.evidence import EVAL_SCORES_FILE
+from mo_align.lab.jobs import run_jobs, warm_start_threads
 from mo_align.lab.protocol import same_settings
 from mo_align.lab.scaling import DEFAULT_ETA, lab_settings
+from mo_align.lab.sft import cached_warm_start, warm_start
+from mo_align.lab.sweep_table import collect, format_markdown, plot_sweep, share_dir
+from mo_align.lab.task import compact_regime
 from mo_align.process_group import die_with_parent
+from mo_align.runs.summary import SUMMARY_FILE
 
 
 DEFAULT_SHARES = (0.02, 0.05, 0.10, 0.20)  # docs/lab.md's diagram; add 0.35 for the far end (SHARES=...)
@@ -61,10 +70,6 @@ def check_shares(shares: Sequence[float]) -> list[float]:
     return sorted(values)
 
 
-def share_dir(out_root: str, share: float) -> str:
-    return os.path.join(out_root, f"share-{share:g}")
-
-
 def _warm_start_cmd(share: float, cache: str, steps: int | None, threads: int) -> list[str]:
     cmd = [sys.executable, "-m", "mo_align.lab.sweep", "--warm-start", str(share), "--cache", cache]
     return cmd + ["--threads", str(threads)] + ([] if steps is None else ["--sft-steps", str(steps)])
@@ -73,11 +78,6 @@ def _warm_start_cmd(share: float, cache: str, steps: int | None, threads: int) -
 def warm_starts(shares: list[float], cache: str, sft_steps: int | None, jobs: int, say: Any) -> dict[float, tuple]:
     """``share -> (model dir, metadata, seconds or None if cached)``: the uncached warm starts trained ``jobs`` at a
     time (one worker process each, one thread each when more than one runs), then every one read from the cache."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from mo_align.lab.run import warm_start_threads
-    from mo_align.lab.sft import cached_warm_start
-    from mo_align.lab.task import compact_regime
 
     def cached(share: float) -> tuple[str, dict] | None:
         regime = compact_regime(share)
@@ -116,10 +116,7 @@ def finished(job: dict[str, Any]) -> bool:
     and a summary whose recorded worker command has the same algorithm, seed, warm start (``sft-<key>``, the cache
     key of the regime and recipe), reference length, steps and eval interval, and whose recorded settings
     (``lab_settings.json``) are those the recipes and the scaling rule give now."""
-    import itertools
-    import shlex
-
-    scores, summary = os.path.join(job["out"], EVAL_SCORES_FILE), os.path.join(job["out"], "mo_summary.json")
+    scores, summary = os.path.join(job["out"], EVAL_SCORES_FILE), os.path.join(job["out"], SUMMARY_FILE)
     if not (os.path.exists(scores) and os.path.exists(summary)):
         return False
     with open(summary) as f:
@@ -147,8 +144,6 @@ def run_sweep(
     eta: str = DEFAULT_ETA,
 ) -> dict[str, Any]:
     """Warm starts, every run through the lab's worker pool, the per-share reports, then the sweep's table and plot."""
-    from mo_align.lab.jobs import _run_jobs
-    from mo_align.lab.run import _write_results, lab_scaling
 
     def say(msg: str) -> None:
         sys.stdout.write(f"[lab-sweep {time.strftime('%H:%M:%S')}] {msg}\n")
@@ -175,7 +170,7 @@ def run_sweep(
     reused = [job for job in todo if finished(job)]
     todo = [job for job in todo if job not in reused]
     say(f"warm starts ready in {t_warm:.0f} s; {len(todo)} runs, {jobs} at a time ({len(reused)} already finished)")
-    done, seconds = _run_jobs(todo, jobs, logs, say) if todo else ([], {})
+    done, seconds = run_jobs(todo, jobs, logs, say) if todo else ([], {})
     done += [(job["out"], 0) for job in reused]
     t_runs = time.time() - t0 - t_warm
     for share in shares:
@@ -184,7 +179,7 @@ def run_sweep(
         setting = {"task": f"compact-{share:g}", "share": share, "steps": steps, "lab_scaling": scaling}
         setting["reference_length"] = starts[share][1]["reference_length"]
         sys.stdout.write(f"\n== G share {share:g} ==")
-        _write_results(mine, seconds, share_dir(out_root, share), setting, starts[share][1])
+        write_results(mine, seconds, share_dir(out_root, share), setting, starts[share][1])
     timing = {"seconds": time.time() - t0, "warm_start_seconds": t_warm, "runs_seconds": t_runs}
     timing["warm_starts"] = {f"{s:g}": starts[s][2] for s in shares}  # None = read from the cache
     timing["run_seconds"] = {os.path.relpath(o, out_root): v for o, v in seconds.items()}
@@ -214,9 +209,6 @@ def main(argv: list[str] | None = None) -> None:
 
 def run(a: argparse.Namespace) -> None:
     if a.warm_start is not None:
-        from mo_align.lab.sft import warm_start
-        from mo_align.lab.task import compact_regime
-
         torch.set_num_threads(a.threads)
         regime = compact_regime(a.warm_start)
         warm_start(
@@ -233,8 +225,6 @@ def run(a: argparse.Namespace) -> None:
 
 def write_sweep(out_root: str, shares: Sequence[float], algorithms: Sequence[str], timing: dict) -> dict[str, Any]:
     """``sweep.json``, ``sweep.md`` and ``sweep.png`` from the runs' files under ``out_root``."""
-    from mo_align.lab.sweep_table import collect, format_markdown, plot_sweep
-
     cells, starts = collect(out_root, shares, algorithms)
     markdown = format_markdown(cells, starts, timing)
     plot_sweep(cells, os.path.join(out_root, "sweep.png"))

@@ -14,15 +14,21 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from matplotlib import colormaps
 
-from mo_align.lab.run import EVIDENCE_FILE
-from mo_align.lab.sweep import share_dir
+from mo_align.lab.evidence import EVIDENCE_FILE
+from mo_align.runs.plotting import figure, save
 from mo_align.runs.report.seeds import ALPHA, cell_ci, family, verdict
 from mo_align.stats import interfering
 
 
 SCALAR = "scalar"
 _SEED = re.compile(r"-seed\d+$")
+
+
+def share_dir(out_root: str, share: float) -> str:
+    """The directory of one share's runs and report in a sweep: ``<out_root>/share-<s>``."""
+    return os.path.join(out_root, f"share-{share:g}")
 
 
 def _read(path: str) -> Any:
@@ -165,16 +171,12 @@ def format_markdown(cells: list[dict[str, Any]], starts: Mapping[str, Any], timi
 def plot_sweep(cells: list[dict[str, Any]], path: str) -> None:
     """One PNG: a panel per objective and one for the fixed scalar (x = G share, y = Δ: the seeds' mean with its
     Holm-adjusted t interval as a bar, each seed a faint dot, one colour per algorithm)."""
-    from matplotlib import colormaps
-
-    from mo_align.runs.report.plots import _figure, _save
-
     quantities = list(cells[0]["objectives"])
     algorithms = list(dict.fromkeys(c["algorithm"] for c in cells))
     shares = sorted({c["share"] for c in cells})
     step = min(np.diff(shares)) if len(shares) > 1 else 0.1
     palette = colormaps["tab10"].colors
-    fig, axes = _figure(len(quantities), ncols_max=2, panel=(5.2, 3.6))
+    fig, axes = figure(len(quantities), ncols_max=2, panel=(5.2, 3.6))
     handles = {}
     for i, algorithm in enumerate(algorithms):
         mine = sorted((c for c in cells if c["algorithm"] == algorithm), key=lambda c: c["share"])
@@ -199,4 +201,4 @@ def plot_sweep(cells: list[dict[str, Any]], path: str) -> None:
         ax.set_xlabel("share of the compact style G in the warm start")
         ax.set_xticks(shares)
         ax.grid(alpha=0.3)
-    _save(fig, path, handles)
+    save(fig, path, handles)

@@ -28,11 +28,11 @@ from typing import Any
 
 import torch
 
+from mo_align.rewards.common import CONDITION_KEYS  # owned by the rewards, which strip them
+from mo_align.text import excerpt
 from mo_align.weightings import Weighting, weighting_class
-from mo_align.weightings.validation import excerpt
 
 
-CONDITION_KEYS = ("only_if", "otherwise")  # consumed by mo_align, never passed to a reward function
 BOUNDS = ("at_least", "at_most")
 NOT_APPLICABLE = "not_applicable"
 DEFAULT_OTHERWISE = 0.0

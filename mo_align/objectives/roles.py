@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from mo_align.weightings.validation import excerpt
+from mo_align.text import excerpt
 
 
 ROLES = ("train", "monitor", "eval")

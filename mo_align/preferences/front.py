@@ -19,7 +19,7 @@ import numpy as np
 from mo_align.runs.report.analysis import default_reference, parse_reference
 from mo_align.runs.report.pareto import hypervolume, non_dominated
 from mo_align.runs.summary import json_safe, normalize_summary
-from mo_align.sweep.axes import simplex_grid
+from mo_align.simplex import simplex_grid
 
 
 MAX_POINTS = 1000

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mo_align.weightings.validation import excerpt
+from mo_align.text import excerpt
 
 
 def _before(content: Any, text: str) -> Any:

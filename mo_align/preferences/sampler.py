@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mo_align.sweep.axes import simplex_grid
+from mo_align.simplex import simplex_grid
 
 
 SAMPLER_FIELDS = ("sampler", "alpha", "preferences", "points_per_axis", "template", "placement", "seed")

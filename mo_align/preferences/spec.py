@@ -21,8 +21,8 @@ import math
 import string
 from typing import Any
 
-from mo_align.sweep.axes import MAX_ALPHA
-from mo_align.weightings.validation import excerpt
+from mo_align.simplex import MAX_ALPHA
+from mo_align.text import excerpt
 
 
 SAMPLERS = ("dirichlet", "list", "grid")

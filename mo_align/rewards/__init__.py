@@ -30,10 +30,9 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
-from mo_align.objectives.conditions import CONDITION_KEYS
 from mo_align.rewards.accuracy import AccuracyReward
 from mo_align.rewards.clarity import ClarityReward
-from mo_align.rewards.common import completion_text
+from mo_align.rewards.common import CONDITION_KEYS, completion_text
 from mo_align.rewards.length import ConcisenessReward
 
 

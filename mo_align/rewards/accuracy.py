@@ -39,7 +39,7 @@ from typing import Any
 from mo_align.rewards.common import gold_answers, last_boxed, safe_text
 from mo_align.rewards.hendrycks import is_equiv, reference_score, strip_string
 from mo_align.rewards.verify import OK, PoolUnavailable, check_in_process, get_pool
-from mo_align.weightings.validation import excerpt
+from mo_align.text import excerpt
 
 
 logger = logging.getLogger(__name__)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from trl.trainer.utils import is_async_callable
 
-from mo_align.weightings.validation import excerpt
+from mo_align.text import excerpt
 
 
 if TYPE_CHECKING:

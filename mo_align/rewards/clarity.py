@@ -28,6 +28,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from mo_align.rewards.accuracy import AccuracyReward
 from mo_align.rewards.common import gold_answers, safe_text
 
 
@@ -91,8 +92,6 @@ class ClarityReward:
         self.gate_on_accuracy = bool(gate_on_accuracy)
         self._accuracy = None
         if self.gate_on_accuracy:
-            from mo_align.rewards.accuracy import AccuracyReward
-
             self._accuracy = AccuracyReward(mode=accuracy_mode, **(accuracy_kwargs or {}))
 
     def __call__(

@@ -6,6 +6,9 @@ import re
 from typing import Any
 
 
+CONDITION_KEYS = ("only_if", "otherwise")  # a recipe's conditions (mo_align.objectives), never passed to a reward
+
+
 def completion_text(completion: Any) -> str:
     """The text of a completion, standard (str) or conversational (list of messages).
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from mo_align.rewards.accuracy import AccuracyReward
 from mo_align.rewards.common import gold_answers, safe_text
 
 
@@ -78,8 +79,6 @@ class ConcisenessReward:
         self.gate_on_accuracy = bool(gate_on_accuracy)
         self._accuracy = None
         if self.gate_on_accuracy:
-            from mo_align.rewards.accuracy import AccuracyReward
-
             self._accuracy = AccuracyReward(mode=accuracy_mode, **(accuracy_kwargs or {}))
         self.training = True
         self.all_gather_lengths: Callable[[list[int]], Sequence[int]] | None = None

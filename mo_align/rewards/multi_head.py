@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 
 def _is_conversational(sample: Any) -> bool:
@@ -94,8 +95,6 @@ class MultiHeadRewardModel:
     @classmethod
     def from_pretrained(cls, path: str, head_names: Sequence[str], **kwargs: Any) -> MultiHeadRewardModel:
         """Load model and tokenizer from ``path`` (``model_kwargs`` go to ``from_pretrained`` of the model)."""
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
         model_kwargs = kwargs.pop("model_kwargs", None) or {}
         model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=len(head_names), **model_kwargs)
         tokenizer = AutoTokenizer.from_pretrained(path)

@@ -14,9 +14,10 @@ import json
 import os
 from typing import Any
 
+from mo_align.runs.files import TRAIN_RESULTS_FILE, TRAINER_STATE_FILE, WEIGHT_FILES
+
 
 FINISHED_FILE = "mo_finished.json"
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors")
 
 
 def mark_finished(output_dir: str, global_step: int, max_steps: int) -> None:
@@ -46,8 +47,8 @@ def finished_run(output_dir: str) -> dict[str, Any] | None:
         except (OSError, ValueError, AttributeError):
             step = None  # unreadable, but present: still finished
         return {"global_step": step, "source": FINISHED_FILE}
-    state = os.path.join(output_dir, "trainer_state.json")
-    written_at_the_end = [os.path.join(output_dir, "train_results.json"), state]
+    state = os.path.join(output_dir, TRAINER_STATE_FILE)
+    written_at_the_end = [os.path.join(output_dir, TRAIN_RESULTS_FILE), state]
     if all(os.path.isfile(p) for p in written_at_the_end) and any(
         os.path.isfile(os.path.join(output_dir, w)) for w in WEIGHT_FILES
     ):

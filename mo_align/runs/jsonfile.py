@@ -21,7 +21,16 @@ from pathlib import Path
 from typing import Any
 
 
-__all__ = ["MAX_JSON_BYTES", "SummaryError", "clip", "interval", "law_records", "read_json", "text_or_none"]
+__all__ = [
+    "MAX_JSON_BYTES",
+    "SummaryError",
+    "clip",
+    "finite_float",
+    "interval",
+    "law_records",
+    "read_json",
+    "text_or_none",
+]
 
 MAX_JSON_BYTES = 256 * 2**20  # far above a long run's summary or trainer_state.json (a few MB)
 
@@ -108,6 +117,17 @@ def read_json(path: Path, finite: bool = False) -> Any:
             "a missing value is null)"
         )
     return value
+
+
+def finite_float(value: Any) -> float:
+    """A float; NaN (a missing value) for None / missing / non-numeric strings / ±Infinity (numeric strings count)."""
+    if value is None or isinstance(value, bool):
+        return math.nan
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return math.nan
+    return number if math.isfinite(number) else math.nan
 
 
 def _number(value: Any) -> float:

@@ -2,7 +2,7 @@
 
 Written by the trainer into every ``output_dir`` (:func:`summary_from_trainer`, :func:`write_summary`); read by
 ``mo-align report``, the lab, the card and the push (:func:`load_run`), rebuilt from ``trainer_state.json`` for runs
-without one (:func:`mo_align.runs.trainer_state.from_trainer_state`). :class:`RunSummary` declares the fields.
+without one (:func:`from_trainer_state`). :class:`RunSummary` declares the fields.
 """
 
 from __future__ import annotations
@@ -15,7 +15,20 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
-from mo_align.runs.jsonfile import SummaryError, clip, interval, law_records, read_json, text_or_none
+from mo_align.launch import typed_command
+from mo_align.redaction import redact
+from mo_align.runs.files import TRAINER_STATE_FILE
+from mo_align.runs.jsonfile import (
+    SummaryError,
+    clip,
+    finite_float,
+    interval,
+    law_records,
+    read_json,
+    text_or_none,
+)
+from mo_align.runs.trainer_state import trainer_state_fields
+from mo_align.stats import CI, interfering, run_preference
 
 
 if TYPE_CHECKING:
@@ -23,7 +36,6 @@ if TYPE_CHECKING:
 
 
 SUMMARY_FILE = "mo_summary.json"
-TRAINER_STATE_FILE = "trainer_state.json"
 SUMMARY_VERSION = 1
 TRAIN_FALLBACK = "training batches (no evaluation)"
 _CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")
@@ -70,7 +82,7 @@ def load_runs(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
     runs = [load_run(p) for p in paths]
     if not runs:
         raise SummaryError("no run directories given")
-    return _unique_names(runs)
+    return unique_run_names(runs)
 
 
 def load_run(path: str | Path) -> dict[str, Any]:
@@ -87,7 +99,7 @@ def load_run(path: str | Path) -> dict[str, Any]:
     if p.is_file():
         if p.name == TRAINER_STATE_FILE:
             run_dir = p.parent.parent if _CHECKPOINT_DIR.match(p.parent.name) else p.parent
-            return _rebuilt(p, run_dir)
+            return from_trainer_state(p, run_dir)
         return _load_summary_file(p)
     if p.is_dir():
         summary = p / SUMMARY_FILE
@@ -95,7 +107,7 @@ def load_run(path: str | Path) -> dict[str, Any]:
             return _load_summary_file(summary)
         state = _find_trainer_state(p)
         if state is not None:
-            return _rebuilt(state, p)
+            return from_trainer_state(state, p)
         raise SummaryError(
             f"{p}: neither {SUMMARY_FILE} nor {TRAINER_STATE_FILE} (in the directory or a checkpoint-* "
             "subdirectory) found; is this a training output_dir?"
@@ -103,10 +115,12 @@ def load_run(path: str | Path) -> dict[str, Any]:
     raise SummaryError(f"{p}: no such file or directory")
 
 
-def _rebuilt(state_path: Path, run_dir: Path) -> dict[str, Any]:
-    from mo_align.runs.trainer_state import from_trainer_state
-
-    return from_trainer_state(state_path, run_dir)
+def from_trainer_state(state_path: Path, run_dir: Path) -> dict[str, Any]:
+    """The summary of a run without ``mo_summary.json``, rebuilt from its ``trainer_state.json`` at ``state_path``
+    (:func:`mo_align.runs.trainer_state.trainer_state_fields` reads the fields, this module normalises them)."""
+    run = normalize_summary(trainer_state_fields(state_path, run_dir))
+    run["source"] = str(state_path.resolve())
+    return run
 
 
 def _find_trainer_state(run_dir: Path) -> Path | None:
@@ -138,21 +152,10 @@ def _load_summary_file(path: Path) -> dict[str, Any]:
     return run
 
 
-def _num(value: Any) -> float:
-    """A float; NaN (a missing value) for None / missing / non-numeric strings / ±Infinity."""
-    if value is None or isinstance(value, bool):
-        return math.nan
-    try:
-        number = float(value)
-    except (TypeError, ValueError, OverflowError):
-        return math.nan
-    return number if math.isfinite(number) else math.nan
-
-
 def _means(mapping: Any) -> dict[str, float]:
     if not mapping:
         return {}
-    return {str(k): _num(v) for k, v in dict(mapping).items()}
+    return {str(k): finite_float(v) for k, v in dict(mapping).items()}
 
 
 def _series(entries: Any, value_key: str, field: str = "") -> list[dict[str, Any]]:
@@ -160,7 +163,7 @@ def _series(entries: Any, value_key: str, field: str = "") -> list[dict[str, Any
     for i, entry in enumerate(entries or []):
         out.append({"step": int(entry["step"]), value_key: _means(entry.get(value_key))})
         if "completion_length" in entry:
-            out[-1]["completion_length"] = _num(entry["completion_length"])
+            out[-1]["completion_length"] = finite_float(entry["completion_length"])
         for key in ("ci", "delta_ci"):  # {objective: [low, high]}
             if entry.get(key):
                 out[-1][key] = {str(k): interval(v, f"{field}[{i}].{key}.{k}") for k, v in dict(entry[key]).items()}
@@ -255,7 +258,7 @@ def _preference(value: Any) -> dict[str, Any] | None:
         raise ValueError(f"preference: expected {{weights, source, objectives}}, got {clip(repr(value), 40)}")
     names = [str(o) for o in value.get("objectives") or []]
     return {
-        "weights": [_num(w) for w in value["weights"]],
+        "weights": [finite_float(w) for w in value["weights"]],
         "source": str(value.get("source", "")),
         "objectives": names,
     }
@@ -276,8 +279,6 @@ def run_interference(run: Mapping[str, Any]) -> list[str] | None:
     paired CIs of Δ vs the start, each objective's and the fixed scalar's (``scalar_delta_ci``, with the run's
     ``preference``). The objectives that interfere, ``[]`` for none; ``None`` when the run recorded no such
     intervals (no evaluation, a summary rebuilt from ``trainer_state.json`` or written before them)."""
-    from mo_align.stats import CI, interfering
-
     evals = run.get("eval") or []
     last = evals[-1] if evals and run.get("values_from", "eval") == "eval" else {}
     scalar, deltas = last.get("scalar_delta_ci"), last.get("delta_ci")
@@ -286,7 +287,7 @@ def run_interference(run: Mapping[str, Any]) -> list[str] | None:
     return interfering({n: CI(math.nan, *pair) for n, pair in deltas.items()}, CI(math.nan, *scalar))
 
 
-def _unique_names(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def unique_run_names(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     seen: dict[str, int] = {}
     out = []
     for run in runs:
@@ -301,9 +302,6 @@ def _unique_names(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 # ---- writing ------------------------------------------------------------------------------------------------------
 def summary_from_trainer(trainer: MOGRPOTrainer) -> RunSummary:
     """The summary of a running ``MOGRPOTrainer``: eval curve, weights, covariance EMAs, events, final/best/delta."""
-    from mo_align.hub import redact
-    from mo_align.launch import typed_command
-
     t, mo = trainer, trainer.mo
     hist = mo.history
     evals = hist["eval"]
@@ -342,8 +340,6 @@ def summary_from_trainer(trainer: MOGRPOTrainer) -> RunSummary:
 def _run_preference(trainer: MOGRPOTrainer, start: Mapping[str, float]) -> dict[str, Any]:
     """The fixed scalar of the trainer's ``scalar_delta_ci``: weights, where they came from, the objectives in it
     (those the first evaluation scored)."""
-    from mo_align.stats import run_preference
-
     trained = trainer.mo.weighted_names  # the fixed scalar is over the objectives the weighting combines
     weights, source = run_preference(trainer.weighting.hyperparameters(), len(trained))
     names = [n for n in trained if math.isfinite(start.get(n, math.nan))]

@@ -1,8 +1,8 @@
 """Rebuild a run summary from transformers' ``trainer_state.json`` (runs without ``mo_summary.json``).
 
-:func:`from_trainer_state` reads the ``log_history`` the trainer logged (per-objective eval means, weights, covariance
-EMAs, training rewards, events) into the fields of :class:`mo_align.runs.summary.RunSummary`; the summary module
-stays the one owner of the schema (:func:`~mo_align.runs.summary.normalize_summary`).
+:func:`trainer_state_fields` reads the ``log_history`` the trainer logged (per-objective eval means, weights,
+covariance EMAs, training rewards, events) into the fields of :class:`mo_align.runs.summary.RunSummary`; the summary
+module stays the one owner of the schema: :func:`mo_align.runs.summary.from_trainer_state` normalises them.
 """
 
 from __future__ import annotations
@@ -11,8 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mo_align.runs.jsonfile import SummaryError, read_json
-from mo_align.runs.summary import _num, normalize_summary
+from mo_align.runs.jsonfile import SummaryError, finite_float, read_json
 
 
 # ``mo/<segment>/...`` segments the trainer logs for every weighting; any other segment is the weighting's own name
@@ -32,13 +31,13 @@ def _eval_objective(key: str) -> str | None:
     return None
 
 
-def from_trainer_state(state_path: Path, run_dir: Path) -> dict[str, Any]:
-    """Rebuild a summary from ``log_history``: ``eval_<objective>/mean``, ``mo/weight/<objective>``,
-    ``mo/cov_ema/<objective>`` (else the strategy's own ``mo/<name>/<cov_ema_metric><objective>``, CTWA's ema/),
+def trainer_state_fields(state_path: Path, run_dir: Path) -> dict[str, Any]:
+    """The summary fields (not yet normalised) rebuilt from ``log_history``: ``eval_<objective>/mean``,
+    ``mo/weight/<objective>``, ``mo/cov_ema/<objective>`` (else the strategy's own ``mo/<name>/<cov_ema_metric><objective>``, CTWA's ema/),
     TRL's ``rewards/<objective>/mean`` (else ``mo/reward/<objective>/mean``, the same mean as older versions logged) and
     ``mo/events/<kind>/<objective>`` (fired when > 0). The algorithm is the one ``mo/<name>/...`` namespace the
     weighting logged under, else ``"unknown"``."""
-    state = read_json(state_path)  # transformers writes NaN losses here; non-finite values read as missing (_num)
+    state = read_json(state_path)  # transformers writes NaN losses here; non-finite values: missing (finite_float)
     history = state.get("log_history") if isinstance(state, dict) else None
     if not isinstance(history, list):
         raise SummaryError(f"{state_path}: no log_history list; not a transformers trainer_state.json")
@@ -67,13 +66,11 @@ def from_trainer_state(state_path: Path, run_dir: Path) -> dict[str, Any]:
         "train_reward": [{"step": s, "means": series["train_reward"][s]} for s in sorted(series["train_reward"])],
         "events": parsed.events,
     }
-    run = normalize_summary(raw)
-    run["source"] = str(state_path.resolve())
-    return run
+    return raw
 
 
 class _HistoryParser:
-    """Collects the summary's series from ``log_history`` entries (see :func:`from_trainer_state`)."""
+    """Collects the summary's series from ``log_history`` entries (see :func:`trainer_state_fields`)."""
 
     def __init__(self) -> None:
         self.series: dict[str, dict[int, dict[str, float]]] = {k: {} for k in (*_SERIES_KEYS, "strategy_cov_ema")}
@@ -83,7 +80,7 @@ class _HistoryParser:
         self.objectives: list[str] = []
 
     def put(self, kind: str, step: int, name: str, value: Any) -> None:
-        self.series[kind].setdefault(step, {})[name] = _num(value)
+        self.series[kind].setdefault(step, {})[name] = finite_float(value)
         if kind == "eval" and name not in self.objectives:
             self.objectives.append(name)
 
@@ -91,7 +88,7 @@ class _HistoryParser:
         for key, value in entry.items():
             name = _eval_objective(key)
             if name == "completion_length":
-                self.eval_lengths[step] = _num(value)
+                self.eval_lengths[step] = finite_float(value)
             elif name is not None:
                 self.put("eval", step, name, value)
             elif key.startswith("rewards/") and key.endswith("/mean"):
@@ -112,13 +109,15 @@ class _HistoryParser:
                 self.put("train_reward", step, name, value)
         elif segment == "events":
             kind, _, objective = rest.partition("/")
-            if _num(value) > 0:
+            if finite_float(value) > 0:
                 message = f"{kind} on {objective or 'the run'} at step {step} (from {key})"
                 self.events.append({"step": step, "kind": kind, "objective": objective or None, "message": message})
         elif segment not in _GENERIC_MO_SEGMENTS:
             if segment not in self.algorithms:
                 self.algorithms.append(segment)
-            from mo_align.weightings import REGISTRY  # the strategy's own covariance EMA (Weighting.cov_ema_metric)
+            # lazy: the weightings (torch) load only for a strategy's own covariance EMA (Weighting.cov_ema_metric);
+            # mo-align report reads summaries without torch
+            from mo_align.weightings import REGISTRY
 
             prefix = getattr(REGISTRY.get(segment), "cov_ema_metric", None)
             if prefix and rest.startswith(prefix):

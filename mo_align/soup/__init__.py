@@ -19,6 +19,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from mo_align.cli import CommandParser, run_module
+from mo_align.runs.files import SWEEP_RECIPE_FILE
+from mo_align.runs.summary import SUMMARY_FILE
+from mo_align.simplex import simplex_grid
 from mo_align.soup.interpolate import LORA_MODES, SoupError, check_runs, mix, soup_model
 
 
@@ -27,8 +30,6 @@ __all__ = ["SoupError", "add_parser", "check_runs", "main", "mix", "parse_alphas
 
 def parse_alphas(text: str, n_runs: int) -> list[list[float]]:
     """``a,b,c`` (two runs: α_A; α_B = 1 − α_A) or ``grid:N`` (the simplex grid over the runs)."""
-    from mo_align.sweep.spec import simplex_grid
-
     text = text.strip()
     if text.startswith("grid:"):
         steps = text[len("grid:") :]
@@ -68,7 +69,7 @@ def add_parser(subparsers: Any) -> CommandParser:
 
 
 def _done(out_dir: str, runs: Sequence[str], alphas: Sequence[float], lora: str) -> dict | None:
-    path = os.path.join(out_dir, "mo_summary.json")
+    path = os.path.join(out_dir, SUMMARY_FILE)
     if not os.path.exists(path):
         return None
     with open(path) as f:
@@ -79,6 +80,7 @@ def _done(out_dir: str, runs: Sequence[str], alphas: Sequence[float], lora: str)
 
 
 def run_soup(runs: Sequence[str], alphas: list[list[float]], out: str, recipe: str, lora: str, say=print) -> list:
+    # lazy: the evaluation (TRL's trainer, mo_align.train) loads once the runs and alphas were checked
     from mo_align.soup.evaluate import evaluate_soup
 
     rows = []
@@ -109,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         alphas = parse_alphas(args.alphas, len(args.runs))
         check_runs(args.runs, args.lora)
-        recipe = args.config or os.path.join(args.runs[0], "sweep_recipe.yaml")
+        recipe = args.config or os.path.join(args.runs[0], SWEEP_RECIPE_FILE)
         if not os.path.isfile(recipe):
             raise SoupError(
                 f"{recipe}: no such recipe; pass --config RECIPE (the runs' recipe: objectives, eval split)"

@@ -22,6 +22,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from transformers import AutoTokenizer, set_seed
+
+from mo_align.checkpoints import last_complete_checkpoint
+from mo_align.runs.summary import write_summary
+from mo_align.train import parse_args, validate
+from mo_align.trainer import MOGRPOTrainer
+from mo_align.trainer.state import MO_STATE_FILE, read_mo_state
 
 
 logger = logging.getLogger("mo_align")
@@ -29,9 +36,6 @@ logger = logging.getLogger("mo_align")
 
 def reward_state(run_dir: str) -> tuple[dict[str, Any], str | None]:
     """The reward states saved in ``run_dir``'s newest complete checkpoint, and that file (or ``({}, None)``)."""
-    from mo_align.checkpoints import last_complete_checkpoint
-    from mo_align.trainer.state import MO_STATE_FILE, read_mo_state
-
     checkpoint, _ = last_complete_checkpoint(run_dir)
     if checkpoint is None:
         return {}, None
@@ -41,11 +45,6 @@ def reward_state(run_dir: str) -> tuple[dict[str, Any], str | None]:
 
 def build_trainer(model: Any, recipe: str, tokenizer_dir: str, out_dir: str, name: str) -> Any:
     """An ``MOGRPOTrainer`` on ``model`` with the recipe's objectives, data and evaluation settings."""
-    from transformers import AutoTokenizer
-
-    from mo_align.train import parse_args, validate
-    from mo_align.trainer import MOGRPOTrainer
-
     script_args, training_args, model_args = parse_args(["--config", recipe])
     training_args.output_dir, training_args.run_name, training_args.mo_run_label = out_dir, name, "soup"
     training_args.report_to, training_args.disable_tqdm = [], True
@@ -70,10 +69,6 @@ def evaluate_soup(
     model: Any, recipe: str, runs: Sequence[str], alphas: Sequence[float], out_dir: str, name: str, lora_mode: str
 ) -> dict[str, Any]:
     """Evaluate ``model`` (the soup of ``runs`` with ``alphas``) and write ``<out_dir>/mo_summary.json``."""
-    from transformers import set_seed
-
-    from mo_align.runs.summary import write_summary
-
     trainer = build_trainer(model, recipe, runs[0], out_dir, name)
     states, state_file = reward_state(runs[0])
     for fname, fn in zip(trainer.reward_func_names, trainer.reward_funcs, strict=True):

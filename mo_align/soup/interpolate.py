@@ -38,11 +38,14 @@ from typing import Any
 
 import torch
 import yaml
+from peft import PeftModel, set_peft_model_state_dict
+from safetensors import safe_open
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
+
+from mo_align.runs.files import ADAPTER_CONFIG, ADAPTER_WEIGHTS, CONFIG_FILE, MODEL_WEIGHTS, SWEEP_RECIPE_FILE
 
 
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
-MODEL_WEIGHTS = "model.safetensors"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 LORA_MODES = ("merged", "adapters")
 ADAPTER_KEYS = ("r", "lora_alpha", "target_modules", "use_rslora", "use_dora", "fan_in_fan_out", "bias")
@@ -71,7 +74,7 @@ def base_model(run_dir: str) -> str | None:
     """The model a run started from: the adapter's base, else its sweep recipe's ``model_name_or_path``."""
     if is_lora(run_dir):
         return _json(os.path.join(run_dir, ADAPTER_CONFIG)).get("base_model_name_or_path")
-    recipe = os.path.join(run_dir, "sweep_recipe.yaml")
+    recipe = os.path.join(run_dir, SWEEP_RECIPE_FILE)
     if os.path.exists(recipe):
         try:
             with open(recipe, encoding="utf-8") as f:
@@ -97,11 +100,11 @@ def _tokenizer_digest(run_dir: str) -> str | None:
 
 def _architecture(run_dir: str) -> str:
     config_dir = run_dir
-    if is_lora(run_dir) and not os.path.exists(os.path.join(run_dir, "config.json")):
+    if is_lora(run_dir) and not os.path.exists(os.path.join(run_dir, CONFIG_FILE)):
         config_dir = base_model(run_dir) or run_dir
-    path = os.path.join(config_dir, "config.json")
+    path = os.path.join(config_dir, CONFIG_FILE)
     if not os.path.exists(path):
-        return "no config.json"
+        return f"no {CONFIG_FILE}"
     config = _json(path)
     return f"model_type {config.get('model_type')}, " + "/".join(map(str, config.get("architectures") or ()))
 
@@ -123,8 +126,6 @@ def _unreadable(path: str, exc: BaseException) -> SoupError:
 
 
 def _shapes(path: str) -> dict[str, tuple[int, ...]]:
-    from safetensors import safe_open
-
     try:
         with safe_open(path, framework="pt") as f:
             return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 (no __iter__)
@@ -146,8 +147,6 @@ def check_finite(tensors: dict[str, torch.Tensor], where: str) -> None:
 
 def _check_file_finite(path: str) -> None:
     """Every floating tensor of a safetensors file is finite; read one tensor at a time."""
-    from safetensors import safe_open
-
     try:
         with safe_open(path, framework="pt") as f:
             for key in f.keys():  # noqa: SIM118 (safe_open has no __iter__)
@@ -160,8 +159,6 @@ def _check_file_finite(path: str) -> None:
 
 def _load(path: str) -> dict[str, torch.Tensor]:
     """A safetensors file's tensors, refused in one line when unreadable or not finite."""
-    from safetensors.torch import load_file
-
     try:
         tensors = load_file(path)
     except Exception as exc:  # SafetensorError, OSError
@@ -254,9 +251,6 @@ def mix(state_dicts: Sequence[dict[str, torch.Tensor]], alphas: Sequence[float])
 
 
 def _merged_state(run_dir: str, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
     base = AutoModelForCausalLM.from_pretrained(base_model(run_dir), dtype=dtype)
     merged = PeftModel.from_pretrained(base, run_dir).merge_and_unload()
     return {k: v.detach().clone() for k, v in merged.state_dict().items()}
@@ -265,12 +259,8 @@ def _merged_state(run_dir: str, dtype: torch.dtype) -> dict[str, torch.Tensor]:
 def soup_model(runs: Sequence[str], alphas: Sequence[float], lora_mode: str = "merged", dtype=torch.float32) -> Any:
     """The interpolated model (a transformers ``PreTrainedModel``, LoRA merged) for the mixing weights ``alphas``;
     a weight file that cannot be read or holds NaN/Inf, and an interpolated weight that is not finite, are refused."""
-    from transformers import AutoModelForCausalLM
-
     where = f"the soup of {clip(runs[0], 80)} and {len(runs) - 1} more at α = {[float(a) for a in alphas]}"
     if is_lora(runs[0]) and lora_mode != "merged":
-        from peft import PeftModel, set_peft_model_state_dict
-
         base = AutoModelForCausalLM.from_pretrained(base_model(runs[0]), dtype=dtype)
         peft_model = PeftModel.from_pretrained(base, runs[0])
         adapters = mix([_load(os.path.join(r, ADAPTER_WEIGHTS)) for r in runs], alphas)

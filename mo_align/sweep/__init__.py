@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from mo_align.cli import CommandParser, run_module
+from mo_align.launch import LaunchError
+from mo_align.sweep.run import SweepLocked, accelerate_line, point_status, printed_recipe_path, run_sweep, write_recipe
 from mo_align.sweep.spec import Point, Sweep, SweepError, load_sweep, simplex_grid
 
 
@@ -40,8 +42,6 @@ def add_parser(subparsers: Any) -> CommandParser:
 
 def print_commands(sweep: Sweep, out: object | None = None) -> int:
     """One line per unfinished point (finished points are counted on stderr); returns the number of lines."""
-    from mo_align.sweep.run import accelerate_line, point_status, printed_recipe_path, write_recipe
-
     lines, finished = [], 0
     for point in sweep.points:
         if point_status(sweep.point_dir(point)) == "done":
@@ -72,9 +72,6 @@ def run_command(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         sys.stderr.write("mo-align: error: --jobs must be >= 1\n")
         return 2
-    from mo_align.launch import LaunchError
-    from mo_align.sweep.run import SweepLocked, run_sweep
-
     try:
         with contextlib.redirect_stdout(sys.stderr):  # libraries' banners never reach a commands file
             sweep = load_sweep(args.sweep_file)

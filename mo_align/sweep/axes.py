@@ -3,19 +3,20 @@ any vector is built (a grid has C(N + K − 1, K − 1) vectors; ``dirichlet: {n
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import numpy as np
+
+from mo_align.simplex import MAX_ALPHA
+from mo_align.simplex import simplex_grid as simplex_grid  # re-exported: mo_align.sweep.spec, mo_align.sweep
 from mo_align.sweep.schema import SweepError, checked, fail, parse
-from mo_align.weightings.validation import excerpt
+from mo_align.text import excerpt
 
 
 __all__ = ["Axis", "Dirichlet", "SweepError", "fail", "preference_axis", "simplex_grid"]
-
-MAX_ALPHA = 1e6  # larger Dirichlet concentrations draw all-zero rows in float64
 
 
 @dataclass
@@ -29,19 +30,7 @@ class Dirichlet:
     alpha: float = checked(f"a finite number in (0, {MAX_ALPHA:g}]", lambda a: 0 < a <= MAX_ALPHA, default=1.0)
 
 
-def simplex_grid(k: int, steps: int) -> list[list[float]]:
-    """Every w = i / steps with non-negative integers i summing to steps, vertices first in lexicographic order."""
-    out = []
-    for cut in itertools.combinations(range(steps + k - 1), k - 1):  # stars and bars
-        bounds = (-1, *cut, steps + k - 1)
-        counts = [bounds[j + 1] - bounds[j] - 1 for j in range(k)]
-        out.append([round(c / steps, 4) for c in counts])
-    return sorted(out, reverse=True)
-
-
 def dirichlet_points(k: int, n: int, seed: int, alpha: float = 1.0) -> list[list[float]]:
-    import numpy as np
-
     draws = np.random.default_rng(seed).dirichlet([alpha] * k, size=n)
     return [[round(float(x), 4) for x in row] for row in draws]
 

@@ -41,15 +41,26 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import torch
 import yaml
 
 from mo_align.cli import CommandParser, run_module
-from mo_align.lab.scaling import DEFAULT_ETA, ETA_MODES
+from mo_align.lab.batch import lab_scaling
+from mo_align.lab.jobs import warm_start_threads
+from mo_align.lab.run import lab_datasets
+from mo_align.lab.scaling import DEFAULT_ETA, ETA_MODES, lab_settings, paper_recipe
+from mo_align.lab.sft import warm_start
+from mo_align.lab.task import get_regime
+from mo_align.runs.files import SWEEP_RECIPE_FILE
+from mo_align.runs.report import write_report
 from mo_align.runs.summary import json_safe, load_run
 from mo_align.soup import parse_alphas, run_soup
+from mo_align.sweep import load_sweep
 from mo_align.sweep.labfront_conditioned import ROWS, conditioned_recipe, declared, evaluate_runs, row_steps
 from mo_align.sweep.labfront_paired import compare, comparison_table, hv_table, seed_hypervolumes
+from mo_align.sweep.run import DONE_FILE, run_sweep
 from mo_align.sweep.spec import point_name
+from mo_align.weightings import get_weighting
 
 
 CORNERS = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
@@ -69,8 +80,6 @@ def _say(message: str) -> None:
 
 def write_data(out: str, eval_prompts: int | None) -> str:
     """The lab's train and held-out splits as ``train.jsonl`` / ``test.jsonl`` (``dataset_path`` of the recipe)."""
-    from mo_align.lab.run import lab_datasets
-
     train, held_out = lab_datasets()
     if eval_prompts:
         held_out = held_out.select(range(min(eval_prompts, len(held_out))))
@@ -84,8 +93,6 @@ def write_data(out: str, eval_prompts: int | None) -> str:
 def lab_recipe(algorithm: str, sft_dir: str, data: str, reference_length: float, steps: int, eta: str) -> dict:
     """A lab run's settings (:func:`mo_align.lab.scaling.lab_settings`) as a recipe on the lab's model and data,
     evaluated at the start and the end, checkpointed at half-way (a killed sweep resumes)."""
-    from mo_align.lab.scaling import lab_settings, paper_recipe
-
     paper = paper_recipe(algorithm)
     settings = lab_settings(algorithm, steps, eta, output_dir=os.path.join(data, "unused"), eval_steps=steps)
     for key in ("seed", "run_name", "mo_run_label"):  # the sweep sets them per point
@@ -109,8 +116,6 @@ def lab_recipe(algorithm: str, sft_dir: str, data: str, reference_length: float,
 
 def check_algorithms(algorithms: Sequence[str]) -> None:
     """Refuse, in one line, an algorithm this checkout lacks (UPGrad comes with the TorchJD family)."""
-    from mo_align.weightings import get_weighting
-
     unknown = [a for a in algorithms if a not in ALGORITHMS]
     if unknown:
         raise SystemExit(f"mo-align: error: lab-front: unknown algorithm(s) {unknown}; choose from {list(ALGORITHMS)}")
@@ -193,7 +198,7 @@ def front_table(result: dict[str, Any], seconds: dict[str, float]) -> str:
 def _run_seconds(sweep: Any) -> dict[str, float]:
     out: dict[str, float] = {}
     for point in sweep.points:
-        done = os.path.join(sweep.point_dir(point), "sweep_done.json")
+        done = os.path.join(sweep.point_dir(point), DONE_FILE)
         if os.path.exists(done):
             with open(done) as f:
                 out[point.label] = out.get(point.label, 0.0) + float(json.load(f)["seconds"])
@@ -203,13 +208,6 @@ def _run_seconds(sweep: Any) -> dict[str, float]:
 def _prepare(args: argparse.Namespace) -> Any:
     """The scaling rule (printed, ``lab_scaling.json``), the conditioned rows' changes (printed), the warm start, the
     data and the sweep file; returns the loaded sweep."""
-    import torch
-
-    from mo_align.lab.run import lab_scaling, warm_start_threads
-    from mo_align.lab.sft import warm_start
-    from mo_align.lab.task import get_regime
-    from mo_align.sweep import load_sweep
-
     check_algorithms(args.algorithms)
     swept = ["linear", *(a for a in args.algorithms if a not in ("linear", "soup", "conditioned"))]
     scaling = lab_scaling(swept, args.steps, args.eta, args.steps, _say)  # every recipe read before the warm start
@@ -233,8 +231,6 @@ def _prepare(args: argparse.Namespace) -> Any:
 
 
 def _declared(args: argparse.Namespace) -> dict[str, Any]:
-    from mo_align.lab.scaling import paper_recipe
-
     return declared(args.steps, len(CORNERS + INTERIOR), paper_recipe("linear")["reward_funcs"])
 
 
@@ -249,7 +245,7 @@ def _soups(args: argparse.Namespace, sweep: Any, ok: set[str]) -> list[tuple[str
             continue
         soup_dir = os.path.join(args.out, "soup", f"seed{seed}")
         os.makedirs(soup_dir, exist_ok=True)
-        recipe = os.path.join(corners[0], "sweep_recipe.yaml")
+        recipe = os.path.join(corners[0], SWEEP_RECIPE_FILE)
         rows = run_soup(corners, parse_alphas(SOUP_ALPHAS, len(CORNERS)), soup_dir, recipe, "merged", say=_say)
         entries += [("soup", seed, r["dir"]) for r in rows]
     return entries
@@ -296,9 +292,6 @@ def _verdict(runs: list[dict], entries: list, objectives: list[str]) -> dict[str
 
 
 def run_lab_front(args: argparse.Namespace) -> dict[str, Any]:
-    from mo_align.runs.report import write_report
-    from mo_align.sweep.run import run_sweep
-
     t0 = time.time()
     sweep = _prepare(args)
     results = run_sweep(sweep, args.jobs, say=_say)

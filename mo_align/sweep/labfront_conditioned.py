@@ -29,12 +29,12 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from mo_align.preferences.evaluate import FRONT_FILE  # what evaluate-preferences writes
 from mo_align.preferences.spec import NAME
 from mo_align.process_group import die_with_parent
 
 
 ROWS = ("conditioned-same-compute", "conditioned-same-steps")  # longest first: the sweep starts it first
-FRONT_FILE = "preference_front.json"  # what evaluate-preferences writes (mo_align.preferences.evaluate)
 
 
 def template(objectives: Sequence[str]) -> str:

@@ -27,26 +27,27 @@ from typing import Any
 
 import yaml
 
+from mo_align.checkpoints import last_complete_checkpoint
+from mo_align.launch import resolve_accelerate_config
 from mo_align.process_group import die_with_parent
+from mo_align.runs.files import SWEEP_RECIPE_FILE, TRAIN_RESULTS_FILE, WEIGHT_FILES
 from mo_align.runs.progress import PROGRESS_ENV, ProgressWatcher, completed_with_progress
+from mo_align.runs.summary import SUMMARY_FILE
 from mo_align.sweep.spec import Point, Sweep, point_recipe
 
 
-RECIPE_FILE = "sweep_recipe.yaml"
+RECIPE_FILE = SWEEP_RECIPE_FILE
 RECIPES_DIR = "recipes"  # --print-commands: <output_dir>/recipes/<point>.yaml (a point's name ends in -seed<s>)
 DONE_FILE = "sweep_done.json"
 LOCK_FILE = ".sweep.lock"
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors")
 
 
 def point_status(run_dir: str) -> str:
     """``done``, ``resume`` (a complete checkpoint to continue from), ``restart`` (output but no complete
     checkpoint) or ``new``."""
-    from mo_align.checkpoints import last_complete_checkpoint
-
     if os.path.exists(os.path.join(run_dir, DONE_FILE)):
         return "done"
-    files = ("train_results.json", "mo_summary.json")
+    files = (TRAIN_RESULTS_FILE, SUMMARY_FILE)
     if all(os.path.exists(os.path.join(run_dir, f)) for f in files) and any(
         os.path.exists(os.path.join(run_dir, f)) for f in WEIGHT_FILES
     ):
@@ -89,8 +90,6 @@ def point_accelerate_config(sweep: Sweep, point: Point) -> str:
 
 def accelerate_line(sweep: Sweep, point: Point, recipe: str, workdir: str) -> str:
     """``accelerate launch --config_file CFG -m mo_align.train --config RECIPE`` with absolute paths."""
-    from mo_align.launch import resolve_accelerate_config
-
     config = resolve_accelerate_config(point_accelerate_config(sweep, point), Path(workdir))
     parts = ["accelerate", "launch", "--config_file", os.path.abspath(config), "-m", "mo_align.train"]
     return shlex.join([*parts, "--config", os.path.abspath(recipe)])

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import MISSING, field, fields
 from typing import Any, TypeVar, get_args, get_origin, get_type_hints
 
-from mo_align.weightings.validation import excerpt
+from mo_align.text import excerpt
 
 
 T = TypeVar("T")

@@ -45,12 +45,14 @@ from typing import Any, ClassVar
 
 import yaml
 
+from mo_align.recipe import RecipeError, check_fields, check_recipe
 from mo_align.sweep.axes import Axis, SweepError
 from mo_align.sweep.axes import fail as _fail
 from mo_align.sweep.axes import preference_axis as _preference_axis
 from mo_align.sweep.axes import simplex_grid as simplex_grid  # re-exported: mo_align.sweep, mo_align.soup
 from mo_align.sweep.schema import checked, parse
-from mo_align.weightings.validation import excerpt
+from mo_align.text import excerpt
+from mo_align.weightings import get_weighting
 
 
 MAX_POINTS = 10_000  # default cap on a sweep's points (the sweep file's max_points raises it)
@@ -180,8 +182,6 @@ def _algorithms(raw: list | dict | None, recipe: dict[str, Any], path: str) -> d
 
 def preference_field(name: str, k: int, kwargs: dict[str, Any]) -> str | None:
     """The kwarg through which weighting ``name`` takes a preference vector, or None."""
-    from mo_align.weightings import get_weighting
-
     for candidate in PREFERENCE_FIELDS:
         try:
             get_weighting(name, k, **{**kwargs, candidate: [1.0 / k] * k})
@@ -195,8 +195,7 @@ def preference_field(name: str, k: int, kwargs: dict[str, Any]) -> str | None:
 
 def _axis_values(raw: dict | None, path: str, key: str) -> dict[str, Any]:
     """``set`` (field -> its values) or ``overrides`` (field -> value): recipe fields, each value of its type."""
-    from mo_align.recipe import RecipeError, check_fields
-    from mo_align.train import make_parser
+    from mo_align.train import make_parser  # lazy: TRL, transformers, datasets (see load_sweep)
 
     if not raw:
         return {}
@@ -239,8 +238,6 @@ def point_name(label: str, preference: list[float] | None, values: dict[str, Any
 
 
 def _read(path: str, dataclass_types: Any = None) -> dict[str, Any]:
-    from mo_align.recipe import RecipeError, check_recipe
-
     try:
         check_recipe(path, dataclass_types)  # size, aliases, tags, syntax: the recipe rules hold for sweep files too
     except RecipeError as exc:
@@ -261,8 +258,6 @@ def _seeds(seeds: list[int] | None, recipe: dict[str, Any], path: str) -> list[i
 def _plan(sweep: Sweep, spec: SweepFile, k: int) -> list[tuple[str, dict[str, Any], Axis | None, str | None]]:
     """(label, algorithm, its preference axis or None, the kwarg taking the preference) for every algorithm, each
     weighting checked with its own kwargs."""
-    from mo_align.weightings import get_weighting
-
     path = sweep.path
     shared = _preference_axis(spec.preferences, k, path)
     plan = []
@@ -345,8 +340,7 @@ def _check_recipes(sweep: Sweep, k: int) -> None:
     """Every point's recipe through mo_align.train's own parser (GRPOConfig's checks included), nothing run: once
     per distinct recipe (:func:`_recipe_key`); each distinct weighting setting (a preference vector included) is
     built on its own, which is what the recipe check does with it."""
-    from mo_align.train import parse_args
-    from mo_align.weightings import get_weighting
+    from mo_align.train import parse_args  # lazy: TRL, transformers, datasets (see load_sweep)
 
     checked: set[str] = set()
     weightings: set[str] = set()
@@ -373,6 +367,8 @@ def _check_recipes(sweep: Sweep, k: int) -> None:
 
 def load_sweep(path: str, check_recipes: bool = True) -> Sweep:
     """Read and validate a sweep file and list its points (a :class:`SweepError` names the file and field)."""
+    # lazy: mo_align.train (TRL, transformers, datasets) loads when a sweep file is read, which `mo-align sweep` does
+    # with stdout sent to stderr, so that no library's import banner reaches a --print-commands file
     from mo_align.train import make_parser
 
     spec = parse(SweepFile, _read(path), path)

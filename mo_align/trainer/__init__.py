@@ -18,7 +18,7 @@ TRL private name it touches is listed in :mod:`mo_align.trainer.trl_compat` (che
    (:mod:`~mo_align.trainer.state`).
 5. ``evaluate`` / ``evaluation_loop`` — transformers' ``evaluate`` around a loop that runs TRL's (``eval_loss``)
    and the per-objective decode (:mod:`~mo_align.trainer.evaluation`): ``eval_<objective>/mean|delta``.
-6. ``create_model_card`` / ``write_summary`` — the model card (``mo_align.hub``) and ``mo_summary.json``
+6. ``create_model_card`` / ``write_summary`` — the model card (``mo_align.runs.card``) and ``mo_summary.json``
    (``mo_align.runs.summary``, its one owner).
 7. ``training_step`` — a vLLM server failure (``mo_align.vllm``) stops the run after a checkpoint of the last
    finished step.
@@ -37,6 +37,7 @@ from typing import Any
 
 import torch
 from accelerate.utils import gather_object
+from transformers.trainer_utils import EvalLoopOutput
 from trl import GRPOTrainer
 
 from mo_align.configs import MOGRPOConfig, resolve_config
@@ -45,6 +46,7 @@ from mo_align.objectives import ObjectivePlan
 from mo_align.rewards.checks import RewardMonitor
 from mo_align.rewards.unscorable import check_scorable
 from mo_align.runs import progress
+from mo_align.runs.card import trainer_model_card
 from mo_align.runs.summary import summary_from_trainer, write_summary
 from mo_align.trainer import evaluation, state, trl_compat
 from mo_align.trainer.checks import check_layout, check_setup
@@ -54,7 +56,9 @@ from mo_align.trainer.mostate import MOState, alias
 from mo_align.trainer.post_update import MOCallback, PostUpdate
 from mo_align.trainer.scoring import score_batch
 from mo_align.trainer.state import MO_STATE_FILE
-from mo_align.weightings import Weighting
+from mo_align.vllm.client import VLLMServerError
+from mo_align.vllm.generation import server_mode  # vLLM server mode: mo_align's client, CPU weight sync
+from mo_align.weightings import Weighting, get_weighting
 from mo_align.weightings.validation import check_finite_weights
 
 
@@ -93,8 +97,6 @@ class MOGRPOTrainer(GRPOTrainer):
         self.mo = MOState(weighting, plan=plan)  # the multi-objective state, one typed place (trainer.mostate)
         check_layout(weighting, args)
         self.objective_advantages: torch.Tensor | None = None  # (B, K) of the current micro-batch
-        from mo_align.vllm.generation import server_mode  # vLLM server mode: mo_align's client, CPU weight sync
-
         with server_mode(args):
             super().__init__(model, reward_funcs, args, *a, **kw)
         mo = self.mo
@@ -267,8 +269,6 @@ class MOGRPOTrainer(GRPOTrainer):
         self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
     ):
         """TRL's loop (``eval_loss``; when ``mo_eval_loss``), then the per-objective decode of the same split."""
-        from transformers.trainer_utils import EvalLoopOutput
-
         target, own = getattr(self, "_mo_eval_target", None) or (dataloader.dataset, False)
         metrics: dict[str, float] = {}
         if self.args.mo_eval_loss:
@@ -301,18 +301,14 @@ class MOGRPOTrainer(GRPOTrainer):
         write_summary(summary_from_trainer(self), self.args.output_dir)
 
     def create_model_card(self, model_name=None, dataset_name=None, tags=None):
-        """mo_align's model card (``mo_align.hub``): algorithm, objectives, eval table, weight plot, events, command.
-        Called by transformers' ``push_to_hub`` and by TRL at every checkpoint (main process only)."""
-        from mo_align.hub import trainer_model_card
-
+        """mo_align's model card (:mod:`mo_align.runs.card`): algorithm, objectives, eval table, weight plot, events,
+        command. Called by transformers' ``push_to_hub`` and by TRL at every checkpoint (main process only)."""
         trainer_model_card(self, model_name=model_name, dataset_name=dataset_name, tags=tags)
 
     # ---- 7. vLLM server mode ------------------------------------------------------------------------------------
     def training_step(self, model, inputs, num_items_in_batch=None):
         """A vLLM server failure (``VLLMServerError``, raised on every process) stops the run after a checkpoint of
         the last finished step is written, so the work done so far is kept."""
-        from mo_align.vllm.client import VLLMServerError
-
         try:
             return super().training_step(model, inputs, num_items_in_batch)
         except VLLMServerError as exc:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
+from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 from trl.models.utils import unwrap_model_for_generation
 
@@ -99,8 +100,6 @@ def _labels(trainer: MOGRPOTrainer, texts: list[str], keep: torch.Tensor) -> lis
     labeler = trainer.mo.eval_labeler
     if labeler is None:
         return None
-    from accelerate.utils import gather_object
-
     local = [(str(labeler(t)), bool(k)) for t, k in zip(texts, keep.tolist(), strict=True)]
     pairs = gather_object(local) if trainer.accelerator.num_processes > 1 else local
     return [label for label, kept in pairs if kept]

@@ -24,6 +24,7 @@ from transformers import TrainerCallback, TrainerState
 from transformers.trainer_utils import TrainOutput, rotate_checkpoints
 
 from mo_align import checkpoints
+from mo_align.runs.files import MO_STATE_FILE, TRAINER_STATE_FILE
 from mo_align.trainer import trl_compat
 
 
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
     from mo_align.trainer import MOGRPOTrainer
 
 
-MO_STATE_FILE = "mo_state.pt"
 logger = logging.getLogger("mo_align")
 
 
@@ -143,7 +143,7 @@ class ResumeCallback(TrainerCallback):
 
 def checkpoint_step(checkpoint: Any) -> int | None:
     """The ``global_step`` recorded in a checkpoint's ``trainer_state.json`` (``None`` when it has none)."""
-    path = os.path.join(checkpoint, "trainer_state.json") if isinstance(checkpoint, str) else None
+    path = os.path.join(checkpoint, TRAINER_STATE_FILE) if isinstance(checkpoint, str) else None
     if path is None or not os.path.isfile(path):
         return None
     return TrainerState.load_from_json(path).global_step
@@ -166,7 +166,7 @@ def finish_from_checkpoint(trainer: MOGRPOTrainer, checkpoint: str, step: int) -
         t.args.max_steps,
     )
     trl_compat.load_weights(t, checkpoint)
-    t.state = TrainerState.load_from_json(os.path.join(checkpoint, "trainer_state.json"))
+    t.state = TrainerState.load_from_json(os.path.join(checkpoint, TRAINER_STATE_FILE))
     load_checkpoint_state(t, checkpoint)
     t.write_summary()
     losses = [h["loss"] for h in t.state.log_history if "loss" in h]  # the logged losses of the steps trained

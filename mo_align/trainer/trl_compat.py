@@ -17,6 +17,8 @@ from typing import Any
 
 from trl import GRPOTrainer
 
+from mo_align.vllm.trl_compat import PRIVATE_NAMES
+
 
 # name -> the parameters (after self) the override relies on
 OVERRIDES: dict[str, tuple[str, ...]] = {
@@ -35,16 +37,9 @@ CALLS: dict[str, tuple[str, ...]] = {
 ATTRIBUTES: tuple[str, ...] = ("_buffered_inputs", "_step", "_metrics", "_logs", "_tag_names")
 
 
-def _vllm_private() -> tuple[str, ...]:
-    from mo_align.vllm.trl_compat import PRIVATE_NAMES
-
-    return tuple(PRIVATE_NAMES)
-
-
-def __getattr__(name: str) -> Any:  # VLLM_PRIVATE is resolved lazily: the vLLM client imports requests
-    if name == "VLLM_PRIVATE":
-        return _vllm_private()
-    raise AttributeError(name)
+VLLM_PRIVATE: tuple[tuple[str, str], ...] = tuple(
+    PRIVATE_NAMES
+)  # the vLLM client's, listed in mo_align.vllm.trl_compat
 
 
 # ---- accessors (the only code that spells these names) -----------------------------------------------------------

@@ -29,9 +29,10 @@ from urllib.parse import urlparse
 
 import requests
 import torch
+from safetensors.torch import save_file
 
-from mo_align.vllm.plugin import BACKEND as SHM_FILE
-from mo_align.vllm.plugin import PROTOCOL
+from mo_align.vllm.backend import BACKEND as SHM_FILE
+from mo_align.vllm.backend import PROTOCOL
 from mo_align.vllm.trl_compat import TRLClient
 
 
@@ -320,8 +321,6 @@ class ServerClient(TRLClient):
         self.last_sync_bytes = sent
 
     def _send_chunk(self, tensors: dict[str, torch.Tensor]) -> int:
-        from safetensors.torch import save_file
-
         name = f"mo_align_weights_{os.getpid()}_{uuid.uuid4().hex[:12]}.safetensors"
         path = os.path.join(self.sync_dir, name)
         partial = path + ".partial"

@@ -26,10 +26,11 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import torch
+from accelerate.utils import broadcast_object_list
 from trl.import_utils import is_vllm_available
 
+from mo_align.vllm.backend import BACKEND as SHM_FILE
 from mo_align.vllm.client import ServerClient, VLLMServerError, sync_mode
-from mo_align.vllm.plugin import BACKEND as SHM_FILE
 from mo_align.vllm.trl_compat import TRLGeneration, generation_class_swapped
 
 
@@ -102,8 +103,6 @@ class ServerModeGeneration(TRLGeneration):
         """``value`` from the main process, on every process."""
         if self.accelerator.num_processes == 1:
             return value
-        from accelerate.utils import broadcast_object_list
-
         box = [value]
         broadcast_object_list(box, from_process=0)
         return box[0]

@@ -24,11 +24,10 @@ the training venv never imports vLLM.
 
 from __future__ import annotations
 
+from mo_align.vllm.backend import BACKEND, PROTOCOL
+
 
 __all__ = ["BACKEND", "PROTOCOL", "register"]
-
-BACKEND = "shm_file"
-PROTOCOL = 1  # bumped when the update_info fields change; the trainer sends the one it speaks
 
 
 def register() -> None:
@@ -36,6 +35,8 @@ def register() -> None:
 
     vLLM may call it several times per process and in several processes; only the first call per process registers.
     """
+    # optional extra: vllm; lazy on purpose too: this module is imported cheaply, the engine (vLLM, torch,
+    # safetensors) only inside vLLM's processes, when vLLM calls register()
     from vllm.distributed.weight_transfer.factory import WeightTransferEngineFactory
 
     from mo_align.vllm.shm_engine import ShmFileWeightTransferEngine

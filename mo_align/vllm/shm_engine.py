@@ -14,13 +14,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from safetensors import safe_open
 from vllm.distributed.weight_transfer.base import (
     WeightTransferEngine,
     WeightTransferInitInfo,
     WeightTransferUpdateInfo,
 )
 
-from mo_align.vllm.plugin import PROTOCOL
+from mo_align.vllm.backend import PROTOCOL
 
 
 __all__ = ["ShmFileWeightTransferEngine", "load_file_into", "repack_embedding_gemms"]
@@ -55,6 +56,7 @@ class ShmFileWeightTransferEngine(WeightTransferEngine[ShmFileInitInfo, ShmFileU
         logger.info("shm_file weight transfer ready (protocol %d)", PROTOCOL)
 
     def start_weight_update(self) -> None:
+        # optional extra: vllm; lazy: vLLM loads this plugin early in each process, its model executor only when used
         from vllm.model_executor.model_loader.reload import initialize_layerwise_reload
 
         initialize_layerwise_reload(self.model)
@@ -78,7 +80,7 @@ class ShmFileWeightTransferEngine(WeightTransferEngine[ShmFileInitInfo, ShmFileU
         logger.info("shm_file: loaded %d tensors from %s in %.3f s", count, path, time.perf_counter() - start)
 
     def finish_weight_update(self) -> None:
-        from vllm.model_executor.model_loader.reload import finalize_layerwise_reload
+        from vllm.model_executor.model_loader.reload import finalize_layerwise_reload  # optional extra: vllm (lazy)
 
         finalize_layerwise_reload(self.model, self.model_config)
         repack_embedding_gemms(self.model)
@@ -89,8 +91,6 @@ class ShmFileWeightTransferEngine(WeightTransferEngine[ShmFileInitInfo, ShmFileU
 
 def load_file_into(model: Any, path: str) -> int:
     """Stream the file's tensors into ``model.load_weights`` one at a time; returns how many were read."""
-    from safetensors import safe_open
-
     count = 0
 
     def tensors():
@@ -100,7 +100,7 @@ def load_file_into(model: Any, path: str) -> int:
                 count += 1
                 yield name, handle.get_tensor(name)
 
-    try:  # a partial checkpoint is fine here; vLLM's MTP completeness check would refuse it
+    try:  # a partial checkpoint is fine here; vLLM's MTP completeness check would refuse it (optional extra: vllm, lazy)
         from vllm.model_executor.model_loader.mtp_validation import disable_mtp_completeness_check
     except ImportError:  # pragma: no cover - older vLLM
         model.load_weights(tensors())
@@ -116,6 +116,7 @@ def repack_embedding_gemms(model: Any) -> None:
     The reload copies new values into the embedding's storage, which a tied lm_head shares, but the oneDNN handle
     that the CPU backend packed from it at load time still holds the old values.
     """
+    # optional extra: vllm; lazy: vllm.platforms.current_platform must not be resolved while vLLM loads its plugins
     from vllm.model_executor.layers.vocab_parallel_embedding import UnquantizedEmbeddingMethod
     from vllm.platforms import current_platform
 

@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import requests
+from trl import GRPOTrainer
 from trl.generation.vllm_client import VLLMClient
 from trl.generation.vllm_generation import VLLMGeneration
 
@@ -114,8 +115,6 @@ def generation_class_swapped(replacement: type[VLLMGeneration]) -> Iterator[None
     ``GRPOTrainer.__init__`` looks the class up in its module's namespace, so it is swapped there and restored on
     exit. Refuses when that global is no longer TRL's class (a TRL upgrade moved it).
     """
-    from trl import GRPOTrainer
-
     module = sys.modules[GRPOTrainer.__module__]
     original = getattr(module, "VLLMGeneration", None)
     if original is None or not issubclass(replacement, original):

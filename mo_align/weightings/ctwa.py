@@ -80,12 +80,21 @@ import torch
 
 from mo_align.covariance import group_moments, induced_weights, on_policy_induced_weights, robust_signal
 from mo_align.weightings.base import GENERATION, ObjectiveStats, StepSize, TrainerNeeds, Weighting, per_objective
+from mo_align.weightings.linear import LinearWeighting
 from mo_align.weightings.papers import INTERFERENCE
-from mo_align.weightings.validation import check_number
+from mo_align.weightings.smooth_tchebycheff import SmoothTchebycheffWeighting
+from mo_align.weightings.tchebycheff import TchebycheffWeighting
+from mo_align.weightings.validation import check_number, validate_kwargs
 
 
 logger = logging.getLogger("mo_align")
-BASES = ("linear", "tchebycheff", "smooth_tchebycheff")
+# the reward-space scalarizations CTWA wraps, by registry key (imported, not looked up: no ctwa <-> package cycle)
+BASE_CLASSES: dict[str, type[Weighting]] = {
+    "linear": LinearWeighting,
+    "tchebycheff": TchebycheffWeighting,
+    "smooth_tchebycheff": SmoothTchebycheffWeighting,
+}
+BASES = tuple(BASE_CLASSES)
 
 
 PPO_CLIP_LOSSES = ("grpo", "bnpo", "dr_grpo", "dapo", "luspo")
@@ -213,10 +222,10 @@ class CTWAWeighting(Weighting, key="ctwa"):
         self.base, self.base_kwargs, self.patience = base, dict(base_kwargs or {}), patience
         self.max_weight_ratio, self.subsample = max_weight_ratio, subsample
         self.requires = _requires(statistic)
-        from mo_align.weightings import get_weighting
-
         init_key = "preference" if base == "smooth_tchebycheff" else "weights"
-        self._base = get_weighting(base, k, **{init_key: w0, **self.base_kwargs})
+        base_kwargs = {init_key: w0, **self.base_kwargs}
+        validate_kwargs(BASE_CLASSES[base], base_kwargs)  # as get_weighting(base, k, **base_kwargs) checks them
+        self._base = BASE_CLASSES[base](k, **base_kwargs)
         self._w0 = torch.tensor(w0, dtype=torch.float64)
         self.log_weights = torch.log(self._w0.clamp(min=1e-8))
         self.ema: torch.Tensor | None = None

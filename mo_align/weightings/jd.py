@@ -39,6 +39,7 @@ import torch
 from mo_align.extras import MissingExtraError, require
 from mo_align.weightings import papers as P
 from mo_align.weightings.base import GRAM_NO_STATE, Weighting, per_objective
+from mo_align.weightings.validation import validate_kwargs
 
 
 logger = logging.getLogger("mo_align")
@@ -117,7 +118,7 @@ class JDWeighting(Weighting):
         self._rng = torch.Generator().manual_seed(seed).get_state() if seed is not None else None
         require("torchjd", f"weighting {self.name!r} (TorchJD's {self.method})")
         try:
-            import torchjd.aggregation
+            import torchjd.aggregation  # optional extra: torchjd (checked by require() above)
 
             self._jd = self._build(torchjd.aggregation)
         except ImportError as exc:  # a solver of the method (quadprog, cvxpy, scipy) is missing
@@ -143,7 +144,7 @@ class JDWeighting(Weighting):
             if key in kwargs:
                 kwargs[key] = self._vector(key)
         if "reg_eps" in kwargs:
-            from torchjd.linalg import QuadprogProjector
+            from torchjd.linalg import QuadprogProjector  # optional extra: torchjd
 
             kwargs["projector"] = QuadprogProjector(norm_eps=kwargs.pop("norm_eps"), reg_eps=kwargs.pop("reg_eps"))
         return getattr(aggregation, f"{self.method}Weighting")(**kwargs)
@@ -372,8 +373,6 @@ class JDCRMOGM(JDWeighting):
     params |= {"alpha": (float, 0.9, "[0, 1]"), "initial_weights": (list[float] | None, None)}
 
     def _build(self, aggregation: Any) -> Any:
-        from mo_align.weightings.validation import validate_kwargs
-
         h = self._hparams
         inner = method_class(h["weighting"])
         validate_kwargs(inner, h["weighting_kwargs"] or {})

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
+from mo_align.text import excerpt as excerpt  # re-exported: its home was here
+
 
 if TYPE_CHECKING:
     from mo_align.weightings.base import Weighting
@@ -32,12 +34,6 @@ def _interval(spec: str) -> tuple[float, float, bool, bool]:
     """``"(0, 1]"`` -> (0.0, 1.0, lower open, upper open)."""
     lo, hi = (float(x) for x in spec[1:-1].split(","))
     return lo, hi, spec[0] == "(", spec[-1] == ")"
-
-
-def excerpt(value: Any, limit: int = 60) -> str:
-    """``repr(value)`` cut to ``limit`` characters (error messages never print a whole recipe value)."""
-    text = repr(value) if len(str(value)) < 10 * limit else repr(str(value)[: 2 * limit])
-    return text if len(text) <= limit else f"{text[: limit - 14]}... ({len(str(value))} chars)"
 
 
 def check_number(value: Any, where: str, spec: str | None = None) -> None:

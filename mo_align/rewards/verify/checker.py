@@ -54,7 +54,7 @@ class Checker:
     """
 
     def __init__(self, cache_size: int = 4096) -> None:
-        import math_verify  # 1+ s; only in processes that check answers
+        import math_verify  # lazy: 1+ s to import; only the processes that check answers need it
 
         _quiet_math_verify()
         self._mv = math_verify

@@ -5,6 +5,7 @@ per-task deadline (the task's outcome is then ``"hard-timeout"``)."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import multiprocessing as mp
 import os
 import signal
@@ -30,8 +31,6 @@ def _die_with_parent() -> None:
     parent process end together."""
     if sys.platform.startswith("linux"):
         with contextlib.suppress(Exception):
-            import ctypes
-
             libc = ctypes.CDLL(None, use_errno=True)
             libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
 

@@ -83,6 +83,7 @@ from mo_align.runs.summary import json_safe
 __all__ = [
     "DEFAULT_TOLERANCE",
     "PNG_SIGNATURE",
+    "REPORT_MD",
     "ReportError",
     "analyse",
     "default_reference",
@@ -93,6 +94,8 @@ __all__ = [
     "parse_reference",
     "write_report",
 ]
+
+REPORT_MD = "report.md"  # with report.html and report.json, in the report's --out directory
 
 
 def write_report(
@@ -123,7 +126,7 @@ def write_report(
     plots = make_plots(analysis, out)
     fronts, front_numbers = front_blocks(analysis, out)  # preference sweeps: each algorithm's front (fronts.py)
     document = blocks(analysis, plots) + fronts + decomposition_blocks(styles)
-    md, page, js = out / "report.md", out / "report.html", out / "report.json"
+    md, page, js = out / REPORT_MD, out / "report.html", out / "report.json"
     md.write_text(to_markdown(document), encoding="utf-8")
     page.write_text(to_html(document), encoding="utf-8")
     result = {k: v for k, v in analysis.items() if not k.startswith("_")}

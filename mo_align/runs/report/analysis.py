@@ -11,11 +11,11 @@ from typing import Any
 
 import numpy as np
 
-from mo_align.runs.jsonfile import clip
+from mo_align.runs.jsonfile import clip, finite_float
 from mo_align.runs.report.law import law_scores
 from mo_align.runs.report.pareto import hypervolume, non_dominated
 from mo_align.runs.report.seeds import seed_level
-from mo_align.runs.summary import SummaryError, _num, _unique_names, law_tally, normalize_summary
+from mo_align.runs.summary import SummaryError, law_tally, normalize_summary, unique_run_names
 from mo_align.stats import format_bounds, format_interval
 
 
@@ -126,7 +126,7 @@ def final_cis(run: Mapping[str, Any]) -> tuple[dict[str, list[float]], dict[str,
     def finite(mapping: Any) -> dict[str, list[float]]:
         out = {}
         for name, pair in dict(mapping or {}).items():
-            low, high = _num(pair[0]), _num(pair[1])
+            low, high = finite_float(pair[0]), finite_float(pair[1])
             if math.isfinite(low) and math.isfinite(high):
                 out[str(name)] = [low, high]
         return out
@@ -250,15 +250,15 @@ def _per_run(
 def _aggregate(members: list[dict[str, Any]], objectives: list[str], ref: list[float]) -> dict[str, Any]:
     """The seeds of one algorithm: median and range of finals and deltas, the two hypervolumes, HV of all seeds."""
     agg: dict[str, Any] = {}
-    agg["final"] = {o: _stats([_num(m["final"][o]) for m in members]) for o in objectives}
-    agg["delta"] = {o: _stats([_num(m["delta"][o]) for m in members]) for o in objectives}
+    agg["final"] = {o: _stats([finite_float(m["final"][o]) for m in members]) for o in objectives}
+    agg["delta"] = {o: _stats([finite_float(m["delta"][o]) for m in members]) for o in objectives}
     median_final = [agg["final"][o]["median"] for o in objectives]
     agg["median_final"] = dict(zip(objectives, median_final))
     agg["hv_of_median_final"] = None if None in median_final else hypervolume([median_final], ref)
     run_hvs = [m["hypervolume"] for m in members if m["hypervolume"] is not None]
     agg["median_run_hv"] = float(np.median(run_hvs)) if run_hvs else None
     agg["run_hv_range"] = [min(run_hvs), max(run_hvs)] if run_hvs else None
-    seed_points = [[_num(m["final"][o]) for o in objectives] for m in members]
+    seed_points = [[finite_float(m["final"][o]) for o in objectives] for m in members]
     agg["hv_of_all_seeds"] = hypervolume(seed_points, ref) if run_hvs else None
     return agg
 
@@ -276,7 +276,7 @@ def analyse(
         raise ReportError("no runs to report on")
     if not (isinstance(tolerance, int | float) and math.isfinite(tolerance) and tolerance >= 0):
         raise ReportError(f"--tolerance must be a finite number >= 0, got {tolerance!r}")
-    runs = _unique_names([normalize_summary(r) for r in runs])
+    runs = unique_run_names([normalize_summary(r) for r in runs])
     objectives = _objectives(runs)
     roles = objective_roles(runs, objectives)
     ref, reasons, ref_source = _reference(runs, objectives, reference)

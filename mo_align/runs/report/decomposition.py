@@ -3,7 +3,7 @@
 The lab's workers write ``lab_eval_scores.json`` beside ``mo_summary.json`` with, per evaluation, every sample's
 accuracy and answer style (:mod:`mo_align.lab.styles`). For the runs that have it, each configuration's Δ accuracy
 (the seeds' mean, against the pooled step-0 evaluations of the runs from the same warm start, as the seed-level
-tables use) is split into mass moved between styles and change within styles (:mod:`mo_align.lab.decompose`), with
+tables use) is split into mass moved between styles and change within styles (:mod:`~.style_split`), with
 intervals over prompts and seeds and a reading: moved along the front, optimizer damage, or no significant loss.
 """
 
@@ -13,16 +13,21 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-
-EVAL_SCORES_FILE = "lab_eval_scores.json"  # the lab's per-sample scores (mo_align.lab.evidence)
+from mo_align.runs.report.render import _Table
+from mo_align.runs.report.seeds import configuration, warm_start_key
+from mo_align.runs.report.style_split import (
+    EVAL_SCORES_FILE,
+    NOTE,
+    decompose_runs,
+    load_styles,
+    style_lines,
+    table_rows,
+)
 
 
 def style_decomposition(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
     """The decomposition of the runs whose output directory holds per-sample styles (``None`` when none does);
     a malformed file raises ``ValueError`` naming it."""
-    from mo_align.lab.decompose import decompose_runs, load_styles
-    from mo_align.runs.report.seeds import configuration, warm_start_key
-
     entries = []
     for r in runs:
         # beside the summary read (the run directory given), else in the output_dir the summary names
@@ -47,9 +52,6 @@ def style_decomposition(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any] | N
 
 def decomposition_blocks(result: Mapping[str, Any] | None) -> list[tuple]:
     """The section's blocks for ``render`` (empty without data)."""
-    from mo_align.lab.decompose import NOTE, style_lines, table_rows
-    from mo_align.runs.report.render import _Table
-
     if not result:
         return []
     head, body = table_rows(result)

@@ -23,8 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 from mo_align.runs.report.pareto import hypervolume, non_dominated
+from mo_align.runs.report.render import _Table
 from mo_align.runs.summary import json_safe
 
 
@@ -102,10 +106,6 @@ def plot_fronts(fronts: Mapping[str, Any], objectives: Sequence[str], path: Path
     """Per pair of objectives: every algorithm's points (filled: non-dominated over all objectives, hollow:
     dominated), 95 % CI bars, and a line through the points non-dominated in that pair; False when there are fewer
     than two objectives."""
-    from matplotlib import colormaps
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     pairs = list(combinations(range(len(objectives)), 2))
     if not pairs:
         return False
@@ -155,8 +155,6 @@ def _fmt_point(p: Mapping[str, Any], objectives: Sequence[str]) -> str:
 def front_blocks(analysis: Mapping[str, Any], out: Path) -> tuple[list[tuple], dict[str, Any]]:
     """The report's "Fronts" section (blocks for ``render``) and its numbers; empty when no algorithm has two
     points (no sweep among the runs)."""
-    from mo_align.runs.report.render import _Table
-
     objectives, reference = analysis["objectives"], analysis["reference"]
     fronts = empirical_fronts(analysis["_runs"], objectives, reference)
     if all(len(f["points"]) < 2 for f in fronts.values()):

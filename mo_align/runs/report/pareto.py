@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import moocore
 import numpy as np
 
 
@@ -31,8 +32,6 @@ def non_dominated(points: Any) -> np.ndarray:
         return finite  # no objective: no row is better than another anywhere
     mask = np.zeros(p.shape[0], dtype=bool)
     if finite.any():
-        import moocore
-
         mask[finite] = moocore.is_nondominated(p[finite], maximise=True, keep_weakly=True)
     return mask
 
@@ -57,6 +56,5 @@ def hypervolume(points: Any, reference: Any) -> float:
     p = p[(p > ref).all(axis=1)]
     if p.shape[0] == 0:
         return 0.0
-    import moocore
 
     return float(moocore.hypervolume(-p, ref=-ref))

@@ -1,4 +1,5 @@
-"""The report's PNG plots, and the weight plot of a model card (:func:`plot_run_weights`, one implementation).
+"""The report's PNG plots; the weight plot (``weights.png``, :func:`plot_weights`) is the model card's, in
+:mod:`mo_align.runs.plotting` with the figure helpers every plot shares (re-exported here).
 
 Every plot draws on matplotlib's Agg canvas directly (no pyplot, no global backend switch). Each ``_plot_*``
 function returns ``None`` when it wrote its PNG, else the reason it did not (the report prints it).
@@ -7,7 +8,6 @@ function returns ``None`` when it wrote its PNG, else the reason it did not (the
 from __future__ import annotations
 
 import math
-import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -16,15 +16,26 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib import colormaps
+from matplotlib.lines import Line2D
 
+from mo_align.runs.jsonfile import finite_float
+from mo_align.runs.plotting import MARKERS as _MARKERS
+from mo_align.runs.plotting import Style as _Style
+from mo_align.runs.plotting import figure as _figure
+from mo_align.runs.plotting import plot_run_weights, plot_weights, weight_limits, weights_figure
+from mo_align.runs.plotting import save as _save
 from mo_align.runs.report.pareto import non_dominated
-from mo_align.runs.summary import _num, normalize_summary
 
 
 __all__ = [
+    "COV_EMA_PNG",
+    "EVAL_CURVES_PNG",
     "PNG_SIGNATURE",
+    "WEIGHTS_PNG",
     "Plots",
     "cov_ema_figure",
+    "cov_targets",
     "draw_eval_curve",
     "make_plots",
     "plot_run_weights",
@@ -34,17 +45,9 @@ __all__ = [
 ]
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+EVAL_CURVES_PNG, WEIGHTS_PNG, COV_EMA_PNG = "eval_curves.png", "weights.png", "cov_ema.png"  # titled by render
 _LINESTYLES = ("-", "--", ":", "-.")
-_OBJECTIVE_LINES = ("-", "--", "-.", (0, (6, 2, 1, 2, 1, 2)))  # dotted is left to targets (CTWA's c_k)
-_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 _EVENT_MARKERS = {"negative_covariance": "X", "eval_drop": "v"}
-
-
-@dataclass
-class _Style:
-    color: Any
-    linestyle: str
-    marker: str
 
 
 @dataclass
@@ -57,8 +60,6 @@ class Plots:
 
 
 def _styles(runs: Sequence[Mapping[str, Any]]) -> dict[str, _Style]:
-    from matplotlib import colormaps
-
     palette = colormaps["tab10"].colors
     algorithms = list(dict.fromkeys(r["algorithm"] for r in runs))
     count: dict[str, int] = {}
@@ -68,32 +69,6 @@ def _styles(runs: Sequence[Mapping[str, Any]]) -> dict[str, _Style]:
         color = palette[algorithms.index(r["algorithm"]) % len(palette)]
         out[r["run_name"]] = _Style(color, _LINESTYLES[k % len(_LINESTYLES)], _MARKERS[k % len(_MARKERS)])
     return out
-
-
-def _figure(n_panels: int, ncols_max: int = 3, panel: tuple[float, float] = (4.4, 3.3)):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    ncols = max(1, min(ncols_max, n_panels))
-    nrows = max(1, math.ceil(n_panels / ncols))
-    fig = Figure(figsize=(panel[0] * ncols, panel[1] * nrows + 0.8), layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    for ax in axes[n_panels:]:
-        ax.set_visible(False)
-    return fig, axes[:n_panels]
-
-
-def _save(fig, path: Path, legend_handles: dict[str, Any] | None = None) -> None:
-    if legend_handles:
-        fig.legend(
-            list(legend_handles.values()),
-            list(legend_handles.keys()),
-            loc="outside lower center",
-            ncols=max(1, min(len(legend_handles), 6, int(fig.get_figwidth() // 2))),
-            fontsize="small",
-        )
-    fig.savefig(path, dpi=100, format="png")
 
 
 def _safe(name: str) -> str:
@@ -134,101 +109,13 @@ def _plot_eval_curves(runs, objectives, styles, path: Path) -> str | None:
     return None
 
 
-def _draw_series(ax, series: Sequence[Mapping[str, Any]], key: str, objectives, handles: dict[str, Any]) -> None:
-    """One line per objective of ``series`` (``[{"step": s, key: {objective: value}}]``) that no other can hide:
-    objective k has its own colour, line style and marker, and each later line is thinner with smaller markers
-    drawn above the earlier ones, so equal values show as nested lines and markers (never offset)."""
-    from matplotlib import colormaps
-
-    palette = colormaps["tab10"].colors
-    for k, name in enumerate(objectives):
-        pts = [(e["step"], e[key][name]) for e in series if name in e[key] and math.isfinite(e[key][name])]
-        if pts:
-            steps, values = zip(*pts)
-            (line,) = ax.plot(
-                steps,
-                values,
-                color=palette[k % len(palette)],
-                linestyle=_OBJECTIVE_LINES[k % len(_OBJECTIVE_LINES)],
-                linewidth=max(0.8, 2.8 - 0.8 * k),
-                marker=_MARKERS[k % len(_MARKERS)],
-                markersize=max(2.5, 8.0 - 2.0 * k),
-                markevery=max(1, len(pts) // 12),
-                zorder=2 + k,
-            )
-            handles.setdefault(name, line)
-
-
-def weight_limits(ax, values: Sequence[float]) -> None:
-    """The y-range of a weight panel: from 0 (or the smallest weight, if negative) to at least 0.1 above it, so
-    weights that differ by 0.001 do not look far apart; the spread of the weights is written in the panel."""
-    values = [v for v in values if math.isfinite(v)]
-    if not values:
-        return
-    low, high = min(0.0, min(values)), max(values)
-    top = max(high + 0.08 * (high - low), low + 0.1)
-    ax.set_ylim(low, top)
-    spread = max(values) - min(values)
-    ax.text(
-        0.02, 0.03, f"weights {min(values):.3f} to {max(values):.3f} (spread {spread:.3f})", transform=ax.transAxes,
-        fontsize="x-small", color="0.3",
-    )  # fmt: skip
-
-
-def plot_weights(
-    runs, objectives, path: Path, notes: list[str] | None = None, *, eval_panel: bool = False
-) -> str | None:
-    """``weights.png`` of the report (:func:`weights_figure`); the reason when there is nothing to plot."""
-    with_weights = [r for r in runs if r["weights"]]
-    if not with_weights:
-        return "no run recorded a weight trajectory"
-    if notes is not None:
-        notes += [f"{r['run_name']}: no weight trajectory recorded" for r in runs if not r["weights"]]
-    fig, handles = weights_figure(with_weights, objectives, eval_panel=eval_panel)
-    _save(fig, path, handles)
-    return None
-
-
-def weights_figure(runs, objectives, *, eval_panel: bool = False) -> tuple[Any, dict[str, Any]]:
-    """(figure, legend handles): one panel per run with a weight trajectory, one line per objective
-    (:func:`_draw_series`), on :func:`weight_limits`. ``eval_panel`` (the model card's single run) adds a panel of
-    each run's eval means per objective when it has two evaluations or more."""
-    with_weights = [r for r in runs if r["weights"]]
-    with_evals = [r for r in with_weights if len(r["eval"]) >= 2] if eval_panel else []
-    fig, axes = _figure(len(with_weights) + len(with_evals))
-    handles: dict[str, Any] = {}
-    for ax, r in zip(axes, with_weights):
-        _draw_series(ax, r["weights"], "weights", objectives, handles)
-        weight_limits(ax, [v for e in r["weights"] for v in e["weights"].values()])
-        ax.set_title(f"{r['run_name']} ({r['algorithm']})", fontsize="medium")
-        ax.set_ylabel("weight")
-    for ax, r in zip(axes[len(with_weights) :], with_evals):
-        _draw_series(ax, r["eval"], "means", objectives, handles)
-        ax.set_title(f"{r['run_name']}: evaluation mean per objective", fontsize="medium")
-        ax.set_ylabel("eval mean")
-    for ax in axes:
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-    return fig, handles
-
-
-def plot_run_weights(summary: Mapping[str, Any], path: str | os.PathLike) -> bool:
-    """The model card's ``mo_weights.png``: :func:`plot_weights` of the one run of ``summary`` (a ``mo_summary.json``
-    dict), with its eval panel. Returns False, and writes nothing, when the run has no weight trajectory."""
-    run = normalize_summary(summary)
-    objectives = list(run["objectives"])
-    for entry in run["weights"]:
-        objectives += [name for name in entry["weights"] if name not in objectives]
-    return plot_weights([run], objectives, Path(path), eval_panel=True) is None
-
-
-def _cov_targets(run: Mapping[str, Any], objectives: Sequence[str]) -> dict[str, float]:
+def cov_targets(run: Mapping[str, Any], objectives: Sequence[str]) -> dict[str, float]:
     targets = run["weighting_hyperparameters"].get("cov_targets")
     names = run["objectives"] or list(objectives)
     if isinstance(targets, int | float) and not isinstance(targets, bool):
         return dict.fromkeys(names, float(targets))
     if isinstance(targets, list | tuple) and len(targets) == len(names):
-        return {n: _num(t) for n, t in zip(names, targets)}
+        return {n: finite_float(t) for n, t in zip(names, targets)}
     return {}
 
 
@@ -257,7 +144,7 @@ def cov_ema_figure(runs, objectives, styles, notes: list[str]) -> tuple[Any, dic
                 steps, values = zip(*pts)
                 (line,) = ax.plot(steps, values, color=s.color, linestyle=s.linestyle)
                 handles.setdefault(r["run_name"], line)
-                target = _cov_targets(r, objectives).get(name)
+                target = cov_targets(r, objectives).get(name)
                 if target is not None and not math.isnan(target):
                     line = ax.axhline(target, color=s.color, linestyle=":", linewidth=1.2)
                     handles.setdefault(f"{r['run_name']}: target c_k", line)
@@ -275,8 +162,6 @@ def cov_ema_figure(runs, objectives, styles, notes: list[str]) -> tuple[Any, dic
         ax.set_xlabel("step")
         ax.set_ylabel("covariance EMA")
         ax.grid(alpha=0.3)
-    from matplotlib.lines import Line2D
-
     for kind, marker in event_kinds.items():
         handles[f"event: {kind}"] = Line2D([], [], marker=marker, color="0.3", markeredgecolor="k", linestyle="")
     if event_kinds:
@@ -325,8 +210,6 @@ def _plot_pareto(runs, pair, analysis, styles, path: Path) -> str | None:
     fx, fy = pts[front, 0][order], pts[front, 1][order]
     (front_line,) = ax.step(fx, fy, where="post", color="k", linewidth=1.0, alpha=0.6, zorder=2)
     handles["non-dominated (this pair)"] = front_line
-    from matplotlib.lines import Line2D
-
     handles["start (faint) -> final"] = Line2D([], [], marker="o", color="0.6", markerfacecolor="none", linestyle="")
     handles["HV reference"] = Line2D([], [], color="0.6", linestyle="--", linewidth=0.8)
     ref = dict(zip(analysis["objectives"], analysis["reference"]))
@@ -345,9 +228,9 @@ def make_plots(analysis: dict[str, Any], out: Path) -> Plots:
     styles = _styles(runs)
     plots = Plots()
     jobs: list[tuple[str, Any]] = [
-        ("eval_curves.png", lambda p, notes: _plot_eval_curves(runs, objectives, styles, p)),
-        ("weights.png", lambda p, notes: plot_weights(runs, objectives, p, notes)),
-        ("cov_ema.png", lambda p, notes: _plot_cov_ema(runs, objectives, styles, p, notes)),
+        (EVAL_CURVES_PNG, lambda p, notes: _plot_eval_curves(runs, objectives, styles, p)),
+        (WEIGHTS_PNG, lambda p, notes: plot_weights(runs, objectives, p, notes)),
+        (COV_EMA_PNG, lambda p, notes: _plot_cov_ema(runs, objectives, styles, p, notes)),
     ]
     for pair in combinations(objectives, 2):
         name = f"pareto_{_safe(pair[0])}__{_safe(pair[1])}.png"

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mo_align.runs.report.law import law_lines, pooled_lines
-from mo_align.runs.report.plots import Plots
+from mo_align.runs.report.plots import COV_EMA_PNG, EVAL_CURVES_PNG, WEIGHTS_PNG, Plots
 from mo_align.runs.report.seeds import seed_tables
 from mo_align.runs.summary import TRAIN_FALLBACK
 from mo_align.stats import format_bounds, format_interval
@@ -129,9 +129,9 @@ _HV_TEXT = (
     "of the seeds' per-run HVs (with their range); HV(all seeds) is the HV of the seeds' final points together."
 )
 _PLOT_TITLES = {
-    "eval_curves.png": "Eval curves",
-    "weights.png": "Weight trajectories",
-    "cov_ema.png": "Covariance-law EMA",
+    EVAL_CURVES_PNG: "Eval curves",
+    WEIGHTS_PNG: "Weight trajectories",
+    COV_EMA_PNG: "Covariance-law EMA",
 }
 
 

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from mo_align.cli import run_module
 from mo_align.preferences.front import front_record, parse_preferences, point_name
 from mo_align.preferences.spec import parse_block
+from mo_align.recipe import RECIPE_FILE
 from mo_align.runs.jsonfile import SummaryError
 from mo_align.runs.report.analysis import ReportError
 from mo_align.runs.summary import SUMMARY_FILE, load_run, write_summary
@@ -77,7 +78,8 @@ def _run_record(run: str) -> dict[str, Any]:
 def build_trainer(run: str, recipe: str, record: dict[str, Any]) -> MOGRPOTrainer:
     """An ``MOGRPOTrainer`` on the run's final model, with the recipe's objectives and eval split and the run's
     preference conditioning (template and placement from its summary)."""
-    from transformers import AutoTokenizer  # the training stack is imported when a point is evaluated, not by the CLI
+    # lazy: the training stack (transformers, TRL, torch) is imported when a point is evaluated, not by the CLI
+    from transformers import AutoTokenizer
 
     from mo_align.soup import soup_model
     from mo_align.train import parse_args, validate
@@ -114,7 +116,7 @@ def build_trainer(run: str, recipe: str, record: dict[str, Any]) -> MOGRPOTraine
 
 def _fresh_record(trainer: MOGRPOTrainer, out_dir: str, name: str) -> None:
     """The trainer's evaluation record emptied, so each point's summary holds its one evaluation."""
-    from mo_align.trainer.mostate import new_history  # with the trainer (torch, TRL)
+    from mo_align.trainer.mostate import new_history  # lazy: with the trainer (torch, TRL), once one is built
 
     mo = trainer.mo
     mo.history, mo.eval_start, mo.eval_starts, mo.eval_samples, mo.monitor = new_history(), None, {}, [], None
@@ -123,7 +125,7 @@ def _fresh_record(trainer: MOGRPOTrainer, out_dir: str, name: str) -> None:
 
 
 def _done(point_dir: str, run: str, preference: list[float]) -> dict[str, Any] | None:
-    path = os.path.join(point_dir, "mo_summary.json")
+    path = os.path.join(point_dir, SUMMARY_FILE)
     if not os.path.isfile(path):
         return None
     with open(path, encoding="utf-8") as f:
@@ -136,7 +138,7 @@ def evaluate_point(
     trainer: MOGRPOTrainer, run_summary: dict[str, Any], preference: list[float], out: str
 ) -> dict[str, Any]:
     """Evaluate at ``preference`` and write the point's ``mo_summary.json``; returns the summary."""
-    from transformers import set_seed
+    from transformers import set_seed  # lazy: the training stack, as in build_trainer
 
     name = point_name(preference)
     point_dir = os.path.join(out, name)
@@ -160,7 +162,7 @@ def evaluate_point(
 
 def evaluate_preferences(run: str, preferences: list[list[float]], out: str, recipe: str, say=print) -> list[dict]:
     """Every point's summary (evaluated, or read back when already there), in the order of ``preferences``."""
-    from mo_align.soup.evaluate import reward_state  # torch
+    from mo_align.soup.evaluate import reward_state  # lazy: torch, when a point is evaluated
 
     run_summary = _run_record(run)
     run_summary["output_dir"] = run
@@ -186,7 +188,7 @@ def main(args: argparse.Namespace) -> int:
         run_summary = _run_record(args.run)
         objectives = list(run_summary["preference_conditioning"].get("objectives") or run_summary["objectives"])
         preferences = parse_preferences(args.preferences, len(objectives))
-        recipe = args.config or os.path.join(args.run, "mo_recipe.yaml")
+        recipe = args.config or os.path.join(args.run, RECIPE_FILE)
         if not os.path.isfile(recipe):
             raise PreferenceEvalError(
                 f"{recipe}: no such recipe; pass --config RECIPE (the run's objectives, eval split)"

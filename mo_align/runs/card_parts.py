@@ -1,6 +1,6 @@
 """Pieces of a model card: table cells, the algorithm's description and papers (links and BibTeX), the launch command.
 
-Every user string that reaches a cell is escaped here (:mod:`mo_align.hub.markdown`); the papers are the run's
+Every user string that reaches a cell is escaped here (:mod:`mo_align.runs.markdown`); the papers are the run's
 weighting class's own (its ``papers``, :mod:`mo_align.weightings.papers`), after the paper every run cites.
 """
 
@@ -13,8 +13,9 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from mo_align.hub import markdown as md
 from mo_align.objectives.conditions import parse_condition
+from mo_align.runs import markdown as md
+from mo_align.weightings import registered_class
 from mo_align.weightings.papers import INTERFERENCE, Paper
 
 
@@ -113,8 +114,6 @@ def objective_lines(summary: Mapping[str, Any], objectives: Sequence[str]) -> li
 def _weighting_class(algorithm: str) -> Any:
     """The registered class of a name read from a run's files (a registry key or ``jd:<Name>``), else ``None``; a
     name read from a file never imports anything (no dotted path is resolved here)."""
-    from mo_align.weightings import registered_class
-
     return registered_class(algorithm)
 
 
