@@ -46,4 +46,4 @@ def test_linear_weights_stay_at_factor_one_and_the_lines_show_them():
         }
     ]
     lines = horizon_lines(rows)
-    assert lines[2].split() == ["linear-seed0", "400", *["1.00/1.00"] * 5, "-0.100", "—"]
+    assert lines[2].split() == ["linear-seed0", "400", *["1.000/1.000"] * 5, "-0.100", "—"]

@@ -88,10 +88,10 @@ def test_docs_blocks_and_a_stale_block_is_reported(tmp_path, monkeypatch):
     page.write_text(
         "x\n<!-- lab-results: arch/one -->\n```text\nold\n```\n<!-- lab-results: arch/two -->\n```text\nnew\n```\n"
     )
-    assert docs_blocks(page.read_text()) == [("arch/one", "old\n"), ("arch/two", "new\n")]
+    assert docs_blocks(page.read_text()) == [("--tables arch/one", "old\n"), ("--tables arch/two", "new\n")]
     monkeypatch.setattr(results, "tables", lambda src: "new\n")
     assert check_docs(str(page), str(tmp_path)) == [
-        f"{page}: the block for arch/one differs from `python -m mo_align.lab --tables arch/one`"
+        f"{page}: the block differs from `python -m mo_align.lab --tables arch/one`"
     ]
 
 

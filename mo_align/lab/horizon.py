@@ -9,7 +9,7 @@ steps) as factors of the starting weights, and each run's final Δ against its o
 
     python -m mo_align.lab --algorithms linear ctwa --seeds 0 1 --steps 400 --eval-steps 100 --out outputs/lab-long
     python -m mo_align.lab --algorithms linear ctwa --seeds 0 1 --eta matched --out outputs/lab-matched
-    python -m mo_align.lab --horizon outputs/lab-long outputs/lab-matched
+    python -m mo_align.lab --horizon outputs/lab-long outputs/lab-matched   # run directories or archives
 
 Linear's weights never move: its rows show what the longer horizon alone does to the policy.
 """
@@ -21,7 +21,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from mo_align.runs.summary import SUMMARY_FILE, load_runs
+from mo_align.runs.summary import load_runs
 
 
 FRACTIONS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -78,7 +78,7 @@ def horizon_rows(run_dirs: Sequence[str], fractions: Sequence[float] = FRACTIONS
 def _factors(point: Mapping[str, float] | None, objectives: Sequence[str]) -> str:
     if point is None:
         return "—"
-    return "/".join(f"{point[o]:.2f}" for o in objectives)
+    return "/".join(f"{point[o]:.3f}" for o in objectives)
 
 
 def horizon_lines(rows: Sequence[Mapping[str, Any]], fractions: Sequence[float] = FRACTIONS) -> list[str]:
@@ -101,15 +101,4 @@ def horizon_lines(rows: Sequence[Mapping[str, Any]], fractions: Sequence[float] 
         f"horizon check: weight factors w_k(t)/w_k(0) ({'/'.join(objectives)}) at relative times, final Δ vs own start"
     ]
     lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(x, widths)).rstrip() for x in [head, *body]]
-    return lines
-
-
-def horizon_report(long_root: str, short_root: str) -> list[str]:
-    """``--horizon LONG SHORT``: the runs of both lab output directories, long first."""
-    lines = []
-    for label, root in (("long horizon, paper η", long_root), ("lab horizon, matched η", short_root)):
-        dirs = sorted(
-            os.path.join(root, d) for d in os.listdir(root) if os.path.isfile(os.path.join(root, d, SUMMARY_FILE))
-        )
-        lines += [f"{label}: {root}", *horizon_lines(horizon_rows(dirs)), ""]
     return lines

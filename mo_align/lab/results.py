@@ -32,7 +32,7 @@ from typing import Any
 from mo_align.cli import UsageError
 from mo_align.lab.evidence import EVAL_SCORES_FILE
 from mo_align.lab.fidelity import fidelity_lines
-from mo_align.lab.horizon import horizon_report
+from mo_align.lab.horizon import horizon_lines, horizon_rows
 from mo_align.lab.protocol import SETTINGS_FILE
 from mo_align.lab.scaling import paper_recipe
 from mo_align.runs.report.analysis import analyse
@@ -159,11 +159,47 @@ def tables(src: str, preference: Sequence[float] | None = None) -> str:
     return "\n".join(line.rstrip() for line in lines).strip() + "\n"
 
 
+def _run_dirs(src: str, tmp: str) -> list[str]:
+    """An archive's runs unpacked under ``tmp``, or a lab output directory's finished runs; sorted by name."""
+    if os.path.isfile(os.path.join(src, INDEX_FILE)):
+        return sorted(unpack(src, tmp))
+    return sorted(e.path for e in os.scandir(src) if os.path.isfile(os.path.join(e.path, SUMMARY_FILE)))
+
+
+def horizon_text(long_src: str, short_src: str, root: str = "") -> str:
+    """``--horizon LONG SHORT`` (:mod:`mo_align.lab.horizon`) on run directories or archives (paths relative to
+    ``root``, printed as given), long first."""
+    lines: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, src, sub in (
+            ("long horizon, paper η", long_src, "long"),
+            ("lab horizon, matched η", short_src, "short"),
+        ):
+            dirs = _run_dirs(os.path.join(root, src), os.path.join(tmp, sub))
+            lines += [f"{label}: {src}", *horizon_lines(horizon_rows(dirs)), ""]
+    return "\n".join(line.rstrip() for line in lines).strip() + "\n"
+
+
+_BLOCK = re.compile(r"<!-- lab-(results|horizon): ([^>]+?) -->\n```text\n(.*?)```", re.S)
+
+
 def docs_blocks(text: str) -> list[tuple[str, str]]:
-    """The ``(archive, block)`` pairs a docs page quotes: a fenced block right after a line
-    ``<!-- lab-results: <archive dir> -->``."""
-    pattern = re.compile(r"<!-- lab-results: (\S+) -->\n```text\n(.*?)```", re.S)
-    return [(m.group(1), m.group(2)) for m in pattern.finditer(text)]
+    """The ``(command, block)`` pairs a docs page quotes: a fenced block right after a line ``<!-- lab-results:
+    <archive dir> -->`` (``--tables``) or ``<!-- lab-horizon: <long> <short> -->`` (``--horizon``)."""
+    return [
+        (f"--{'tables' if m.group(1) == 'results' else 'horizon'} {m.group(2)}", m.group(3))
+        for m in _BLOCK.finditer(text)
+    ]
+
+
+def recompute(command: str, root: str) -> str:
+    """The text of a docs block's command (:func:`docs_blocks`), its paths relative to ``root``."""
+    flag, *paths = command.split()
+    if flag == "--tables" and len(paths) == 1:
+        return tables(os.path.join(root, paths[0]))
+    if flag == "--horizon" and len(paths) == 2:
+        return horizon_text(*paths, root=root)
+    raise ResultsError(f"docs block: cannot recompute {command!r}")
 
 
 def check_docs(path: str, root: str) -> list[str]:
@@ -171,9 +207,9 @@ def check_docs(path: str, root: str) -> list[str]:
     with open(path, encoding="utf-8") as f:
         blocks = docs_blocks(f.read())
     return [
-        f"{path}: the block for {where} differs from `python -m mo_align.lab --tables {where}`"
-        for where, block in blocks
-        if tables(os.path.join(root, where)) != block
+        f"{path}: the block differs from `python -m mo_align.lab {command}`"
+        for command, block in blocks
+        if recompute(command, root) != block
     ]
 
 
@@ -214,7 +250,7 @@ def results_command(a: argparse.Namespace) -> bool:
             names = archive(runs, dest, label=a.label)
             sys.stdout.write(f"archived {len(names)} runs into {dest}: {', '.join(names)}\n")
         elif a.horizon is not None:
-            sys.stdout.write("\n".join(horizon_report(*a.horizon)) + "\n")
+            sys.stdout.write(horizon_text(*a.horizon))
         else:
             return False
     except (ResultsError, OSError) as exc:
