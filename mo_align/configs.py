@@ -246,6 +246,12 @@ class MOGRPOConfig(GRPOConfig):
         conditions = _as_dict(self.objective_conditions, "objective_conditions")
         parse_conditions(conditions, None, "objective_conditions")  # names are checked against reward_funcs later
         self.objective_conditions = conditions or None
+        untrained = sorted(k for k, v in (self.objective_roles or {}).items() if v != "train")
+        if self.preference_conditioning and untrained:  # the preference covers every objective a prompt states
+            raise ValueError(
+                f"preference_conditioning cannot be combined with objective_roles that take {untrained} out of the "
+                "weighting yet: the drawn preference has one weight per objective; drop one of the two blocks"
+            )
         if self.advantage_estimator not in ADVANTAGE_ESTIMATORS:
             raise ValueError(
                 f"unknown advantage_estimator {self.advantage_estimator!r}; choose from {list(ADVANTAGE_ESTIMATORS)}"

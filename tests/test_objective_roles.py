@@ -175,3 +175,22 @@ def test_sweep_preferences_cover_the_train_objectives(tmp_path, tiny_model_dir):
     body["algorithms"] = {"linear": None}
     sweep = load_sweep(_sweep(tmp_path, body))
     assert sorted(p.preference for p in sweep.points) == [[0.0, 1.0], [0.5, 0.5], [1.0, 0.0]]
+
+
+def test_roles_that_leave_the_weighting_and_preference_conditioning_are_refused_together():
+    """A drawn preference has one weight per objective; with a monitor the weighting sees fewer: one line, early."""
+    from mo_align.configs import MOGRPOConfig
+
+    block = {"sampler": "dirichlet", "alpha": 1.0, "template": "Preference: accuracy {accuracy:.2f}"}
+    with pytest.raises(
+        ValueError, match=r"preference_conditioning cannot be combined with objective_roles .*'clarity'"
+    ):
+        MOGRPOConfig(
+            output_dir="/tmp/unused",
+            use_cpu=True,
+            weighting="linear",
+            num_generations=4,
+            per_device_train_batch_size=8,
+            objective_roles={"clarity": "monitor"},
+            preference_conditioning=block,
+        )
