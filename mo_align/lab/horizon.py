@@ -78,7 +78,7 @@ def horizon_rows(run_dirs: Sequence[str], fractions: Sequence[float] = FRACTIONS
 def _factors(point: Mapping[str, float] | None, objectives: Sequence[str]) -> str:
     if point is None:
         return "—"
-    return "/".join(f"{point[o]:.3f}" for o in objectives)
+    return "/".join("–" if math.isnan(point[o]) else f"{point[o]:.3f}" for o in objectives)  # – : w_k(0) = 0
 
 
 def horizon_lines(rows: Sequence[Mapping[str, Any]], fractions: Sequence[float] = FRACTIONS) -> list[str]:
