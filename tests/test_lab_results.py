@@ -101,10 +101,10 @@ def test_every_lab_number_in_the_docs_is_recomputed_from_committed_files(page):
     path = os.path.join(ROOT, page)
     with open(path, encoding="utf-8") as f:
         quoted = docs_blocks(f.read())
-    for where, _ in quoted:
-        assert os.path.isfile(os.path.join(ROOT, where, "index.json")), (
-            f"{page} quotes {where}, which is not committed"
-        )
+    for command, _ in quoted:
+        for where in command.split()[1:]:
+            assert os.path.isfile(os.path.join(ROOT, where, "index.json")), f"{page} quotes {where}, not committed"
+    assert page != "docs/lab.md" or len(quoted) >= 2  # the results table and the horizon check
     assert check_docs(path, ROOT) == []
 
 
@@ -126,3 +126,27 @@ def test_the_lab_command_archives_a_lab_output_and_reports_a_missing_archive_in_
         main(["--tables", str(tmp_path / "nowhere")])
     assert exc.value.code == 2
     assert "nowhere/index.json: not a readable lab results index" in capsys.readouterr().err
+
+
+def test_law_lines_pool_each_configurations_seeds_by_hand():
+    def scores(law, largest, previous, forced):
+        rates = {"law": law, "largest_weight": largest, "previous_change": previous}
+        return {
+            "records": 9,
+            "hit_rates": {p: {"hits": h, "n": n} for p, (h, n) in rates.items()},
+            "not_significant": 2,
+            "undetermined": 1,
+            "forced_intervals": forced,
+            "judged_intervals": 3,
+        }
+
+    result = {
+        "runs": {
+            "ctwa-seed0": {"law_scores": scores((5, 6), (3, 6), (2, 3), 3)},
+            "ctwa-seed1": {"law_scores": scores((4, 6), (6, 6), (1, 2), 2)},
+            "linear-seed0": {"law_scores": scores((6, 6), (0, 6), (0, 0), 0)},
+        }
+    }
+    lines = results.law_lines(result)
+    assert lines[3].split() == ["ctwa", "18", "9/12", "(75%)", "9/12", "(75%)", "3/5", "(60%)", "4", "+", "2", "5/6"]
+    assert lines[4].split() == ["linear", "9", "6/6", "(100%)", "0/6", "(0%)", "0/0", "2", "+", "1", "0/3"]

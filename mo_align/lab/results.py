@@ -36,6 +36,7 @@ from mo_align.lab.horizon import horizon_lines, horizon_rows
 from mo_align.lab.protocol import SETTINGS_FILE
 from mo_align.lab.scaling import paper_recipe
 from mo_align.runs.report.analysis import analyse
+from mo_align.runs.report.law import PREDICTORS
 from mo_align.runs.report.seeds import seed_tables
 from mo_align.runs.summary import SUMMARY_FILE, load_runs
 
@@ -44,6 +45,14 @@ INDEX_FILE = "index.json"
 RUN_FILES = (SUMMARY_FILE, EVAL_SCORES_FILE, SETTINGS_FILE)
 _SEED = re.compile(r"-seed(\d+)$")
 _LABEL = re.compile(r"^[A-Za-z0-9_.@-]+$")
+_LAW_KEYS = (
+    *(f"{p}_{k}" for p in PREDICTORS for k in ("hits", "n")),
+    "records",
+    "not_significant",
+    "undetermined",
+    "forced_intervals",
+    "judged_intervals",
+)
 
 
 class ResultsError(ValueError):
@@ -143,7 +152,47 @@ def seed_level_lines(run_dirs: Sequence[str], preference: Sequence[float]) -> li
     lines: list[str] = []
     for t in seed_tables(result["seed_level"]):
         lines += [f"seed level: {t['title']}", *_columns(t["headers"], t["rows"]), t["note"], ""]
-    return lines
+    return lines + law_lines(result)
+
+
+def law_lines(result: dict[str, Any]) -> list[str]:
+    """The covariance law per configuration, pooled over its seeds: the law's hit rate beside the two baselines', the
+    checks without a verdict, and how many intervals fixed the law's prediction by construction."""
+    totals: dict[str, dict[str, int]] = {}
+    for name, run in result["runs"].items():
+        scores = run.get("law_scores") or {}
+        t = totals.setdefault(_SEED.sub("", name), dict.fromkeys(_LAW_KEYS, 0))
+        for p in PREDICTORS:
+            t[f"{p}_hits"] += ((scores.get("hit_rates") or {}).get(p) or {}).get("hits", 0)
+            t[f"{p}_n"] += ((scores.get("hit_rates") or {}).get(p) or {}).get("n", 0)
+        for k in ("records", "not_significant", "undetermined", "forced_intervals", "judged_intervals"):
+            t[k] += scores.get(k, 0)
+    if not any(t["records"] for t in totals.values()):
+        return []
+
+    def rate(t: dict[str, int], p: str) -> str:
+        hits, n = t[f"{p}_hits"], t[f"{p}_n"]
+        return f"{hits}/{n}" + (f" ({hits / n:.0%})" if n else "")
+
+    head = ["configuration", "checks", "law", "largest weight rises", "previous change's sign", "no verdict", "forced"]
+    rows = [
+        [
+            c,
+            str(t["records"]),
+            *(rate(t, p) for p in PREDICTORS),
+            f"{t['not_significant']} + {t['undetermined']}",
+            f"{t['forced_intervals']}/{t['judged_intervals']}",
+        ]
+        for c, t in sorted(totals.items())
+    ]
+    return [
+        "covariance law per configuration, seeds pooled: hits / significant changes each predictor called",
+        *_columns(head, rows),
+        "no verdict = changes not significant + covariance signs undetermined; forced = intervals where weights >= 0 "
+        "and the rewards' within-group covariance make every Cov(r_k, s) > 0 (the law then predicts that every "
+        "objective rises: it cannot fail there by construction)",
+        "",
+    ]
 
 
 def tables(src: str, preference: Sequence[float] | None = None) -> str:
