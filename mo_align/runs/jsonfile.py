@@ -131,14 +131,9 @@ def finite_float(value: Any) -> float:
 
 
 def _number(value: Any) -> float:
-    """A finite float, NaN for anything else (the summary's missing value)."""
-    if value is None or isinstance(value, bool | str | bytes):
-        return math.nan
-    try:
-        number = float(value)
-    except (TypeError, ValueError, OverflowError):
-        return math.nan
-    return number if math.isfinite(number) else math.nan
+    """A finite float, NaN for anything else (the summary's missing value): :func:`finite_float` without its
+    numeric strings."""
+    return math.nan if isinstance(value, str | bytes) else finite_float(value)
 
 
 def interval(value: Any, field: str) -> list[float]:
