@@ -37,6 +37,7 @@ from mo_align.lab.protocol import SETTINGS_FILE
 from mo_align.lab.scaling import paper_recipe
 from mo_align.runs.report.analysis import analyse
 from mo_align.runs.report.law import PREDICTORS
+from mo_align.runs.report.render import columns
 from mo_align.runs.report.seeds import seed_tables
 from mo_align.runs.summary import SUMMARY_FILE, load_runs
 
@@ -140,18 +141,12 @@ def unpack(src: str, dest: str) -> list[str]:
     return dirs
 
 
-def _columns(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()
-    return [line, "-" * len(line), *("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)]
-
-
 def seed_level_lines(run_dirs: Sequence[str], preference: Sequence[float]) -> list[str]:
     """The seed-level tables of these runs, as the lab prints them."""
     result = analyse(load_runs(run_dirs), preference=preference)
     lines: list[str] = []
     for t in seed_tables(result["seed_level"]):
-        lines += [f"seed level: {t['title']}", *_columns(t["headers"], t["rows"]), t["note"], ""]
+        lines += [f"seed level: {t['title']}", *columns(t["headers"], t["rows"]), t["note"], ""]
     return lines + law_lines(result)
 
 
@@ -187,7 +182,7 @@ def law_lines(result: dict[str, Any]) -> list[str]:
     ]
     return [
         "covariance law per configuration, seeds pooled: hits / significant changes each predictor called",
-        *_columns(head, rows),
+        *columns(head, rows),
         "no verdict = changes not significant + covariance signs undetermined; forced = intervals where weights >= 0 "
         "and the rewards' within-group covariance make every Cov(r_k, s) > 0 (the law then predicts that every "
         "objective rises: it cannot fail there by construction)",
@@ -208,11 +203,16 @@ def tables(src: str, preference: Sequence[float] | None = None) -> str:
     return "\n".join(line.rstrip() for line in lines).strip() + "\n"
 
 
+def finished_runs(out: str) -> list[str]:
+    """The run directories of a lab output directory (those with a run summary), sorted by name."""
+    return sorted(e.path for e in os.scandir(out) if os.path.isfile(os.path.join(e.path, SUMMARY_FILE)))
+
+
 def _run_dirs(src: str, tmp: str) -> list[str]:
     """An archive's runs unpacked under ``tmp``, or a lab output directory's finished runs; sorted by name."""
     if os.path.isfile(os.path.join(src, INDEX_FILE)):
         return sorted(unpack(src, tmp))
-    return sorted(e.path for e in os.scandir(src) if os.path.isfile(os.path.join(e.path, SUMMARY_FILE)))
+    return finished_runs(src)
 
 
 def horizon_text(long_src: str, short_src: str, root: str = "") -> str:
@@ -295,8 +295,7 @@ def results_command(a: argparse.Namespace) -> bool:
             sys.stdout.write(tables(a.tables))
         elif a.archive is not None:
             out, dest = a.archive
-            runs = sorted(e.path for e in os.scandir(out) if os.path.isfile(os.path.join(e.path, SUMMARY_FILE)))
-            names = archive(runs, dest, label=a.label)
+            names = archive(finished_runs(out), dest, label=a.label)
             sys.stdout.write(f"archived {len(names)} runs into {dest}: {', '.join(names)}\n")
         elif a.horizon is not None:
             sys.stdout.write(horizon_text(*a.horizon))

@@ -10,7 +10,7 @@ import base64
 import html
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -329,7 +329,8 @@ def _short(value: Any) -> Any:
     return value
 
 
-def _columns(headers: list[str], rows: list[list[str]]) -> list[str]:
+def columns(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """A plain-text table: the header, a rule, the rows, each column padded to its widest cell."""
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
     line = "  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()
     return [line, "-" * len(line), *("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)]
@@ -346,7 +347,7 @@ def _console_runs(result: Mapping[str, Any]) -> list[str]:
         "per run: Δ vs start [95% paired CI: that run's evaluation noise]; interference = that run's verdict "
         "(mo_align.stats.interfering on these intervals and the fixed scalar's, as report.md and mo_summary.json)"
     )
-    return [head, *_columns(["run", *objs, "interference"], rows)]
+    return [head, *columns(["run", *objs, "interference"], rows)]
 
 
 def _seed_verdict(agg: Mapping[str, Any]) -> str:
@@ -363,7 +364,7 @@ def _console_seeds(result: Mapping[str, Any]) -> list[str]:
     if not result["seed_level"]["vs_start"]["rows"]:
         return out
     for t in seed_tables(result["seed_level"]):
-        out += [f"seed level: {t['title']}", *_columns(t["headers"], t["rows"]), t["note"]]
+        out += [f"seed level: {t['title']}", *columns(t["headers"], t["rows"]), t["note"]]
     return out
 
 
@@ -382,7 +383,7 @@ def format_console_table(result: Mapping[str, Any], per_run: bool = True) -> str
     out = [
         "per algorithm: median final eval (median Δ vs start); HV(med) = HV of the median final point, med HV = "
         "median of per-run HVs; interference = the seed-level verdict (fixed scalar up, objective down)",
-        *_columns(headers, rows),
+        *columns(headers, rows),
     ]
     ref = ", ".join(f"{v:g}" for v in result["reference"])
     out.append(f"HV reference ({', '.join(objs)}) = ({ref}) [{result['reference_source']}]")
