@@ -42,7 +42,7 @@ def recipe_config(algo: str) -> object:
     """The recipe parsed as ``mo_align.train`` parses it (bf16 off: this CPU box refuses it, as test_recipes)."""
     from mo_align.train import parse_args
 
-    path = ROOT / "recipes" / "qwen2.5-1.5b" / f"{ALGORITHMS[algo]}.yaml"
+    path = ROOT / "recipes" / "qwen2.5-1.5b" / f"{scaling.recipe_name(algo)}.yaml"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return parse_args(["--config", str(path), "--bf16", "false"])[1]
@@ -62,7 +62,7 @@ def differing_fields(ref: object, lab: object) -> set[str]:
 
 
 @pytest.mark.parametrize("eta", ["paper", "matched"])
-@pytest.mark.parametrize("algo", list(ALGORITHMS))
+@pytest.mark.parametrize("algo", [*ALGORITHMS, *scaling.VARIANTS])
 def test_the_worker_trains_the_recipe_except_the_declared_fields(algo, eta, monkeypatch, tmp_path):
     lab, ref = worker_config(algo, eta, monkeypatch, tmp_path), recipe_config(algo)
     declared = {r.field for r in rules_for(algo, eta)}

@@ -226,9 +226,9 @@ def _step_rows(steps: int) -> list[str]:
 def _field_rows(steps: int) -> list[str]:
     recipes = _recipes()
     rows = []
-    rules = [*RULES, scaling.CONTROL_RULE]
-    for rule in rules:
-        names = [n for n in recipes if rule.applies(n)] if rule is not scaling.CONTROL_RULE else ["linear"]
+    labelled = (scaling.CONTROL_RULE, scaling.CONDITION_RULE)  # set on a lab label built from the Linear recipe
+    for rule in [*RULES, *labelled]:
+        names = [n for n in recipes if rule.applies(n)] if rule not in labelled else [scaling.CONTROL_RECIPE]
         paper = _grouped({n: _recipe_value(recipes[n], rule.field) for n in names})
         lab = {"max_steps": f"--steps ({steps})"}.get(rule.field, _fmt(rule.lab))
         where = ", ".join(rule.only) if rule.only else "all"

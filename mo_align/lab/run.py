@@ -53,7 +53,14 @@ from mo_align.lab.fidelity import fidelity_lines, known_answer_main, lab_reward_
 from mo_align.lab.jobs import run_jobs, warm_start_threads
 from mo_align.lab.protocol import protocol_markdown, write_settings
 from mo_align.lab.results import add_results_arguments, results_command
-from mo_align.lab.scaling import ALGORITHMS, DEFAULT_ETA, ETA_MODES, lab_settings, preference_weights
+from mo_align.lab.scaling import (
+    ALGORITHMS,
+    DEFAULT_ETA,
+    ETA_MODES,
+    VARIANTS,
+    known_algorithm,
+    lab_settings,
+)
 from mo_align.lab.sft import warm_start
 from mo_align.lab.task import DEFAULT_TASK, REGIMES, compact_regime, get_regime, prompt_text, split_problems
 from mo_align.runs.report import REPORT_MD
@@ -159,9 +166,10 @@ def run_lab(
         sys.stdout.write(f"[lab {time.strftime('%H:%M:%S')}] {msg}\n")
         sys.stdout.flush()
 
-    unknown = [a for a in algorithms if a not in LAB_ALGORITHMS and preference_weights(a) is None]
+    unknown = [a for a in algorithms if not known_algorithm(a)]
     if unknown:
-        raise SystemExit(f"mo-align lab: unknown algorithm(s) {unknown}; choose from {list(LAB_ALGORITHMS)}")
+        choices = [*LAB_ALGORITHMS, *VARIANTS]
+        raise SystemExit(f"mo-align lab: unknown algorithm(s) {unknown}; choose from {choices}")
     scaling = lab_scaling(algorithms, steps, eta, eval_steps, say)  # every recipe read before the warm start
     t0 = time.time()
     sft_threads = sft_threads if sft_threads > 0 else warm_start_threads()
@@ -211,7 +219,9 @@ def add_parser(subparsers: Any) -> CommandParser:
         metavar="SHARE",
         help="phase diagram over these G shares (default 0.02 0.05 0.1 0.2; make lab-sweep)",
     )
-    p.add_argument("--algorithms", nargs="+", default=None, help=f"subset of {list(LAB_ALGORITHMS)}")
+    p.add_argument(
+        "--algorithms", nargs="+", default=None, help=f"subset of {list(LAB_ALGORITHMS)}, or {list(VARIANTS)}"
+    )
     p.add_argument("--seeds", nargs="+", type=int, default=None)
     p.add_argument("--steps", type=int, default=None, help="GRPO steps per run")
     p.add_argument("--eval-steps", type=int, default=None, help="evaluate every N steps (default 25)")

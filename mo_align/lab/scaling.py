@@ -47,6 +47,12 @@ LAB_OPTIMIZER_STEPS_PER_GENERATION = 2  # = steps_per_generation, with gradient_
 # controls: a recipe with these weighting_kwargs changed (listed after their recipe)
 CONTROLS: dict[str, dict[str, Any]] = {"accuracy_only": {"weights": [1.0, 0.0, 0.0]}}
 CONTROL_RECIPE = "linear"
+# reward-design variants: a recipe trained with objective conditions (mo_align.objectives.conditions) the lab adds;
+# run by name (--algorithms linear_conditioned), not in make lab's default list
+CONDITIONED_CONCISENESS: dict[str, Any] = {
+    "conciseness": {"only_if": {"objective": "accuracy", "at_least": 1.0}, "otherwise": 0.0}
+}
+VARIANTS: dict[str, str] = {"linear_conditioned": "linear"}  # label -> recipe
 
 
 def _algorithms() -> dict[str, str]:
@@ -160,6 +166,14 @@ CONTROL_RULE = Rule(
     "accuracy_only: the single-objective control, the Linear recipe with weights [1, 0, 0]",
     only=("accuracy_only",),
 )
+CONDITION_RULE = Rule(
+    "objective_conditions",
+    CONDITIONED_CONCISENESS,
+    "reward",
+    "linear_conditioned: conciseness counts only for a correct answer (a wrong one scores 0), so a wrong compact "
+    "answer no longer outscores a correct long one under equal weights",
+    only=("linear_conditioned",),
+)
 # the lab's task in place of the paper's (model and script arguments, not MOGRPOConfig fields)
 TASK: tuple[tuple[str, str, str], ...] = (
     (
@@ -194,7 +208,14 @@ def preference_weights(algorithm: str) -> dict[str, Any] | None:
     return None if w is None else {"weights": w}
 
 
+def known_algorithm(algorithm: str) -> bool:
+    """Whether the lab can run this label: a strategy or control, a reward-design variant, a known-answer run."""
+    return algorithm in ALGORITHMS or algorithm in VARIANTS or preference_weights(algorithm) is not None
+
+
 def recipe_name(algorithm: str) -> str:
+    if algorithm in VARIANTS:
+        return VARIANTS[algorithm]
     if algorithm not in ALGORITHMS and preference_weights(algorithm) is not None:
         return "linear"
     if algorithm not in ALGORITHMS:
@@ -302,6 +323,8 @@ def rules_for(algorithm: str, eta: str = DEFAULT_ETA) -> list[Rule]:
     rules = [r for r in RULES if r.applies(name)]
     if algorithm in CONTROLS:
         rules.append(CONTROL_RULE)
+    elif algorithm in VARIANTS:
+        rules.append(CONDITION_RULE)
     elif preference_weights(algorithm) is not None:
         why = "known-answer check: the Linear recipe at the preference its label names"
         rules.append(Rule("weighting_kwargs.weights", PER_RUN, "scale", why, only=("linear",)))
@@ -334,7 +357,7 @@ def lab_settings(algorithm: str, steps: int, eta: str = DEFAULT_ETA, **run: Any)
     for rule in rules_for(algorithm, eta):
         if rule.field.startswith("weighting_kwargs."):
             continue
-        out[rule.field] = per_run[rule.field] if rule.lab == PER_RUN else rule.lab
+        out[rule.field] = per_run[rule.field] if rule.lab == PER_RUN else copy.deepcopy(rule.lab)
     kwargs = dict(out.get("weighting_kwargs") or {})
     kwargs.update(preference_weights(algorithm) or {})
     step = matched_step(algorithm, steps) if eta == "matched" else None

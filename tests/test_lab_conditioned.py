@@ -1,0 +1,57 @@
+"""The lab's reward-design variant ``linear_conditioned``: the Linear recipe trained with conciseness conditioned on
+accuracy (mo_align.objectives.conditions), declared as one lab rule, run by name and trained for real."""
+
+import json
+
+import pytest
+
+from mo_align.lab import scaling
+from mo_align.lab.protocol import protocol_markdown
+from mo_align.lab.run import run_lab
+
+
+def test_the_variant_is_the_linear_recipe_plus_one_declared_condition():
+    plain, conditioned = scaling.lab_settings("linear", 50), scaling.lab_settings("linear_conditioned", 50)
+    assert conditioned.pop("objective_conditions") == {
+        "conciseness": {"only_if": {"objective": "accuracy", "at_least": 1.0}, "otherwise": 0.0}
+    }
+    assert conditioned.pop("mo_run_label") == "linear_conditioned" and plain.pop("mo_run_label") == "linear"
+    for key in ("output_dir", "run_name"):
+        assert conditioned.pop(key) == "linear_conditioned-seed0" and plain.pop(key) == "linear-seed0"
+    assert conditioned == plain  # the same weights, estimator, KL, lr, batch layout: only the condition differs
+    assert [r.field for r in scaling.rules_for("linear_conditioned")][-1] == "objective_conditions"
+    assert "objective_conditions" not in [r.field for r in scaling.rules_for("linear")]
+    # the settings are copies: a run cannot change the rule's value for the next one
+    conditioned_again = scaling.lab_settings("linear_conditioned", 50)
+    conditioned_again["objective_conditions"]["conciseness"]["otherwise"] = 1.0
+    assert scaling.CONDITION_RULE.lab["conciseness"]["otherwise"] == 0.0
+    # not in make lab's default list; the protocol table declares it
+    assert "linear_conditioned" not in scaling.ALGORITHMS and scaling.known_algorithm("linear_conditioned")
+    row = next(line for line in protocol_markdown().splitlines() if line.startswith("| objective_conditions |"))
+    assert "| linear_conditioned | reward |" in row and "'at_least': 1.0" in row
+
+
+def test_an_unknown_label_names_the_variants(tmp_path):
+    with pytest.raises(SystemExit, match=r"unknown algorithm\(s\) \['linear_conditional'\].*'linear_conditioned'"):
+        run_lab(["linear_conditional"], [0], 2, 2, str(tmp_path), 1, 3, str(tmp_path / "cache"))
+
+
+def test_a_conditioned_lab_run_trains_with_the_condition(tmp_path):
+    """Two real GRPO steps on a 3-step warm start: the run records the condition, and its per-sample evaluation keeps
+    the raw conciseness (the condition shapes the training signal, the lab compares raw objectives)."""
+    from mo_align.lab.run import train_one
+    from mo_align.lab.sft import warm_start
+
+    sft_dir, meta = warm_start(str(tmp_path / "cache"), steps=3, batch=16)
+    out = tmp_path / "linear_conditioned-seed0"
+    train_one("linear_conditioned", 0, sft_dir, meta["reference_length"], str(out), 2, 2)
+    summary = json.loads((out / "mo_summary.json").read_text())
+    assert summary["algorithm"] == "linear_conditioned"
+    assert summary["objective_conditions"] == {
+        "conciseness": {"only_if": {"objective": "accuracy", "at_least": 1.0}, "otherwise": 0.0}
+    }
+    scores = json.loads((out / "lab_eval_scores.json").read_text())
+    assert scores["objectives"] == ["accuracy", "conciseness", "clarity"]
+    last = scores["evals"][-1]["rewards"]  # (prompts, samples, 3)
+    wrong_but_scored = [s for prompt in last for s in prompt if s[0] < 1.0 and s[1] > 0.0]
+    assert wrong_but_scored, "the recorded conciseness is the raw score (a wrong answer keeps its own)"
