@@ -84,7 +84,7 @@ demo: lab-quick ## the interference lab, quick: linear vs CTWA on CPU, table + r
 lab-quick: install ## warm start (cached) + linear vs ctwa, one seed, two runs in parallel
 	$(PY) -m mo_align.lab --quick $(if $(TASK),--task $(TASK)) $(ARGS)
 
-lab: install ## every algorithm x 3 seeds + accuracy-only control, report in outputs/lab/report
+lab: install ## every algorithm + accuracy-only control x 5 seeds, report in outputs/lab/report
 	$(PY) -m mo_align.lab $(if $(TASK),--task $(TASK)) $(ARGS)
 
 lab-front: install ## fronts on the lab's task: Linear + CTWA + UPGrad preference sweeps, soup of the corners -> outputs/lab-front

@@ -256,3 +256,25 @@ def test_a_shape_mismatch_is_one_short_line_counting_the_tensors(full_runs, tmp_
     rc, err = _soup_cli([full_runs[0], renamed], tmp_path, capsys)
     assert rc == 2 and len(err) == 1 and len(err[0]) <= 300, err
     assert "1 tensor only in" in err[0] and "extra.weight" in err[0]
+
+
+def test_the_soup_trainer_is_the_recipes_and_a_recipe_without_eval_split_is_one_line(full_runs, tmp_path):
+    from mo_align.soup.evaluate import build_trainer
+
+    recipe = Path(full_runs[0]) / "sweep_recipe.yaml"
+    trainer = build_trainer(full_runs[0], str(recipe), full_runs[0], str(tmp_path / "o"), "soup-x")
+    args = trainer.args
+    assert (args.output_dir, args.run_name, args.mo_run_label, args.report_to) == (
+        str(tmp_path / "o"),
+        "soup-x",
+        "soup",
+        [],
+    )
+    assert list(trainer.mo.objective_names) == ["reward_vowels", "reward_short"] and trainer.eval_dataset is not None
+    no_eval = tmp_path / "no_eval.yaml"
+    body = {**yaml.safe_load(recipe.read_text()), "eval_strategy": "no"}
+    body.pop("eval_split")
+    no_eval.write_text(yaml.safe_dump(body))
+    with pytest.raises(ValueError) as info:
+        build_trainer(full_runs[0], str(no_eval), full_runs[0], str(tmp_path / "o2"), "soup-y")
+    assert str(info.value) == f"{no_eval}: no eval split (set eval_strategy and eval_split): a soup is measured on it"

@@ -43,14 +43,15 @@ def reward_state(run_dir: str) -> tuple[dict[str, Any], str | None]:
     return dict(read_mo_state(path).get("rewards") or {}), path
 
 
-def build_trainer(model: Any, recipe: str, tokenizer_dir: str, out_dir: str, name: str) -> Any:
-    """An ``MOGRPOTrainer`` on ``model`` with the recipe's objectives, data and evaluation settings."""
-    script_args, training_args, model_args = parse_args(["--config", recipe])
-    training_args.output_dir, training_args.run_name, training_args.mo_run_label = out_dir, name, "soup"
+def recipe_trainer(model: Any, parsed: tuple, recipe: str, tokenizer_dir: str, measured: str) -> Any:
+    """An ``MOGRPOTrainer`` on ``model`` with a parsed recipe's (``parse_args``: script, training and model
+    arguments) objectives, weighting, data and eval split, no tracker, the tokenizer of ``tokenizer_dir``; a
+    ``ValueError`` naming ``recipe`` when it has no eval split (what ``measured`` is measured on)."""
+    script_args, training_args, model_args = parsed
     training_args.report_to, training_args.disable_tqdm = [], True
     reward_funcs, weighting, train_dataset, eval_dataset = validate(script_args, training_args, model_args)
     if eval_dataset is None:
-        raise ValueError(f"{recipe}: no eval split (set eval_strategy and eval_split): a soup is measured on it")
+        raise ValueError(f"{recipe}: no eval split (set eval_strategy and eval_split): {measured} is measured on it")
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -63,6 +64,13 @@ def build_trainer(model: Any, recipe: str, tokenizer_dir: str, out_dir: str, nam
         processing_class=tokenizer,
         weighting=weighting,
     )
+
+
+def build_trainer(model: Any, recipe: str, tokenizer_dir: str, out_dir: str, name: str) -> Any:
+    """An ``MOGRPOTrainer`` on ``model`` with the recipe's objectives, data and evaluation settings."""
+    parsed = parse_args(["--config", recipe])
+    parsed[1].output_dir, parsed[1].run_name, parsed[1].mo_run_label = out_dir, name, "soup"
+    return recipe_trainer(model, parsed, recipe, tokenizer_dir, "a soup")
 
 
 def evaluate_soup(

@@ -79,34 +79,20 @@ def build_trainer(run: str, recipe: str, record: dict[str, Any]) -> MOGRPOTraine
     """An ``MOGRPOTrainer`` on the run's final model, with the recipe's objectives and eval split and the run's
     preference conditioning (template and placement from its summary)."""
     # lazy: the training stack (transformers, TRL, torch) is imported when a point is evaluated, not by the CLI
-    from transformers import AutoTokenizer
-
     from mo_align.soup import soup_model
-    from mo_align.train import parse_args, validate
-    from mo_align.trainer import MOGRPOTrainer
+    from mo_align.soup.evaluate import recipe_trainer
+    from mo_align.train import parse_args
     from mo_align.weightings import weighting_class
 
-    script_args, args, model_args = parse_args(["--config", recipe])
+    parsed = parse_args(["--config", recipe])
+    args = parsed[1]
     block = {k: record[k] for k in RECORD_KEYS if record.get(k) is not None}
     args.preference_conditioning = parse_block(block, weighting_class(args.weighting), args.seed)
-    args.report_to, args.disable_tqdm, args.mo_eval_loss = [], True, False  # the per-objective decode only
-    reward_funcs, weighting, train_dataset, eval_dataset = validate(script_args, args, model_args)
-    if eval_dataset is None:
-        raise PreferenceEvalError(
-            f"{recipe}: no eval split (set eval_strategy and eval_split): the front is measured on it"
-        )
-    tokenizer = AutoTokenizer.from_pretrained(run)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    trainer = MOGRPOTrainer(
-        model=soup_model([run], [1.0]),
-        reward_funcs=reward_funcs,
-        args=args,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-        processing_class=tokenizer,
-        weighting=weighting,
-    )
+    args.mo_eval_loss = False  # the per-objective decode only
+    try:
+        trainer = recipe_trainer(soup_model([run], [1.0]), parsed, recipe, run, "the front")
+    except ValueError as exc:
+        raise PreferenceEvalError(str(exc)) from None
     if list(trainer.mo.objective_names) != list(record.get("objectives") or []):
         raise PreferenceEvalError(
             f"{recipe}: objectives {list(trainer.mo.objective_names)} differ from the run's {record.get('objectives')}"
