@@ -81,6 +81,22 @@ def test_a_tampered_index_is_one_line(tmp_path):
 def test_archived_name():
     assert archived_name("ctwa-seed12", "ctwa@matched") == "ctwa@matched-seed12"
     assert archived_name("linear-seed0", None) == "linear-seed0"
+    assert archived_name("smooth_tchebycheff-seed3", "{algorithm}@matched") == "smooth_tchebycheff@matched-seed3"
+
+
+def test_one_label_template_names_the_rows_of_several_algorithms(tmp_path):
+    out = tmp_path / "lab"
+    runs = [_fake_run(out, name) for name in ("gradnorm-seed0", "dynamic-seed0", "dynamic-seed1")]
+    dest = tmp_path / "archive"
+    assert archive(runs, str(dest), label="{algorithm}@matched") == [
+        "gradnorm@matched-seed0",
+        "dynamic@matched-seed0",
+        "dynamic@matched-seed1",
+    ]
+    index = json.loads((dest / "index.json").read_text())["runs"]
+    assert index["dynamic@matched-seed1"] == {"source": "dynamic-seed1", "label": "dynamic@matched", "note": None}
+    with pytest.raises(ResultsError, match="letters, digits"):
+        archive(runs, str(tmp_path / "other"), label="{algorithm} matched")
 
 
 def test_docs_blocks_and_a_stale_block_is_reported(tmp_path, monkeypatch):

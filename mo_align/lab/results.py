@@ -46,6 +46,7 @@ INDEX_FILE = "index.json"
 RUN_FILES = (SUMMARY_FILE, EVAL_SCORES_FILE, SETTINGS_FILE)
 _SEED = re.compile(r"-seed(\d+)$")
 _LABEL = re.compile(r"^[A-Za-z0-9_.@-]+$")
+ALGORITHM_FIELD = "{algorithm}"  # in an --archive label: the run's algorithm
 _LAW_KEYS = (
     *(f"{p}_{k}" for p in PREDICTORS for k in ("hits", "n")),
     "records",
@@ -60,21 +61,28 @@ class ResultsError(ValueError):
     """An archive that cannot be written or read (one line naming the file)."""
 
 
+def run_label(run_name: str, label: str | None) -> str | None:
+    """The label of one run: ``label`` with ``{algorithm}`` replaced by the run's algorithm (its name without
+    ``-seed<N>``), so that one ``--label '{algorithm}@matched'`` names the rows of several algorithms."""
+    return None if label is None else label.replace(ALGORITHM_FIELD, _SEED.sub("", run_name))
+
+
 def archived_name(run_name: str, label: str | None) -> str:
-    """``ctwa-seed0`` under label ``ctwa@matched`` → ``ctwa@matched-seed0``; no label keeps the name."""
+    """``ctwa-seed0`` under label ``ctwa@matched`` (or ``{algorithm}@matched``) → ``ctwa@matched-seed0``; no label
+    keeps the name."""
     if label is None:
         return run_name
     seed = _SEED.search(run_name)
     if seed is None:
         raise ResultsError(f"archive: run {run_name!r} has no -seed<N> suffix to keep under label {label!r}")
-    return f"{label}-seed{seed.group(1)}"
+    return f"{run_label(run_name, label)}-seed{seed.group(1)}"
 
 
 def archive(run_dirs: Sequence[str], dest: str, label: str | None = None, note: str | None = None) -> list[str]:
     """Copy each run's :data:`RUN_FILES` (gzip) into ``dest/<name>/`` and record it in ``dest/index.json``; returns
     the archived names. An existing index is extended (a name already archived is refused: results are not
     overwritten)."""
-    if label is not None and not _LABEL.match(label):
+    if label is not None and not _LABEL.match(label.replace(ALGORITHM_FIELD, "a")):
         raise ResultsError(f"archive: label {label!r} may hold letters, digits and _ . @ - only")
     index_path = os.path.join(dest, INDEX_FILE)
     index = _read_index(dest) if os.path.exists(index_path) else {"runs": {}}
@@ -94,7 +102,7 @@ def archive(run_dirs: Sequence[str], dest: str, label: str | None = None, note: 
                 gzip.open(os.path.join(dest, name, f + ".gz"), "wb") as out,
             ):
                 shutil.copyfileobj(src, out)
-        index["runs"][name] = {"source": source, "label": label, "note": note}
+        index["runs"][name] = {"source": source, "label": run_label(source, label), "note": note}
         names.append(name)
     with open(index_path, "w") as f:
         json.dump(index, f, indent=1, sort_keys=True)
@@ -277,7 +285,11 @@ def add_results_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="copy the finished runs of the lab output OUT into ARCHIVE (gzip, with an index), under --label",
     )
-    p.add_argument("--label", default=None, help="with --archive: the row name of these runs (e.g. ctwa@matched)")
+    p.add_argument(
+        "--label",
+        default=None,
+        help="with --archive: the row name of these runs (e.g. ctwa@matched, or {algorithm}@matched)",
+    )
     p.add_argument(
         "--horizon",
         nargs=2,
