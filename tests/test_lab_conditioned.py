@@ -55,3 +55,23 @@ def test_a_conditioned_lab_run_trains_with_the_condition(tmp_path):
     last = scores["evals"][-1]["rewards"]  # (prompts, samples, 3)
     wrong_but_scored = [s for prompt in last for s in prompt if s[0] < 1.0 and s[1] > 0.0]
     assert wrong_but_scored, "the recorded conciseness is the raw score (a wrong answer keeps its own)"
+
+
+def test_the_variants_known_answer_prediction_uses_the_conditioned_profiles():
+    """Hand-computed: conciseness is kept where accuracy is 1 and 0 elsewhere, then each style's means."""
+    import numpy as np
+
+    from mo_align.lab.fidelity import variant_profiles
+    from mo_align.lab.known_answer import MIN_STYLE_SAMPLES, lead, predict_style
+
+    one_prompt = [[1.0, 0.2, 1.0], [0.0, 1.0, 1.0], [1.0, 0.9, 1.0], [0.0, 1.0, 0.0]]  # A, G, G, B
+    reps = MIN_STYLE_SAMPLES  # every style above the profile's minimum count
+    rewards = np.tile(np.asarray([one_prompt]), (reps, 1, 1))
+    labels = np.tile(np.asarray([["A", "G", "G", "B"]], dtype=object), (reps, 1))
+    shaped = variant_profiles(labels, rewards, ["accuracy", "conciseness", "clarity"], "linear_conditioned")
+    assert shaped["A"]["means"] == pytest.approx([1.0, 0.2, 1.0])
+    assert shaped["G"]["means"] == pytest.approx([0.5, 0.45, 1.0])  # (0 + 0.9) / 2: the wrong G answer scores 0
+    assert shaped["B"]["means"] == pytest.approx([0.0, 0.0, 0.0])  # unconditioned: conciseness 1.0
+    assert shaped["G"]["share"] == pytest.approx(0.5) and shaped["A"]["count"] == reps
+    w = [1 / 3, 1 / 3, 1 / 3]
+    assert predict_style(shaped, w) == "A" and lead(shaped, w) == pytest.approx((2.2 - 1.95) / 3)

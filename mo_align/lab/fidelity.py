@@ -37,9 +37,10 @@ from mo_align.lab.known_answer import (
     linear_name,
     place_preferences,
 )
-from mo_align.lab.scaling import ALGORITHMS, paper_recipe, preference_weights
+from mo_align.lab.scaling import ALGORITHMS, VARIANTS, paper_recipe, preference_weights, rules_for
 from mo_align.lab.styles import style_of, style_profiles
 from mo_align.lab.task import get_regime, prompt_text, split_problems
+from mo_align.objectives.conditions import apply_conditions, parse_conditions
 from mo_align.rewards import get_reward_funcs
 
 
@@ -65,8 +66,21 @@ def _weights(run: str) -> list[float] | None:
     own = preference_weights(algo)
     if own is not None:
         return list(own["weights"])
-    recipe = paper_recipe(algo) if algo in ALGORITHMS else {}
+    recipe = paper_recipe(algo) if algo in ALGORITHMS or algo in VARIANTS else {}
     return list(recipe["weighting_kwargs"]["weights"]) if recipe.get("weighting") == "linear" else None
+
+
+def variant_profiles(labels: Any, rewards: Any, objectives: Sequence[str], variant: str) -> dict[str, Any]:
+    """The warm start's style profiles under a reward-design variant's objective conditions (the per-sample rewards
+    as that run's weighting sees them: ``linear_conditioned``'s conciseness is 0 where accuracy < 1)."""
+    given = next(r.lab for r in rules_for(variant) if r.field == "objective_conditions")
+    conditions = parse_conditions(given, list(objectives), "objective_conditions")
+    conditioned, _ = apply_conditions(torch.as_tensor(rewards, dtype=torch.float64), list(objectives), conditions)
+    return style_profiles(labels, conditioned.numpy(), MIN_STYLE_SAMPLES)
+
+
+def _check(profiles: dict[str, Any], runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return check_rows({s: p for s, p in profiles.items() if s != "other"}, runs) if runs else []
 
 
 def fidelity_lines(run_dirs: Sequence[str], out_root: str | None = None, n_boot: int = 2000) -> list[str]:
@@ -86,12 +100,19 @@ def fidelity_lines(run_dirs: Sequence[str], out_root: str | None = None, n_boot:
     rewards = np.concatenate([d["start"]["rewards"] for d in loaded.values()])
     profiles = style_profiles(labels, rewards, MIN_STYLE_SAMPLES)
     lines = format_profiles(profiles, first["objectives"])
-    linear = [
-        {"run": name, "weights": w, "start_labels": d["start"]["labels"], "final_labels": d["final"]["labels"]}
+    linear = {
+        name: {"run": name, "weights": w, "start_labels": d["start"]["labels"], "final_labels": d["final"]["labels"]}
         for name, d in loaded.items()
         if (w := _weights(name)) is not None
-    ]
-    rows = check_rows({s: p for s, p in profiles.items() if s != "other"}, linear)
+    }
+    rows = _check(profiles, [r for name, r in linear.items() if _SEED.sub("", name) not in VARIANTS])
+    for variant in VARIANTS:  # predicted from the profiles its conditions give
+        runs = [r for name, r in linear.items() if _SEED.sub("", name) == variant]
+        if runs:
+            shaped = variant_profiles(labels, rewards, first["objectives"], variant)
+            lines += ["", f"{variant}: {format_profiles(shaped, first['objectives'])[0]} (its objective conditions)"]
+            lines += format_profiles(shaped, first["objectives"])[1:]
+            rows += _check(shaped, runs)
     lines += [""] + (format_check(rows) if rows else ["known-answer check: no Linear run among these"])
     entries = [
         {"run": name, "configuration": _SEED.sub("", name), "warm_start": "", "start": d["start"], "final": d["final"]}
