@@ -105,6 +105,8 @@ def test_docs_blocks_and_a_stale_block_is_reported(tmp_path, monkeypatch):
         "x\n<!-- lab-results: arch/one -->\n```text\nold\n```\n<!-- lab-results: arch/two -->\n```text\nnew\n```\n"
     )
     assert docs_blocks(page.read_text()) == [("--tables arch/one", "old\n"), ("--tables arch/two", "new\n")]
+    brief = "<!-- lab-summary: arch/one -->\n```text\nshort\n```\n<!-- lab-horizon: a b -->\n```text\nh\n```\n"
+    assert docs_blocks(brief) == [("--summary arch/one", "short\n"), ("--horizon a b", "h\n")]
     monkeypatch.setattr(results, "tables", lambda src: "new\n")
     assert check_docs(str(page), str(tmp_path)) == [
         f"{page}: the block differs from `python -m mo_align.lab --tables arch/one`"
@@ -121,6 +123,7 @@ def test_every_lab_number_in_the_docs_is_recomputed_from_committed_files(page):
         for where in command.split()[1:]:
             assert os.path.isfile(os.path.join(ROOT, where, "index.json")), f"{page} quotes {where}, not committed"
     assert page != "docs/lab.md" or len(quoted) >= 2  # the results table and the horizon check
+    assert page != "README.md" or [c.split()[0] for c, _ in quoted] == ["--summary"]  # the README's lab summary
     assert check_docs(path, ROOT) == []
 
 

@@ -211,6 +211,24 @@ def tables(src: str, preference: Sequence[float] | None = None) -> str:
     return "\n".join(line.rstrip() for line in lines).strip() + "\n"
 
 
+def summary(src: str, preference: Sequence[float] | None = None, shown: str | None = None) -> str:
+    """``--summary ARCHIVE``: the paired table of :func:`tables` cut to accuracy and the fixed scalar (the README's
+    lab summary); its intervals are those of the full table, Holm-adjusted over the full table's family. ``shown``:
+    the archive's name in the text (default ``src``)."""
+    if preference is None:
+        preference = paper_recipe("linear")["weighting_kwargs"]["weights"]
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dirs = unpack(src, tmp)
+        if not run_dirs:
+            raise ResultsError(f"{os.path.join(src, INDEX_FILE)}: no runs archived")
+        paired = seed_tables(analyse(load_runs(run_dirs), preference=preference)["seed_level"])[1]
+    keep = [0, 1, 2, len(paired["headers"]) - 1]  # algorithm, paired seeds, accuracy, the scalar
+    rows = [[row[i] for i in keep] for row in paired["rows"]]
+    note = paired["note"].split(". ")[0] + f" (the full table: python -m mo_align.lab --tables {shown or src})"
+    lines = [f"seed level: {paired['title']}", *columns([paired["headers"][i] for i in keep], rows), note]
+    return "\n".join(line.rstrip() for line in lines).strip() + "\n"
+
+
 def finished_runs(out: str) -> list[str]:
     """The run directories of a lab output directory (those with a run summary), sorted by name."""
     return sorted(e.path for e in os.scandir(out) if os.path.isfile(os.path.join(e.path, SUMMARY_FILE)))
@@ -237,16 +255,15 @@ def horizon_text(long_src: str, short_src: str, root: str = "") -> str:
     return "\n".join(line.rstrip() for line in lines).strip() + "\n"
 
 
-_BLOCK = re.compile(r"<!-- lab-(results|horizon): ([^>]+?) -->\n```text\n(.*?)```", re.S)
+_BLOCK = re.compile(r"<!-- lab-(results|horizon|summary): ([^>]+?) -->\n```text\n(.*?)```", re.S)
+_FLAGS = {"results": "--tables", "horizon": "--horizon", "summary": "--summary"}  # marker -> the command's flag
 
 
 def docs_blocks(text: str) -> list[tuple[str, str]]:
     """The ``(command, block)`` pairs a docs page quotes: a fenced block right after a line ``<!-- lab-results:
-    <archive dir> -->`` (``--tables``) or ``<!-- lab-horizon: <long> <short> -->`` (``--horizon``)."""
-    return [
-        (f"--{'tables' if m.group(1) == 'results' else 'horizon'} {m.group(2)}", m.group(3))
-        for m in _BLOCK.finditer(text)
-    ]
+    <archive dir> -->`` (``--tables``), ``<!-- lab-summary: <archive dir> -->`` (``--summary``) or ``<!--
+    lab-horizon: <long> <short> -->`` (``--horizon``)."""
+    return [(f"{_FLAGS[m.group(1)]} {m.group(2)}", m.group(3)) for m in _BLOCK.finditer(text)]
 
 
 def recompute(command: str, root: str) -> str:
@@ -254,6 +271,8 @@ def recompute(command: str, root: str) -> str:
     flag, *paths = command.split()
     if flag == "--tables" and len(paths) == 1:
         return tables(os.path.join(root, paths[0]))
+    if flag == "--summary" and len(paths) == 1:
+        return summary(os.path.join(root, paths[0]), shown=paths[0])
     if flag == "--horizon" and len(paths) == 2:
         return horizon_text(*paths, root=root)
     raise ResultsError(f"docs block: cannot recompute {command!r}")
@@ -279,6 +298,12 @@ def add_results_arguments(p: argparse.ArgumentParser) -> None:
         help="print the tables of committed results (mo_align.lab.results)",
     )
     p.add_argument(
+        "--summary",
+        metavar="ARCHIVE",
+        default=None,
+        help="the paired table cut to accuracy and the fixed scalar (the README's lab summary)",
+    )
+    p.add_argument(
         "--archive",
         nargs=2,
         metavar=("OUT", "ARCHIVE"),
@@ -300,11 +325,13 @@ def add_results_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def results_command(a: argparse.Namespace) -> bool:
-    """``--tables``, ``--archive`` and ``--horizon`` (:mod:`mo_align.lab.results`, :mod:`mo_align.lab.horizon`): read
+    """``--tables``, ``--summary``, ``--archive`` and ``--horizon`` (:mod:`mo_align.lab.results`, :mod:`mo_align.lab.horizon`): read
     finished runs, train nothing; ``False`` when none was given."""
     try:
         if a.tables is not None:
             sys.stdout.write(tables(a.tables))
+        elif a.summary is not None:
+            sys.stdout.write(summary(a.summary))
         elif a.archive is not None:
             out, dest = a.archive
             names = archive(finished_runs(out), dest, label=a.label)
