@@ -212,8 +212,8 @@ def tables(src: str, preference: Sequence[float] | None = None) -> str:
 
 
 def summary(src: str, preference: Sequence[float] | None = None, shown: str | None = None) -> str:
-    """``--summary ARCHIVE``: the paired table of :func:`tables` cut to accuracy and the fixed scalar (the README's
-    lab summary); its intervals are those of the full table, Holm-adjusted over the full table's family. ``shown``:
+    """``--summary ARCHIVE``: the paired table of :func:`tables` cut to accuracy and the fixed scalar, "not
+    significant" written n.s. (the README's lab summary); its intervals are those of the full table, Holm-adjusted over the full table's family. ``shown``:
     the archive's name in the text (default ``src``)."""
     if preference is None:
         preference = paper_recipe("linear")["weighting_kwargs"]["weights"]
@@ -222,10 +222,14 @@ def summary(src: str, preference: Sequence[float] | None = None, shown: str | No
         if not run_dirs:
             raise ResultsError(f"{os.path.join(src, INDEX_FILE)}: no runs archived")
         paired = seed_tables(analyse(load_runs(run_dirs), preference=preference)["seed_level"])[1]
-    keep = [0, 1, 2, len(paired["headers"]) - 1]  # algorithm, paired seeds, accuracy, the scalar
-    rows = [[row[i] for i in keep] for row in paired["rows"]]
-    note = paired["note"].split(". ")[0] + f" (the full table: python -m mo_align.lab --tables {shown or src})"
-    lines = [f"seed level: {paired['title']}", *columns([paired["headers"][i] for i in keep], rows), note]
+    seeds = sorted({row[1] for row in paired["rows"]})
+    rows = [[row[0], *(c.replace(" not significant", " n.s.") for c in (row[2], row[-1]))] for row in paired["rows"]]
+    lines = [
+        f"each algorithm − linear, paired by seed ({' or '.join(seeds)} seeds)",
+        *columns(["algorithm", "accuracy", "fixed scalar"], rows),
+        paired["note"].split(". ")[0] + "; n.s. = not significant",
+        f"full table: python -m mo_align.lab --tables {shown or src}",
+    ]
     return "\n".join(line.rstrip() for line in lines).strip() + "\n"
 
 
