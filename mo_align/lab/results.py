@@ -19,6 +19,7 @@ only field the index changes, when the tables read it; the stored file is the or
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import json
 import os
@@ -26,7 +27,7 @@ import re
 import shutil
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from mo_align.cli import UsageError
@@ -198,30 +199,36 @@ def law_lines(result: dict[str, Any]) -> list[str]:
     ]
 
 
-def tables(src: str, preference: Sequence[float] | None = None) -> str:
-    """The docs' text for the archive ``src`` (module docstring); ``preference`` defaults to the Linear recipe's
-    weights, the lab's one fixed scalar."""
-    if preference is None:
-        preference = paper_recipe("linear")["weighting_kwargs"]["weights"]
+def fixed_preference(preference: Sequence[float] | None = None) -> Sequence[float]:
+    """The lab's one fixed scalar: ``preference``, or the Linear recipe's weights."""
+    return preference if preference is not None else paper_recipe("linear")["weighting_kwargs"]["weights"]
+
+
+@contextlib.contextmanager
+def archived_runs(src: str) -> Iterator[list[str]]:
+    """An archive's runs unpacked into a temporary directory, removed afterwards (one line when it holds none)."""
     with tempfile.TemporaryDirectory() as tmp:
         run_dirs = unpack(src, tmp)
         if not run_dirs:
             raise ResultsError(f"{os.path.join(src, INDEX_FILE)}: no runs archived")
-        lines = seed_level_lines(run_dirs, preference) + fidelity_lines(run_dirs)
+        yield run_dirs
+
+
+def tables(src: str, preference: Sequence[float] | None = None) -> str:
+    """The docs' text for the archive ``src`` (module docstring); ``preference`` defaults to the Linear recipe's
+    weights, the lab's one fixed scalar."""
+    with archived_runs(src) as run_dirs:
+        lines = seed_level_lines(run_dirs, fixed_preference(preference)) + fidelity_lines(run_dirs)
     return "\n".join(line.rstrip() for line in lines).strip() + "\n"
 
 
 def summary(src: str, preference: Sequence[float] | None = None, shown: str | None = None) -> str:
     """``--summary ARCHIVE``: the paired table of :func:`tables` cut to accuracy and the fixed scalar, "not
-    significant" written n.s. (the README's lab summary); its intervals are those of the full table, Holm-adjusted over the full table's family. ``shown``:
-    the archive's name in the text (default ``src``)."""
-    if preference is None:
-        preference = paper_recipe("linear")["weighting_kwargs"]["weights"]
-    with tempfile.TemporaryDirectory() as tmp:
-        run_dirs = unpack(src, tmp)
-        if not run_dirs:
-            raise ResultsError(f"{os.path.join(src, INDEX_FILE)}: no runs archived")
-        paired = seed_tables(analyse(load_runs(run_dirs), preference=preference)["seed_level"])[1]
+    significant" written n.s. (the README's lab summary); its intervals are the full table's, Holm-adjusted over
+    the full table's family. ``shown``: the archive's name in the text (default ``src``)."""
+    with archived_runs(src) as run_dirs:
+        result = analyse(load_runs(run_dirs), preference=fixed_preference(preference))
+    paired = seed_tables(result["seed_level"])[1]
     seeds = sorted({row[1] for row in paired["rows"]})
     rows = [[row[0], *(c.replace(" not significant", " n.s.") for c in (row[2], row[-1]))] for row in paired["rows"]]
     lines = [
