@@ -37,7 +37,7 @@ from mo_align.lab.known_answer import (
     linear_name,
     place_preferences,
 )
-from mo_align.lab.scaling import ALGORITHMS, VARIANTS, paper_recipe, preference_weights, rules_for
+from mo_align.lab.scaling import VARIANTS, known_algorithm, paper_recipe, preference_weights, rules_for
 from mo_align.lab.styles import style_of, style_profiles
 from mo_align.lab.task import get_regime, prompt_text, split_problems
 from mo_align.objectives.conditions import apply_conditions, parse_conditions
@@ -66,7 +66,7 @@ def _weights(run: str) -> list[float] | None:
     own = preference_weights(algo)
     if own is not None:
         return list(own["weights"])
-    recipe = paper_recipe(algo) if algo in ALGORITHMS or algo in VARIANTS else {}
+    recipe = paper_recipe(algo) if known_algorithm(algo) else {}
     return list(recipe["weighting_kwargs"]["weights"]) if recipe.get("weighting") == "linear" else None
 
 
@@ -110,8 +110,8 @@ def fidelity_lines(run_dirs: Sequence[str], out_root: str | None = None, n_boot:
         runs = [r for name, r in linear.items() if _SEED.sub("", name) == variant]
         if runs:
             shaped = variant_profiles(labels, rewards, first["objectives"], variant)
-            lines += ["", f"{variant}: {format_profiles(shaped, first['objectives'])[0]} (its objective conditions)"]
-            lines += format_profiles(shaped, first["objectives"])[1:]
+            head, *styles = format_profiles(shaped, first["objectives"])
+            lines += ["", f"{variant}: {head} (its objective conditions)", *styles]
             rows += _check(shaped, runs)
     lines += [""] + (format_check(rows) if rows else ["known-answer check: no Linear run among these"])
     entries = [

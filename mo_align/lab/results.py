@@ -228,13 +228,14 @@ def summary(src: str, preference: Sequence[float] | None = None, shown: str | No
     the full table's family. ``shown``: the archive's name in the text (default ``src``)."""
     with archived_runs(src) as run_dirs:
         result = analyse(load_runs(run_dirs), preference=fixed_preference(preference))
-    paired = seed_tables(result["seed_level"])[1]
+    level, paired = result["seed_level"], seed_tables(result["seed_level"])[1]
     seeds = sorted({row[1] for row in paired["rows"]})
     rows = [[row[0], *(c.replace(" not significant", " n.s.") for c in (row[2], row[-1]))] for row in paired["rows"]]
     lines = [
         f"each algorithm − linear, paired by seed ({' or '.join(seeds)} seeds)",
         *columns(["algorithm", "accuracy", "fixed scalar"], rows),
-        paired["note"].split(". ")[0] + "; n.s. = not significant",
+        f"Holm-adjusted over {level['vs_reference']['tests']} tests (family level {1 - level['alpha']:.0%}); n.s. = "
+        "not significant",
         f"full table: python -m mo_align.lab --tables {shown or src}",
     ]
     return "\n".join(line.rstrip() for line in lines).strip() + "\n"
@@ -336,8 +337,8 @@ def add_results_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def results_command(a: argparse.Namespace) -> bool:
-    """``--tables``, ``--summary``, ``--archive`` and ``--horizon`` (:mod:`mo_align.lab.results`, :mod:`mo_align.lab.horizon`): read
-    finished runs, train nothing; ``False`` when none was given."""
+    """``--tables``, ``--summary``, ``--archive`` and ``--horizon`` (:mod:`mo_align.lab.results`,
+    :mod:`mo_align.lab.horizon`): read finished runs, train nothing; ``False`` when none was given."""
     try:
         if a.tables is not None:
             sys.stdout.write(tables(a.tables))
