@@ -38,13 +38,15 @@ def test_an_unknown_label_names_the_variants(tmp_path):
 
 def test_a_conditioned_lab_run_trains_with_the_condition(tmp_path):
     """Two real GRPO steps on a 3-step warm start: the run records the condition, and its per-sample evaluation keeps
-    the raw conciseness (the condition shapes the training signal, the lab compares raw objectives)."""
+    the raw conciseness (the condition shapes the training signal, the lab compares raw objectives). With
+    ``save_model`` (the lab's ``--save-models``) the trained policy is kept, loadable, and differs from the warm
+    start."""
     from mo_align.lab.run import train_one
     from mo_align.lab.sft import warm_start
 
     sft_dir, meta = warm_start(str(tmp_path / "cache"), steps=3, batch=16)
     out = tmp_path / "linear_conditioned-seed0"
-    train_one("linear_conditioned", 0, sft_dir, meta["reference_length"], str(out), 2, 2)
+    train_one("linear_conditioned", 0, sft_dir, meta["reference_length"], str(out), 2, 2, save_model=True)
     summary = json.loads((out / "mo_summary.json").read_text())
     assert summary["algorithm"] == "linear_conditioned"
     assert summary["objective_conditions"] == {
@@ -55,6 +57,15 @@ def test_a_conditioned_lab_run_trains_with_the_condition(tmp_path):
     last = scores["evals"][-1]["rewards"]  # (prompts, samples, 3)
     wrong_but_scored = [s for prompt in last for s in prompt if s[0] < 1.0 and s[1] > 0.0]
     assert wrong_but_scored, "the recorded conciseness is the raw score (a wrong answer keeps its own)"
+    import torch
+    from safetensors.torch import load_file
+
+    record = json.loads((out / "model" / "lab_model.json").read_text())
+    assert record == {"warm_start": sft_dir, "reference_length": meta["reference_length"], "steps": 2, "seed": 0,
+                      "algorithm": "linear_conditioned", "eta": "paper"}  # fmt: skip
+    trained, start = load_file(str(out / "model" / "model.safetensors")), load_file(f"{sft_dir}/model.safetensors")
+    assert trained.keys() == start.keys() and (out / "model" / "tokenizer.json").exists()
+    assert any(not torch.equal(trained[k], start[k]) for k in start), "the saved policy is the trained one"
 
 
 def test_the_variants_known_answer_prediction_uses_the_conditioned_profiles():

@@ -34,10 +34,16 @@ def _progress_file(job: dict[str, Any], log_dir: str) -> str:
     return os.path.join(log_dir, _label(job).replace("/", "_") + ".progress")
 
 
-def _launch(job: dict[str, Any], log_dir: str) -> tuple[str, float, int]:
+def worker_command(job: dict[str, Any]) -> list[str]:
+    """The worker's command line for one job (``python -m mo_align.lab worker ...``)."""
     cmd = [sys.executable, "-m", "mo_align.lab", "worker"]
     for key in (k for k in _WORKER_FLAGS if k in job):  # no "eta": the worker's default
         cmd += ["--" + key.replace("_", "-"), str(job[key])]
+    return cmd + (["--save-model"] if job.get("save_model") else [])
+
+
+def _launch(job: dict[str, Any], log_dir: str) -> tuple[str, float, int]:
+    cmd = worker_command(job)
     env = {
         **os.environ,
         "OMP_NUM_THREADS": str(job["threads"]),

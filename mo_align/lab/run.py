@@ -2,7 +2,7 @@
 
 ``python -m mo_align.lab [--task tradeoff|easy] [--quick] [--algorithms linear ctwa ...] [--seeds 0 1 2]
 [--steps N] [--jobs 2] [--eta paper|matched] [--compact-share S] [--compact-accuracy A] [--sweep [SHARE ...]]
-[--print-protocol] [--known-answer]``
+[--print-protocol] [--known-answer] [--save-models]``
 
 Every run uses the real ``MOGRPOTrainer`` on the warm-started model, built from its paper recipe
 (``recipes/qwen2.5-1.5b/<algo>.yaml``: weighting and its kwargs, estimator, KL β, clipping, loss, schedule, 2
@@ -91,6 +91,7 @@ __all__ = [  # with the lab's evidence API (mo_align.lab.evidence), re-exported
 # every algorithm is its paper recipe (recipes/qwen2.5-1.5b/<algo>.yaml) changed only by the lab's scaling rule
 LAB_ALGORITHMS = list(ALGORITHMS)
 QUICK = ["linear", "ctwa"]
+LAB_MODEL_DIR, LAB_MODEL_FILE = "model", "lab_model.json"  # --save-models: <run>/model and its record
 
 
 def lab_datasets() -> tuple[Any, Any]:
@@ -111,9 +112,12 @@ def train_one(
     steps: int,
     eval_steps: int,
     eta: str = DEFAULT_ETA,
+    save_model: bool = False,
 ):
     """One lab run in this process (used by the worker subprocess): the algorithm's paper recipe under the lab's
-    scaling rule (:func:`mo_align.lab.scaling.lab_settings`)."""
+    scaling rule (:func:`mo_align.lab.scaling.lab_settings`). ``save_model``: the trained policy and its tokenizer
+    also go to ``<out>/model`` (safetensors) with ``lab_model.json`` (warm start, reference length, algorithm, seed,
+    steps, η mode), e.g. for ``make bench-gram ARGS="--lab-model <out>/model"``; the lab keeps no checkpoints."""
     # lazy: TRL's GRPOTrainer loads in the worker processes only; the lab's parent never builds a trainer
     from mo_align.trainer import MOGRPOTrainer
 
@@ -127,6 +131,13 @@ def train_one(
     trainer.train()
     trainer.write_summary()
     recorder.write(os.path.join(out, EVAL_SCORES_FILE))
+    if save_model:
+        model_dir = os.path.join(out, LAB_MODEL_DIR)
+        trainer.save_model(model_dir)
+        record = {"warm_start": sft_dir, "reference_length": reference_length, "algorithm": algo, "seed": seed}
+        record.update(steps=steps, eta=eta)
+        with open(os.path.join(model_dir, LAB_MODEL_FILE), "w") as f:
+            json.dump(record, f, indent=1)
 
 
 def add_worker_parser(subparsers: Any) -> CommandParser:
@@ -140,12 +151,14 @@ def add_worker_parser(subparsers: Any) -> CommandParser:
     p.add_argument("--eval-steps", type=int, required=True)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--eta", choices=ETA_MODES, default=DEFAULT_ETA)
+    p.add_argument("--save-model", action="store_true")
     return p
 
 
 def run_worker(a: argparse.Namespace) -> None:
     torch.set_num_threads(a.threads)
-    train_one(a.algo, a.seed, a.sft, a.reference_length, a.out, a.steps, a.eval_steps, a.eta)
+    extra = {"save_model": True} if a.save_model else {}
+    train_one(a.algo, a.seed, a.sft, a.reference_length, a.out, a.steps, a.eval_steps, a.eta, **extra)
 
 
 def run_lab(
@@ -161,6 +174,7 @@ def run_lab(
     regime: Any = None,
     sft_threads: int = 0,
     eta: str = DEFAULT_ETA,
+    save_models: bool = False,
 ) -> dict[str, Any]:
     def say(msg: str) -> None:
         sys.stdout.write(f"[lab {time.strftime('%H:%M:%S')}] {msg}\n")
@@ -186,7 +200,7 @@ def run_lab(
     os.makedirs(logs, exist_ok=True)
     threads = 1 if jobs > 1 else max(1, os.cpu_count() or 1)
     shared = {"sft": sft_dir, "reference_length": meta["reference_length"], "steps": steps, "eval_steps": eval_steps}
-    shared.update(threads=threads, eta=eta)
+    shared.update(threads=threads, eta=eta, **({"save_model": True} if save_models else {}))
     todo = [
         {"algo": a, "seed": s, **shared, "out": os.path.join(out_root, f"{a}-seed{s}")}
         for s in seeds
@@ -239,6 +253,7 @@ def add_parser(subparsers: Any) -> CommandParser:
         default=DEFAULT_ETA,
         help="adaptive step sizes: 'paper' (the recipes', default) or 'matched' (× paper / lab weight updates)",
     )
+    p.add_argument("--save-models", action="store_true", help="keep each run's trained policy in <run>/model")
     p.add_argument("--print-protocol", action="store_true", help="print the paper-vs-lab table (docs/lab_protocol.md)")
     p.add_argument("--known-answer", action="store_true", help="Linear on both sides of the predicted boundary")
     add_results_arguments(p)  # --tables, --archive, --label, --horizon
@@ -306,6 +321,8 @@ def run(a: argparse.Namespace) -> Any:
         raise UsageError(
             "--known-answer: cannot be combined with --sweep, --algorithms or --quick (it picks its own runs)"
         )
+    if a.save_models and (a.sweep is not None or a.known_answer):
+        raise UsageError("--save-models: only for the lab's own runs (not with --sweep or --known-answer)")
     if a.sweep is not None:
         _sweep(a)
         return
@@ -319,8 +336,9 @@ def run(a: argparse.Namespace) -> Any:
     eval_steps = a.eval_steps or 25
     # one warm start per regime, shared by make lab, make demo and the sweep (the regime sets its length)
     cache, threads = a.cache, a.sft_threads
+    keep = {"eta": a.eta, "save_models": a.save_models}
     result = run_lab(
-        algorithms, seeds, steps, eval_steps, out, a.jobs, a.sft_steps, cache, task, regime, threads, eta=a.eta
+        algorithms, seeds, steps, eval_steps, out, a.jobs, a.sft_steps, cache, task, regime, threads, **keep
     )
     run_dirs = [r["output_dir"] for r in result["runs"].values()]
     lines = [*demo.demo_extras(run_dirs, out, figure=a.quick), "", *fidelity_lines(run_dirs, out)]
