@@ -8,8 +8,9 @@ and max_k |Δα_k|, mean and 95 % t interval over batches; s/step of the trainer
 backward passes) vs linear's on the same batch, median over steps; the K x n per-objective gradients the space holds.
 
 Models: the lab's warm start (:mod:`mo_align.lab.sft`, found in ``--cache`` as ``python -m mo_align.lab`` caches it,
-built there when absent: ~5 min on 2 idle cores), or any ``--lab-model DIR`` (repeatable, e.g. a lab-trained
-checkpoint), on the lab's prompts, sampled completions and three rewards; and the bench model of ``make bench``
+built there when absent: ~5 min on 2 idle cores), or any ``--lab-model DIR`` (repeatable, e.g. a policy the lab
+trained and kept, ``python -m mo_align.lab --algorithms linear --seeds 0 --save-models`` then
+``--lab-model outputs/lab/linear-seed0/model``), on the lab's prompts, sampled completions and three rewards; and the bench model of ``make bench``
 (random weights: its rewards may carry no signal, then only its time columns mean anything). Each batch is one
 optimizer step of its setting, sampled at T = 1.
 
@@ -17,8 +18,8 @@ optimizer step of its setting, sampled at T = 1.
 [--cache outputs/lab-cache] [--out bench/results_gram_fidelity] [--threads N]`` (``make bench-gram ARGS=...``).
 Writes ``<out>.md`` and ``<out>.json`` (after each model, so a run cut short keeps the finished ones); ``--render
 JSON`` rewrites them from a run's JSON without measuring (e.g. with another ``--threshold``). On an idle 2-core CPU
-the default run takes about 20 min (the bench model's timings most of it; the lab model about 3 min, plus about
-5 min once to train the warm start when the cache has none). Benchmarks are not tests: no threshold fails anything.
+(2026-12-06) the bench model took 14 min and each lab model 1–1.5 min (the default run: about 16 min), plus about
+5 min once to train the warm start when the cache has none. Benchmarks are not tests: no threshold fails anything.
 """
 
 from __future__ import annotations
@@ -101,10 +102,10 @@ def lab_spec(path: str, prompts: int = 8) -> dict[str, Any]:
     settings.update(steps_per_generation=1, per_device_train_batch_size=prompts * settings["num_generations"])
     settings.update(eval_strategy="no", eval_on_start=False)
     conciseness = {}  # training scores against the running mean; the warm start's fixed reference for evaluation
-    meta_path = os.path.join(path, "lab_sft.json")
-    if os.path.exists(meta_path):
-        with open(meta_path) as f:
-            conciseness["eval_reference_length"] = json.load(f)["reference_length"]
+    for record in ("lab_sft.json", "lab_model.json"):  # a warm start's, or a lab run's saved policy's (--save-models)
+        if os.path.exists(os.path.join(path, record)):
+            with open(os.path.join(path, record)) as f:
+                conciseness["eval_reference_length"] = float(json.load(f)["reference_length"])
     funcs = get_reward_funcs(
         ["accuracy", "conciseness", "clarity"],
         {"accuracy": {"mode": "reference"}, "conciseness": conciseness, "clarity": {"strict": True}},

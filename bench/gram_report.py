@@ -118,34 +118,47 @@ def vjp_line(v: dict[str, Any] | None) -> list[str]:
             f"{v['sequential_s'] / v['batched_s']:.2f}x), max |difference| {v['max_abs_diff']:.2e}."]  # fmt: skip
 
 
-def recommend(m: dict[str, Any], threshold: float) -> list[str]:
-    """Per strategy: the cheapest space, among those measured faster than the full-parameter one, whose cos(d, d_full)
-    interval (and, for a stateful strategy, that of its weight step's direction) lies above ``threshold``; else the
-    full-parameter Gram matrix, with the closest cheaper space."""
-    out = []
-    for s in dict.fromkeys(r["strategy"] for r in m["rows"]):
-        rows = [r for r in m["rows"] if r["strategy"] == s]
-        full = next(r for r in rows if r["space"] == FULL)
-        cheaper = sorted((r for r in rows if r["space"] != FULL and r["time_s"] < full["time_s"]),
-                         key=lambda r: r["time_s"])  # fmt: skip
-        good = [r for r in cheaper if passes(r, threshold)]
-        if good:
-            r = good[0]
-            text = (f"**{s}**: {r['space']} — cos(d, d_full) {ci(r['cos'])} at {r['x_linear_train']:.2f}x linear's "
-                    f"training step (full parameters {full['x_linear_train']:.2f}x)")  # fmt: skip
-            if "weight_step_ratio" in r:
-                text += f"; its weight steps are {ci(r['weight_step_ratio'], 2)}x the full-parameter ones (step size)"
-        elif not cheaper:
-            text = f"**{s}**: parameters (all) ({full['x_linear_train']:.2f}x) — no other space measured faster"
-        else:
-            best = max(cheaper, key=closeness)
-            text = (f"**{s}**: parameters (all) ({full['x_linear_train']:.2f}x) — no faster space reaches cos >= "
-                    f"{threshold}; the closest, {best['space']}, has cos {ci(best['cos'])}")  # fmt: skip
-            if "cos_weight_step" in best:
-                text += f", weight-step direction {ci(best['cos_weight_step'])}"
-            text += f" at {best['x_linear_train']:.2f}x"
-        out.append(f"- {text}.")
-    return out
+def recommend(models: list[dict[str, Any]], threshold: float) -> list[str]:
+    """Per strategy: the cheapest space, among those measured faster than the full-parameter one on every model, whose
+    cos(d, d_full) interval (and, for a stateful strategy, that of its weight step's direction) lies above
+    ``threshold`` on every model; else the full-parameter Gram matrix, with the closest cheaper space. The models
+    share their layout (spaces are matched by position); each figure is given per model, joined by " / "."""
+    strategies = dict.fromkeys(r["strategy"] for r in models[0]["rows"])
+    return [recommend_one(s, [[r for r in m["rows"] if r["strategy"] == s] for m in models], threshold)
+            for s in strategies]  # fmt: skip
+
+
+def per_model(per: list[list[dict]], i: int, key: str, digits: int = 3) -> str:
+    """Row ``i``'s ``key`` on every model, " / "-joined (an interval, or the x-linear ratio)."""
+    if key == "x_linear_train":
+        return " / ".join(f"{p[i][key]:.2f}" for p in per) + "x"
+    return " / ".join(ci(p[i][key], digits) for p in per)
+
+
+def recommend_one(s: str, per: list[list[dict]], threshold: float) -> str:
+    """:func:`recommend`'s line for strategy ``s``, whose rows per model are ``per``."""
+    full = next(i for i, r in enumerate(per[0]) if r["space"] == FULL)
+    faster = [i for i in range(len(per[0])) if i != full and all(p[i]["time_s"] < p[full]["time_s"] for p in per)]
+    cheaper = sorted(faster, key=lambda i: per[0][i]["time_s"])
+    good = [i for i in cheaper if all(passes(p[i], threshold) for p in per)]
+    cost_full = per_model(per, full, "x_linear_train")
+    if good:
+        i = good[0]
+        text = (f"**{s}**: {per[0][i]['space']} — cos(d, d_full) {per_model(per, i, 'cos')} at "
+                f"{per_model(per, i, 'x_linear_train')} linear's training step (full parameters {cost_full})")  # fmt: skip
+        if "weight_step_ratio" in per[0][i]:
+            ratio = per_model(per, i, "weight_step_ratio", 2)
+            text += f"; its weight steps are {ratio}x the full-parameter ones (step size)"
+    elif not cheaper:
+        text = f"**{s}**: parameters (all) ({cost_full}) — no other space measured faster"
+    else:
+        i = max(cheaper, key=lambda j: min(closeness(p[j]) for p in per))
+        text = (f"**{s}**: parameters (all) ({cost_full}) — no faster space reaches cos >= {threshold}; the "
+                f"closest, {per[0][i]['space']}, has cos {per_model(per, i, 'cos')}")  # fmt: skip
+        if "cos_weight_step" in per[0][i]:
+            text += f", weight-step direction {per_model(per, i, 'cos_weight_step')}"
+        text += f" at {per_model(per, i, 'x_linear_train')}"
+    return f"- {text}."
 
 
 def checks(r: dict[str, Any]) -> list[dict[str, float]]:
@@ -174,9 +187,11 @@ COST_NOTE = (
 )
 
 
-def busy_load(loadavg: str, cores: int) -> bool:
+def busy_load(loadavg: str, cores: int, own: int = 0) -> bool:
+    """Whether the 1-minute load average exceeds half the cores on top of ``own`` (the bench's own threads, which the
+    load read while it runs includes)."""
     try:
-        return float(loadavg.split()[0]) > cores / 2
+        return float(loadavg.split()[0]) > own + cores / 2
     except (ValueError, IndexError):
         return False
 
@@ -185,7 +200,8 @@ def render(doc: dict[str, Any]) -> str:
     meta = doc["meta"]
     lines = ["# Gram-space fidelity of the gradient-space strategies (`make bench-gram`)", "",
              f"Machine: {meta['machine']}; {meta['threads']} torch thread(s). Load average before: "
-             f"`{meta['loadavg_before']}`; after: `{meta['loadavg_after']}`. Command: `{meta['command']}`.", "",
+             f"`{meta['loadavg_before']}`; after (its own threads included): `{meta['loadavg_after']}`. Command: "
+             f"`{meta['command']}`.", "",
              "d = Σ_k α_k g_k with the full-parameter per-objective gradients g_k; α from each space's Gram matrix "
              "by the strategy's own object (fresh state per batch; GradNorm and Dynamic: the weights after one step "
              "from their initial weights, which act from the next step). Intervals: mean [95 % t interval] over "
@@ -196,20 +212,22 @@ def render(doc: dict[str, Any]) -> str:
              "batch's generation and scoring to both. K x n gradients held: the rows the space's Gram matrix is "
              "formed from (float32).", ""]  # fmt: skip
     lines += [f"Note: {meta['note']}.", ""] if meta.get("note") else []
-    busy = [v for v in (meta["loadavg_before"], meta.get("loadavg_after", "")) if busy_load(v, meta.get("cores", 2))]
-    if busy:
-        lines += [f"**Measured on a busy machine** (1-minute load above half the {meta.get('cores', 2)} cores): the "
+    cores = meta.get("cores", 2)
+    if busy_load(meta["loadavg_before"], cores) or busy_load(meta.get("loadavg_after", ""), cores, meta["threads"]):
+        lines += [f"**Measured on a busy machine** (1-minute load above half the {cores} cores, the bench's own "
+                  "threads aside): the "
                   "s/step columns are indicative only; the fidelity columns do not depend on the load.", ""]  # fmt: skip
     for m in doc["models"]:
         lines += model_section(m)
     signal = [m for m in doc["models"] if m["signal"] >= 2]
     lines += ["## Recommendation", ""]
     if signal:
-        m = signal[0]
-        lines += [f"From {m['label']} (rule: among the spaces measured faster than every parameter, the cheapest "
-                  "whose cos(d, d_full) 95 % interval — and, for GradNorm and Dynamic, that of their weight step's "
-                  f"direction — lies above {meta['threshold']}):",
-                  "", *recommend(m, meta["threshold"]), "", COST_NOTE, ""]  # fmt: skip
+        names = " and ".join(m["label"] for m in signal)
+        lines += [f"From {names} (rule: among the spaces measured faster than every parameter, the cheapest whose "
+                  "cos(d, d_full) 95 % interval — and, for GradNorm and Dynamic, that of their weight step's "
+                  f"direction — lies above {meta['threshold']}"
+                  + (" on every one of these models; figures per model, in this order" if len(signal) > 1 else "")
+                  + "):", "", *recommend(signal, meta["threshold"]), "", COST_NOTE, ""]  # fmt: skip
     else:
         lines += ["No model's rewards carried signal on two objectives: no recommendation.", ""]
     return "\n".join(lines)

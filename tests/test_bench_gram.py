@@ -147,12 +147,39 @@ def _row(space, cos_low, time_s, step_low=None):
 def test_recommendation_takes_the_cheapest_faithful_space_that_is_faster_than_every_parameter():
     rows = [_row(gram_core.FULL, 1.0, 2.0), _row("slow but faithful", 0.999, 2.5), _row("cheap", 0.95, 1.0),
             _row("mid", 0.995, 1.5)]  # fmt: skip
-    (line,) = gram_report.recommend({"rows": rows}, 0.99)
+    (line,) = gram_report.recommend([{"rows": rows}], 0.99)
     assert line.startswith("- **s**: mid — cos(d, d_full) 0.995")
-    (line,) = gram_report.recommend({"rows": rows[:3]}, 0.99)  # the faithful one measured slower than every parameter
+    (line,) = gram_report.recommend(
+        [{"rows": rows[:3]}], 0.99
+    )  # the faithful one measured slower than every parameter
     assert line.startswith(
         "- **s**: parameters (all) (2.00x) — no faster space reaches cos >= 0.99; the closest, cheap"
     )
     stateful = [_row(gram_core.FULL, 1.0, 2.0, 1.0), _row("direction off", 1.0, 1.0, 0.5)]
-    (line,) = gram_report.recommend({"rows": stateful}, 0.99)  # cos(d) = 1, but its weight step points elsewhere
+    (line,) = gram_report.recommend([{"rows": stateful}], 0.99)  # cos(d) = 1, but its weight step points elsewhere
     assert line.startswith("- **s**: parameters (all) (2.00x) — no faster space reaches cos >= 0.99")
+
+
+def test_with_two_models_a_space_is_recommended_only_where_it_holds_on_both():
+    """Two lab checkpoints: "mid" is faithful on the first only, "cheap" on both; the figures are per model."""
+    first = [_row(gram_core.FULL, 1.0, 2.0), _row("cheap", 0.995, 1.0), _row("mid", 0.999, 1.5)]
+    second = [_row(gram_core.FULL, 1.0, 3.0), _row("cheap", 0.992, 1.2), _row("mid", 0.90, 2.0)]
+    (line,) = gram_report.recommend([{"rows": first}, {"rows": second}], 0.99)
+    assert line.startswith(
+        "- **s**: cheap — cos(d, d_full) 0.995 [0.995, 1.000] / 0.992 [0.992, 1.000] at 1.00 / 1.20x"
+    )
+    second[1]["cos"]["low"] = 0.98  # now nothing cheaper holds on the second model
+    (line,) = gram_report.recommend([{"rows": first}, {"rows": second}], 0.99)
+    assert line.startswith("- **s**: parameters (all) (2.00 / 3.00x) — no faster space reaches cos >= 0.99")
+    second[1]["time_s"] = 3.5  # and "cheap" no longer saves time on the second: not a candidate at all
+    (line,) = gram_report.recommend([{"rows": first}, {"rows": second}], 0.99)
+    assert "the closest, mid" in line
+
+
+def test_the_busy_label_discounts_the_benchs_own_threads():
+    """Before the run the load is the others'; after, it includes the bench's own threads (2 on 2 cores)."""
+    assert not gram_report.busy_load("0.40 0.9 1.0 1/150 7", 2)
+    assert gram_report.busy_load("1.50 0.9 1.0 1/150 7", 2)  # someone else used more than one core before
+    assert not gram_report.busy_load("2.07 1.96 1.62 3/150 9", 2, own=2)  # the bench alone
+    assert gram_report.busy_load("3.40 3.1 2.9 5/160 9", 2, own=2)  # the bench plus more than a core of others
+    assert not gram_report.busy_load("unavailable", 2)
