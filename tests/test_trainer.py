@@ -234,3 +234,25 @@ def _same(a, b) -> bool:
     if isinstance(a, dict):
         return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
     return a == b
+
+
+def test_continuous_batching_on_float32_weights_under_bf16_is_refused(tiny_model_dir, tmp_path, monkeypatch):
+    """TRL's continuous-batching rollout casts the policy to bf16 in place: refused when the weights are float32.
+    The oracle is TRL's own path with the check switched off: after one step the weights are bfloat16."""
+    from mo_align.trainer import checks
+
+    cb = {"use_transformers_continuous_batching": True, "bf16": True, "max_steps": 1}
+    with pytest.raises(
+        ValueError, match=r"use_transformers_continuous_batching with bf16: true would cast the float32"
+    ):
+        build(tiny_model_dir, tmp_path / "refused", **cb)
+    with monkeypatch.context() as m:
+        m.setattr(checks, "check_rollout_precision", lambda model, args: None)
+        unguarded = build(tiny_model_dir, tmp_path / "unguarded", **cb)
+        assert {p.dtype for p in unguarded.model.parameters()} == {torch.float32}
+        unguarded.train()
+        assert {p.dtype for p in unguarded.model.parameters()} == {torch.bfloat16}  # what the check prevents
+    on_purpose = build(tiny_model_dir, tmp_path / "bf16", model_init_kwargs={"dtype": "bfloat16"}, **cb)
+    assert {p.dtype for p in on_purpose.model.parameters()} == {torch.bfloat16}  # loaded so: nothing to lose
+    plain = build(tiny_model_dir, tmp_path / "fp32", use_transformers_continuous_batching=True, max_steps=1)
+    assert {p.dtype for p in plain.model.parameters()} == {torch.float32}  # no mixed precision: no cast
