@@ -17,6 +17,13 @@ off, dapo loss, weighting kwargs, ``gramian_params``) is read from ``recipes/qwe
 are fp32 under bf16 autocast (the paper's FSDP mixed precision: fp32 master weights, bf16 compute); activation
 checkpointing on, as in the recipes.
 
+Beyond the first table's rows: the TorchJD weightings (upgrad, dualproj, cagrad) in the recipes' layer subset and in
+log-prob space; MGDA on the last layer and the last quarter (``make bench-gram``'s cheaper subsets, costs only);
+linear and CTWA at ``--long-length`` (1,024) tokens; linear with bf16-held weights with and without transformers'
+continuous batching (the trainer refuses that path on fp32 weights under bf16: TRL casts them in place). Each run
+records its generated tokens/s and the parameter dtypes after training. ``--rollout`` adds
+:func:`gpu_rollout.greedy_agreement` (``generate`` vs ``generate_batch``, greedy, same prompts).
+
 Rewards are three stand-ins computed from the completion's token ids (fractions of ids below V/2, even, divisible by
 3): a random model's text is noise, and the project's math rewards would score it 0 with zero variance, so no
 advantage and no gradient. Their scoring cost is therefore not the math verifier's (that one is measured on the CPU by
@@ -39,6 +46,8 @@ import weakref
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAYERS_10_25 = r"model\.layers\.(1[0-9]|2[0-5])\."
+BF16_WEIGHTS = {"dtype": "bfloat16"}
+LAST_LAYER, LAST_QUARTER = r"model\.layers\.(27)\.", r"model\.layers\.(2[1-7])\."  # of 28 layers
 # name, recipe, overrides (None for gramian_params = every trainable parameter)
 CONFIGS = [
     ("linear", "linear", {}),
@@ -49,7 +58,22 @@ CONFIGS = [
     ("mgda (parameters, layers 10-25)", "mgda", {"gramian_space": "parameters", "gramian_params": LAYERS_10_25}),
     ("dynamic (parameters, all)", "dynamic", {"gramian_space": "parameters", "gramian_params": None}),
     ("mgda (parameters, all)", "mgda", {"gramian_space": "parameters", "gramian_params": None}),
-]
+    # the TorchJD weightings, each in the recipe's subset and in log-prob space
+    *((f"{w} ({label})", w, over) for w in ("upgrad", "dualproj", "cagrad")
+      for label, over in (("parameters, layers 10-25", {"gramian_space": "parameters", "gramian_params": LAYERS_10_25}),
+                          ("logprobs", {"gramian_space": "logprobs"}))),
+    # the cheaper parameter subsets of make bench-gram, at paper shapes (costs only: random weights)
+    ("mgda (parameters, last layer)", "mgda", {"gramian_space": "parameters", "gramian_params": LAST_LAYER}),
+    ("mgda (parameters, last quarter)", "mgda", {"gramian_space": "parameters", "gramian_params": LAST_QUARTER}),
+    # how the costs scale with the completion length
+    ("linear (1024 tokens)", "linear", {"completion_length": "long"}),
+    ("ctwa exact (1024 tokens)", "ctwa", {"completion_length": "long"}),
+    # the rollout path without vLLM: transformers' continuous batching (paged KV cache); it needs weights held in
+    # bf16 (on fp32 weights TRL would cast them in place, which the trainer refuses), so both rows hold bf16 weights
+    ("linear (bf16 weights)", "linear", {"model_init_kwargs": BF16_WEIGHTS}),
+    ("linear (continuous batching, bf16 weights)", "linear",
+     {"use_transformers_continuous_batching": True, "model_init_kwargs": BF16_WEIGHTS}),
+]  # fmt: skip
 ZERO3 = "linear (ZeRO-3, 1 process)"
 QWEN25_15B = {"hidden_size": 1536, "intermediate_size": 8960, "num_hidden_layers": 28, "num_attention_heads": 12,
                   "num_key_value_heads": 2, "vocab_size": 151936, "max_position_embeddings": 32768, "rope_theta": 1000000.0,
@@ -153,15 +177,19 @@ def train_one(name: str, recipe: str, overrides: dict, model_dir: str, a) -> dic
     from mo_align.trainer import MOGRPOTrainer
 
     cuda = torch.cuda.is_available() and a.device == "cuda"
+    overrides = dict(overrides)
+    length = overrides.pop("completion_length", a.completion_length)
+    length = a.long_length if length == "long" else length
     args = recipe_args(recipe, overrides, a)
+    init = args.pop("model_init_kwargs", {"dtype": "float32"})  # fp32 master weights unless the row says otherwise
     steps = 2 * (1 + a.cycles)  # 2 optimizer steps per generation batch
     prompts = [[{"role": "user", "content": f"Compute {i % 9 + 1} + {i % 7 + 2}."}] for i in range(256)]
     data = Dataset.from_dict({"prompt": prompts, "answer": [str(i % 9 + i % 7 + 3) for i in range(256)]})
     config = MOGRPOConfig(
         output_dir=tempfile.mkdtemp(), bf16=cuda, use_cpu=not cuda, max_steps=steps, logging_steps=1,
         save_strategy="no", report_to="none", disable_tqdm=True, seed=0, activation_checkpointing=True,
-        max_completion_length=a.completion_length, generation_kwargs={"min_new_tokens": a.completion_length},
-        model_init_kwargs={"dtype": "float32"}, lr_scheduler_type="constant", **args,
+        max_completion_length=length, generation_kwargs={"min_new_tokens": length},
+        model_init_kwargs=init, lr_scheduler_type="constant", **args,
     )  # fmt: skip
     clock = StageClock(cuda)
 
@@ -201,9 +229,26 @@ def train_one(name: str, recipe: str, overrides: dict, model_dir: str, a) -> dic
            "params_moved": f"{moved}/{len(before)}", "steps": clock.steps,
            "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
            "trainer_args": {k: getattr(config, k) for k in RECIPE_KEYS},
-           "parameters": sum(getattr(q, "ds_numel", q.numel()) for q in trainer.model.parameters())}  # fmt: skip
+           "parameters": sum(getattr(q, "ds_numel", q.numel()) for q in trainer.model.parameters()),
+           "completion_length": length,
+           # TRL's continuous-batching path casts the policy to bf16 in place when bf16 is on: recorded, not assumed
+           "param_dtypes_after": sorted({str(q.dtype) for q in trainer.model.parameters()})}  # fmt: skip
     run.update(summarise(clock.steps, warmup_steps=2))
+    run.update(generation_rate(trainer, clock.steps[2:], config))
     return run, weakref.ref(trainer.model)
+
+
+def generation_rate(trainer, measured: list[dict], config) -> dict:
+    """Generated tokens per second of generation time over the measured steps: TRL's logged mean completion length
+    x the completions of a generation batch (per_device_train_batch_size x steps_per_generation), per generation."""
+    lengths = [h["completions/mean_length"] for h in trainer.state.log_history if "completions/mean_length" in h]
+    gens = [s["generation_s"] for s in measured if s.get("generation_s")]
+    if not lengths or not gens:
+        return {}
+    tokens = (
+        statistics.fmean(lengths[2:] or lengths) * config.per_device_train_batch_size * config.steps_per_generation
+    )
+    return {"completion_tokens_per_generation": tokens, "generation_tokens_per_s": tokens / statistics.fmean(gens)}
 
 
 def release(run: dict, alive) -> None:
@@ -281,6 +326,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--shape", choices=["paper", "small"], default="paper", help="small: a CPU rehearsal")
     p.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
     p.add_argument("--completion-length", type=int, default=512)
+    p.add_argument("--long-length", type=int, default=1024, help="the '(1024 tokens)' rows' length (rehearsal: less)")
     p.add_argument("--cycles", type=int, default=1, help="measured generation batches (2 optimizer steps each)")
     p.add_argument("--budget-s", type=float, default=540.0, help="skip configurations that would not fit")
     p.add_argument("--only", default="", help="comma-separated configuration names, zero3 for ZeRO-3 (default: all)")
@@ -288,6 +334,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model-dir", default="")
     p.add_argument("--result", default="", help="(internal) write this process's runs here")
     p.add_argument("--render", default="", help="print the markdown table of this gpu_paper.json and exit")
+    p.add_argument("--rollout", action="store_true", help="also compare generate and generate_batch (gpu_rollout)")
     a = p.parse_args(argv)
     if a.render:
         with open(a.render) as f:
@@ -322,6 +369,11 @@ def main(argv: list[str] | None = None) -> None:
         write(result, report)
         sys.stdout.write(line(run) + "\n")
         sys.stdout.flush()
+    if a.rollout and not a.result:  # greedy, same prompts: tokens/s, memory, agreement (scripts/gpu_rollout.py)
+        import gpu_rollout
+
+        report["rollout"] = gpu_rollout.greedy_agreement(model_dir, a.device, a.completion_length)
+        write(result, report)
     if not a.result and not a.no_zero3 and (not a.only or "zero3" in a.only.split(";")):
         left = a.budget_s - (time.time() - start)
         if left > 60:
@@ -353,7 +405,16 @@ def render(report: dict) -> str:
                  *(f"{r['stages'][k]:.2f}" for k in stages), "" if mem is None else f"{mem:.1f}",
                  str(r["finite_losses"]), r["params_moved"]]  # fmt: skip
         rows.append("| " + " | ".join(cells) + " |")
-    return "\n".join(rows + [f"\nskipped: {x}" for x in report.get("skipped", [])]) + "\n"
+    text = "\n".join(rows + [f"\nskipped: {x}" for x in report.get("skipped", [])]) + "\n"
+    rates = [
+        f"{r['name']}: {r['generation_tokens_per_s']:.0f}" for r in report["runs"] if "generation_tokens_per_s" in r
+    ]
+    text += f"\ngenerated tokens/s (training): {'; '.join(rates)}\n" if rates else ""
+    if "rollout" in report:
+        import gpu_rollout
+
+        text += gpu_rollout.render(report["rollout"])
+    return text
 
 
 def write(path: str, report: dict) -> None:

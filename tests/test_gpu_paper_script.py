@@ -53,3 +53,33 @@ def test_cpu_rehearsal_trains_every_parameter_and_renders(tmp_path):
     assert linear["trainer_args"]["beta"] == 0.001  # read from recipes/qwen2.5-1.5b/linear.yaml
     table = gpu_paper.render(report)
     assert table.count("\n| ") == 2 and "| dynamic (parameters, layers 10-25) |" in table
+
+
+def test_cpu_rehearsal_of_the_torchjd_long_and_rollout_rows(tmp_path):
+    """The rows added for the TorchJD weightings, the long completions and continuous batching, and the greedy
+    rollout comparison, rehearsed on the small shape (a rehearsal: the numbers are a GPU's to give)."""
+    out = tmp_path / "out"
+    only = "upgrad (logprobs);linear (1024 tokens);linear (continuous batching, bf16 weights)"
+    argv = ["--shape", "small", "--device", "cpu", "--completion-length", "4", "--long-length", "6", "--out", str(out)]
+    gpu_paper.main([*argv, "--only", only, "--no-zero3", "--rollout"])
+    report = json.loads((out / "gpu_paper.json").read_text())
+    runs = {r["name"]: r for r in report["runs"]}
+    assert list(runs) == only.split(";")
+    for run in runs.values():
+        assert run["error"] is None and run["finite_losses"] and run["params_moved"].split("/")[0] != "0"
+        assert run["generation_tokens_per_s"] > 0
+    assert [runs[n]["param_dtypes_after"] for n in only.split(";")] == [["torch.float32"]] * 2 + [["torch.bfloat16"]]
+    assert runs["upgrad (logprobs)"]["trainer_args"]["gramian_space"] == "logprobs"
+    assert runs["upgrad (logprobs)"]["trainer_args"]["weighting"] == "upgrad"
+    assert [runs[n]["completion_length"] for n in only.split(";")] == [4, 6, 4]
+    # 16 completions of exactly 6 tokens per generation batch (min_new_tokens = max_completion_length)
+    assert runs["linear (1024 tokens)"]["completion_tokens_per_generation"] == 6 * 4 * 4
+    rollout = report["rollout"]
+    assert rollout["paths"]["generate"]["tokens"] == 16 * 4  # 16 prompts, 4 new tokens each
+    assert "error" not in rollout["paths"]["generate_batch"]
+    agreement = rollout["agreement"]
+    # greedy in float32 on the CPU: the two paths choose the same tokens (on a GPU in bf16 this is what is measured)
+    assert agreement["identical_share"] == 1.0 and agreement["max_abs_dlogp_shared_prefix"] == 0.0
+    table = gpu_paper.render(report)
+    assert "| linear (continuous batching, bf16 weights) |" in table and "generated tokens/s (training)" in table
+    assert "| generate_batch |" in table and "identical completions" in table
