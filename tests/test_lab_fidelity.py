@@ -203,7 +203,9 @@ def _fake_lab(moves: bool):
 
     calls = []
 
-    def run_lab(algorithms, seeds, steps, eval_steps, out, jobs, sft_steps, cache, task, regime, threads, eta="paper"):
+    def run_lab(algorithms, seeds, steps, eval_steps, out, jobs, sft_steps, cache, task, regime, threads, eta="paper",
+                save_models=False):  # fmt: skip
+        assert not save_models  # make lab keeps no checkpoints unless --save-models
         calls.append((list(algorithms), list(seeds), steps))
         runs = {}
         for algo in algorithms:
