@@ -94,7 +94,7 @@ def lab_warm_start(cache: str) -> tuple[str, dict]:
 def lab_spec(path: str, prompts: int = 8) -> dict[str, Any]:
     """The lab's MGDA run (its paper recipe under the lab's scaling rule) with one optimizer step per generation
     batch: ``prompts`` x 8 completions of <= 64 tokens, the three lab rewards."""
-    from mo_align.lab.run import lab_datasets
+    from mo_align.lab.run import LAB_MODEL_FILE, lab_datasets
     from mo_align.lab.scaling import lab_settings
     from mo_align.rewards import get_reward_funcs
 
@@ -102,7 +102,7 @@ def lab_spec(path: str, prompts: int = 8) -> dict[str, Any]:
     settings.update(steps_per_generation=1, per_device_train_batch_size=prompts * settings["num_generations"])
     settings.update(eval_strategy="no", eval_on_start=False)
     conciseness = {}  # training scores against the running mean; the warm start's fixed reference for evaluation
-    for record in ("lab_sft.json", "lab_model.json"):  # a warm start's, or a lab run's saved policy's (--save-models)
+    for record in ("lab_sft.json", LAB_MODEL_FILE):  # a warm start's, or a lab run's saved policy's (--save-models)
         if os.path.exists(os.path.join(path, record)):
             with open(os.path.join(path, record)) as f:
                 conciseness["eval_reference_length"] = float(json.load(f)["reference_length"])

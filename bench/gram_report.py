@@ -128,11 +128,14 @@ def recommend(models: list[dict[str, Any]], threshold: float) -> list[str]:
             for s in strategies]  # fmt: skip
 
 
-def per_model(per: list[list[dict]], i: int, key: str, digits: int = 3) -> str:
-    """Row ``i``'s ``key`` on every model, " / "-joined (an interval, or the x-linear ratio)."""
-    if key == "x_linear_train":
-        return " / ".join(f"{p[i][key]:.2f}" for p in per) + "x"
+def intervals(per: list[list[dict]], i: int, key: str, digits: int = 3) -> str:
+    """Row ``i``'s interval ``key`` on every model, " / "-joined."""
     return " / ".join(ci(p[i][key], digits) for p in per)
+
+
+def costs(per: list[list[dict]], i: int) -> str:
+    """Row ``i``'s training step x linear's on every model, " / "-joined."""
+    return " / ".join(f"{p[i]['x_linear_train']:.2f}" for p in per) + "x"
 
 
 def recommend_one(s: str, per: list[list[dict]], threshold: float) -> str:
@@ -141,23 +144,23 @@ def recommend_one(s: str, per: list[list[dict]], threshold: float) -> str:
     faster = [i for i in range(len(per[0])) if i != full and all(p[i]["time_s"] < p[full]["time_s"] for p in per)]
     cheaper = sorted(faster, key=lambda i: per[0][i]["time_s"])
     good = [i for i in cheaper if all(passes(p[i], threshold) for p in per)]
-    cost_full = per_model(per, full, "x_linear_train")
+    cost_full = costs(per, full)
     if good:
         i = good[0]
-        text = (f"**{s}**: {per[0][i]['space']} — cos(d, d_full) {per_model(per, i, 'cos')} at "
-                f"{per_model(per, i, 'x_linear_train')} linear's training step (full parameters {cost_full})")  # fmt: skip
+        text = (f"**{s}**: {per[0][i]['space']} — cos(d, d_full) {intervals(per, i, 'cos')} at "
+                f"{costs(per, i)} linear's training step (full parameters {cost_full})")  # fmt: skip
         if "weight_step_ratio" in per[0][i]:
-            ratio = per_model(per, i, "weight_step_ratio", 2)
+            ratio = intervals(per, i, "weight_step_ratio", 2)
             text += f"; its weight steps are {ratio}x the full-parameter ones (step size)"
     elif not cheaper:
         text = f"**{s}**: parameters (all) ({cost_full}) — no other space measured faster"
     else:
         i = max(cheaper, key=lambda j: min(closeness(p[j]) for p in per))
         text = (f"**{s}**: parameters (all) ({cost_full}) — no faster space reaches cos >= {threshold}; the "
-                f"closest, {per[0][i]['space']}, has cos {per_model(per, i, 'cos')}")  # fmt: skip
+                f"closest, {per[0][i]['space']}, has cos {intervals(per, i, 'cos')}")  # fmt: skip
         if "cos_weight_step" in per[0][i]:
-            text += f", weight-step direction {per_model(per, i, 'cos_weight_step')}"
-        text += f" at {per_model(per, i, 'x_linear_train')}"
+            text += f", weight-step direction {intervals(per, i, 'cos_weight_step')}"
+        text += f" at {costs(per, i)}"
     return f"- {text}."
 
 

@@ -130,16 +130,16 @@ def test_the_lab_worker_command_line(monkeypatch):
     from mo_align.lab import run
 
     seen = []
-    monkeypatch.setattr(run, "train_one", lambda *a: seen.append(a))
+    monkeypatch.setattr(run, "train_one", lambda *a, **k: seen.append((a, k)))
     threads = str(torch.get_num_threads())
     argv = ["--algo", "ctwa", "--sft", "S", "--out", "O", "--seed", "3", "--reference-length", "41.5"]
     run.main(["worker", *argv, "--steps", "7", "--eval-steps", "5", "--threads", threads, "--eta", "matched"])
-    assert seen == [("ctwa", 3, "S", 41.5, "O", 7, 5, "matched")]
+    assert seen == [(("ctwa", 3, "S", 41.5, "O", 7, 5, "matched"), {"save_model": False})]
 
 
 def test_the_labs_save_models_flag_reaches_the_worker(monkeypatch):
-    """``--save-models`` puts ``save_model`` in every job; the job's command line (:func:`jobs.worker_command`) parsed
-    by the worker's own parser hands ``save_model=True`` to ``train_one``, and a job without it does not."""
+    """``--save-models`` sets ``save_model`` in every job; the job's command line (:func:`jobs.worker_command`) parsed
+    by the worker's own parser hands ``save_model=True`` to ``train_one``, and ``False`` when the job's is false."""
     from mo_align.lab import jobs, run
 
     seen = []
@@ -147,11 +147,11 @@ def test_the_labs_save_models_flag_reaches_the_worker(monkeypatch):
     job = {"algo": "linear", "seed": 1, "sft": "S", "reference_length": 20.5, "out": "O", "steps": 4}
     job.update(eval_steps=2, threads=1, eta="paper")
     for flag in (True, False):
-        cmd = jobs.worker_command({**job, **({"save_model": True} if flag else {})})
+        cmd = jobs.worker_command({**job, "save_model": flag})
         assert cmd[1:4] == ["-m", "mo_align.lab", "worker"] and ("--save-model" in cmd) is flag
         run.main(cmd[3:])
     positional = ("linear", 1, "S", 20.5, "O", 4, 2, "paper")
-    assert seen == [(positional, {"save_model": True}), (positional, {})]
+    assert seen == [(positional, {"save_model": True}), (positional, {"save_model": False})]
     with pytest.raises(SystemExit) as err:
         run.main(["--sweep", "--save-models"])
     assert err.value.code == 2

@@ -157,8 +157,7 @@ def add_worker_parser(subparsers: Any) -> CommandParser:
 
 def run_worker(a: argparse.Namespace) -> None:
     torch.set_num_threads(a.threads)
-    extra = {"save_model": True} if a.save_model else {}
-    train_one(a.algo, a.seed, a.sft, a.reference_length, a.out, a.steps, a.eval_steps, a.eta, **extra)
+    train_one(a.algo, a.seed, a.sft, a.reference_length, a.out, a.steps, a.eval_steps, a.eta, save_model=a.save_model)
 
 
 def run_lab(
@@ -200,7 +199,7 @@ def run_lab(
     os.makedirs(logs, exist_ok=True)
     threads = 1 if jobs > 1 else max(1, os.cpu_count() or 1)
     shared = {"sft": sft_dir, "reference_length": meta["reference_length"], "steps": steps, "eval_steps": eval_steps}
-    shared.update(threads=threads, eta=eta, **({"save_model": True} if save_models else {}))
+    shared.update(threads=threads, eta=eta, save_model=save_models)  # worker_command: --save-model when true
     todo = [
         {"algo": a, "seed": s, **shared, "out": os.path.join(out_root, f"{a}-seed{s}")}
         for s in seeds
@@ -336,10 +335,8 @@ def run(a: argparse.Namespace) -> Any:
     eval_steps = a.eval_steps or 25
     # one warm start per regime, shared by make lab, make demo and the sweep (the regime sets its length)
     cache, threads = a.cache, a.sft_threads
-    keep = {"eta": a.eta, "save_models": a.save_models}
-    result = run_lab(
-        algorithms, seeds, steps, eval_steps, out, a.jobs, a.sft_steps, cache, task, regime, threads, **keep
-    )
+    result = run_lab(algorithms, seeds, steps, eval_steps, out, a.jobs, a.sft_steps, cache, task, regime, threads,
+                     eta=a.eta, save_models=a.save_models)  # fmt: skip
     run_dirs = [r["output_dir"] for r in result["runs"].values()]
     lines = [*demo.demo_extras(run_dirs, out, figure=a.quick), "", *fidelity_lines(run_dirs, out)]
     sys.stdout.write("".join(f"\n{line}" for line in lines) + "\n")
